@@ -1,0 +1,18 @@
+"""numbaconv: convolutions and their gradients, compiled by Numba.
+
+    import numbaconv as nc
+    y = nc.conv2d(x, w, bias, stride=1, padding="same")
+    gx, gw, gb = nc.conv2d_backward(gy, x, w, padding="same")
+
+See numbaconv.functional for the functions, numbaconv.reference for the
+float64 oracle they are checked against.
+"""
+from . import reference
+from .devices import available_devices as devices
+from .dispatch import algorithms
+from .functional import *  # noqa: F401,F403  the fifteen public functions
+from .functional import __all__ as _functional_names
+from .spec import ConvSpec
+
+__version__ = "0.1.0"
+__all__ = ["reference", "devices", "algorithms", "ConvSpec", *_functional_names]
