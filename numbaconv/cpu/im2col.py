@@ -23,6 +23,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from . import workspace
 from .common import valid_outputs
 
 WORKSPACE_LIMIT_BYTES = 256 * 2**20
@@ -49,18 +50,23 @@ def _im2col_kernel(x, cols, kernel_size, out_size, stride, dilation, pad_lo):
         tap = job // batch % taps
         td, th, tw = tap // (k_h * k_w), tap // k_w % k_h, tap % k_w
         row = cols[channel // group_in, (channel % group_in) * taps + tap, b * positions:(b + 1) * positions]
-        row[:] = 0
         d0, d1 = valid_outputs(td, in_d, out_d, stride[0], dilation[0], pad_lo[0])
         h0, h1 = valid_outputs(th, in_h, out_h, stride[1], dilation[1], pad_lo[1])
         w0, w1 = valid_outputs(tw, in_w, out_w, stride[2], dilation[2], pad_lo[2])
-        for od in range(d0, d1):
+        # every entry is written once: zeros where the window is in the padding, input elsewhere
+        for od in range(out_d):
             i_d = od * stride[0] - pad_lo[0] + td * dilation[0]
-            for oh in range(h0, h1):
+            for oh in range(out_h):
+                start = (od * out_h + oh) * out_w
+                if od < d0 or od >= d1 or oh < h0 or oh >= h1:
+                    row[start:start + out_w] = 0
+                    continue
                 i_h = oh * stride[1] - pad_lo[1] + th * dilation[1]
                 x_row = x[b, channel, i_d, i_h]
-                start = (od * out_h + oh) * out_w
+                row[start:start + w0] = 0
                 for ow in range(w0, w1):
                     row[start + ow] = x_row[ow * stride[2] - pad_lo[2] + tw * dilation[2]]
+                row[start + max(w0, w1):start + out_w] = 0
 
 
 @njit(parallel=True, cache=True)
@@ -102,7 +108,7 @@ class _Columns:
         self.positions = math.prod(spec.out_size)
         bytes_per_sample = self.groups * self.rows * self.positions * np.dtype(dtype).itemsize
         self.chunk = max(1, min(spec.batch, WORKSPACE_LIMIT_BYTES // bytes_per_sample))
-        self.buffer = np.empty(self.groups * self.rows * self.chunk * self.positions, dtype)
+        self.dtype = dtype
 
     def chunks(self):
         """(start, stop) sample ranges of at most ``self.chunk`` samples."""
@@ -110,9 +116,17 @@ class _Columns:
             yield start, min(start + self.chunk, self.spec.batch)
 
     def matrix(self, samples):
-        """A contiguous (groups, rows, samples * positions) view of the buffer."""
+        """The column matrix of ``samples`` samples: a contiguous (groups, rows, samples * positions)
+        view of this thread's workspace."""
         size = self.groups * self.rows * samples * self.positions
-        return self.buffer[:size].reshape(self.groups, self.rows, samples * self.positions)
+        return workspace.borrow("columns", size, self.dtype).reshape(
+            self.groups, self.rows, samples * self.positions)
+
+    def product(self, samples, out_channels):
+        """Scratch for a (groups, K/g, samples * positions) matrix product."""
+        size = out_channels * samples * self.positions
+        return workspace.borrow("product", size, self.dtype).reshape(
+            self.groups, out_channels // self.groups, samples * self.positions)
 
     def unfold(self, x_chunk):
         cols = self.matrix(x_chunk.shape[0])
@@ -125,10 +139,13 @@ class _Columns:
         _col2im_kernel(cols, grad_x_chunk, s.kernel_size, s.out_size, s.stride, s.dilation, s.pad_lo)
 
     def by_group(self, y_chunk):
-        """(B, K, *out) -> (groups, K/g, B*P): the GEMM layout of an output-shaped array (a copy)."""
-        samples = y_chunk.shape[0]
-        grouped = y_chunk.reshape(samples, self.groups, -1, self.positions)
-        return np.ascontiguousarray(grouped.transpose(1, 2, 0, 3)).reshape(self.groups, -1, samples * self.positions)
+        """(B, K, *out) -> (groups, K/g, B*P): the GEMM layout of an output-shaped array, copied
+        into workspace."""
+        samples, out_channels = y_chunk.shape[:2]
+        regrouped = workspace.borrow("regrouped", y_chunk.size, self.dtype).reshape(
+            self.groups, out_channels // self.groups, samples, self.positions)
+        regrouped[...] = y_chunk.reshape(samples, self.groups, -1, self.positions).transpose(1, 2, 0, 3)
+        return regrouped.reshape(self.groups, -1, samples * self.positions)
 
     def by_sample(self, product, y_chunk):
         """Write a (groups, K/g, B*P) product into the (B, K, *out) array ``y_chunk``."""
@@ -142,7 +159,8 @@ def forward(spec, x, w, out):
     w_matrix = w.reshape(spec.groups, spec.group_out_channels, columns.rows)
     for start, stop in columns.chunks():
         cols = columns.unfold(x[start:stop])
-        columns.by_sample(np.matmul(w_matrix, cols), out[start:stop])
+        product = np.matmul(w_matrix, cols, out=columns.product(stop - start, spec.out_channels))
+        columns.by_sample(product, out[start:stop])
 
 
 def backward_input(spec, grad_y, w, grad_x):

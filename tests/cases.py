@@ -1,0 +1,30 @@
+"""The grid of convolution problems every algorithm is checked on.
+
+Each case: (name, x_shape, w_shape, stride, padding, dilation, groups).
+Together they cover 1-d/2-d/3-d, asymmetric and "same" padding (at stride 1
+and 2), stride larger than the kernel, dilation, groups, depthwise (with and
+without a channel multiplier), non-square shapes, 1x1 kernels, kernel equal
+to the input, kernels larger than the unpadded input, and batch 1 and more.
+"""
+CASES = [
+    ("2d-basic", (2, 3, 7, 9), (4, 3, 3, 3), 1, 0, 1, 1),
+    ("2d-asymmetric-pad", (2, 3, 8, 6), (5, 3, 3, 2), (2, 1), ((1, 2), (0, 3)), 1, 1),
+    ("2d-same-stride2", (2, 2, 9, 10), (3, 2, 3, 4), 2, "same", 1, 1),
+    ("2d-same-even-kernel", (1, 2, 6, 7), (2, 2, 2, 4), 1, "same", (2, 1), 1),
+    ("2d-stride-gt-kernel", (3, 2, 11, 8), (4, 2, 2, 2), 3, 1, 1, 1),
+    ("2d-dilation", (2, 3, 12, 11), (2, 3, 3, 3), 1, 2, (2, 3), 1),
+    ("2d-groups", (2, 4, 7, 7), (6, 2, 3, 3), (1, 2), 1, 1, 2),
+    ("2d-depthwise", (2, 4, 9, 8), (4, 1, 3, 3), 1, 1, 1, 4),
+    ("2d-depthwise-multiplier", (2, 3, 6, 9), (6, 1, 3, 2), 2, (1, 0), 1, 3),
+    ("2d-1x1-strided", (2, 6, 7, 5), (5, 6, 1, 1), 2, 0, 1, 1),
+    ("2d-kernel-equals-input", (2, 3, 5, 4), (4, 3, 5, 4), 1, 0, 1, 1),
+    ("2d-kernel-larger-than-input", (2, 2, 3, 3), (3, 2, 5, 5), 1, 1, 1, 1),
+    ("2d-batch1-valid", (1, 5, 10, 6), (3, 5, 4, 3), (3, 2), "valid", 1, 1),
+    ("1d-strided-dilated", (2, 3, 13), (4, 3, 3), 2, ((2, 1),), 2, 1),
+    ("1d-groups-same", (3, 6, 10), (9, 2, 4), 1, "same", 1, 3),
+    ("1d-long", (1, 2, 64), (3, 2, 5), 3, 2, 1, 1),
+    ("3d-mixed", (2, 4, 4, 5, 6), (4, 2, 2, 3, 2), (1, 2, 1), ((1, 0), (0, 1), (1, 1)), (1, 1, 2), 2),
+    ("3d-depthwise-same", (1, 3, 5, 4, 6), (3, 1, 3, 3, 3), 2, "same", 1, 3),
+    ("3d-strided", (2, 2, 6, 6, 6), (3, 2, 3, 3, 3), 2, 1, 1, 1),
+]
+CASE_IDS = [case[0] for case in CASES]
