@@ -116,7 +116,7 @@ def _make_rank(engine, rank: int, module: str) -> dict:
         spec = _transpose_spec(rank, tuple(x.shape), tuple(w.shape), stride, padding,
                                output_padding, groups, dilation)
         _check_vector("bias", bias, spec.in_channels)
-        y = engine.backward(spec, x, None, w, {"input"}, algo, device)[0]
+        y = engine.backward(spec, _zero_extend(x, spec.y_shape), None, w, {"input"}, algo, device)[0]
         return y if bias is None else engine.add_bias(y, bias)
 
     return {f.__name__: f for f in (
@@ -164,11 +164,21 @@ def _transpose_spec(rank, x_shape, w_shape, stride, padding, output_padding, gro
     if any(n < 1 for n in out_size):
         raise ValueError(f"conv_transpose{rank}d of input {x_shape} with weight {w_shape} and "
                          f"padding {padding} gives an empty output size {out_size}")
-    spec = ConvSpec.create((x_shape[0], w_shape[1] * groups, *out_size), w_shape, stride, pads,
+    return ConvSpec.create((x_shape[0], w_shape[1] * groups, *out_size), w_shape, stride, pads,
                            dilation, groups, rank=rank)
-    if spec.y_shape != x_shape:
-        raise ValueError(f"conv_transpose{rank}d input {x_shape} does not fit weight {w_shape}")
-    return spec
+
+
+def _zero_extend(x, shape):
+    """``x`` with zeros appended at the high end of each dim up to ``shape``.
+
+    A transposed convolution's forward spec has exactly the input's size
+    unless output_padding >= stride (allowed when dilation > stride); then the
+    forward convolution has extra outputs at the high end, which receive no
+    input and so enter the input gradient as zeros.
+    """
+    if tuple(x.shape) == shape:
+        return x
+    return np.pad(np.asarray(x), [(0, want - have) for have, want in zip(x.shape, shape)])
 
 
 def make_api(engine, module: str) -> dict:

@@ -1,0 +1,160 @@
+"""The public functions: against the reference and PyTorch, on edge cases, and their contracts."""
+import numpy as np
+import pytest
+
+import numbaconv as nc
+from cases import CASE_IDS, CASES
+from conftest import assert_close, random_array
+
+DTYPES = [np.float32, np.float64]
+
+
+def _family(rank):
+    return {name: getattr(nc, f"{name.format(rank)}") for name in
+            ("conv{}d", "conv{}d_input", "conv{}d_weight", "conv{}d_backward", "conv_transpose{}d")}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_public_functions_match_reference(rng, case, dtype):
+    _, x_shape, w_shape, stride, padding, dilation, groups = case
+    rank = len(x_shape) - 2
+    ours, ref = (getattr(m, f"conv{rank}d") for m in (nc, nc.reference))
+    x, w = random_array(rng, x_shape, dtype), random_array(rng, w_shape, dtype)
+    bias = random_array(rng, w_shape[0], dtype)
+    options = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+    y = ours(x, w, bias, **options)
+    assert y.dtype == dtype
+    assert_close(y, ref(x, w, bias, **options), dtype, "forward")
+
+    grad_y = random_array(rng, y.shape, dtype)
+    expected = getattr(nc.reference, f"conv{rank}d_backward")(grad_y, x, w, **options)
+    gradients = getattr(nc, f"conv{rank}d_backward")(grad_y, x, w, **options)
+    for name, actual, wanted in zip(("input", "weight", "bias"), gradients, expected):
+        assert actual.dtype == dtype
+        assert_close(actual, wanted, dtype, f"{name} gradient")
+    assert_close(getattr(nc, f"conv{rank}d_input")(x.shape, w, grad_y, **options), expected[0], dtype,
+                 "conv_input")
+    assert_close(getattr(nc, f"conv{rank}d_weight")(x, w.shape, grad_y, **options), expected[1], dtype,
+                 "conv_weight")
+    assert getattr(nc, f"conv{rank}d_backward")(grad_y, x, w, **options, bias=False)[2] is None
+
+
+TRANSPOSE_CASES = [
+    # (x_shape, w_shape, stride, padding, output_padding, groups, dilation)
+    ((2, 4, 5, 6), (4, 3, 3, 3), 2, 1, 1, 1, 1),
+    ((1, 6, 4, 3), (6, 2, 2, 3), (3, 1), ((1, 0), (0, 2)), (2, 0), 2, 1),
+    ((2, 3, 7), (3, 2, 3), 1, 0, 0, 1, 2),
+    ((2, 4, 3, 4, 2), (4, 1, 2, 3, 2), (2, 1, 2), 1, (1, 0, 0), 4, 1),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("case", TRANSPOSE_CASES)
+def test_conv_transpose_matches_reference(rng, case, dtype):
+    x_shape, w_shape, stride, padding, output_padding, groups, dilation = case
+    rank = len(x_shape) - 2
+    x, w = random_array(rng, x_shape, dtype), random_array(rng, w_shape, dtype)
+    bias = random_array(rng, w_shape[1] * groups, dtype)
+    args = (x, w, bias, stride, padding, output_padding, groups, dilation)
+    y = getattr(nc, f"conv_transpose{rank}d")(*args)
+    assert y.dtype == dtype
+    assert_close(y, getattr(nc.reference, f"conv_transpose{rank}d")(*args), dtype, "conv_transpose")
+
+
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_empty_batch(rank):
+    spatial = (5, 4, 3)[:rank]
+    x = np.zeros((0, 4, *spatial))
+    w = np.ones((6, 2, *(2,) * rank))
+    family = _family(rank)
+    y = family["conv{}d"](x, w, np.ones(6), groups=2, padding=1)
+    assert y.shape == (0, 6, *(n + 1 for n in spatial))
+    grad_x, grad_w, grad_b = family["conv{}d_backward"](y, x, w, groups=2, padding=1)
+    assert grad_x.shape == x.shape
+    np.testing.assert_array_equal(grad_w, np.zeros(w.shape))
+    np.testing.assert_array_equal(grad_b, np.zeros(6))
+    assert family["conv_transpose{}d"](np.zeros((0, 6, *spatial)), w.reshape(6, 2, *w.shape[2:]),
+                                       groups=2).shape[0] == 0
+
+
+def test_non_contiguous_inputs_and_inputs_unchanged(rng):
+    base_x = random_array(rng, (3, 5, 10, 12))
+    x = base_x[::2, 1:4, ::2, :].transpose(0, 1, 3, 2)       # strided and transposed
+    w = np.asfortranarray(random_array(rng, (4, 3, 3, 2)))
+    bias = random_array(rng, 8)[::2]
+    snapshots = [a.copy() for a in (x, w, bias)]
+    y = nc.conv2d(x, w, bias, padding=1)
+    assert_close(y, nc.reference.conv2d(np.ascontiguousarray(x), np.ascontiguousarray(w),
+                                        np.ascontiguousarray(bias), padding=1), np.float64, "forward")
+    grad_y = random_array(rng, y.shape + (2,))[..., 0]          # non-contiguous gradient
+    gradients = nc.conv2d_backward(grad_y, x, w, padding=1)
+    expected = nc.reference.conv2d_backward(np.ascontiguousarray(grad_y), x, w, padding=1)
+    for actual, wanted in zip(gradients, expected):
+        assert_close(actual, wanted, np.float64, "gradient")
+    assert_close(nc.conv_transpose2d(y, w, padding=1), nc.reference.conv_transpose2d(y, w, padding=1),
+                 np.float64, "conv_transpose")
+    for snapshot, array in zip(snapshots, (x, w, bias)):
+        np.testing.assert_array_equal(snapshot, array)
+
+
+def test_nan_and_inf_propagate():
+    x = np.ones((1, 1, 4, 4))
+    x[0, 0, 0, 0] = np.nan
+    x[0, 0, 3, 3] = np.inf
+    y = nc.conv2d(x, np.ones((1, 1, 2, 2)))
+    assert np.isnan(y[0, 0, 0, 0]) and np.isinf(y[0, 0, 2, 2]) and y[0, 0, 1, 1] == 4
+
+
+def test_devices_and_algorithms():
+    assert nc.devices() == ("cpu",)
+    assert set(nc.algorithms("cpu")) == {"direct", "im2col"}
+    with pytest.raises(ValueError, match="unknown device"):
+        nc.algorithms("tpu")
+
+
+def test_every_algorithm_through_the_public_api(rng):
+    x, w = random_array(rng, (2, 4, 6, 7)), random_array(rng, (6, 2, 3, 3))
+    expected = nc.reference.conv2d(x, w, stride=2, padding="same", groups=2)
+    for algo in ("auto", *nc.algorithms("cpu")):
+        y = nc.conv2d(x, w, stride=2, padding="same", groups=2, algo=algo, device="cpu")
+        assert_close(y, expected, np.float64, algo)
+
+
+def test_auto_rule_prefers_direct_for_depthwise():
+    from numbaconv import dispatch
+    from numbaconv.spec import ConvSpec
+    depthwise = ConvSpec.create((1, 8, 9, 9), (8, 1, 3, 3), groups=8)
+    dense = ConvSpec.create((1, 8, 9, 9), (8, 8, 3, 3))
+    assert dispatch.choose("cpu", "auto", depthwise) is dispatch.REGISTRY["cpu"]["direct"]
+    assert dispatch.choose("cpu", "auto", dense) is dispatch.REGISTRY["cpu"]["im2col"]
+
+
+def test_cuda_is_refused_clearly(monkeypatch):
+    x, w = np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2))
+    with pytest.raises(RuntimeError, match="no usable GPU"):
+        nc.conv2d(x, w, device="cuda")
+    monkeypatch.setenv("NUMBACONV_DEVICE", "cuda")
+    with pytest.raises(RuntimeError, match="no usable GPU"):
+        nc.conv2d(x, w)
+    assert nc.conv2d(x, w, device="cpu").shape == (1, 1, 2, 2)
+    monkeypatch.setenv("NUMBACONV_DEVICE", "gpu0")
+    with pytest.raises(ValueError, match="NUMBACONV_DEVICE"):
+        nc.conv2d(x, w)
+
+
+def test_gpu_arrays_are_refused_clearly():
+    class FakeGpuArray:
+        shape, dtype = (1, 1, 3, 3), np.dtype(np.float32)
+        __cuda_array_interface__ = {}
+
+    with pytest.raises(RuntimeError, match="GPU"):
+        nc.conv2d(FakeGpuArray(), np.ones((1, 1, 2, 2), np.float32))
+
+
+def test_docstrings_and_names():
+    for rank in (1, 2, 3):
+        for name, function in _family(rank).items():
+            assert function.__name__ == name.format(rank)
+            assert "stride" in function.__doc__ and "padding" in function.__doc__
