@@ -157,8 +157,10 @@ def _transpose_spec(rank, x_shape, w_shape, stride, padding, output_padding, gro
         if op >= max(s, dil):
             raise ValueError(f"output_padding {output_padding} must be smaller than stride {stride} "
                              f"or dilation {dilation} in every dim")
-    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
-        raise ValueError(f"groups must be an int >= 1, got {groups!r}")
+    if not isinstance(groups, int) or isinstance(groups, bool):
+        raise TypeError(f"groups must be an int, got {groups!r}")
+    if groups < 1:
+        raise ValueError(f"groups must be >= 1, got {groups}")
     out_size = transpose_output_size(x_shape[2:], w_shape[2:], stride, [lo for lo, _ in pads],
                                      [hi for _, hi in pads], dilation, output_padding)
     if any(n < 1 for n in out_size):

@@ -47,6 +47,8 @@ BAD_CALLS = [
     ("transpose-same", lambda: nc.conv_transpose2d(GY, W, padding="same", groups=2), ValueError, "numeric padding"),
     ("transpose-channels", lambda: nc.conv_transpose2d(X, W, groups=2), ValueError, "channels"),
     ("transpose-empty-output", lambda: nc.conv_transpose2d(GY, W, padding=5, groups=2), ValueError, "empty output"),
+    ("transpose-groups-float", lambda: nc.conv_transpose2d(GY, W, groups=2.0), TypeError, "groups"),
+    ("transpose-groups-zero", lambda: nc.conv_transpose2d(GY, W, groups=0), ValueError, "groups"),
     ("transpose-bias", lambda: nc.conv_transpose2d(GY, W, np.ones(6), groups=2), ValueError, "bias"),
     ("rank-1-given-2d", lambda: nc.conv1d(X, W), ValueError, "3 dims"),
     ("rank-3-given-2d", lambda: nc.conv3d(X, W), ValueError, "5 dims"),
