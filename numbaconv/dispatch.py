@@ -9,9 +9,6 @@ more on unfolding the columns than on arithmetic.
 import math
 
 from .cpu import direct as cpu_direct, im2col as cpu_im2col
-from .cpu.threads import start_passive_pool
-
-start_passive_pool()
 
 REGISTRY = {
     "cpu": {"direct": cpu_direct, "im2col": cpu_im2col},

@@ -159,13 +159,3 @@ def test_docstrings_and_names():
             assert function.__name__ == name.format(rank)
             assert "stride" in function.__doc__ and "padding" in function.__doc__
 
-
-def test_import_leaves_the_environment_alone():
-    import os
-    import subprocess
-    import sys
-    script = "import os, numbaconv; print('OMP_WAIT_POLICY' in os.environ)"
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
-                            check=True)
-    assert result.stdout.strip() == "False"

@@ -63,10 +63,21 @@ def test_kernels_leave_inputs_alone(rng, algo):
         np.testing.assert_array_equal(original, array)
 
 
-def test_im2col_chunks_the_batch(rng, monkeypatch):
-    """With a tiny workspace cap the batch runs in several chunks and the results still match."""
+@pytest.mark.parametrize("block_columns", [1, 5, 37])
+def test_im2col_blocks_cut_anywhere(rng, monkeypatch, block_columns):
+    """Column blocks that split output rows and samples at odd places still give exact results."""
+    from numbaconv.cpu import im2col
+    monkeypatch.setattr(im2col, "BLOCK_BYTES", 1)
+    monkeypatch.setattr(im2col, "MIN_BLOCK_COLUMNS", block_columns)
+    for case in (CASES[4], CASES[16]):
+        spec, x, w, grad_y = _problem(rng, case, np.float64)
+        plan = im2col._Plan(spec.as_3d(), np.float64, 2)
+        assert plan.block == min(block_columns, plan.columns)
+        check_passes(im2col, spec, x, w, grad_y, np.float64)
+
+
+def test_im2col_workspace_cap_bounds_the_block(monkeypatch):
     from numbaconv.cpu import im2col
     monkeypatch.setattr(im2col, "WORKSPACE_LIMIT_BYTES", 1)
-    spec, x, w, grad_y = _problem(rng, CASES[4], np.float64)
-    assert im2col._Columns(spec.as_3d(), np.float64).chunk == 1 < spec.batch
-    check_passes(im2col, spec, x, w, grad_y, np.float64)
+    spec = ConvSpec.create((4, 8, 9, 9), (8, 8, 3, 3)).as_3d()
+    assert im2col._Plan(spec, np.float64, 2).block == 1

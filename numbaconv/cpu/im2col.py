@@ -1,32 +1,46 @@
-"""im2col + GEMM: unfold input windows into a column matrix, then one BLAS product.
+"""im2col + GEMM: unfold input windows into a column matrix, then BLAS products.
 
-For a chunk of ``B`` samples the column matrix is ``cols[g, r, b * P + p]``
-with ``r = (c, td, th, tw)`` running over the ``R = (C/g) * prod(kernel)``
-channel-taps of group ``g`` and ``p`` over the ``P = prod(out)`` outputs
-(seed 003; seed 000 version 1). Then, per group,
+The column matrix of a problem is ``cols[g, r, b * P + p]``: ``r = (c, td, th, tw)``
+runs over the ``R = (C/g) * prod(kernel)`` channel-taps of group ``g``, and the
+column ``b * P + p`` over samples and their ``P = prod(out)`` outputs (seed
+003; seed 000 version 1). Per group,
 
-    forward:       y      = w (K/g, R) @ cols (R, B*P)
-    weight grad:   grad_w = grad_y (K/g, B*P) @ cols.T          (summed over chunks)
-    input grad:    dcols  = w.T (R, K/g) @ grad_y (K/g, B*P),  then col2im adds
+    forward:       y      = w (K/g, R) @ cols (R, N*P)
+    weight grad:   grad_w = grad_y (K/g, N*P) @ cols.T
+    input grad:    dcols  = w.T (R, K/g) @ grad_y (K/g, N*P), then col2im adds
                    every column entry back onto the input element it came from.
 
-FLOPs: ``2 N K (C/g) prod(out) prod(kernel)`` per pass, all in NumPy's BLAS
-(``np.matmul``), so the pass runs near BLAS speed when ``R`` and ``K/g`` are
-large. Extra traffic: the column matrix, ``prod(kernel)`` times the input
-(written once, read once by the GEMM); the unfolding kernels are bound by
-memory bandwidth. Workspace: the column matrix of at most
-``WORKSPACE_LIMIT_BYTES`` (256 MiB); larger batches are processed in chunks,
-and a single sample whose columns exceed the cap is still processed whole.
-"""
-import math
+The matrix is never built whole: it is made and consumed in blocks of
+consecutive columns small enough to stay in a core's cache (``BLOCK_BYTES``),
+so unfolding costs cache writes rather than memory traffic. The blocks are
+shared out to a pool of threads; each thread unfolds its block with a
+``nogil`` Numba kernel and multiplies it with a single-threaded BLAS call.
+(A Numba ``prange`` unfold followed by a multi-threaded BLAS product was up
+to 2x slower on 2 cores: each pool's idle workers spin on the cores the
+other pool needs.) The input gradient folds back into whole samples, so its
+blocks are shared out by sample: a batch of one runs on one thread.
 
+FLOPs: ``2 N K (C/g) prod(out) prod(kernel)`` per pass, all in BLAS. Memory
+traffic: x, w and y once each, plus the weight matrix once per block.
+Workspace: per thread, one column block and (weight gradient) one partial
+``grad_w``; together at most ``WORKSPACE_LIMIT_BYTES`` (256 MiB) unless a
+single output row's columns are larger.
+"""
+import functools
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit
+from threadpoolctl import ThreadpoolController
 
 from . import workspace
 from .common import valid_outputs
 
 WORKSPACE_LIMIT_BYTES = 256 * 2**20
+BLOCK_BYTES = 2 * 2**20   # a column block that fits a core's L2 cache
+MIN_BLOCK_COLUMNS = 256   # narrower blocks make the BLAS products inefficient
 
 
 def supports(spec):
@@ -34,148 +48,178 @@ def supports(spec):
     return None
 
 
-@njit(parallel=True, cache=True)
-def _im2col_kernel(x, cols, kernel_size, out_size, stride, dilation, pad_lo):
-    """cols[g, (c, tap), b * P + p] = x_pad[b, g*Cg + c, window of output p at tap]."""
-    batch, in_channels, in_d, in_h, in_w = x.shape
-    groups = cols.shape[0]
+@njit(nogil=True, cache=True)
+def _unfold_or_fold(image, cols, first_column, fold, kernel_size, out_size, stride, dilation, pad_lo):
+    """Move data between ``image`` (N, C, D, H, W) and the column block ``cols`` (G, R, count).
+
+    ``cols[g, r, j]`` belongs to global column ``first_column + j``. With
+    ``fold`` false, fill the block from the image (im2col; zeros where the
+    window lies in the padding); with ``fold`` true, add the block onto the
+    image elements those entries came from (col2im). One thread owns the
+    block, so folding needs no atomics.
+    """
+    in_channels, in_d, in_h, in_w = image.shape[1], image.shape[2], image.shape[3], image.shape[4]
+    groups, count = cols.shape[0], cols.shape[2]
     group_in = in_channels // groups
     k_d, k_h, k_w = kernel_size
     out_d, out_h, out_w = out_size
     taps = k_d * k_h * k_w
     positions = out_d * out_h * out_w
-    for job in prange(in_channels * taps * batch):
-        b = job % batch
-        channel = job // batch // taps
-        tap = job // batch % taps
+    # per tap: the output ranges (d0, d1, h0, h1, w0, w1) whose window lies inside the image
+    inside = np.empty((taps, 6), np.int64)
+    for tap in range(taps):
         td, th, tw = tap // (k_h * k_w), tap // k_w % k_h, tap % k_w
-        row = cols[channel // group_in, (channel % group_in) * taps + tap, b * positions:(b + 1) * positions]
-        d0, d1 = valid_outputs(td, in_d, out_d, stride[0], dilation[0], pad_lo[0])
-        h0, h1 = valid_outputs(th, in_h, out_h, stride[1], dilation[1], pad_lo[1])
-        w0, w1 = valid_outputs(tw, in_w, out_w, stride[2], dilation[2], pad_lo[2])
-        # every entry is written once: zeros where the window is in the padding, input elsewhere
-        for od in range(out_d):
-            i_d = od * stride[0] - pad_lo[0] + td * dilation[0]
-            for oh in range(out_h):
-                start = (od * out_h + oh) * out_w
-                if od < d0 or od >= d1 or oh < h0 or oh >= h1:
-                    row[start:start + out_w] = 0
-                    continue
-                i_h = oh * stride[1] - pad_lo[1] + th * dilation[1]
-                x_row = x[b, channel, i_d, i_h]
-                row[start:start + w0] = 0
-                for ow in range(w0, w1):
-                    row[start + ow] = x_row[ow * stride[2] - pad_lo[2] + tw * dilation[2]]
-                row[start + max(w0, w1):start + out_w] = 0
-
-
-@njit(parallel=True, cache=True)
-def _col2im_kernel(cols, grad_x, kernel_size, out_size, stride, dilation, pad_lo):
-    """grad_x[b, c] = sum over taps of the column entries that were read from it (im2col's adjoint)."""
-    batch, in_channels, in_d, in_h, in_w = grad_x.shape
-    groups = cols.shape[0]
-    group_in = in_channels // groups
-    k_d, k_h, k_w = kernel_size
-    out_d, out_h, out_w = out_size
-    taps = k_d * k_h * k_w
-    positions = out_d * out_h * out_w
-    for plane in prange(batch * in_channels):
-        b, channel = plane // in_channels, plane % in_channels
-        grad_x[b, channel] = 0
+        inside[tap, 0:2] = valid_outputs(td, in_d, out_d, stride[0], dilation[0], pad_lo[0])
+        inside[tap, 2:4] = valid_outputs(th, in_h, out_h, stride[1], dilation[1], pad_lo[1])
+        inside[tap, 4:6] = valid_outputs(tw, in_w, out_w, stride[2], dilation[2], pad_lo[2])
+    j = 0
+    while j < count:   # one run of an output row (fixed b, od, oh) at a time
+        b, p = (first_column + j) // positions, (first_column + j) % positions
+        ow, oh, od = p % out_w, p // out_w % out_h, p // (out_w * out_h)
+        run = min(out_w - ow, count - j)
+        base = j - ow   # cols[..., base + o] holds output column o of this run
         for tap in range(taps):
             td, th, tw = tap // (k_h * k_w), tap // k_w % k_h, tap % k_w
-            row = cols[channel // group_in, (channel % group_in) * taps + tap, b * positions:(b + 1) * positions]
-            d0, d1 = valid_outputs(td, in_d, out_d, stride[0], dilation[0], pad_lo[0])
-            h0, h1 = valid_outputs(th, in_h, out_h, stride[1], dilation[1], pad_lo[1])
-            w0, w1 = valid_outputs(tw, in_w, out_w, stride[2], dilation[2], pad_lo[2])
-            for od in range(d0, d1):
-                i_d = od * stride[0] - pad_lo[0] + td * dilation[0]
-                for oh in range(h0, h1):
-                    i_h = oh * stride[1] - pad_lo[1] + th * dilation[1]
-                    gx_row = grad_x[b, channel, i_d, i_h]
-                    start = (od * out_h + oh) * out_w
-                    for ow in range(w0, w1):
-                        gx_row[ow * stride[2] - pad_lo[2] + tw * dilation[2]] += row[start + ow]
+            row_inside = inside[tap, 0] <= od < inside[tap, 1] and inside[tap, 2] <= oh < inside[tap, 3]
+            # outputs [first, stop) of the run read inside the image, the rest padding
+            first = min(max(inside[tap, 4], ow), ow + run)
+            stop = max(min(inside[tap, 5], ow + run), first)
+            i_d = od * stride[0] - pad_lo[0] + td * dilation[0]
+            i_h = oh * stride[1] - pad_lo[1] + th * dilation[1]
+            offset = tw * dilation[2] - pad_lo[2]
+            for channel in range(in_channels):
+                row = cols[channel // group_in, (channel % group_in) * taps + tap]
+                if not row_inside:
+                    if not fold:
+                        row[j:j + run] = 0
+                    continue
+                # a strided view of the image elements this run reads: contiguous copies below
+                image_run = image[b, channel, i_d, i_h,
+                                  first * stride[2] + offset:(stop - 1) * stride[2] + offset + 1:stride[2]]
+                if fold:
+                    image_run += row[base + first:base + stop]
+                else:
+                    row[j:base + first] = 0
+                    row[base + first:base + stop] = image_run
+                    row[base + stop:j + run] = 0
+        j += run
 
 
-class _Columns:
-    """Shapes of one problem's column matrix and a reusable buffer for it."""
+class _Plan:
+    """How one problem's column matrix is cut into blocks, and where each block's data lives."""
 
-    def __init__(self, spec, dtype):
+    def __init__(self, spec, dtype, threads):
         self.spec = spec
         self.groups = spec.groups
         self.rows = spec.group_in_channels * math.prod(spec.kernel_size)
         self.positions = math.prod(spec.out_size)
-        bytes_per_sample = self.groups * self.rows * self.positions * np.dtype(dtype).itemsize
-        self.chunk = max(1, min(spec.batch, WORKSPACE_LIMIT_BYTES // bytes_per_sample))
-        self.dtype = dtype
+        self.columns = spec.batch * self.positions
+        self.dtype = np.dtype(dtype)
+        column_bytes = self.groups * self.rows * self.dtype.itemsize
+        widest = max(1, WORKSPACE_LIMIT_BYTES // (threads * column_bytes))
+        self.block = min(max(BLOCK_BYTES // column_bytes, MIN_BLOCK_COLUMNS), widest, self.columns)
 
-    def chunks(self):
-        """(start, stop) sample ranges of at most ``self.chunk`` samples."""
-        for start in range(0, self.spec.batch, self.chunk):
-            yield start, min(start + self.chunk, self.spec.batch)
+    def blocks(self, first=0, stop=None):
+        """(first_column, count) of the blocks covering columns [first, stop)."""
+        stop = self.columns if stop is None else stop
+        return [(start, min(self.block, stop - start)) for start in range(first, stop, self.block)]
 
-    def matrix(self, samples):
-        """The column matrix of ``samples`` samples: a contiguous (groups, rows, samples * positions)
-        view of this thread's workspace."""
-        size = self.groups * self.rows * samples * self.positions
-        return workspace.borrow("columns", size, self.dtype).reshape(
-            self.groups, self.rows, samples * self.positions)
+    def column_block(self, count):
+        """This thread's scratch for ``count`` columns, (groups, rows, count)."""
+        size = self.groups * self.rows * count
+        return workspace.borrow("columns", size, self.dtype).reshape(self.groups, self.rows, count)
 
-    def product(self, samples, out_channels):
-        """Scratch for a (groups, K/g, samples * positions) matrix product."""
-        size = out_channels * samples * self.positions
-        return workspace.borrow("product", size, self.dtype).reshape(
-            self.groups, out_channels // self.groups, samples * self.positions)
-
-    def unfold(self, x_chunk):
-        cols = self.matrix(x_chunk.shape[0])
+    def unfold(self, x, first_column, count):
+        cols = self.column_block(count)
         s = self.spec
-        _im2col_kernel(x_chunk, cols, s.kernel_size, s.out_size, s.stride, s.dilation, s.pad_lo)
+        _unfold_or_fold(x, cols, first_column, False, s.kernel_size, s.out_size, s.stride,
+                        s.dilation, s.pad_lo)
         return cols
 
-    def fold(self, cols, grad_x_chunk):
+    def fold(self, cols, grad_x, first_column):
         s = self.spec
-        _col2im_kernel(cols, grad_x_chunk, s.kernel_size, s.out_size, s.stride, s.dilation, s.pad_lo)
+        _unfold_or_fold(grad_x, cols, first_column, True, s.kernel_size, s.out_size, s.stride,
+                        s.dilation, s.pad_lo)
 
-    def by_group(self, y_chunk):
-        """(B, K, *out) -> (groups, K/g, B*P): the GEMM layout of an output-shaped array, copied
-        into workspace."""
-        samples, out_channels = y_chunk.shape[:2]
-        regrouped = workspace.borrow("regrouped", y_chunk.size, self.dtype).reshape(
-            self.groups, out_channels // self.groups, samples, self.positions)
-        regrouped[...] = y_chunk.reshape(samples, self.groups, -1, self.positions).transpose(1, 2, 0, 3)
-        return regrouped.reshape(self.groups, -1, samples * self.positions)
+    def segments(self, first_column, count):
+        """The block's columns cut at sample boundaries: (sample, first_position, stop_position, j)."""
+        j = 0
+        while j < count:
+            b, p = divmod(first_column + j, self.positions)
+            run = min(self.positions - p, count - j)
+            yield b, p, p + run, j
+            j += run
 
-    def by_sample(self, product, y_chunk):
-        """Write a (groups, K/g, B*P) product into the (B, K, *out) array ``y_chunk``."""
-        samples = y_chunk.shape[0]
-        grouped = product.reshape(self.groups, -1, samples, self.positions).transpose(2, 0, 1, 3)
-        y_chunk.reshape(samples, self.groups, -1, self.positions)[...] = grouped
+    def by_group(self, y, b):
+        """Sample ``b`` of an output-shaped (N, K, *out) array as a (groups, K/g, P) view."""
+        return y[b].reshape(self.groups, -1, self.positions)
+
+    def gather(self, y, first_column, count):
+        """Columns [first_column, first_column + count) of an output-shaped array, copied into
+        this thread's (groups, K/g, count) scratch."""
+        block = workspace.borrow("gathered", y.shape[1] * count, self.dtype).reshape(
+            self.groups, -1, count)
+        for b, p0, p1, j in self.segments(first_column, count):
+            block[:, :, j:j + p1 - p0] = self.by_group(y, b)[:, :, p0:p1]
+        return block
+
+
+@functools.cache
+def _workers():
+    """The thread pool (one worker per Numba thread) and the handle that limits BLAS threads."""
+    return (ThreadPoolExecutor(max_workers=numba.config.NUMBA_NUM_THREADS,
+                               thread_name_prefix="numbaconv"), ThreadpoolController())
+
+
+def _run_in_threads(work, shares):
+    """``[work(share) for share in shares]`` on the pool, with BLAS held to one thread per call."""
+    pool, blas = _workers()
+    with blas.limit(limits=1, user_api="blas"):
+        return list(pool.map(work, shares))
 
 
 def forward(spec, x, w, out):
-    columns = _Columns(spec, x.dtype)
-    w_matrix = w.reshape(spec.groups, spec.group_out_channels, columns.rows)
-    for start, stop in columns.chunks():
-        cols = columns.unfold(x[start:stop])
-        product = np.matmul(w_matrix, cols, out=columns.product(stop - start, spec.out_channels))
-        columns.by_sample(product, out[start:stop])
+    threads = numba.get_num_threads()
+    plan = _Plan(spec, x.dtype, threads)
+    w_matrix = w.reshape(spec.groups, spec.group_out_channels, plan.rows)
+    blocks = plan.blocks()
 
+    def work(share):
+        for first_column, count in blocks[share::threads]:
+            cols = plan.unfold(x, first_column, count)
+            for b, p0, p1, j in plan.segments(first_column, count):
+                np.matmul(w_matrix, cols[:, :, j:j + p1 - p0], out=plan.by_group(out, b)[:, :, p0:p1])
 
-def backward_input(spec, grad_y, w, grad_x):
-    columns = _Columns(spec, w.dtype)
-    w_transposed = w.reshape(spec.groups, spec.group_out_channels, columns.rows).transpose(0, 2, 1)
-    for start, stop in columns.chunks():
-        cols = columns.matrix(stop - start)
-        np.matmul(w_transposed, columns.by_group(grad_y[start:stop]), out=cols)
-        columns.fold(cols, grad_x[start:stop])
+    _run_in_threads(work, range(threads))
 
 
 def backward_weight(spec, x, grad_y, grad_w):
-    columns = _Columns(spec, x.dtype)
-    grad_w_matrix = grad_w.reshape(spec.groups, spec.group_out_channels, columns.rows)
-    grad_w_matrix[...] = 0
-    for start, stop in columns.chunks():
-        cols = columns.unfold(x[start:stop])
-        grad_w_matrix += np.matmul(columns.by_group(grad_y[start:stop]), cols.transpose(0, 2, 1))
+    threads = numba.get_num_threads()
+    plan = _Plan(spec, x.dtype, threads)
+    blocks = plan.blocks()
+
+    def work(share):
+        partial = np.zeros((spec.groups, spec.group_out_channels, plan.rows), x.dtype)
+        for first_column, count in blocks[share::threads]:
+            cols = plan.unfold(x, first_column, count)
+            partial += np.matmul(plan.gather(grad_y, first_column, count), cols.transpose(0, 2, 1))
+        return partial
+
+    grad_w.reshape(spec.groups, spec.group_out_channels, plan.rows)[...] = sum(
+        _run_in_threads(work, range(threads)))
+
+
+def backward_input(spec, grad_y, w, grad_x):
+    plan = _Plan(spec, w.dtype, numba.get_num_threads())
+    w_transposed = w.reshape(spec.groups, spec.group_out_channels, plan.rows).transpose(0, 2, 1)
+
+    def work(sample):
+        grad_x[sample] = 0
+        first = sample * plan.positions
+        for first_column, count in plan.blocks(first, first + plan.positions):
+            cols = plan.column_block(count)
+            p0 = first_column - first
+            np.matmul(w_transposed, plan.by_group(grad_y, sample)[:, :, p0:p0 + count], out=cols)
+            plan.fold(cols, grad_x, first_column)
+
+    _run_in_threads(work, range(spec.batch))
