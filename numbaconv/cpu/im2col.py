@@ -26,16 +26,13 @@ Workspace: per thread, one column block and (weight gradient) one partial
 ``grad_w``; together at most ``WORKSPACE_LIMIT_BYTES`` (256 MiB) unless a
 single output row's columns are larger.
 """
-import functools
 import math
-from concurrent.futures import ThreadPoolExecutor
 
-import numba
 import numpy as np
 from numba import njit
-from threadpoolctl import ThreadpoolController
 
 from . import workspace
+from .pool import run_in_threads, thread_count
 from .common import valid_outputs
 
 WORKSPACE_LIMIT_BYTES = 256 * 2**20
@@ -164,22 +161,8 @@ class _Plan:
         return block
 
 
-@functools.cache
-def _workers():
-    """The thread pool (one worker per Numba thread) and the handle that limits BLAS threads."""
-    return (ThreadPoolExecutor(max_workers=numba.config.NUMBA_NUM_THREADS,
-                               thread_name_prefix="numbaconv"), ThreadpoolController())
-
-
-def _run_in_threads(work, shares):
-    """``[work(share) for share in shares]`` on the pool, with BLAS held to one thread per call."""
-    pool, blas = _workers()
-    with blas.limit(limits=1, user_api="blas"):
-        return list(pool.map(work, shares))
-
-
 def forward(spec, x, w, out):
-    threads = numba.get_num_threads()
+    threads = thread_count()
     plan = _Plan(spec, x.dtype, threads)
     w_matrix = w.reshape(spec.groups, spec.group_out_channels, plan.rows)
     blocks = plan.blocks()
@@ -190,11 +173,11 @@ def forward(spec, x, w, out):
             for b, p0, p1, j in plan.segments(first_column, count):
                 np.matmul(w_matrix, cols[:, :, j:j + p1 - p0], out=plan.by_group(out, b)[:, :, p0:p1])
 
-    _run_in_threads(work, range(threads))
+    run_in_threads(work, range(threads))
 
 
 def backward_weight(spec, x, grad_y, grad_w):
-    threads = numba.get_num_threads()
+    threads = thread_count()
     plan = _Plan(spec, x.dtype, threads)
     blocks = plan.blocks()
 
@@ -206,11 +189,11 @@ def backward_weight(spec, x, grad_y, grad_w):
         return partial
 
     grad_w.reshape(spec.groups, spec.group_out_channels, plan.rows)[...] = sum(
-        _run_in_threads(work, range(threads)))
+        run_in_threads(work, range(threads)))
 
 
 def backward_input(spec, grad_y, w, grad_x):
-    plan = _Plan(spec, w.dtype, numba.get_num_threads())
+    plan = _Plan(spec, w.dtype, thread_count())
     w_transposed = w.reshape(spec.groups, spec.group_out_channels, plan.rows).transpose(0, 2, 1)
 
     def work(sample):
@@ -222,4 +205,4 @@ def backward_input(spec, grad_y, w, grad_x):
             np.matmul(w_transposed, plan.by_group(grad_y, sample)[:, :, p0:p0 + count], out=cols)
             plan.fold(cols, grad_x, first_column)
 
-    _run_in_threads(work, range(spec.batch))
+    run_in_threads(work, range(spec.batch))

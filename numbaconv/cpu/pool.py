@@ -1,0 +1,31 @@
+"""The thread pool the GEMM-based CPU algorithms share their blocks out to.
+
+Each worker runs ``nogil`` Numba kernels and single-threaded BLAS calls, so
+one pool of threads owns the cores: Numba's ``prange`` pool and BLAS's own
+pool never take turns on them (on 2 cores their idle workers spin on the
+cores the other needs, costing up to 2x).
+"""
+import functools
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+from threadpoolctl import ThreadpoolController
+
+
+@functools.cache
+def _workers():
+    """The pool (one worker per Numba thread) and the handle that limits BLAS threads."""
+    return (ThreadPoolExecutor(max_workers=numba.config.NUMBA_NUM_THREADS,
+                               thread_name_prefix="numbaconv"), ThreadpoolController())
+
+
+def thread_count() -> int:
+    """Threads to share work among: Numba's current setting (``numba.set_num_threads``)."""
+    return numba.get_num_threads()
+
+
+def run_in_threads(work, shares):
+    """``[work(share) for share in shares]`` on the pool, with BLAS held to one thread per call."""
+    pool, blas = _workers()
+    with blas.limit(limits=1, user_api="blas"):
+        return list(pool.map(work, shares))
