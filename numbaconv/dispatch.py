@@ -8,10 +8,10 @@ more on unfolding the columns than on arithmetic.
 """
 import math
 
-from .cpu import direct as cpu_direct, im2col as cpu_im2col
+from .cpu import direct as cpu_direct, im2col as cpu_im2col, shifted as cpu_shifted
 
 REGISTRY = {
-    "cpu": {"direct": cpu_direct, "im2col": cpu_im2col},
+    "cpu": {"direct": cpu_direct, "im2col": cpu_im2col, "shifted": cpu_shifted},
 }
 DIRECT_REDUCTION_LIMIT = 16
 

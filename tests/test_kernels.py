@@ -4,6 +4,7 @@ import pytest
 
 from cases import CASE_IDS, CASES
 from conftest import assert_close, poisoned, random_array
+import numbaconv as nc
 from numbaconv import dispatch, reference
 from numbaconv.spec import ConvSpec
 
@@ -38,14 +39,38 @@ def check_passes(module, spec, x, w, grad_y, dtype):
                  "weight gradient")
 
 
+def _declined(algo, case):
+    """The reason ``algo`` gives for not running ``case``, or None if it runs it."""
+    _, x_shape, w_shape, stride, padding, dilation, groups = case
+    spec = ConvSpec.create(x_shape, w_shape, stride, padding, dilation, groups)
+    return dispatch.REGISTRY["cpu"][algo].supports(spec.as_3d())
+
+
+SUPPORTED = [(case, algo) for case in CASES for algo in ALGORITHMS if _declined(algo, case) is None]
+DECLINED = [(case, algo) for case in CASES for algo in ALGORITHMS if _declined(algo, case) is not None]
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
-@pytest.mark.parametrize("algo", ALGORITHMS)
-@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("case, algo", SUPPORTED, ids=[f"{c[0]}-{a}" for c, a in SUPPORTED])
 def test_kernel_passes_match_reference(rng, case, algo, dtype):
-    module = dispatch.REGISTRY["cpu"][algo]
     spec, x, w, grad_y = _problem(rng, case, dtype)
-    assert module.supports(spec) is None
-    check_passes(module, spec, x, w, grad_y, dtype)
+    check_passes(dispatch.REGISTRY["cpu"][algo], spec, x, w, grad_y, dtype)
+
+
+def test_every_algorithm_is_checked_on_many_cases():
+    for algo in ALGORITHMS:
+        assert sum(a == algo for _, a in SUPPORTED) >= 6, algo
+
+
+@pytest.mark.parametrize("case, algo", DECLINED, ids=[f"{c[0]}-{a}" for c, a in DECLINED])
+def test_declined_problems_give_a_reason(case, algo):
+    reason = _declined(algo, case)
+    assert isinstance(reason, str) and reason
+    _, x_shape, w_shape, stride, padding, dilation, groups = case
+    x, w = np.ones(x_shape), np.ones(w_shape)
+    rank = len(x_shape) - 2
+    with pytest.raises(ValueError, match=algo):
+        getattr(nc, f"conv{rank}d")(x, w, None, stride, padding, dilation, groups, algo=algo)
 
 
 @pytest.mark.parametrize("algo", ALGORITHMS)
@@ -64,20 +89,22 @@ def test_kernels_leave_inputs_alone(rng, algo):
 
 
 @pytest.mark.parametrize("block_columns", [1, 5, 37])
-def test_im2col_blocks_cut_anywhere(rng, monkeypatch, block_columns):
+@pytest.mark.parametrize("algo, case_names", [("im2col", ["2d-stride-gt-kernel", "3d-mixed"]),
+                                              ("shifted", ["2d-dilation", "1d-groups-same", "2d-basic"])])
+def test_column_blocks_cut_anywhere(rng, monkeypatch, algo, case_names, block_columns):
     """Column blocks that split output rows and samples at odd places still give exact results."""
-    from numbaconv.cpu import im2col
-    monkeypatch.setattr(im2col, "BLOCK_BYTES", 1)
-    monkeypatch.setattr(im2col, "MIN_BLOCK_COLUMNS", block_columns)
-    for case in (CASES[4], CASES[16]):
+    from numbaconv.cpu import workspace
+    monkeypatch.setattr(workspace, "BLOCK_BYTES", 1)
+    monkeypatch.setattr(workspace, "MIN_BLOCK_COLUMNS", block_columns)
+    module = dispatch.REGISTRY["cpu"][algo]
+    for case in (c for c in CASES if c[0] in case_names):
         spec, x, w, grad_y = _problem(rng, case, np.float64)
-        plan = im2col._Plan(spec.as_3d(), np.float64, 2)
-        assert plan.block == min(block_columns, plan.columns)
-        check_passes(im2col, spec, x, w, grad_y, np.float64)
+        assert module._Plan(spec.as_3d(), np.float64, 2).block <= block_columns
+        check_passes(module, spec, x, w, grad_y, np.float64)
 
 
 def test_im2col_workspace_cap_bounds_the_block(monkeypatch):
-    from numbaconv.cpu import im2col
-    monkeypatch.setattr(im2col, "WORKSPACE_LIMIT_BYTES", 1)
+    from numbaconv.cpu import im2col, workspace
+    monkeypatch.setattr(workspace, "WORKSPACE_LIMIT_BYTES", 1)
     spec = ConvSpec.create((4, 8, 9, 9), (8, 8, 3, 3)).as_3d()
     assert im2col._Plan(spec, np.float64, 2).block == 1

@@ -11,7 +11,7 @@ column ``b * P + p`` over samples and their ``P = prod(out)`` outputs (seed
                    every column entry back onto the input element it came from.
 
 The matrix is never built whole: it is made and consumed in blocks of
-consecutive columns small enough to stay in a core's cache (``BLOCK_BYTES``),
+consecutive columns small enough to stay in a core's cache (``workspace.BLOCK_BYTES``),
 so unfolding costs cache writes rather than memory traffic. The blocks are
 shared out to a pool of threads; each thread unfolds its block with a
 ``nogil`` Numba kernel and multiplies it with a single-threaded BLAS call.
@@ -23,8 +23,8 @@ blocks are shared out by sample: a batch of one runs on one thread.
 FLOPs: ``2 N K (C/g) prod(out) prod(kernel)`` per pass, all in BLAS. Memory
 traffic: x, w and y once each, plus the weight matrix once per block.
 Workspace: per thread, one column block and (weight gradient) one partial
-``grad_w``; together at most ``WORKSPACE_LIMIT_BYTES`` (256 MiB) unless a
-single output row's columns are larger.
+``grad_w``; the blocks together at most ``workspace.WORKSPACE_LIMIT_BYTES``
+(256 MiB) unless a single column is larger.
 """
 import math
 
@@ -35,9 +35,6 @@ from . import workspace
 from .pool import run_in_threads, thread_count
 from .common import valid_outputs
 
-WORKSPACE_LIMIT_BYTES = 256 * 2**20
-BLOCK_BYTES = 2 * 2**20   # a column block that fits a core's L2 cache
-MIN_BLOCK_COLUMNS = 256   # narrower blocks make the BLAS products inefficient
 
 
 def supports(spec):
@@ -112,9 +109,8 @@ class _Plan:
         self.positions = math.prod(spec.out_size)
         self.columns = spec.batch * self.positions
         self.dtype = np.dtype(dtype)
-        column_bytes = self.groups * self.rows * self.dtype.itemsize
-        widest = max(1, WORKSPACE_LIMIT_BYTES // (threads * column_bytes))
-        self.block = min(max(BLOCK_BYTES // column_bytes, MIN_BLOCK_COLUMNS), widest, self.columns)
+        self.block = workspace.block_columns(self.groups * self.rows * self.dtype.itemsize, threads,
+                                             self.columns)
 
     def blocks(self, first=0, stop=None):
         """(first_column, count) of the blocks covering columns [first, stop)."""

@@ -26,3 +26,17 @@ def borrow(name: str, size: int, dtype) -> np.ndarray:
 def release() -> None:
     """Free this thread's buffers."""
     _local.__dict__.pop("buffers", None)
+
+
+# Limits shared by the GEMM-based algorithms.
+WORKSPACE_LIMIT_BYTES = 256 * 2**20   # all threads' scratch together
+BLOCK_BYTES = 2 * 2**20               # a column block that fits a core's L2 cache
+MIN_BLOCK_COLUMNS = 256               # narrower blocks make the BLAS products inefficient
+
+
+def block_columns(bytes_per_column: int, threads: int, total: int) -> int:
+    """How many columns of a column matrix one block holds: about BLOCK_BYTES, at least
+    MIN_BLOCK_COLUMNS, at most what keeps all threads' blocks under WORKSPACE_LIMIT_BYTES
+    (but one column always), and no more than there are."""
+    widest = max(1, WORKSPACE_LIMIT_BYTES // (threads * bytes_per_column))
+    return max(1, min(max(BLOCK_BYTES // bytes_per_column, MIN_BLOCK_COLUMNS), widest, total))
