@@ -32,7 +32,7 @@ import numpy as np
 from numba import njit
 
 from . import workspace
-from .pool import run_in_threads, thread_count
+from .pool import grouped_matmul, run_in_threads, thread_count
 from .common import valid_outputs
 
 
@@ -167,7 +167,7 @@ def forward(spec, x, w, out):
         for first_column, count in blocks[share::threads]:
             cols = plan.unfold(x, first_column, count)
             for b, p0, p1, j in plan.segments(first_column, count):
-                np.matmul(w_matrix, cols[:, :, j:j + p1 - p0], out=plan.by_group(out, b)[:, :, p0:p1])
+                grouped_matmul(w_matrix, cols[:, :, j:j + p1 - p0], plan.by_group(out, b)[:, :, p0:p1])
 
     run_in_threads(work, range(threads))
 
@@ -179,9 +179,11 @@ def backward_weight(spec, x, grad_y, grad_w):
 
     def work(share):
         partial = np.zeros((spec.groups, spec.group_out_channels, plan.rows), x.dtype)
+        product = np.empty_like(partial)
         for first_column, count in blocks[share::threads]:
             cols = plan.unfold(x, first_column, count)
-            partial += np.matmul(plan.gather(grad_y, first_column, count), cols.transpose(0, 2, 1))
+            grouped_matmul(plan.gather(grad_y, first_column, count), cols.transpose(0, 2, 1), product)
+            partial += product
         return partial
 
     grad_w.reshape(spec.groups, spec.group_out_channels, plan.rows)[...] = sum(
@@ -198,7 +200,7 @@ def backward_input(spec, grad_y, w, grad_x):
         for first_column, count in plan.blocks(first, first + plan.positions):
             cols = plan.column_block(count)
             p0 = first_column - first
-            np.matmul(w_transposed, plan.by_group(grad_y, sample)[:, :, p0:p0 + count], out=cols)
+            grouped_matmul(w_transposed, plan.by_group(grad_y, sample)[:, :, p0:p0 + count], cols)
             plan.fold(cols, grad_x, first_column)
 
     run_in_threads(work, range(spec.batch))

@@ -9,6 +9,7 @@ import functools
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
+import numpy as np
 from threadpoolctl import ThreadpoolController
 
 
@@ -29,3 +30,14 @@ def run_in_threads(work, shares):
     pool, blas = _workers()
     with blas.limit(limits=1, user_api="blas"):
         return list(pool.map(work, shares))
+
+
+def grouped_matmul(a, b, out):
+    """``out[g] = a[g] @ b[g]`` for each group, one 2-d BLAS call each.
+
+    (NumPy's stacked 3-d matmul scaled to only 1.4x on 2 threads here, the
+    2-d calls to 1.8x.)
+    """
+    for group in range(a.shape[0]):
+        np.matmul(a[group], b[group], out=out[group])
+    return out

@@ -30,7 +30,7 @@ import numpy as np
 from numba import njit
 
 from . import workspace
-from .pool import run_in_threads, thread_count
+from .pool import grouped_matmul, run_in_threads, thread_count
 
 
 def supports(spec):
@@ -166,7 +166,7 @@ def forward(spec, x, w, out):
         for sample, first_q, count in share:
             if sample != padded_sample:
                 padded, padded_sample = plan.padded(x, sample), sample
-            wide = np.matmul(w_matrix, plan.unfold(padded, first_q, count), out=plan.wide(count))
+            wide = grouped_matmul(w_matrix, plan.unfold(padded, first_q, count), plan.wide(count))
             plan.to_dense(wide, out, sample, first_q)
 
     run_in_threads(work, _shares(threads, spec.batch, plan.blocks()))
@@ -178,12 +178,14 @@ def backward_weight(spec, x, grad_y, grad_w):
 
     def work(share):
         partial = np.zeros((spec.groups, spec.group_out_channels, plan.rows), x.dtype)
+        product = np.empty_like(partial)
         padded_sample = None
         for sample, first_q, count in share:
             if sample != padded_sample:
                 padded, padded_sample = plan.padded(x, sample), sample
             cols = plan.unfold(padded, first_q, count)
-            partial += np.matmul(plan.to_wide(grad_y, sample, first_q, count), cols.transpose(0, 2, 1))
+            grouped_matmul(plan.to_wide(grad_y, sample, first_q, count), cols.transpose(0, 2, 1), product)
+            partial += product
         return partial
 
     grad_w.reshape(spec.groups, spec.group_out_channels, plan.rows)[...] = sum(
@@ -199,7 +201,7 @@ def backward_input(spec, grad_y, w, grad_x):
         padded[...] = 0
         for first_q, count in plan.blocks():
             cols = plan.scratch("columns", spec.groups * plan.rows, count)
-            np.matmul(w_transposed, plan.to_wide(grad_y, sample, first_q, count), out=cols)
+            grouped_matmul(w_transposed, plan.to_wide(grad_y, sample, first_q, count), cols)
             _shift_copy(padded.reshape(spec.in_channels, -1), cols, first_q, plan.shifts, True)
         _pad_or_crop(grad_x, sample, padded, spec.pad_lo, True)
 
