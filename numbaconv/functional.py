@@ -28,10 +28,10 @@ class _CpuEngine:
     @staticmethod
     def forward(spec, x, w, algo, device):
         resolve_device(device, x, w)
-        algorithm = dispatch.choose("cpu", algo, spec)
+        spec3d = spec.as_3d()
+        algorithm = dispatch.choose("cpu", algo, spec3d)
         y = np.empty(spec.y_shape, x.dtype)
         if y.size:
-            spec3d = spec.as_3d()
             algorithm.forward(spec3d, _as_5d(_contiguous(x, x.dtype), spec3d, "x"),
                               _as_5d(_contiguous(w, x.dtype), spec3d, "w"), _as_5d(y, spec3d, "y"))
         return y
@@ -39,9 +39,9 @@ class _CpuEngine:
     @staticmethod
     def backward(spec, grad_y, x, w, need, algo, device):
         resolve_device(device, grad_y, x, w)
-        algorithm = dispatch.choose("cpu", algo, spec)
-        dtype = grad_y.dtype
         spec3d = spec.as_3d()
+        algorithm = dispatch.choose("cpu", algo, spec3d)
+        dtype = grad_y.dtype
         grad_y5 = _as_5d(_contiguous(grad_y, dtype), spec3d, "y")
         grad_x = grad_w = grad_b = None
         if "input" in need:

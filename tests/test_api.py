@@ -122,13 +122,17 @@ def test_every_algorithm_through_the_public_api(rng):
         assert_close(y, expected, np.float64, algo)
 
 
-def test_auto_rule_prefers_direct_for_depthwise():
+def test_auto_rule():
     from numbaconv import dispatch
     from numbaconv.spec import ConvSpec
-    depthwise = ConvSpec.create((1, 8, 9, 9), (8, 1, 3, 3), groups=8)
-    dense = ConvSpec.create((1, 8, 9, 9), (8, 8, 3, 3))
-    assert dispatch.choose("cpu", "auto", depthwise) is dispatch.REGISTRY["cpu"]["direct"]
-    assert dispatch.choose("cpu", "auto", dense) is dispatch.REGISTRY["cpu"]["im2col"]
+    picks = [
+        ("direct", ConvSpec.create((1, 8, 9, 9), (8, 1, 3, 3), groups=8)),
+        ("shifted", ConvSpec.create((1, 8, 56, 56), (8, 8, 3, 3), padding=1)),
+        ("im2col", ConvSpec.create((1, 8, 56, 56), (8, 8, 3, 3), stride=2, padding=1)),
+        ("im2col", ConvSpec.create((1, 8, 7, 7), (8, 8, 7, 7), padding=3)),   # mostly padding grid
+    ]
+    for algo, spec in picks:
+        assert dispatch.choose("cpu", "auto", spec.as_3d()) is dispatch.REGISTRY["cpu"][algo], algo
 
 
 def test_cuda_is_refused_clearly(monkeypatch):

@@ -39,18 +39,27 @@ def supports(spec):
     return None
 
 
+def span_ratio(spec):
+    """``Q / P``: the FLOPs this algorithm spends per FLOP of the convolution (stride 1)."""
+    padded_d, padded_h, padded_w = (n + lo + hi for n, lo, hi in zip(spec.in_size, spec.pad_lo, spec.pad_hi))
+    out_d, out_h, out_w = spec.out_size
+    return (((out_d - 1) * padded_h + out_h - 1) * padded_w + out_w) / math.prod(spec.out_size)
+
+
 @njit(nogil=True, cache=True)
-def _pad_or_crop(image, sample, padded, pad_lo, crop):
-    """Copy ``image[sample]`` into the middle of ``padded`` (zero border), or with ``crop``
-    the middle of ``padded`` back into ``image[sample]``."""
+def _pad_or_crop(image, first_sample, padded, pad_lo, crop):
+    """Copy samples ``first_sample, ...`` of ``image`` into the middles of ``padded``
+    (C, S, Dp, Hp, Wp) with zero borders, or with ``crop`` the middles back into ``image``."""
     depth, height, width = image.shape[2], image.shape[3], image.shape[4]
-    middle = padded[:, pad_lo[0]:pad_lo[0] + depth, pad_lo[1]:pad_lo[1] + height,
-                    pad_lo[2]:pad_lo[2] + width]
-    if crop:
-        image[sample] = middle
-    else:
+    if not crop:
         padded[:] = 0
-        middle[:] = image[sample]
+    for s in range(padded.shape[1]):
+        middle = padded[:, s, pad_lo[0]:pad_lo[0] + depth, pad_lo[1]:pad_lo[1] + height,
+                        pad_lo[2]:pad_lo[2] + width]
+        if crop:
+            image[first_sample + s] = middle
+        else:
+            middle[:] = image[first_sample + s]
 
 
 @njit(nogil=True, cache=True)
@@ -67,38 +76,58 @@ def _shift_copy(padded, cols, first_q, shifts, fold):
             row = cols[channel // group_in, (channel % group_in) * taps + tap]
             start = first_q + shifts[tap]
             if fold:
-                source[start:start + count] += row
+                for j in range(count):
+                    source[start + j] += row[j]
             else:
-                row[:] = source[start:start + count]
+                for j in range(count):
+                    row[j] = source[start + j]
 
 
 @njit(nogil=True, cache=True)
-def _wide_copy(wide, dense, sample, first_q, padded_hw, to_dense):
-    """Move a block of ``q`` between ``wide (K, count)`` and ``dense[sample] (K, OD, OH, OW)``:
-    with ``to_dense`` keep the outputs and drop the rest, else fill the block from ``dense``
-    with zeros at the ``q`` that are not outputs."""
-    out_h, out_w = dense.shape[3], dense.shape[4]
-    padded_h, padded_w = padded_hw
-    count = wide.shape[1]
+def _wide_copy(wide, dense, first_sample, first_q, padded_size, to_dense):
+    """Move a block of ``q`` between ``wide (K, count)`` and ``dense (N, K, OD, OH, OW)``.
+
+    ``q`` runs over the padded grids of samples ``first_sample, ...`` laid end
+    to end. With ``to_dense`` keep the outputs and drop the rest, else fill
+    the block from ``dense`` with zeros at the ``q`` that are not outputs.
+    """
+    out_d, out_h, out_w = dense.shape[2], dense.shape[3], dense.shape[4]
+    padded_d, padded_h, padded_w = padded_size
+    grid = padded_d * padded_h * padded_w
+    channels, count = wide.shape
+    wide_flat, dense_flat = wide.reshape(-1), dense.reshape(-1)
     j = 0
-    while j < count:   # one row of the padded grid at a time
+    while j < count:   # one row of a padded grid at a time
         q = first_q + j
-        od, oh, ow = q // (padded_h * padded_w), q // padded_w % padded_h, q % padded_w
+        sample, local = first_sample + q // grid, q % grid
+        od, oh, ow = local // (padded_h * padded_w), local // padded_w % padded_h, local % padded_w
         run = min(padded_w - ow, count - j)
-        kept = max(0, min(run, out_w - ow)) if oh < out_h else 0
-        for k in range(wide.shape[0]):
+        kept = max(0, min(run, out_w - ow)) if od < out_d and oh < out_h else 0
+        # flat offsets: 1-d slices are much cheaper to make than 5-d ones
+        dense_at = (((sample * channels) * out_d + od) * out_h + oh) * out_w + ow
+        for k in range(channels):
+            wide_at = k * count + j
             if to_dense:
-                if kept > 0:
-                    dense[sample, k, od, oh, ow:ow + kept] = wide[k, j:j + kept]
+                for i in range(kept):
+                    dense_flat[dense_at + i] = wide_flat[wide_at + i]
             else:
-                if kept > 0:
-                    wide[k, j:j + kept] = dense[sample, k, od, oh, ow:ow + kept]
-                wide[k, j + kept:j + run] = 0
+                for i in range(kept):
+                    wide_flat[wide_at + i] = dense_flat[dense_at + i]
+                for i in range(kept, run):
+                    wide_flat[wide_at + i] = 0
+            dense_at += out_d * out_h * out_w
         j += run
 
 
 class _Plan:
-    """The padded grid of one problem and how its ``q`` range is cut into blocks."""
+    """The padded grid of one problem and how its ``q`` range is cut into blocks.
+
+    A sample's outputs span ``span`` entries of its padded grid (``grid``
+    entries long). Where one block holds several grids, the grids of
+    ``group`` consecutive samples are laid end to end and multiplied
+    together (small images: wider, faster matrix products); otherwise each
+    sample's span is cut into several blocks.
+    """
 
     def __init__(self, spec, dtype, threads):
         self.spec = spec
@@ -106,54 +135,68 @@ class _Plan:
         self.padded_size = tuple(n + lo + hi for n, lo, hi in zip(spec.in_size, spec.pad_lo, spec.pad_hi))
         padded_d, padded_h, padded_w = self.padded_size
         (k_d, k_h, k_w), (dil_d, dil_h, dil_w) = spec.kernel_size, spec.dilation
-        out_d, out_h, out_w = spec.out_size
-        self.span = ((out_d - 1) * padded_h + out_h - 1) * padded_w + out_w
+        self.grid = padded_d * padded_h * padded_w
+        self.span = round(span_ratio(spec) * math.prod(spec.out_size))
         self.shifts = np.array([(td * dil_d * padded_h + th * dil_h) * padded_w + tw * dil_w
                                 for td in range(k_d) for th in range(k_h) for tw in range(k_w)],
                                np.int64)
         self.rows = spec.group_in_channels * len(self.shifts)
         self.block = workspace.block_columns(spec.groups * self.rows * self.dtype.itemsize, threads,
-                                             self.span)
+                                             spec.batch * self.grid)
+        # samples per group: as many grids as a block holds, then evened out so that the
+        # groups come in a multiple of the thread count
+        widest = max(1, min(self.block // self.grid, spec.batch))
+        units = threads * -(-spec.batch // (widest * threads))
+        self.group = -(-spec.batch // units)
 
-    def blocks(self):
-        """(first_q, count) of the blocks covering one sample's span."""
-        return [(q, min(self.block, self.span - q)) for q in range(0, self.span, self.block)]
+    def work(self):
+        """(first_sample, samples, first_q, count) of every block, in order."""
+        items = []
+        for first in range(0, self.spec.batch, self.group):
+            samples = min(self.group, self.spec.batch - first)
+            end = (samples - 1) * self.grid + self.span
+            items += [(first, samples, q, min(self.block, end - q)) for q in range(0, end, self.block)]
+        return items
 
     def scratch(self, name, rows, count):
         return workspace.borrow(name, rows * count, self.dtype).reshape(self.spec.groups, -1, count)
 
-    def padded_buffer(self):
-        """This thread's scratch for one padded sample, (C, Dp, Hp, Wp)."""
-        return workspace.borrow("padded", self.spec.in_channels * math.prod(self.padded_size),
-                                self.dtype).reshape(self.spec.in_channels, *self.padded_size)
+    def padded_buffer(self, samples):
+        """This thread's scratch for ``samples`` padded samples, (C, S, Dp, Hp, Wp)."""
+        return workspace.borrow("padded", samples * self.spec.in_channels * self.grid,
+                                self.dtype).reshape(self.spec.in_channels, samples, *self.padded_size)
 
-    def padded(self, image, sample):
-        """This thread's padded copy of ``image[sample]``."""
-        padded = self.padded_buffer()
-        _pad_or_crop(image, sample, padded, self.spec.pad_lo, False)
+    def padded(self, image, first_sample, samples):
+        """This thread's padded copy of ``samples`` samples of ``image`` from ``first_sample``."""
+        padded = self.padded_buffer(samples)
+        _pad_or_crop(image, first_sample, padded, self.spec.pad_lo, False)
         return padded
+
+    @staticmethod
+    def channel_rows(padded):
+        """(C, S, Dp, Hp, Wp) -> per channel, the samples' grids end to end: a (C, S * grid) view."""
+        return padded.reshape(padded.shape[0], -1)
 
     def unfold(self, padded, first_q, count):
         cols = self.scratch("columns", self.spec.groups * self.rows, count)
-        _shift_copy(padded.reshape(padded.shape[0], -1), cols, first_q, self.shifts, False)
+        _shift_copy(self.channel_rows(padded), cols, first_q, self.shifts, False)
         return cols
 
     def wide(self, count):
         return self.scratch("wide", self.spec.out_channels, count)
 
-    def to_wide(self, dense, sample, first_q, count):
+    def to_wide(self, dense, first_sample, first_q, count):
         wide = self.wide(count)
-        _wide_copy(wide.reshape(-1, count), dense, sample, first_q, self.padded_size[1:], False)
+        _wide_copy(wide.reshape(-1, count), dense, first_sample, first_q, self.padded_size, False)
         return wide
 
-    def to_dense(self, wide, dense, sample, first_q):
-        _wide_copy(wide.reshape(-1, wide.shape[2]), dense, sample, first_q, self.padded_size[1:], True)
+    def to_dense(self, wide, dense, first_sample, first_q):
+        _wide_copy(wide.reshape(-1, wide.shape[2]), dense, first_sample, first_q, self.padded_size, True)
 
 
-def _shares(threads, batch, blocks):
-    """Each thread's (sample, first_q, count) work: consecutive, so a thread pads few samples."""
-    work = [(sample, q, count) for sample in range(batch) for q, count in blocks]
-    return [work[len(work) * t // threads:len(work) * (t + 1) // threads] for t in range(threads)]
+def _shares(threads, items):
+    """Consecutive runs of work items, one per thread, so a thread pads few samples."""
+    return [items[len(items) * t // threads:len(items) * (t + 1) // threads] for t in range(threads)]
 
 
 def forward(spec, x, w, out):
@@ -162,14 +205,14 @@ def forward(spec, x, w, out):
     w_matrix = w.reshape(spec.groups, spec.group_out_channels, plan.rows)
 
     def work(share):
-        padded_sample = None
-        for sample, first_q, count in share:
-            if sample != padded_sample:
-                padded, padded_sample = plan.padded(x, sample), sample
+        padded_samples = None
+        for first_sample, samples, first_q, count in share:
+            if (first_sample, samples) != padded_samples:
+                padded, padded_samples = plan.padded(x, first_sample, samples), (first_sample, samples)
             wide = grouped_matmul(w_matrix, plan.unfold(padded, first_q, count), plan.wide(count))
-            plan.to_dense(wide, out, sample, first_q)
+            plan.to_dense(wide, out, first_sample, first_q)
 
-    run_in_threads(work, _shares(threads, spec.batch, plan.blocks()))
+    run_in_threads(work, _shares(threads, plan.work()))
 
 
 def backward_weight(spec, x, grad_y, grad_w):
@@ -179,30 +222,33 @@ def backward_weight(spec, x, grad_y, grad_w):
     def work(share):
         partial = np.zeros((spec.groups, spec.group_out_channels, plan.rows), x.dtype)
         product = np.empty_like(partial)
-        padded_sample = None
-        for sample, first_q, count in share:
-            if sample != padded_sample:
-                padded, padded_sample = plan.padded(x, sample), sample
+        padded_samples = None
+        for first_sample, samples, first_q, count in share:
+            if (first_sample, samples) != padded_samples:
+                padded, padded_samples = plan.padded(x, first_sample, samples), (first_sample, samples)
             cols = plan.unfold(padded, first_q, count)
-            grouped_matmul(plan.to_wide(grad_y, sample, first_q, count), cols.transpose(0, 2, 1), product)
+            grouped_matmul(plan.to_wide(grad_y, first_sample, first_q, count), cols.transpose(0, 2, 1),
+                           product)
             partial += product
         return partial
 
     grad_w.reshape(spec.groups, spec.group_out_channels, plan.rows)[...] = sum(
-        run_in_threads(work, _shares(threads, spec.batch, plan.blocks())))
+        run_in_threads(work, _shares(threads, plan.work())))
 
 
 def backward_input(spec, grad_y, w, grad_x):
     plan = _Plan(spec, w.dtype, thread_count())
     w_transposed = w.reshape(spec.groups, spec.group_out_channels, plan.rows).transpose(0, 2, 1)
+    items = plan.work()
 
-    def work(sample):
-        padded = plan.padded_buffer()
+    def work(first_sample):
+        samples = min(plan.group, spec.batch - first_sample)
+        padded = plan.padded_buffer(samples)
         padded[...] = 0
-        for first_q, count in plan.blocks():
+        for _, _, first_q, count in (item for item in items if item[0] == first_sample):
             cols = plan.scratch("columns", spec.groups * plan.rows, count)
-            grouped_matmul(w_transposed, plan.to_wide(grad_y, sample, first_q, count), cols)
-            _shift_copy(padded.reshape(spec.in_channels, -1), cols, first_q, plan.shifts, True)
-        _pad_or_crop(grad_x, sample, padded, spec.pad_lo, True)
+            grouped_matmul(w_transposed, plan.to_wide(grad_y, first_sample, first_q, count), cols)
+            _shift_copy(plan.channel_rows(padded), cols, first_q, plan.shifts, True)
+        _pad_or_crop(grad_x, first_sample, padded, spec.pad_lo, True)
 
-    run_in_threads(work, range(spec.batch))
+    run_in_threads(work, range(0, spec.batch, plan.group))
