@@ -163,3 +163,19 @@ def test_docstrings_and_names():
             assert function.__name__ == name.format(rank)
             assert "stride" in function.__doc__ and "padding" in function.__doc__
 
+
+
+def test_concurrent_calls_agree_and_restore_blas_threads(rng):
+    """Calls from several of the caller's threads give the same results and leave BLAS as it was."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threadpoolctl import threadpool_info
+    before = [(info["filepath"], info["num_threads"]) for info in threadpool_info() if info["user_api"] == "blas"]
+    x, w = random_array(rng, (4, 8, 12, 12)), random_array(rng, (8, 8, 3, 3))
+    expected = nc.reference.conv2d(x, w, padding=1)
+    with ThreadPoolExecutor(4) as callers:
+        results = list(callers.map(lambda algo: nc.conv2d(x, w, padding=1, algo=algo),
+                                   ["shifted", "im2col"] * 6))
+    for y in results:
+        assert_close(y, expected, np.float64, "concurrent call")
+    after = [(info["filepath"], info["num_threads"]) for info in threadpool_info() if info["user_api"] == "blas"]
+    assert after == before

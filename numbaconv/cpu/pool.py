@@ -5,7 +5,9 @@ one pool of threads owns the cores: Numba's ``prange`` pool and BLAS's own
 pool never take turns on them (on 2 cores their idle workers spin on the
 cores the other needs, costing up to 2x).
 """
+import contextlib
 import functools
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
@@ -15,9 +17,41 @@ from threadpoolctl import ThreadpoolController
 
 @functools.cache
 def _workers():
-    """The pool (one worker per Numba thread) and the handle that limits BLAS threads."""
-    return (ThreadPoolExecutor(max_workers=numba.config.NUMBA_NUM_THREADS,
-                               thread_name_prefix="numbaconv"), ThreadpoolController())
+    """The pool, one worker per Numba thread."""
+    return ThreadPoolExecutor(max_workers=numba.config.NUMBA_NUM_THREADS, thread_name_prefix="numbaconv")
+
+
+class _SingleThreadedBlas:
+    """Holds BLAS to one thread while any call runs, restoring it when the last one ends.
+
+    threadpoolctl's limits are process-wide; two overlapping calls from the
+    caller's own threads must not restore each other's settings.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._active = 0
+        self._limit = None
+        self._controller = None   # scanning the loaded libraries costs 0.3 ms: done once
+
+    @contextlib.contextmanager
+    def held(self):
+        with self._lock:
+            if self._active == 0:
+                if self._controller is None:
+                    self._controller = ThreadpoolController()
+                self._limit = self._controller.limit(limits=1, user_api="blas")
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._active -= 1
+                if self._active == 0:
+                    self._limit.restore_original_limits()
+
+
+_single_threaded_blas = _SingleThreadedBlas()
 
 
 def thread_count() -> int:
@@ -27,9 +61,8 @@ def thread_count() -> int:
 
 def run_in_threads(work, shares):
     """``[work(share) for share in shares]`` on the pool, with BLAS held to one thread per call."""
-    pool, blas = _workers()
-    with blas.limit(limits=1, user_api="blas"):
-        return list(pool.map(work, shares))
+    with _single_threaded_blas.held():
+        return list(_workers().map(work, shares))
 
 
 def grouped_matmul(a, b, out):
