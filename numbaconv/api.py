@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .spec import ConvSpec, check_dtype, normalize_ints, normalize_padding, transpose_output_size
+from .spec import ConvSpec, check_dtype, check_groups, normalize_ints, normalize_padding, transpose_output_size
 
 _ARGUMENTS_DOC = """
     stride: int or one int per spatial dim, >= 1.
@@ -157,10 +157,7 @@ def _transpose_spec(rank, x_shape, w_shape, stride, padding, output_padding, gro
         if op >= max(s, dil):
             raise ValueError(f"output_padding {output_padding} must be smaller than stride {stride} "
                              f"or dilation {dilation} in every dim")
-    if not isinstance(groups, int) or isinstance(groups, bool):
-        raise TypeError(f"groups must be an int, got {groups!r}")
-    if groups < 1:
-        raise ValueError(f"groups must be >= 1, got {groups}")
+    check_groups(groups)   # before groups scales the channel count below
     out_size = transpose_output_size(x_shape[2:], w_shape[2:], stride, [lo for lo, _ in pads],
                                      [hi for _, hi in pads], dilation, output_padding)
     if any(n < 1 for n in out_size):

@@ -83,6 +83,14 @@ def check_dtype(**arrays) -> np.dtype:
     return next(iter(dtypes.values()))
 
 
+def check_groups(groups) -> None:
+    """groups must be an int >= 1."""
+    if not _is_int(groups):
+        raise TypeError(f"groups must be an int, got {groups!r}")
+    if groups < 1:
+        raise ValueError(f"groups must be >= 1, got {groups}")
+
+
 def _check_shape(name: str, shape, rank: int) -> tuple[int, ...]:
     if not isinstance(shape, (tuple, list)) or not all(_is_int(s) for s in shape):
         raise TypeError(f"{name} shape must be a tuple of ints, got {shape!r}")
@@ -133,10 +141,7 @@ class ConvSpec:
             raise ValueError(f"numbaconv supports 1-d, 2-d and 3-d convolutions, got rank {rank}")
         x_shape = _check_shape("input", x_shape, rank)
         w_shape = _check_shape("weight", w_shape, rank)
-        if not _is_int(groups):
-            raise TypeError(f"groups must be an int, got {groups!r}")
-        if groups < 1:
-            raise ValueError(f"groups must be >= 1, got {groups}")
+        check_groups(groups)
         batch, in_channels, *in_size = x_shape
         out_channels, group_channels, *kernel_size = w_shape
         if in_channels < 1 or out_channels < 1:

@@ -32,9 +32,8 @@ import numpy as np
 from numba import njit
 
 from . import workspace
-from .pool import grouped_matmul, run_in_threads, thread_count
+from .pool import grouped_matmul, run_in_threads, split, sum_over_threads, thread_count
 from .common import valid_outputs
-
 
 
 def supports(spec):
@@ -161,33 +160,29 @@ def forward(spec, x, w, out):
     threads = thread_count()
     plan = _Plan(spec, x.dtype, threads)
     w_matrix = w.reshape(spec.groups, spec.group_out_channels, plan.rows)
-    blocks = plan.blocks()
 
     def work(share):
-        for first_column, count in blocks[share::threads]:
+        for first_column, count in share:
             cols = plan.unfold(x, first_column, count)
             for b, p0, p1, j in plan.segments(first_column, count):
                 grouped_matmul(w_matrix, cols[:, :, j:j + p1 - p0], plan.by_group(out, b)[:, :, p0:p1])
 
-    run_in_threads(work, range(threads))
+    run_in_threads(work, split(plan.blocks(), threads))
 
 
 def backward_weight(spec, x, grad_y, grad_w):
-    threads = thread_count()
-    plan = _Plan(spec, x.dtype, threads)
-    blocks = plan.blocks()
+    plan = _Plan(spec, x.dtype, thread_count())
 
     def work(share):
         partial = np.zeros((spec.groups, spec.group_out_channels, plan.rows), x.dtype)
         product = np.empty_like(partial)
-        for first_column, count in blocks[share::threads]:
+        for first_column, count in share:
             cols = plan.unfold(x, first_column, count)
             grouped_matmul(plan.gather(grad_y, first_column, count), cols.transpose(0, 2, 1), product)
             partial += product
         return partial
 
-    grad_w.reshape(spec.groups, spec.group_out_channels, plan.rows)[...] = sum(
-        run_in_threads(work, range(threads)))
+    sum_over_threads(work, plan.blocks(), grad_w.reshape(spec.groups, spec.group_out_channels, plan.rows))
 
 
 def backward_input(spec, grad_y, w, grad_x):

@@ -65,6 +65,16 @@ def run_in_threads(work, shares):
         return list(_workers().map(work, shares))
 
 
+def split(items, parts):
+    """``items`` cut into ``parts`` consecutive runs of near-equal length (a thread's share each)."""
+    return [items[len(items) * t // parts:len(items) * (t + 1) // parts] for t in range(parts)]
+
+
+def sum_over_threads(partial_sum, items, out):
+    """``out[...] = sum of partial_sum(share)`` over the threads' shares of ``items``."""
+    out[...] = sum(run_in_threads(partial_sum, split(items, thread_count())))
+
+
 def grouped_matmul(a, b, out):
     """``out[g] = a[g] @ b[g]`` for each group, one 2-d BLAS call each.
 

@@ -30,7 +30,7 @@ import numpy as np
 from numba import njit
 
 from . import workspace
-from .pool import grouped_matmul, run_in_threads, thread_count
+from .pool import grouped_matmul, run_in_threads, split, sum_over_threads, thread_count
 
 
 def supports(spec):
@@ -194,11 +194,6 @@ class _Plan:
         _wide_copy(wide.reshape(-1, wide.shape[2]), dense, first_sample, first_q, self.padded_size, True)
 
 
-def _shares(threads, items):
-    """Consecutive runs of work items, one per thread, so a thread pads few samples."""
-    return [items[len(items) * t // threads:len(items) * (t + 1) // threads] for t in range(threads)]
-
-
 def forward(spec, x, w, out):
     threads = thread_count()
     plan = _Plan(spec, x.dtype, threads)
@@ -212,12 +207,12 @@ def forward(spec, x, w, out):
             wide = grouped_matmul(w_matrix, plan.unfold(padded, first_q, count), plan.wide(count))
             plan.to_dense(wide, out, first_sample, first_q)
 
-    run_in_threads(work, _shares(threads, plan.work()))
+    # consecutive work items per thread, so that a thread pads few samples
+    run_in_threads(work, split(plan.work(), threads))
 
 
 def backward_weight(spec, x, grad_y, grad_w):
-    threads = thread_count()
-    plan = _Plan(spec, x.dtype, threads)
+    plan = _Plan(spec, x.dtype, thread_count())
 
     def work(share):
         partial = np.zeros((spec.groups, spec.group_out_channels, plan.rows), x.dtype)
@@ -232,8 +227,7 @@ def backward_weight(spec, x, grad_y, grad_w):
             partial += product
         return partial
 
-    grad_w.reshape(spec.groups, spec.group_out_channels, plan.rows)[...] = sum(
-        run_in_threads(work, _shares(threads, plan.work())))
+    sum_over_threads(work, plan.work(), grad_w.reshape(spec.groups, spec.group_out_channels, plan.rows))
 
 
 def backward_input(spec, grad_y, w, grad_x):
