@@ -8,7 +8,7 @@
    rows spends more on moving columns than on arithmetic.
 2. ``shifted`` for stride 1 when its padded-grid overhead ``Q / P`` is at
    most ``SHIFTED_SPAN_LIMIT``: its column rows are single long copies, and
-   on the 3x3 layers of bench/speed_floor.py it ran 1.6-2x faster than
+   on the 3x3 layers of the bench suite (numbaconv/bench.py) it ran 1.6-2x faster than
    im2col (e.g. 64ch 56x56 forward, N=8, 2 cores: 14-17 ms against 29-36 ms).
 3. ``im2col`` otherwise (strided problems, large kernels on small images).
 """

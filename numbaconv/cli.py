@@ -1,0 +1,252 @@
+"""The ``numbaconv`` command: ``info``, ``bench`` and ``verify``.
+
+Exit codes: 0 success; 1 a result missed its tolerance; 2 bad arguments
+(one line on stderr, no traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+from . import __version__, bench, dispatch
+from .devices import available_devices
+from .verify import verify
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad argument as one line and exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _split(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _parser() -> _Parser:
+    parser = _Parser(prog="numbaconv", description="numbaconv: convolution kernels compiled by Numba.")
+    commands = parser.add_subparsers(dest="command", metavar="{info,bench,verify}", parser_class=_Parser)
+    info = commands.add_parser("info", help="versions, devices, threads, CPU and GPU, compile cache")
+    info.set_defaults(handler=_info, subparser=info)
+
+    run = commands.add_parser("bench", help="time every algorithm against PyTorch on a layer suite")
+    run.add_argument("--suite", choices=tuple(bench.SUITES), default="quick",
+                     help="quick (default: a subset of the layers, algo auto; under 2 minutes) "
+                          "or full (every layer, every algorithm)")
+    run.add_argument("--layer", default=None,
+                     help=f"comma-separated layer names instead of a suite: {', '.join(bench.LAYERS)}")
+    run.add_argument("--device", default="all", help="cpu, cuda or all (default: every available device)")
+    run.add_argument("--algo", default=None,
+                     help="comma-separated numbaconv algorithms, 'auto' included, or all "
+                          "(default: auto for the quick suite, all for the full one)")
+    run.add_argument("--pass", dest="passes", default="all",
+                     help=f"comma-separated passes from {', '.join(bench.PASSES)}, or all (default)")
+    run.add_argument("--dtype", choices=bench.DTYPES, default="float32")
+    run.add_argument("--repeats", type=int, default=3, help="timed calls at least, per implementation")
+    run.add_argument("--budget", type=float, default=None,
+                     help="seconds of timing per layer and pass (default 0.3 quick, 1.0 full)")
+    run.add_argument("--without-torch", action="store_true", help="do not compare with PyTorch")
+    run.add_argument("--json", default=None, metavar="FILE", help="write the rows and the machine as JSON")
+    run.add_argument("--plot", default=None, metavar="FILE.png", help="bar chart of GFLOP/s (needs matplotlib)")
+    run.set_defaults(handler=_bench, subparser=run)
+
+    check = commands.add_parser("verify", help="every algorithm and pass against the float64 reference")
+    check.add_argument("--device", default="all", help="cpu, cuda or all (default: every available device)")
+    check.add_argument("--algo", default="all", help="comma-separated algorithms, or all (default)")
+    check.add_argument("--seed", type=int, default=0, help="seed of the random problems")
+    check.add_argument("--draws", type=int, default=3, help="random problems per argument combination")
+    check.set_defaults(handler=_verify, subparser=check)
+    return parser
+
+
+def _devices(parser, text: str) -> tuple[str, ...]:
+    if text == "all":
+        return available_devices()
+    devices = _split(text)
+    for device in devices:
+        if device not in ("cpu", "cuda"):
+            parser.error(f"unknown device {device!r}; choose cpu, cuda or all")
+        if device not in available_devices():
+            parser.error(f"device {device!r} is not available here: numbaconv found no usable GPU "
+                         f"(available: {', '.join(available_devices())})")
+    return tuple(devices)
+
+
+def _algos(parser, text: str, devices, allowed) -> list[str] | None:
+    if text == "all":
+        return None
+    algos = _split(text)
+    known = sorted({name for device in devices for name in allowed(device)})
+    for algo in algos:
+        if algo not in known:
+            parser.error(f"unknown algorithm {algo!r} on {', '.join(devices)}; choose from {', '.join(known)} or all")
+    return algos
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict:
+    """What the numbers were taken on: versions, devices, threads, CPU, GPU, compile cache."""
+    import numba
+    from . import functional
+    from .cpu import direct, pool
+
+    # The threading layer is chosen on the first parallel call, so make one.
+    functional.conv1d(np.ones((1, 1, 4)), np.ones((1, 1, 2)), algo="direct", device="cpu")
+    torch = bench.import_torch()
+    devices = available_devices()
+    gpu = "none found"
+    if "cuda" in devices:
+        from numba import cuda
+        gpu = str(cuda.get_current_device().name)
+    cache = numba.config.CACHE_DIR or os.path.join(os.path.dirname(direct.__file__), "__pycache__")
+    return {
+        "numbaconv": __version__, "numba": numba.__version__, "numpy": np.__version__,
+        "torch": torch.__version__ if torch else "not installed",
+        "python": platform.python_version(),
+        "devices": ", ".join(devices),
+        "algorithms": "; ".join(f"{d}: {', '.join(dispatch.algorithms(d))}" for d in devices),
+        "numba threading layer": numba.threading_layer(),
+        "numba threads": numba.get_num_threads(),
+        "numbaconv GEMM threads": pool.thread_count(),
+        "cpu": _cpu_model(), "cpu cores": os.cpu_count(),
+        "gpu": gpu,
+        "compile cache": cache,
+    }
+
+
+def _info(parser, args) -> int:
+    for key, value in machine().items():
+        print(f"{key + ':':<24}{value}")
+    return 0
+
+
+def _progress(index: int, total: int, text: str) -> None:
+    if sys.stderr.isatty():
+        filled = int(30 * index / total)
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {index}/{total} {text:<40}")
+        if index == total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def _bench(parser, args) -> int:
+    names = _split(args.layer) if args.layer else list(bench.SUITES[args.suite])
+    for name in names:
+        if name not in bench.LAYERS:
+            parser.error(f"unknown layer {name!r}; choose from {', '.join(bench.LAYERS)}")
+    passes = list(bench.PASSES) if args.passes == "all" else _split(args.passes)
+    for pass_name in passes:
+        if pass_name not in bench.PASSES:
+            parser.error(f"unknown pass {pass_name!r}; choose from {', '.join(bench.PASSES)} or all")
+    devices = _devices(parser, args.device)
+    algo_text = args.algo or ("auto" if args.suite == "quick" and not args.layer else "all")
+    algos = _algos(parser, algo_text, devices, bench.algorithm_choices)
+    if args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {args.repeats}")
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401  (only checked here; bench.plot imports it)
+        except ImportError:
+            parser.error("--plot needs matplotlib: pip install matplotlib (or the package's 'bench' extra)")
+    budget = args.budget if args.budget is not None else (0.3 if args.suite == "quick" else 1.0)
+    torch = None if args.without_torch else bench.import_torch()
+
+    info = machine()
+    print(f"numbaconv {info['numbaconv']}, numba {info['numba']}, numpy {info['numpy']}, torch {info['torch']}; "
+          f"{info['cpu']} ({info['cpu cores']} cores), gpu: {info['gpu']}")
+    peak = bench.cpu_peak_gflops()
+    print(f"practical CPU peak (float32 2048^3 NumPy matmul): {peak:.1f} GFLOP/s; dtype {args.dtype}")
+    layers = [bench.LAYERS[name] for name in names]
+    for layer in layers:
+        print(f"  {layer.name:<18}{layer.describe()}")
+    print()
+
+    candidates = bench.implementations(devices, algos, torch)
+    rows, started = [], time.perf_counter()
+    steps = [(layer, pass_name) for layer in layers for pass_name in passes]
+    problem = None
+    for index, (layer, pass_name) in enumerate(steps):
+        _progress(index, len(steps), f"{layer.name} {pass_name}")
+        if problem is None or problem.layer is not layer:
+            problem = bench.Problem.create(layer, args.dtype)
+        taking_part = [c for c in candidates if bench.runs(c, problem)]
+        rows += bench.measure(problem, pass_name, taking_part, torch, peak_gflops=peak,
+                              min_repeats=args.repeats, budget_s=budget)
+    _progress(len(steps), len(steps), "done")
+
+    torch_note = None
+    if torch is None:
+        torch_note = ("it was left out (--without-torch)" if args.without_torch
+                      else "PyTorch is not installed (pip install torch)")
+    print(bench.format_table(rows, torch_note))
+    warm_up = sum(max(row.first_ms - row.best_ms, 0.0) for row in rows
+                  if row.correct and not row.implementation.startswith("torch")) / 1e3
+    print(f"warm-up beyond steady state (compilation when the cache is cold, first-call costs): {warm_up:.1f} s; "
+          f"whole run {time.perf_counter() - started:.1f} s")
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump({"machine": info, "peak_gflops": peak, "dtype": args.dtype,
+                       "rows": [row.as_dict() for row in rows]}, out, indent=1)
+        print(f"rows written to {args.json}")
+    if args.plot:
+        bench.plot(rows, args.plot)
+        print(f"plot written to {args.plot}")
+    mismatches = [row for row in rows if not row.correct]
+    if mismatches:
+        print(f"{len(mismatches)} result(s) missed the tolerance: "
+              + ", ".join(f"{r.layer} {r.pass_name} {r.implementation}" for r in mismatches))
+        return 1
+    return 0
+
+
+def _verify(parser, args) -> int:
+    devices = _devices(parser, args.device)
+    algos = _algos(parser, args.algo, devices, dispatch.algorithms)
+    started = time.perf_counter()
+    if args.draws < 1:
+        parser.error(f"--draws must be at least 1, got {args.draws}")
+    tallies = verify(devices, args.seed, algos, args.draws)
+    print(f"{'device/algorithm':<20}{'pass':<9}{'checked':>8}{'declined':>9}"
+          f"{'max err f32':>13}{'max err f64':>13}  status")
+    failed = False
+    for (device, algo, pass_name), tally in tallies.items():
+        status = "ok" if not tally.failures else f"{len(tally.failures)} MISMATCH"
+        failed |= bool(tally.failures)
+        print(f"{device + '/' + algo:<20}{pass_name:<9}{tally.checked:>8}{tally.declined:>9}"
+              f"{tally.max_error['float32']:>13.1e}{tally.max_error['float64']:>13.1e}  {status}")
+    for tally in tallies.values():
+        for failure in tally.failures:
+            print("MISMATCH", failure)
+    print(f"tolerance (||result - reference|| / ||reference||): float32 {bench.TOLERANCE['float32']:.0e}, "
+          f"float64 {bench.TOLERANCE['float64']:.0e}; {time.perf_counter() - started:.1f} s")
+    return 1 if failed else 0
+
+
+def main(argv=None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    return args.handler(args.subparser, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

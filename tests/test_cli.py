@@ -1,0 +1,147 @@
+"""The numbaconv command: info, bench and verify, their output, their errors and exit codes."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from numbaconv import bench, cli, dispatch
+
+TINY = ["--layer", "batch1_16ch", "--budget", "0", "--repeats", "1"]
+
+
+def run(capsys, *argv):
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_info_names_versions_devices_and_threads(capsys):
+    code, out, _ = run(capsys, "info")
+    assert code == 0
+    for key in ("numbaconv:", "numba:", "numpy:", "torch:", "devices:", "numba threading layer:",
+                "numba threads:", "cpu:", "cpu cores:", "gpu:", "compile cache:"):
+        assert key in out
+
+
+def test_bench_table_json_and_plot(capsys, tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("matplotlib")
+    json_path, png_path = tmp_path / "rows.json", tmp_path / "speed.png"
+    code, out, _ = run(capsys, "bench", *TINY, "--json", str(json_path), "--plot", str(png_path))
+    assert code == 0, out
+    assert "practical CPU peak" in out and "vs torch" in out
+    lines = [line for line in out.splitlines() if line.startswith("batch1_16ch")]
+    # every algorithm, PyTorch and the reference, for each of the three passes
+    labels = {line.split()[2].rstrip("*") for line in lines}
+    assert labels == {f"cpu/{name}" for name in dispatch.algorithms("cpu")} | {"torch-cpu", "cpu/reference"}
+    assert {line.split()[1] for line in lines} == set(bench.PASSES)
+    assert sum(line.split()[2].endswith("*") for line in lines) == 3   # auto's pick, once per pass
+    rows = json.loads(json_path.read_text())["rows"]
+    assert len(rows) == len(lines)
+    for row in rows:
+        assert row["correct"] and row["best_ms"] > 0 and row["gflops"] > 0
+        assert row["error"] <= bench.TOLERANCE["float32"] or row["implementation"] == "cpu/reference"
+        assert row["vs_torch"] > 0
+    assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_without_torch_installed(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)    # import torch now raises ImportError
+    code, out, _ = run(capsys, "bench", *TINY, "--pass", "forward", "--dtype", "float64")
+    assert code == 0
+    assert "torch-cpu" not in out
+    assert "empty because PyTorch is not installed" in out
+    assert "cpu/im2col" in out
+
+
+def test_bench_without_torch_by_choice(capsys):
+    code, out, _ = run(capsys, "bench", *TINY, "--pass", "weight", "--algo", "auto", "--without-torch")
+    assert code == 0
+    assert "left out (--without-torch)" in out
+    rows = [line for line in out.splitlines() if line.startswith("batch1_16ch")]
+    assert [row.split()[2] for row in rows] == [f"cpu/auto={bench.auto_choice('cpu', bench.LAYERS['batch1_16ch'])}", "cpu/reference"]
+
+
+def _break_direct_forward(monkeypatch):
+    direct = dispatch.REGISTRY["cpu"]["direct"]
+    original = direct.forward
+
+    def off_by_a_little(spec, x, w, out):
+        original(spec, x, w, out)
+        out.flat[0] += 1.0
+    monkeypatch.setattr(direct, "forward", off_by_a_little)
+
+
+def test_bench_reports_a_wrong_kernel_and_exits_1(capsys, monkeypatch):
+    _break_direct_forward(monkeypatch)
+    code, out, _ = run(capsys, "bench", *TINY, "--pass", "forward", "--without-torch")
+    assert code == 1
+    assert "MISMATCH" in out and "cpu/direct" in out.splitlines()[-1]
+
+
+def test_verify_passes_every_algorithm(capsys):
+    code, out, _ = run(capsys, "verify", "--draws", "1")
+    assert code == 0, out
+    for name in dispatch.algorithms("cpu"):
+        for pass_name in bench.PASSES:
+            line = next(line for line in out.splitlines() if line.startswith(f"cpu/{name} ") and pass_name in line)
+            checked = int(line.split()[2])
+            assert checked > 0 and line.endswith("ok")
+
+
+def test_verify_catches_a_wrong_kernel(capsys, monkeypatch):
+    _break_direct_forward(monkeypatch)
+    code, out, _ = run(capsys, "verify", "--draws", "1", "--algo", "direct")
+    assert code == 1
+    assert "MISMATCH" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["bench", "--layer", "resnet9000"], "unknown layer 'resnet9000'"),
+    (["bench", "--device", "tpu"], "unknown device 'tpu'"),
+    (["bench", "--device", "cuda"], "device 'cuda' is not available here"),
+    (["bench", "--algo", "fft"], "unknown algorithm 'fft'"),
+    (["bench", "--pass", "sideways"], "unknown pass 'sideways'"),
+    (["bench", "--suite", "huge"], "invalid choice: 'huge'"),
+    (["bench", "--dtype", "float16"], "invalid choice: 'float16'"),
+    (["bench", "--repeats", "0"], "--repeats must be at least 1"),
+    (["verify", "--algo", "direct,fft"], "unknown algorithm 'fft'"),
+    (["verify", "--draws", "many"], "invalid int value: 'many'"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+])
+def test_bad_arguments_give_one_line_and_exit_2(capsys, argv, message):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(argv)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_no_command_prints_help_and_exits_2(capsys):
+    assert cli.main([]) == 2
+    assert "info" in capsys.readouterr().out
+
+
+def test_command_runs_as_a_process():
+    done = subprocess.run([sys.executable, "-m", "numbaconv", "bench", "--layer", "nope"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.startswith("numbaconv")
+    done = subprocess.run([sys.executable, "-m", "numbaconv", "info"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "numba threads:" in done.stdout
+
+
+def test_problem_data_is_random_and_reproducible():
+    layer = bench.LAYERS["batch1_16ch"]
+    first, again = bench.Problem.create(layer, "float32"), bench.Problem.create(layer, "float32")
+    assert np.array_equal(first.x, again.x) and np.count_nonzero(first.x) == first.x.size
+    assert first.x.shape == layer.spec.x_shape and first.grad_y.shape == layer.spec.y_shape
+
+
+def test_every_suite_layer_is_a_valid_problem():
+    for suite in bench.SUITES.values():
+        assert set(suite) <= set(bench.LAYERS)
+    for layer in bench.LAYERS.values():
+        assert layer.spec.flops > 0 and "GFLOP" in layer.describe()
