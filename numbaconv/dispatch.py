@@ -14,10 +14,10 @@
 """
 import math
 
-from .cpu import direct as cpu_direct, im2col as cpu_im2col, shifted as cpu_shifted
+from .cpu import direct as cpu_direct, im2col as cpu_im2col, shifted as cpu_shifted, winograd as cpu_winograd
 
 REGISTRY = {
-    "cpu": {"direct": cpu_direct, "im2col": cpu_im2col, "shifted": cpu_shifted},
+    "cpu": {"direct": cpu_direct, "im2col": cpu_im2col, "shifted": cpu_shifted, "winograd": cpu_winograd},
 }
 DIRECT_REDUCTION_LIMIT = 16
 SHIFTED_SPAN_LIMIT = 1.5

@@ -4,7 +4,9 @@ Each case: (name, x_shape, w_shape, stride, padding, dilation, groups).
 Together they cover 1-d/2-d/3-d, asymmetric and "same" padding (at stride 1
 and 2), stride larger than the kernel, dilation, groups, depthwise (with and
 without a channel multiplier), non-square shapes, 1x1 kernels, kernel equal
-to the input, kernels larger than the unpadded input, and batch 1 and more.
+to the input, kernels larger than the unpadded input, and batch 1 and more; 3x3 stride-1
+cases whose outputs do not fill Winograd's 4x4 tiles, with padding on one
+side only and padding wider than the kernel.
 """
 CASES = [
     ("2d-basic", (2, 3, 7, 9), (4, 3, 3, 3), 1, 0, 1, 1),
@@ -20,6 +22,10 @@ CASES = [
     ("2d-kernel-equals-input", (2, 3, 5, 4), (4, 3, 5, 4), 1, 0, 1, 1),
     ("2d-kernel-larger-than-input", (2, 2, 3, 3), (3, 2, 5, 5), 1, 1, 1, 1),
     ("2d-batch1-valid", (1, 5, 10, 6), (3, 5, 4, 3), (3, 2), "valid", 1, 1),
+    ("2d-3x3-same-edge-tiles", (2, 5, 13, 10), (6, 5, 3, 3), 1, "same", 1, 1),
+    ("2d-3x3-asymmetric-groups", (2, 4, 9, 7), (6, 2, 3, 3), 1, ((2, 0), (0, 1)), 1, 2),
+    ("2d-3x3-pad-beyond-kernel", (1, 3, 5, 6), (4, 3, 3, 3), 1, 3, 1, 1),
+    ("2d-3x3-many-tiles", (3, 8, 20, 17), (8, 8, 3, 3), 1, 1, 1, 1),
     ("1d-strided-dilated", (2, 3, 13), (4, 3, 3), 2, ((2, 1),), 2, 1),
     ("1d-groups-same", (3, 6, 10), (9, 2, 4), 1, "same", 1, 3),
     ("1d-long", (1, 2, 64), (3, 2, 5), 3, 2, 1, 1),

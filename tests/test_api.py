@@ -109,7 +109,7 @@ def test_nan_and_inf_propagate():
 
 def test_devices_and_algorithms():
     assert nc.devices() == ("cpu",)
-    assert set(nc.algorithms("cpu")) == {"direct", "im2col", "shifted"}
+    assert set(nc.algorithms("cpu")) == {"direct", "im2col", "shifted", "winograd"}
     with pytest.raises(ValueError, match="unknown device"):
         nc.algorithms("tpu")
 

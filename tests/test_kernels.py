@@ -76,7 +76,8 @@ def test_declined_problems_give_a_reason(case, algo):
 @pytest.mark.parametrize("algo", ALGORITHMS)
 def test_kernels_leave_inputs_alone(rng, algo):
     module = dispatch.REGISTRY["cpu"][algo]
-    spec, x, w, grad_y = _problem(rng, CASES[1], np.float64)
+    case = next(c for c, a in SUPPORTED if a == algo and c[0] != "2d-basic")   # a padded case
+    spec, x, w, grad_y = _problem(rng, case, np.float64)
     spec3d = spec.as_3d()
     x5, w5, gy5 = (a.reshape(s) for a, s in ((x, spec3d.x_shape), (w, spec3d.w_shape),
                                              (grad_y, spec3d.y_shape)))
@@ -108,3 +109,14 @@ def test_im2col_workspace_cap_bounds_the_block(monkeypatch):
     monkeypatch.setattr(workspace, "WORKSPACE_LIMIT_BYTES", 1)
     spec = ConvSpec.create((4, 8, 9, 9), (8, 8, 3, 3)).as_3d()
     assert im2col._Plan(spec, np.float64, 2).block == 1
+
+
+@pytest.mark.parametrize("block_columns", [1, 5])
+def test_winograd_tile_blocks_cut_anywhere(rng, monkeypatch, block_columns):
+    """Blocks of 1 or 5 tiles, which split rows of tiles and samples, still give exact results."""
+    from numbaconv.cpu import workspace
+    monkeypatch.setattr(workspace, "BLOCK_BYTES", 1)
+    monkeypatch.setattr(workspace, "MIN_BLOCK_COLUMNS", block_columns)
+    for case in (c for c in CASES if c[0] in ("2d-3x3-same-edge-tiles", "2d-3x3-asymmetric-groups")):
+        spec, x, w, grad_y = _problem(rng, case, np.float64)
+        check_passes(dispatch.REGISTRY["cpu"]["winograd"], spec, x, w, grad_y, np.float64)
