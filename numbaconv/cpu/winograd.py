@@ -45,15 +45,6 @@ TILE = 4                       # output tile side (m)
 PATCH = TILE + 2               # input patch side (alpha = m + r - 1)
 POINTS = PATCH * PATCH         # elementwise products per tile and channel pair
 
-# G (6x3): the filter transform, applied in float64.
-FILTER_TRANSFORM = np.array([[1 / 4, 0, 0],
-               [-1 / 6, -1 / 6, -1 / 6],
-               [-1 / 6, 1 / 6, -1 / 6],
-               [1 / 24, 1 / 12, 1 / 6],
-               [1 / 24, -1 / 12, 1 / 6],
-               [0, 0, 1]])
-
-
 def supports(spec):
     if spec.kernel_size != (1, 3, 3):
         return f"needs a 3x3 2-d kernel, got {spec.kernel_size[1:] if spec.kernel_size[0] == 1 else spec.kernel_size}"
@@ -64,119 +55,147 @@ def supports(spec):
     return None
 
 
-@njit(inline="always", cache=True)
-def _patch_transform(d0, d1, d2, d3, d4, d5):
-    """B^T applied to one column of a patch."""
-    return (4 * d0 - 5 * d2 + d4,
-            -4 * d1 - 4 * d2 + d3 + d4,
-            4 * d1 - 4 * d2 - d3 + d4,
-            -2 * d1 - d2 + 2 * d3 + d4,
-            2 * d1 - d2 - 2 * d3 + d4,
-            4 * d1 - 5 * d3 + d5)
-
+# The transforms below work on flat arrays with explicit offsets, six rows ``step`` apart, and
+# run across a block's tiles (``count``, the innermost, unit-stride loop) so that they vectorise.
+# They scale by 2, 4 and 8 through additions (exact, like the multiplications): Numba types
+# ``4 * value`` as float64 for a float32 value, which made the float32 transforms convert every
+# operand and run scalar.
 
 @njit(inline="always", cache=True)
-def _tile_transform(m0, m1, m2, m3, m4, m5):
-    """A^T applied to one column of a 6x6 product."""
-    return (m0 + m1 + m2 + m3 + m4,
-            m1 - m2 + 2 * m3 - 2 * m4,
-            m1 + m2 + 4 * m3 + 4 * m4,
-            m1 - m2 + 8 * m3 - 8 * m4 + m5)
+def _twice(value):
+    return value + value
+
+@njit(inline="always", cache=True)
+def _patch_transform(src, s, s_step, dst, d, d_step, count):
+    """``dst row i = sum_a B^T[i, a] * src row a``."""
+    for j in range(count):
+        d0, d1, d2 = src[s + j], src[s + s_step + j], src[s + 2 * s_step + j]
+        d3, d4, d5 = src[s + 3 * s_step + j], src[s + 4 * s_step + j], src[s + 5 * s_step + j]
+        d4_minus_d2 = d4 - d2
+        dst[d + j] = _twice(_twice(d0 - d2)) + d4_minus_d2                  # 4 d0 - 5 d2 + d4
+        dst[d + d_step + j] = d3 + d4 - _twice(_twice(d1 + d2))            # -4 d1 - 4 d2 + d3 + d4
+        dst[d + 2 * d_step + j] = _twice(_twice(d1 - d2)) + d4 - d3        # 4 d1 - 4 d2 - d3 + d4
+        dst[d + 3 * d_step + j] = d4_minus_d2 - _twice(d1 - d3)            # -2 d1 - d2 + 2 d3 + d4
+        dst[d + 4 * d_step + j] = d4_minus_d2 + _twice(d1 - d3)            # 2 d1 - d2 - 2 d3 + d4
+        dst[d + 5 * d_step + j] = _twice(_twice(d1 - d3)) + d5 - d3        # 4 d1 - 5 d3 + d5
 
 
 @njit(inline="always", cache=True)
-def _tile_origin(tile, tiles_h, tiles_w):
-    """(sample, first output row, first output column) of a tile number."""
-    per_sample = tiles_h * tiles_w
-    local = tile % per_sample
-    return tile // per_sample, (local // tiles_w) * TILE, (local % tiles_w) * TILE
+def _tile_transform(src, s, s_step, dst, d, d_step, count):
+    """``dst row i = sum_a A^T[i, a] * src row a``."""
+    for j in range(count):
+        m0, m1, m2 = src[s + j], src[s + s_step + j], src[s + 2 * s_step + j]
+        m3, m4, m5 = src[s + 3 * s_step + j], src[s + 4 * s_step + j], src[s + 5 * s_step + j]
+        sum12, sum34, difference12, difference34 = m1 + m2, m3 + m4, m1 - m2, m3 - m4
+        dst[d + j] = m0 + sum12 + sum34                                      # m0 + m1 + m2 + m3 + m4
+        dst[d + d_step + j] = difference12 + _twice(difference34)           # m1 - m2 + 2 m3 - 2 m4
+        dst[d + 2 * d_step + j] = sum12 + _twice(_twice(sum34))             # m1 + m2 + 4 m3 + 4 m4
+        dst[d + 3 * d_step + j] = difference12 + _twice(_twice(_twice(difference34))) + m5   # ... + 8 m3 - 8 m4 + m5
+
+
+def _tile_origins(first_tile, count, tiles_h, tiles_w):
+    """Per tile of the block: (sample, first output row, first output column), int64 arrays."""
+    tile = np.arange(first_tile, first_tile + count)
+    local = tile % (tiles_h * tiles_w)
+    return tile // (tiles_h * tiles_w), (local // tiles_w) * TILE, (local % tiles_w) * TILE
 
 
 @njit(nogil=True, cache=True)
-def _transform_patches(x, first_tile, tiles_h, tiles_w, pad_top, pad_left, patches):
-    """``patches[p, c, j] = (B^T d B)[p]`` for the 6x6 input patch of channel ``c`` under tile
-    ``first_tile + j``; ``x (N, C, H, W)``, reads outside it are zeros."""
+def _transform_patches(x, samples, rows, cols, patches, gathered, half):
+    """``patches[p, c, j] = (B^T d B)[p]`` for ``d`` the 6x6 patch of ``x (N, C, H, W)`` at
+    ``(samples[j], rows[j], cols[j])`` (reads outside x are zeros). The transforms run across
+    the block's tiles, the innermost loop, so they vectorise; scratch ``gathered``/``half`` (6, 6, count)."""
     channels, height, width = x.shape[1], x.shape[2], x.shape[3]
     count = patches.shape[2]
-    d = np.empty((PATCH, PATCH), x.dtype)
-    column = np.empty((PATCH, PATCH), x.dtype)
+    x_flat, patches_flat = x.reshape(-1), patches.reshape(-1)
+    gathered_flat, half_flat = gathered.reshape(-1), half.reshape(-1)
     for c in range(channels):
         for j in range(count):
-            n, row0, col0 = _tile_origin(first_tile + j, tiles_h, tiles_w)
-            row0 -= pad_top
-            col0 -= pad_left
-            for a in range(PATCH):
-                row = row0 + a
-                for b in range(PATCH):
-                    col = col0 + b
-                    inside = 0 <= row < height and 0 <= col < width
-                    d[a, b] = x[n, c, row, col] if inside else 0
-            for b in range(PATCH):
-                (column[0, b], column[1, b], column[2, b], column[3, b], column[4, b],
-                 column[5, b]) = _patch_transform(d[0, b], d[1, b], d[2, b], d[3, b], d[4, b], d[5, b])
-            for a in range(PATCH):
-                v0, v1, v2, v3, v4, v5 = _patch_transform(column[a, 0], column[a, 1], column[a, 2],
-                                                          column[a, 3], column[a, 4], column[a, 5])
-                patches[a * PATCH, c, j] = v0
-                patches[a * PATCH + 1, c, j] = v1
-                patches[a * PATCH + 2, c, j] = v2
-                patches[a * PATCH + 3, c, j] = v3
-                patches[a * PATCH + 4, c, j] = v4
-                patches[a * PATCH + 5, c, j] = v5
+            row0, col0 = rows[j], cols[j]
+            # flat offsets: one add per element instead of four strides and sign checks
+            corner = ((samples[j] * channels + c) * height + row0) * width + col0
+            if 0 <= row0 and row0 + PATCH <= height and 0 <= col0 and col0 + PATCH <= width:
+                for a in range(PATCH):
+                    at = corner + a * width
+                    for b in range(PATCH):
+                        gathered[a, b, j] = x_flat[at + b]
+            else:
+                for a in range(PATCH):
+                    for b in range(PATCH):
+                        inside = 0 <= row0 + a < height and 0 <= col0 + b < width
+                        gathered[a, b, j] = x_flat[corner + a * width + b] if inside else 0
+        # columns: half[i, b] = sum_a B^T[i, a] gathered[a, b]; rows: patches[6i + i2, c] from half[i]
+        for b in range(PATCH):
+            _patch_transform(gathered_flat, b * count, PATCH * count, half_flat, b * count, PATCH * count, count)
+        for i in range(PATCH):
+            _patch_transform(half_flat, i * PATCH * count, count, patches_flat, (i * PATCH * channels + c) * count,
+                             channels * count, count)
 
 
 @njit(nogil=True, cache=True)
-def _transform_products(products, first_tile, tiles_h, tiles_w, y):
-    """``y[n, k, tile] = A^T M A`` with ``M[p] = products[p, k, j]`` for tile ``first_tile + j``;
-    outputs past ``y``'s edges are dropped."""
+def _transform_products(products, samples, rows, cols, y, half, tiles):
+    """``y[samples[j], k, rows[j]:+4, cols[j]:+4] = A^T M A`` with ``M[p] = products[p, k, j]``;
+    outputs past ``y``'s edges are dropped. Scratch ``half`` (6, 4, count), ``tiles`` (4, 4, count)."""
     out_channels, out_h, out_w = y.shape[1], y.shape[2], y.shape[3]
     count = products.shape[2]
-    half = np.empty((PATCH, TILE), y.dtype)
+    y_flat = y.reshape(-1)
+    products_flat, half_flat, tiles_flat = products.reshape(-1), half.reshape(-1), tiles.reshape(-1)
     for k in range(out_channels):
+        # rows: half[a, i] = sum_b A^T[i, b] M[6a + b]; columns: tiles[i2, i] from half[:, i]
+        for a in range(PATCH):
+            _tile_transform(products_flat, (a * PATCH * out_channels + k) * count, out_channels * count,
+                            half_flat, a * TILE * count, count, count)
+        for i in range(TILE):
+            _tile_transform(half_flat, i * count, TILE * count, tiles_flat, i * count, TILE * count, count)
         for j in range(count):
-            n, row0, col0 = _tile_origin(first_tile + j, tiles_h, tiles_w)
-            for a in range(PATCH):
-                base = a * PATCH
-                half[a, 0], half[a, 1], half[a, 2], half[a, 3] = _tile_transform(
-                    products[base, k, j], products[base + 1, k, j], products[base + 2, k, j],
-                    products[base + 3, k, j], products[base + 4, k, j], products[base + 5, k, j])
-            for b in range(TILE):
-                col = col0 + b
-                if col >= out_w:
-                    break
-                o0, o1, o2, o3 = _tile_transform(half[0, b], half[1, b], half[2, b], half[3, b],
-                                                 half[4, b], half[5, b])
-                rows = min(TILE, out_h - row0)
-                if rows > 0:
-                    y[n, k, row0, col] = o0
-                if rows > 1:
-                    y[n, k, row0 + 1, col] = o1
-                if rows > 2:
-                    y[n, k, row0 + 2, col] = o2
-                if rows > 3:
-                    y[n, k, row0 + 3, col] = o3
+            row0, col0 = rows[j], cols[j]
+            corner = ((samples[j] * out_channels + k) * out_h + row0) * out_w + col0
+            for a in range(min(TILE, out_h - row0)):
+                for b in range(min(TILE, out_w - col0)):
+                    y_flat[corner + a * out_w + b] = tiles[a, b, j]
+
+
+@njit(inline="always", cache=True)
+def _filter_transform(g0, g1, g2, o0, o1, o2, o3, o4, o5):
+    """``o = G g`` for three rows at once, in float64."""
+    for c in range(g0.shape[0]):
+        a, b, d = np.float64(g0[c]), np.float64(g1[c]), np.float64(g2[c])
+        o0[c] = a / 4
+        o1[c] = -(a + b + d) / 6
+        o2[c] = -(a - b + d) / 6
+        o3[c] = a / 24 + b / 12 + d / 6
+        o4[c] = a / 24 - b / 12 + d / 6
+        o5[c] = d
 
 
 @njit(nogil=True, cache=True)
 def _transform_filters(w, first, stop, filters):
-    """``filters[p, k, c] = (G w[k, c] G^T)[p]`` for ``first <= k < stop``, summed in float64."""
+    """``filters[p, k, c] = (G w[k, c] G^T)[p]`` for ``first <= k < stop``, in float64, across ``c``."""
+    group_in = w.shape[1]
+    taps = np.empty((3, 3, group_in))
+    half = np.empty((PATCH, 3, group_in))
+    rows = np.empty((PATCH, PATCH, group_in))
     for k in range(first, stop):
-        for c in range(w.shape[1]):
-            half = np.zeros((PATCH, 3))
-            for a in range(PATCH):
-                for j in range(3):
-                    for i in range(3):
-                        half[a, j] += FILTER_TRANSFORM[a, i] * np.float64(w[k, c, i, j])
-            for a in range(PATCH):
-                for b in range(PATCH):
-                    filters[a * PATCH + b, k, c] = (FILTER_TRANSFORM[b, 0] * half[a, 0] + FILTER_TRANSFORM[b, 1] * half[a, 1]
-                                                    + FILTER_TRANSFORM[b, 2] * half[a, 2])
+        for i in range(3):
+            for j in range(3):
+                for c in range(group_in):
+                    taps[i, j, c] = w[k, c, i, j]
+        for j in range(3):
+            _filter_transform(taps[0, j], taps[1, j], taps[2, j],
+                              half[0, j], half[1, j], half[2, j], half[3, j], half[4, j], half[5, j])
+        for a in range(PATCH):
+            _filter_transform(half[a, 0], half[a, 1], half[a, 2],
+                              rows[a, 0], rows[a, 1], rows[a, 2], rows[a, 3], rows[a, 4], rows[a, 5])
+            for b in range(PATCH):
+                filters[a * PATCH + b, k] = rows[a, b]
 
 
 def _transformed_filters(w, groups):
     """U (36, g, K/g, C/g) = G w G^T per filter, ``w (K, C/g, 3, 3)``, computed in float64 and rounded once."""
     out_channels, group_in = w.shape[:2]
-    filters = np.empty((POINTS, out_channels, group_in), w.dtype)
+    # a reused buffer: a fresh 38 MB array (512 channels) cost more in page faults than the transform
+    filters = workspace.borrow("winograd_filters", POINTS * out_channels * group_in, w.dtype)
+    filters = filters.reshape(POINTS, out_channels, group_in)
     w = np.ascontiguousarray(w.reshape(out_channels, group_in, 3, 3))
     run_in_threads(lambda share: _transform_filters(w, share.start, share.stop, filters),
                    split(range(out_channels), thread_count()))
@@ -197,19 +216,24 @@ def _winograd(x, u, y, pad_top, pad_left):
     block = min(block, -(-tiles // threads))     # at least one block per thread
     blocks = [(first, min(block, tiles - first)) for first in range(0, tiles, block)]
 
+    def scratch(name, shape):
+        return workspace.borrow(name, int(np.prod(shape)), x.dtype).reshape(shape)
+
     def work(share):
         for first, count in share:
-            patches = workspace.borrow("winograd_patches", POINTS * channels * count, x.dtype)
-            patches = patches.reshape(POINTS, channels, count)
-            products = workspace.borrow("winograd_products", POINTS * out_channels * count, x.dtype)
-            products = products.reshape(POINTS, out_channels, count)
-            _transform_patches(x, first, tiles_h, tiles_w, pad_top, pad_left, patches)
+            patches = scratch("winograd_patches", (POINTS, channels, count))
+            products = scratch("winograd_products", (POINTS, out_channels, count))
+            samples, rows, cols = _tile_origins(first, count, tiles_h, tiles_w)
+            _transform_patches(x, samples, rows - pad_top, cols - pad_left, patches,
+                               scratch("winograd_gathered", (PATCH, PATCH, count)),
+                               scratch("winograd_half", (PATCH, PATCH, count)))
             grouped_patches = patches.reshape(POINTS, groups, group_in, count)
             grouped_products = products.reshape(POINTS, groups, group_out, count)
             for point in range(POINTS):
                 for group in range(groups):
                     np.matmul(u[point, group], grouped_patches[point, group], out=grouped_products[point, group])
-            _transform_products(products, first, tiles_h, tiles_w, y)
+            _transform_products(products, samples, rows, cols, y, scratch("winograd_half", (PATCH, TILE, count)),
+                                scratch("winograd_tiles", (TILE, TILE, count)))
 
     run_in_threads(work, split(blocks, threads))
 
