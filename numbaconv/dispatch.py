@@ -12,6 +12,7 @@
    im2col (e.g. 64ch 56x56 forward, N=8, 2 cores: 14-17 ms against 29-36 ms).
 3. ``im2col`` otherwise (strided problems, large kernels on small images).
 """
+import functools
 import math
 
 from .cpu import direct as cpu_direct, im2col as cpu_im2col, shifted as cpu_shifted, winograd as cpu_winograd
@@ -30,8 +31,11 @@ def algorithms(device: str = "cpu") -> tuple[str, ...]:
     return tuple(REGISTRY[device])
 
 
+@functools.lru_cache(maxsize=4096)
 def choose(device: str, algo: str, spec):
-    """The algorithm module that runs ``spec`` (a 3-d ConvSpec, ``ConvSpec.as_3d``) on ``device``."""
+    """The algorithm module that runs ``spec`` (a 3-d ConvSpec, ``ConvSpec.as_3d``) on ``device``.
+
+    Remembered per (device, algo, spec): a training loop asks the same question every step."""
     candidates = REGISTRY[device]
     runnable = [name for name, module in candidates.items() if module.supports(spec) is None]
     if algo == "auto":

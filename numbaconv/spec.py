@@ -102,6 +102,18 @@ def _check_shape(name: str, shape, rank: int) -> tuple[int, ...]:
     return tuple(int(s) for s in shape)
 
 
+SPEC_CACHE_SIZE = 4096
+_SPEC_CACHE = {}
+
+
+def _cache_key(value):
+    """``value`` with the type of every element beside it: ``stride=1.0`` must not hit ``stride=1``."""
+    if isinstance(value, (tuple, list)):
+        return type(value), tuple(_cache_key(item) for item in value)
+    hash(value)
+    return type(value), value
+
+
 @dataclass(frozen=True)
 class ConvSpec:
     """One forward convolution problem ``y = conv(x, w)``.
@@ -133,8 +145,25 @@ class ConvSpec:
         """Validate the arguments of a convolution and resolve them.
 
         ``rank`` is the number of spatial dims (1, 2 or 3); when omitted it
-        is taken from ``len(x_shape) - 2``.
+        is taken from ``len(x_shape) - 2``. Resolved specs are remembered by
+        the arguments' values and types (a call repeated in a training loop
+        skips the validation, which cost about 0.1 ms); arguments that cannot
+        be hashed are resolved every time.
         """
+        try:
+            key = _cache_key((x_shape, w_shape, stride, padding, dilation, groups, rank))
+            spec = _SPEC_CACHE.get(key)
+        except TypeError:
+            return cls._resolve(x_shape, w_shape, stride, padding, dilation, groups, rank)
+        if spec is None:
+            spec = cls._resolve(x_shape, w_shape, stride, padding, dilation, groups, rank)
+            if len(_SPEC_CACHE) >= SPEC_CACHE_SIZE:
+                _SPEC_CACHE.clear()
+            _SPEC_CACHE[key] = spec
+        return spec
+
+    @classmethod
+    def _resolve(cls, x_shape, w_shape, stride, padding, dilation, groups, rank):
         if rank is None:
             rank = len(x_shape) - 2
         if rank not in (1, 2, 3):

@@ -60,8 +60,15 @@ def thread_count() -> int:
 
 
 def run_in_threads(work, shares):
-    """``[work(share) for share in shares]`` on the pool, with BLAS held to one thread per call."""
+    """``[work(share) for share in shares]`` on the pool, with BLAS held to one thread per call.
+
+    Empty shares (sequences of no items) are skipped, and a lone share runs on the caller's
+    thread: handing one small job to a worker and waiting for it cost more than the job on
+    small problems."""
+    shares = [share for share in shares if not (hasattr(share, "__len__") and len(share) == 0)]
     with _single_threaded_blas.held():
+        if len(shares) == 1:
+            return [work(shares[0])]
         return list(_workers().map(work, shares))
 
 
