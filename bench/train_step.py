@@ -4,8 +4,9 @@ The network of examples/digits_cnn.py on 28x28 inputs (MNIST's size), batch 64
 of random data, float32, SGD. Prints the step times (alternating, best of
 several, after a warm-up) and their ratio (torch time / numbaconv time, so
 1.0 is parity), then where numbaconv's step time goes: each convolution's
-forward, input gradient and weight gradient against PyTorch's, and the Python
-overhead of one call on a tiny problem.
+forward, input gradient and weight gradient against PyTorch's (numbaconv with
+``algo="auto"``, as the layers run it, and the fastest of its algorithms), and
+the Python overhead of one call on a tiny problem.
 
     python bench/train_step.py [--repeats 7]
 
@@ -44,7 +45,11 @@ def best_of(functions, repeats, number):
 
 
 def conv_passes(x_shape, w_shape, repeats):
-    """{pass: (numbaconv seconds, torch seconds)} for one convolution of the network."""
+    """{pass: {"torch" or numbaconv algo name: seconds}} for one convolution of the network.
+
+    numbaconv runs with ``algo="auto"`` (what the layers use) and with each
+    CPU algorithm that can run the problem, to show what the auto rule chose.
+    """
     rng = np.random.default_rng(0)
     x, w = rng.standard_normal(x_shape, np.float32), rng.standard_normal(w_shape, np.float32)
     y = nc.conv2d(x, w)
@@ -55,16 +60,19 @@ def conv_passes(x_shape, w_shape, repeats):
         return lambda: torch.ops.aten.convolution_backward(
             gyt, xt, wt, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1, mask)
 
-    times = best_of({
-        ("forward", "numbaconv"): lambda: nc.conv2d(x, w),
-        ("forward", "torch"): lambda: torch.nn.functional.conv2d(xt, wt),
-        ("input grad", "numbaconv"): lambda: nc.conv2d_input(x.shape, w, grad_y),
-        ("input grad", "torch"): torch_backward([True, False, False]),
-        ("weight grad", "numbaconv"): lambda: nc.conv2d_weight(x, w.shape, grad_y),
-        ("weight grad", "torch"): torch_backward([False, True, False]),
-    }, repeats, 5)
-    return {name: (times[name, "numbaconv"], times[name, "torch"])
-            for name in ("forward", "input grad", "weight grad")}
+    functions = {("forward", "torch"): lambda: torch.nn.functional.conv2d(xt, wt),
+                 ("input grad", "torch"): torch_backward([True, False, False]),
+                 ("weight grad", "torch"): torch_backward([False, True, False])}
+    for algo in ("auto", *nc.algorithms("cpu")):
+        functions.update({
+            ("forward", algo): lambda algo=algo: nc.conv2d(x, w, algo=algo),
+            ("input grad", algo): lambda algo=algo: nc.conv2d_input(x.shape, w, grad_y, algo=algo),
+            ("weight grad", algo): lambda algo=algo: nc.conv2d_weight(x, w.shape, grad_y, algo=algo)})
+    times = best_of(functions, repeats, 3)
+    passes = {}
+    for (pass_name, who), seconds in times.items():
+        passes.setdefault(pass_name, {})[who] = seconds
+    return passes
 
 
 def call_overhead(repeats):
@@ -94,13 +102,17 @@ def main(repeats=7):
     layers = [("conv1 1->32", (BATCH, 1, SIZE, SIZE), (32, 1, 3, 3), ("forward", "weight grad")),
               ("conv2 32->64", (BATCH, 32, SIZE - 2, SIZE - 2), (64, 32, 3, 3),
                ("forward", "input grad", "weight grad"))]
-    print(f"{'layer':14s} {'pass':12s} {'numbaconv ms':>12s} {'torch ms':>9s} {'ratio':>6s}")
+    print(f"{'layer':14s} {'pass':12s} {'numbaconv ms':>12s} {'torch ms':>9s} {'ratio':>6s}   "
+          f"fastest numbaconv algo (ms)")
     total_ours = total_torch = 0.0
     for name, x_shape, w_shape, passes in layers:
-        for pass_name, (ours, theirs) in conv_passes(x_shape, w_shape, repeats).items():
+        for pass_name, times in conv_passes(x_shape, w_shape, repeats).items():
             if pass_name in passes:
+                ours, theirs = times["auto"], times["torch"]
                 total_ours, total_torch = total_ours + ours, total_torch + theirs
-                print(f"{name:14s} {pass_name:12s} {ours * 1e3:12.2f} {theirs * 1e3:9.2f} {theirs / ours:6.2f}")
+                fastest = min(nc.algorithms("cpu"), key=times.get)
+                print(f"{name:14s} {pass_name:12s} {ours * 1e3:12.2f} {theirs * 1e3:9.2f} "
+                      f"{theirs / ours:6.2f}   {fastest} {times[fastest] * 1e3:.2f}")
     print(f"{'convolutions':14s} {'in a step':12s} {total_ours * 1e3:12.2f} {total_torch * 1e3:9.2f} "
           f"{total_torch / total_ours:6.2f}")
     print(f"rest of the step (torch layers, optimizer, autograd): about "
