@@ -175,7 +175,8 @@ class NumpyCNN:
 
     def forward(self, x, training=True):
         for layer in self.layers:
-            layer.training = training
+            if isinstance(layer, BatchNorm2d):
+                layer.training = training
             x = layer.forward(x)
         return x
 

@@ -119,7 +119,7 @@ class _ConvLayer:
         self.weight = rng.uniform(-bound, bound, weight_shape).astype(dtype)
         self.bias = rng.uniform(-bound, bound, out_channels).astype(dtype) if bias else None
         self.grad_weight = self.grad_bias = None
-        self._input = None
+        self._input = self._output_shape = None
 
     @property
     def _name(self) -> str:
@@ -129,7 +129,9 @@ class _ConvLayer:
         """The layer's output for ``x`` of shape (N, in_channels, *spatial); keeps ``x`` for backward."""
         check_layer_input(self._name, x, self.weight, self.rank, self.in_channels)
         self._input = x
-        return self._forward(x)
+        y = self._forward(x)
+        self._output_shape = y.shape
+        return y
 
     __call__ = forward
 
@@ -142,6 +144,12 @@ class _ConvLayer:
         if self._input is None:
             raise RuntimeError(f"{self._name}: backward called before forward")
         grad_output = np.asarray(grad_output)
+        if grad_output.shape != self._output_shape:
+            raise ValueError(f"{self._name}: grad_output has shape {grad_output.shape}, the last "
+                             f"forward's output has {self._output_shape}")
+        if grad_output.dtype != self.weight.dtype:
+            raise TypeError(f"{self._name}: grad_output dtype {grad_output.dtype} does not match "
+                            f"the weight's {self.weight.dtype}")
         grad_x, self.grad_weight = self._gradients(grad_output, self._input, input_grad)
         if self.bias is not None:
             self.grad_bias = grad_output.sum(axis=(0, *range(2, grad_output.ndim)))

@@ -114,6 +114,11 @@ def test_sgd_steps_reduce_the_loss(rng):
     assert losses[-1] < 0.05 * losses[0]
 
 
+def _after_forward(layer):
+    layer.forward(np.ones((1, 2, 5), np.float32))
+    return layer
+
+
 @pytest.mark.parametrize("call, exception, message", [
     (lambda: ncn.Conv2d(3, 4, 3).forward(np.ones((1, 4, 8, 8), np.float32)), ValueError,
      "numbaconv.nn.Conv2d: expected 3 input channels, got 4"),
@@ -126,7 +131,12 @@ def test_sgd_steps_reduce_the_loss(rng):
     (lambda: ncn.Conv2d(1, 1, 1).backward(np.ones((1, 1, 2, 2), np.float32)), RuntimeError,
      "numbaconv.nn.Conv2d: backward called before forward"),
     (lambda: ncn.Conv2d(1, 1, 1).gradients(), RuntimeError, "no gradients yet"),
-], ids=["channels", "dims", "dtype", "init-dtype", "groups", "backward-first", "gradients-first"])
+    (lambda: _after_forward(ncn.Conv1d(2, 3, 3)).backward(np.ones((1, 3, 4), np.float32)), ValueError,
+     r"numbaconv.nn.Conv1d: grad_output has shape \(1, 3, 4\), the last forward's output has \(1, 3, 3\)"),
+    (lambda: _after_forward(ncn.Conv1d(2, 3, 3)).backward(np.ones((1, 3, 3))), TypeError,
+     "numbaconv.nn.Conv1d: grad_output dtype float64 does not match the weight's float32"),
+], ids=["channels", "dims", "dtype", "init-dtype", "groups", "backward-first", "gradients-first",
+        "grad-shape", "grad-dtype"])
 def test_bad_input_names_the_layer(call, exception, message):
     with pytest.raises(exception, match=message):
         call()
