@@ -1,0 +1,129 @@
+"""One training step of seed 004's CNN with numbaconv.torch.Conv2d against torch.nn.Conv2d.
+
+The network of examples/digits_cnn.py on 28x28 inputs (MNIST's size), batch 64
+of random data, float32, SGD. Prints the step times (alternating, best of
+several, after a warm-up) and their ratio (torch time / numbaconv time, so
+1.0 is parity), then where numbaconv's step time goes: each convolution's
+forward, input gradient and weight gradient against PyTorch's (numbaconv with
+``algo="auto"``, as the layers run it, and the fastest of its algorithms), and
+the Python overhead of one call on a tiny problem.
+
+    python bench/train_step.py [--repeats 7]
+
+Needs PyTorch.
+"""
+import argparse
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+import numbaconv as nc
+import numbaconv.torch as nct
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
+from digits_cnn import build_cnn, time_training_steps  # noqa: E402  (one definition of the network)
+
+BATCH, SIZE = 64, 28
+
+
+def best_of(functions, repeats, number):
+    """Best seconds per call of each function, timed alternately, after one warm-up call each."""
+    for function in functions.values():
+        function()
+    best = dict.fromkeys(functions, math.inf)
+    for _ in range(repeats):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            for _ in range(number):
+                function()
+            best[name] = min(best[name], (time.perf_counter() - start) / number)
+    return best
+
+
+def conv_passes(x_shape, w_shape, repeats):
+    """{pass: {"torch" or numbaconv algo name: seconds}} for one convolution of the network.
+
+    numbaconv runs with ``algo="auto"`` (what the layers use) and with each
+    CPU algorithm that can run the problem, to show what the auto rule chose.
+    """
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal(x_shape, np.float32), rng.standard_normal(w_shape, np.float32)
+    y = nc.conv2d(x, w)
+    grad_y = rng.standard_normal(y.shape, np.float32)
+    xt, wt, gyt = (torch.from_numpy(a) for a in (x, w, grad_y))
+
+    def torch_backward(mask):
+        return lambda: torch.ops.aten.convolution_backward(
+            gyt, xt, wt, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1, mask)
+
+    functions = {("forward", "torch"): lambda: torch.nn.functional.conv2d(xt, wt),
+                 ("input grad", "torch"): torch_backward([True, False, False]),
+                 ("weight grad", "torch"): torch_backward([False, True, False])}
+    for algo in ("auto", *nc.algorithms("cpu")):
+        functions.update({
+            ("forward", algo): lambda algo=algo: nc.conv2d(x, w, algo=algo),
+            ("input grad", algo): lambda algo=algo: nc.conv2d_input(x.shape, w, grad_y, algo=algo),
+            ("weight grad", algo): lambda algo=algo: nc.conv2d_weight(x, w.shape, grad_y, algo=algo)})
+    times = best_of(functions, repeats, 3)
+    passes = {}
+    for (pass_name, who), seconds in times.items():
+        passes.setdefault(pass_name, {})[who] = seconds
+    return passes
+
+
+def call_overhead(repeats):
+    """Seconds per call on a 1x1x4x4 problem: torch.nn.functional, numbaconv, numbaconv.torch."""
+    x, w = np.ones((1, 1, 4, 4), np.float32), np.ones((1, 1, 2, 2), np.float32)
+    xt, wt = torch.from_numpy(x), torch.from_numpy(w)
+    return best_of({"torch.nn.functional.conv2d": lambda: torch.nn.functional.conv2d(xt, wt),
+                    "numbaconv.conv2d (NumPy)": lambda: nc.conv2d(x, w),
+                    "numbaconv.torch.conv2d": lambda: nct.conv2d(xt, wt)}, repeats, 200)
+
+
+def main(repeats=7):
+    torch.manual_seed(0)
+    models = {"torch.nn.Conv2d": build_cnn(torch.nn.Conv2d, SIZE),
+              "numbaconv.torch.Conv2d": build_cnn(nct.Conv2d, SIZE)}
+    models["numbaconv.torch.Conv2d"].load_state_dict(models["torch.nn.Conv2d"].state_dict())
+    x = torch.randn(BATCH, 1, SIZE, SIZE)
+    labels = torch.randint(0, 10, (BATCH,))
+    print(f"seed 004's CNN, batch {BATCH} of 1x{SIZE}x{SIZE}, float32, SGD step; torch threads "
+          f"{torch.get_num_threads()}, best of {repeats} alternating repeats after warm-up")
+    step = time_training_steps(models, x, labels, steps=3, repeats=repeats)
+    torch_ms, ours_ms = step["torch.nn.Conv2d"] * 1e3, step["numbaconv.torch.Conv2d"] * 1e3
+    print(f"training step: torch.nn.Conv2d {torch_ms:.1f} ms, numbaconv.torch.Conv2d {ours_ms:.1f} ms, "
+          f"ratio (torch / numbaconv) {torch_ms / ours_ms:.2f}\n")
+
+    # The first layer's input gradient is never needed (the image does not require grad).
+    layers = [("conv1 1->32", (BATCH, 1, SIZE, SIZE), (32, 1, 3, 3), ("forward", "weight grad")),
+              ("conv2 32->64", (BATCH, 32, SIZE - 2, SIZE - 2), (64, 32, 3, 3),
+               ("forward", "input grad", "weight grad"))]
+    print(f"{'layer':14s} {'pass':12s} {'numbaconv ms':>12s} {'torch ms':>9s} {'ratio':>6s}   "
+          f"fastest numbaconv algo (ms)")
+    total_ours = total_torch = 0.0
+    for name, x_shape, w_shape, passes in layers:
+        for pass_name, times in conv_passes(x_shape, w_shape, repeats).items():
+            if pass_name in passes:
+                ours, theirs = times["auto"], times["torch"]
+                total_ours, total_torch = total_ours + ours, total_torch + theirs
+                fastest = min(nc.algorithms("cpu"), key=times.get)
+                print(f"{name:14s} {pass_name:12s} {ours * 1e3:12.2f} {theirs * 1e3:9.2f} "
+                      f"{theirs / ours:6.2f}   {fastest} {times[fastest] * 1e3:.2f}")
+    print(f"{'convolutions':14s} {'in a step':12s} {total_ours * 1e3:12.2f} {total_torch * 1e3:9.2f} "
+          f"{total_torch / total_ours:6.2f}")
+    print(f"rest of the step (torch layers, optimizer, autograd): about "
+          f"{ours_ms - total_ours * 1e3:.1f} ms with numbaconv, {torch_ms - total_torch * 1e3:.1f} ms with torch\n")
+
+    print("Python overhead of one call (1x1x4x4 input, 2x2 kernel):")
+    for name, seconds in call_overhead(repeats).items():
+        print(f"  {name:28s} {seconds * 1e6:8.1f} us")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7, help="alternating repeats (default 7)")
+    main(parser.parse_args().repeats)
