@@ -55,6 +55,21 @@ def _bias_gradient(grad_y):
     return grad_y.sum(dim=(0, *range(2, grad_y.dim())))
 
 
+def _backward(ctx, grad_y, gradients):
+    """The gradients a Function's backward returns: input and weight through ``gradients``
+    (only those ``ctx.needs_input_grad`` asks for), bias, and None for each option."""
+    need_x, need_w, need_b = ctx.needs_input_grad[:3]
+    x, weight = ctx.saved_tensors
+    grad_y_np, x_np, w_np = _to_engine(ctx.where, grad_y, x, weight)
+    grad_x = grad_w = None
+    if need_x or need_w:
+        rank, *options = ctx.options
+        grad_x, grad_w = gradients(rank, grad_y_np, x_np, w_np, *options, need_input=need_x, need_weight=need_w)
+    grad_b = _bias_gradient(grad_y) if need_b else None
+    # None for ``where`` and each entry of ``ctx.options`` (rank and the convolution's arguments)
+    return (_from_engine(grad_x), _from_engine(grad_w), grad_b) + (None,) * (1 + len(ctx.options))
+
+
 class ConvFunction(torch.autograd.Function):
     """conv{rank}d(x, weight, bias) with numbaconv's forward and gradient kernels."""
 
@@ -69,16 +84,7 @@ class ConvFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_y):
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        x, weight = ctx.saved_tensors
-        grad_y_np, x_np, w_np = _to_engine(ctx.where, grad_y, x, weight)
-        grad_x = grad_w = None
-        if need_x or need_w:
-            rank, *options = ctx.options
-            grad_x, grad_w = conv_gradients(rank, grad_y_np, x_np, w_np, *options,
-                                            need_input=need_x, need_weight=need_w)
-        grad_b = _bias_gradient(grad_y) if need_b else None
-        return _from_engine(grad_x), _from_engine(grad_w), grad_b, None, None, None, None, None, None
+        return _backward(ctx, grad_y, conv_gradients)
 
 
 class ConvTransposeFunction(torch.autograd.Function):
@@ -95,17 +101,7 @@ class ConvTransposeFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_y):
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        x, weight = ctx.saved_tensors
-        grad_y_np, x_np, w_np = _to_engine(ctx.where, grad_y, x, weight)
-        grad_x = grad_w = None
-        if need_x or need_w:
-            rank, *options = ctx.options
-            grad_x, grad_w = conv_transpose_gradients(rank, grad_y_np, x_np, w_np, *options,
-                                                      need_input=need_x, need_weight=need_w)
-        grad_b = _bias_gradient(grad_y) if need_b else None
-        return (_from_engine(grad_x), _from_engine(grad_w), grad_b,
-                None, None, None, None, None, None, None)
+        return _backward(ctx, grad_y, conv_transpose_gradients)
 
 
 def _apply(function, x, weight, bias, where, rank, *options):
