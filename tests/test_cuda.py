@@ -15,15 +15,14 @@ import sys
 
 import numpy as np
 import pytest
+from numba import cuda   # tests/conftest.py has chosen a real GPU or the simulator by now
 
 from conftest import REAL_GPU, assert_close, poisoned, random_array
 import numbaconv as nc
 from numbaconv import dispatch, reference
 from numbaconv.devices import on_gpu, resolve_device
+from numbaconv.cuda import common, gemm, im2col
 from numbaconv.spec import ConvSpec
-
-cuda = pytest.importorskip("numba.cuda")
-from numbaconv.cuda import common, gemm, im2col  # noqa: E402  (after the simulator switch)
 
 ALGORITHMS = nc.algorithms("cuda")
 DTYPES = [np.float32, np.float64]
