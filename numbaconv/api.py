@@ -7,11 +7,16 @@ float64 oracle) expose the same fifteen functions with the same signatures:
 user's arguments into a validated :class:`~numbaconv.spec.ConvSpec` and hands
 it to an engine, an object with three methods:
 
-- ``forward(spec, x, w, algo, device) -> y``
+- ``forward(spec, x, w, bias, algo, device) -> y``, adding ``bias[k]`` (when
+  not None) to channel ``k`` of ``y``;
 - ``backward(spec, grad_y, x, w, need, algo, device) -> (grad_x, grad_w, grad_b)``,
   where ``need`` is a set drawn from ``{"input", "weight", "bias"}`` and the
   gradients not asked for are None;
-- ``add_bias(y, bias) -> y`` adding ``bias[k]`` to channel ``k`` of ``y``.
+- ``transpose(spec, x, w, bias, algo, device) -> y``, the input gradient of
+  ``spec`` for ``grad_y = x``, plus ``bias`` like ``forward``.
+
+Bias travels with the call so an engine adds it where the result lives (on
+the GPU for the CUDA engine).
 
 No kernel code and no Numba here.
 """
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .devices import gpu_view, on_gpu
 from .spec import ConvSpec, check_dtype, check_groups, normalize_ints, normalize_padding, transpose_output_size
 
 _ARGUMENTS_DOC = """
@@ -38,9 +44,12 @@ output (N, K, *out_spatial). Operands share one dtype, float32 or float64.
 
 
 def as_array(name: str, value):
-    """NumPy and GPU arrays pass as they are; anything else goes through np.asarray."""
-    if value is None or isinstance(value, np.ndarray) or hasattr(value, "__cuda_array_interface__"):
+    """NumPy arrays pass as they are, GPU arrays as Numba device arrays (no copy, see
+    numbaconv.devices); anything else goes through np.asarray."""
+    if value is None or isinstance(value, np.ndarray):
         return value
+    if on_gpu(value):
+        return gpu_view(value)
     try:
         return np.asarray(value)
     except Exception as error:  # an object NumPy cannot read is a type error for us
@@ -77,8 +86,7 @@ def _make_rank(engine, rank: int, module: str) -> dict:
         spec = ConvSpec.create(tuple(x.shape), tuple(w.shape), stride, padding, dilation, groups,
                                rank=rank)
         _check_vector("bias", bias, spec.out_channels)
-        y = engine.forward(spec, x, w, algo, device)
-        return y if bias is None else engine.add_bias(y, bias)
+        return engine.forward(spec, x, w, bias, algo, device)
 
     def conv_input(input_shape, w, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
                    algo="auto", device="auto"):
@@ -116,8 +124,7 @@ def _make_rank(engine, rank: int, module: str) -> dict:
         spec = _transpose_spec(rank, tuple(x.shape), tuple(w.shape), stride, padding,
                                output_padding, groups, dilation)
         _check_vector("bias", bias, spec.in_channels)
-        y = engine.backward(spec, _zero_extend(x, spec.y_shape), None, w, {"input"}, algo, device)[0]
-        return y if bias is None else engine.add_bias(y, bias)
+        return engine.transpose(spec, _zero_extend(x, spec.y_shape), w, bias, algo, device)
 
     return {f.__name__: f for f in (
         _finish(conv, f"conv{d}", module,
@@ -177,7 +184,8 @@ def _zero_extend(x, shape):
     """
     if tuple(x.shape) == shape:
         return x
-    return np.pad(np.asarray(x), [(0, want - have) for have, want in zip(x.shape, shape)])
+    host = x.copy_to_host() if on_gpu(x) else np.asarray(x)   # a rare case: GPU data goes through the host
+    return np.pad(host, [(0, want - have) for have, want in zip(x.shape, shape)])
 
 
 def make_api(engine, module: str) -> dict:

@@ -35,7 +35,7 @@ from typing import Callable
 import numpy as np
 
 from . import dispatch, functional, reference
-from .devices import available_devices
+from .devices import available_devices, cuda_simulated
 from .spec import ConvSpec
 
 PASSES = ("forward", "input", "weight")
@@ -228,6 +228,11 @@ def relative_error(result, expected) -> float:
     return float(np.linalg.norm(result - expected)) / scale
 
 
+def timed_devices() -> tuple[str, ...]:
+    """The devices worth timing by default: the available ones, less a simulated GPU."""
+    return tuple(d for d in available_devices() if not (d == "cuda" and cuda_simulated()))
+
+
 def algorithm_choices(device: str) -> tuple[str, ...]:
     """What ``--algo`` may name on ``device``: "auto" and the registered algorithms."""
     return ("auto",) + dispatch.algorithms(device)
@@ -236,10 +241,10 @@ def algorithm_choices(device: str) -> tuple[str, ...]:
 def implementations(devices=None, algos=None, torch=None, with_reference=True) -> list[Implementation]:
     """Every implementation to compare: numbaconv (device x algorithm), PyTorch per device, the reference.
 
-    ``devices``: subset of the available devices (default: all of them).
+    ``devices``: subset of the available devices (default: ``timed_devices()``).
     ``algos``: numbaconv algorithm names, "auto" included (default: every registered algorithm).
     """
-    devices = tuple(devices or available_devices())
+    devices = tuple(devices or timed_devices())
     result = []
     for device in devices:
         timer, put, to_host, synchronize = wall_time, None, np.asarray, lambda: None
@@ -282,13 +287,13 @@ def runs(implementation: Implementation, problem: Problem) -> bool:
     device, algo = label.split("/")
     if algo == "auto":
         return True
-    return dispatch.REGISTRY[device][algo].supports(problem.layer.spec.as_3d()) is None
+    return dispatch.registry(device)[algo].supports(problem.layer.spec.as_3d()) is None
 
 
 def auto_choice(device: str, layer: Layer) -> str:
     """The algorithm ``algo="auto"`` picks for ``layer`` on ``device``."""
     chosen = dispatch.choose(device, "auto", layer.spec.as_3d())
-    return next(name for name, module in dispatch.REGISTRY[device].items() if module is chosen)
+    return next(name for name, module in dispatch.registry(device).items() if module is chosen)
 
 
 def best_times(calls, timers, min_repeats=3, max_repeats=25, budget_s=1.0) -> list[float]:

@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from . import __version__, bench, dispatch
-from .devices import available_devices
+from .devices import available_devices, cuda_simulated
 from .verify import verify
 
 
@@ -42,7 +42,8 @@ def _parser() -> _Parser:
                           "or full (every layer, every algorithm)")
     run.add_argument("--layer", default=None,
                      help=f"comma-separated layer names instead of a suite: {', '.join(bench.LAYERS)}")
-    run.add_argument("--device", default="all", help="cpu, cuda or all (default: every available device)")
+    run.add_argument("--device", default="all",
+                     help="cpu, cuda or all (default: every available device; not Numba's CUDA simulator)")
     run.add_argument("--algo", default=None,
                      help="comma-separated numbaconv algorithms, 'auto' included, or all "
                           "(default: auto for the quick suite, all for the full one)")
@@ -66,9 +67,10 @@ def _parser() -> _Parser:
     return parser
 
 
-def _devices(parser, text: str) -> tuple[str, ...]:
+def _devices(parser, text: str, everything) -> tuple[str, ...]:
+    """The devices ``--device`` names; "all" means ``everything()``."""
     if text == "all":
-        return available_devices()
+        return everything()
     devices = _split(text)
     for device in devices:
         if device not in ("cpu", "cuda"):
@@ -114,7 +116,7 @@ def machine() -> dict:
     gpu = "none found"
     if "cuda" in devices:
         from numba import cuda
-        gpu = str(cuda.get_current_device().name)
+        gpu = "Numba's CUDA simulator" if cuda_simulated() else str(cuda.get_current_device().name)
     cache = numba.config.CACHE_DIR or os.path.join(os.path.dirname(direct.__file__), "__pycache__")
     return {
         "numbaconv": __version__, "numba": numba.__version__, "numpy": np.__version__,
@@ -155,7 +157,7 @@ def _bench(parser, args) -> int:
     for pass_name in passes:
         if pass_name not in bench.PASSES:
             parser.error(f"unknown pass {pass_name!r}; choose from {', '.join(bench.PASSES)} or all")
-    devices = _devices(parser, args.device)
+    devices = _devices(parser, args.device, bench.timed_devices)
     algo_text = args.algo or ("auto" if args.suite == "quick" and not args.layer else "all")
     algos = _algos(parser, algo_text, devices, bench.algorithm_choices)
     if args.repeats < 1:
@@ -217,7 +219,7 @@ def _bench(parser, args) -> int:
 
 
 def _verify(parser, args) -> int:
-    devices = _devices(parser, args.device)
+    devices = _devices(parser, args.device, available_devices)
     algos = _algos(parser, args.algo, devices, dispatch.algorithms)
     started = time.perf_counter()
     if args.draws < 1:

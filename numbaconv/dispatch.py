@@ -15,24 +15,42 @@
    on the 3x3 layers of the bench suite (numbaconv/bench.py) it ran 1.6-2x faster than
    im2col (e.g. 64ch 56x56 forward, N=8, 2 cores: 14-17 ms against 29-36 ms).
 3. ``im2col`` otherwise (strided problems, large kernels on small images).
+
+``algo="auto"`` on the GPU: ``direct`` when ``(C / groups) * prod(kernel)`` is
+below ``CUDA_DIRECT_REDUCTION_LIMIT`` (most of a 16-deep matrix-product tile
+would multiply zeros), else ``im2col``.
+
+The CUDA algorithms are imported on first use, and only when a GPU (or
+Numba's CUDA simulator) is usable: importing numbaconv never imports
+numba.cuda.
 """
 import functools
 import math
 
 from .cpu import direct as cpu_direct, im2col as cpu_im2col, shifted as cpu_shifted, winograd as cpu_winograd
+from .devices import cuda_usable
 
 REGISTRY = {
     "cpu": {"direct": cpu_direct, "im2col": cpu_im2col, "shifted": cpu_shifted, "winograd": cpu_winograd},
 }
 DIRECT_PRODUCT_LIMIT = 32
 SHIFTED_SPAN_LIMIT = 1.5
+CUDA_DIRECT_REDUCTION_LIMIT = 16
+
+
+def registry(device: str) -> dict:
+    """The algorithm modules of ``device`` by name; the CUDA ones registered on first use."""
+    if device == "cuda" and "cuda" not in REGISTRY and cuda_usable():
+        from .cuda import direct as cuda_direct, im2col as cuda_im2col
+        REGISTRY["cuda"] = {"direct": cuda_direct, "im2col": cuda_im2col}
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {device!r}; devices with algorithms: ('cpu', 'cuda')")
+    return REGISTRY.get(device, {})
 
 
 def algorithms(device: str = "cpu") -> tuple[str, ...]:
-    """Names of the algorithms available on ``device``."""
-    if device not in REGISTRY:
-        raise ValueError(f"unknown device {device!r}; devices with algorithms: {tuple(REGISTRY)}")
-    return tuple(REGISTRY[device])
+    """Names of the algorithms available on ``device``; () for "cuda" without a usable GPU."""
+    return tuple(registry(device))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -40,10 +58,10 @@ def choose(device: str, algo: str, spec):
     """The algorithm module that runs ``spec`` (a 3-d ConvSpec, ``ConvSpec.as_3d``) on ``device``.
 
     Remembered per (device, algo, spec): a training loop asks the same question every step."""
-    candidates = REGISTRY[device]
+    candidates = registry(device)
     runnable = [name for name, module in candidates.items() if module.supports(spec) is None]
     if algo == "auto":
-        return candidates[_auto_cpu(spec, runnable)]
+        return candidates[_auto_cuda(spec) if device == "cuda" else _auto_cpu(spec, runnable)]
     if algo not in candidates:
         raise ValueError(f"unknown algo {algo!r} for device {device!r}; "
                          f"choose 'auto' or one of {tuple(candidates)}")
@@ -60,4 +78,11 @@ def _auto_cpu(spec, runnable):
         return "direct"
     if "shifted" in runnable and cpu_shifted.span_ratio(spec) <= SHIFTED_SPAN_LIMIT:
         return "shifted"
+    return "im2col"
+
+
+def _auto_cuda(spec):
+    """The CUDA algorithm "auto" picks (rule in the module docstring)."""
+    if spec.group_in_channels * math.prod(spec.kernel_size) < CUDA_DIRECT_REDUCTION_LIMIT:
+        return "direct"
     return "im2col"

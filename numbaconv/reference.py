@@ -92,12 +92,18 @@ class _ReferenceEngine:
         if algo not in ("auto", "reference") or device not in ("auto", "cpu"):
             raise ValueError(f"the reference runs on NumPy only; got algo={algo!r}, device={device!r}")
 
-    def forward(self, spec, x, w, algo, device):
+    def forward(self, spec, x, w, bias, algo, device):
         self.check_options(algo, device)
-        return forward(spec, np.asarray(x), np.asarray(w))
+        return self.add_bias(forward(spec, np.asarray(x), np.asarray(w)), bias)
+
+    def transpose(self, spec, x, w, bias, algo, device):
+        self.check_options(algo, device)
+        return self.add_bias(backward_input(spec, np.asarray(x), np.asarray(w)), bias)
 
     @staticmethod
     def add_bias(y, bias):
+        if bias is None:
+            return y
         return y + np.asarray(bias, dtype=np.float64).reshape(-1, *(1,) * (y.ndim - 2))
 
     def backward(self, spec, grad_y, x, w, need, algo, device):

@@ -1,8 +1,30 @@
-"""Shared test helpers: random data, poisoned outputs, norm-relative comparison."""
+"""Shared test helpers: random data, poisoned outputs, norm-relative comparison.
+
+Without a real GPU the CUDA kernels run in Numba's CUDA simulator: this file
+turns it on before anything imports Numba (it only changes numba.cuda; the
+CPU kernels run as usual). Set NUMBA_ENABLE_CUDASIM yourself to override.
+"""
+import ctypes
+import os
 import zlib
 
 import numpy as np
 import pytest
+
+
+def real_gpu_present() -> bool:
+    """A CUDA driver that sees a device, checked without importing Numba."""
+    try:
+        driver = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    count = ctypes.c_int(0)
+    return driver.cuInit(0) == 0 and driver.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
+
+
+REAL_GPU = real_gpu_present()
+if not REAL_GPU:
+    os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 
 # Norm-relative tolerances (DESIGN.md, Testing).
 TOLERANCE = {np.float32: 1e-5, np.float64: 1e-12}

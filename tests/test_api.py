@@ -108,7 +108,8 @@ def test_nan_and_inf_propagate():
 
 
 def test_devices_and_algorithms():
-    assert nc.devices() == ("cpu",)
+    # tests/conftest.py turns the CUDA simulator on when there is no real GPU
+    assert nc.devices() == ("cpu", "cuda")
     assert set(nc.algorithms("cpu")) == {"direct", "im2col", "shifted", "winograd"}
     with pytest.raises(ValueError, match="unknown device"):
         nc.algorithms("tpu")
@@ -135,25 +136,20 @@ def test_auto_rule():
         assert dispatch.choose("cpu", "auto", spec.as_3d()) is dispatch.REGISTRY["cpu"][algo], algo
 
 
-def test_cuda_is_refused_clearly(monkeypatch):
+def test_bad_device_names_are_refused(monkeypatch):
     x, w = np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2))
-    with pytest.raises(RuntimeError, match="no usable GPU"):
-        nc.conv2d(x, w, device="cuda")
-    monkeypatch.setenv("NUMBACONV_DEVICE", "cuda")
-    with pytest.raises(RuntimeError, match="no usable GPU"):
-        nc.conv2d(x, w)
     assert nc.conv2d(x, w, device="cpu").shape == (1, 1, 2, 2)
     monkeypatch.setenv("NUMBACONV_DEVICE", "gpu0")
     with pytest.raises(ValueError, match="NUMBACONV_DEVICE"):
         nc.conv2d(x, w)
 
 
-def test_gpu_arrays_are_refused_clearly():
+def test_unreadable_gpu_arrays_are_refused_clearly():
     class FakeGpuArray:
         shape, dtype = (1, 1, 3, 3), np.dtype(np.float32)
         __cuda_array_interface__ = {}
 
-    with pytest.raises(RuntimeError, match="GPU"):
+    with pytest.raises(TypeError, match="FakeGpuArray"):
         nc.conv2d(FakeGpuArray(), np.ones((1, 1, 2, 2), np.float32))
 
 

@@ -82,7 +82,7 @@ def test_bench_reports_a_wrong_kernel_and_exits_1(capsys, monkeypatch):
 
 
 def test_verify_passes_every_algorithm(capsys):
-    code, out, _ = run(capsys, "verify", "--draws", "1")
+    code, out, _ = run(capsys, "verify", "--draws", "1", "--device", "cpu")
     assert code == 0, out
     for name in dispatch.algorithms("cpu"):
         for pass_name in bench.PASSES:
@@ -93,7 +93,7 @@ def test_verify_passes_every_algorithm(capsys):
 
 def test_verify_catches_a_wrong_kernel(capsys, monkeypatch):
     _break_direct_forward(monkeypatch)
-    code, out, _ = run(capsys, "verify", "--draws", "1", "--algo", "direct")
+    code, out, _ = run(capsys, "verify", "--draws", "1", "--algo", "direct", "--device", "cpu")
     assert code == 1
     assert "MISMATCH" in out
 
@@ -101,7 +101,6 @@ def test_verify_catches_a_wrong_kernel(capsys, monkeypatch):
 @pytest.mark.parametrize("argv, message", [
     (["bench", "--layer", "resnet9000"], "unknown layer 'resnet9000'"),
     (["bench", "--device", "tpu"], "unknown device 'tpu'"),
-    (["bench", "--device", "cuda"], "device 'cuda' is not available here"),
     (["bench", "--algo", "fft"], "unknown algorithm 'fft'"),
     (["bench", "--pass", "sideways"], "unknown pass 'sideways'"),
     (["bench", "--suite", "huge"], "invalid choice: 'huge'"),
@@ -118,6 +117,15 @@ def test_bad_arguments_give_one_line_and_exit_2(capsys, argv, message):
     err = capsys.readouterr().err
     assert message in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_cuda_without_a_gpu_is_a_bad_argument(capsys, monkeypatch):
+    monkeypatch.setattr(cli, "available_devices", lambda: ("cpu",))
+    for command in ("bench", "verify"):
+        with pytest.raises(SystemExit) as stop:
+            cli.main([command, "--device", "cuda"])
+        assert stop.value.code == 2
+        assert "device 'cuda' is not available here" in capsys.readouterr().err
 
 
 def test_no_command_prints_help_and_exits_2(capsys):
@@ -145,3 +153,17 @@ def test_every_suite_layer_is_a_valid_problem():
         assert set(suite) <= set(bench.LAYERS)
     for layer in bench.LAYERS.values():
         assert layer.spec.flops > 0 and "GFLOP" in layer.describe()
+
+
+def test_bench_measures_cuda_implementations_on_a_tiny_layer():
+    """The GPU side of bench (device copies, timer, synchronisation, result to host), here on
+    Numba's CUDA simulator (tests/conftest.py turns it on when there is no GPU)."""
+    layer = bench.Layer("tiny", 1, 2, 3, (5, 4), (2, 2), padding=1)
+    problem = bench.Problem.create(layer, "float64")
+    candidates = bench.implementations(devices=("cpu", "cuda"), algos=["im2col"])
+    assert {c.label for c in candidates} >= {"cpu/im2col", "cuda/im2col", "cpu/reference"}
+    for pass_name in bench.PASSES:
+        rows = bench.measure(problem, pass_name, candidates, min_repeats=1, max_repeats=1, budget_s=0)
+        for row in rows:
+            assert row.correct and row.error <= bench.TOLERANCE["float64"], row
+            assert row.best_ms > 0

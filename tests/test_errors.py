@@ -9,6 +9,13 @@ X = np.ones((2, 4, 6, 6))
 W = np.ones((6, 2, 3, 3))
 GY = np.ones((2, 6, 4, 4))
 
+
+def _device(array):
+    """A GPU copy (a real GPU, or the simulator tests/conftest.py turns on)."""
+    from numba import cuda
+    return cuda.to_device(array)
+
+
 BAD_CALLS = [
     # (id, call, exception, message fragment)
     ("input-rank", lambda: nc.conv2d(X[0], W), ValueError, "4 dims"),
@@ -42,7 +49,10 @@ BAD_CALLS = [
     ("backward-dtype", lambda: nc.conv2d_backward(GY.astype(np.float32), X, W, groups=2), TypeError, "one dtype"),
     ("unknown-algo", lambda: nc.conv2d(X, W, groups=2, algo="fft"), ValueError, "direct"),
     ("unknown-device", lambda: nc.conv2d(X, W, groups=2, device="gpu"), ValueError, "device"),
-    ("cuda-without-gpu", lambda: nc.conv2d(X, W, groups=2, device="cuda"), RuntimeError, "GPU"),
+    ("gpu-dtype", lambda: nc.conv2d(_device(X.astype(np.float16)), _device(W.astype(np.float16)), groups=2), TypeError, "float16"),
+    ("gpu-shape", lambda: nc.conv2d(_device(X), _device(W)), ValueError, "input_channels / groups"),
+    ("gpu-mixed-dtype", lambda: nc.conv2d(_device(X), W.astype(np.float32), groups=2), TypeError, "one dtype"),
+    ("cpu-given-gpu-array", lambda: nc.conv2d(X, _device(W), groups=2, device="cpu"), ValueError, "GPU arrays"),
     ("transpose-output-padding", lambda: nc.conv_transpose2d(GY, W, stride=2, output_padding=2, groups=2), ValueError, "output_padding"),
     ("transpose-same", lambda: nc.conv_transpose2d(GY, W, padding="same", groups=2), ValueError, "numeric padding"),
     ("transpose-channels", lambda: nc.conv_transpose2d(X, W, groups=2), ValueError, "channels"),
