@@ -10,11 +10,20 @@
    depthwise with multiplier 2, 64ch 56x56 15 / 24 / 15; but 1 -> 32 channels
    3x3 28x28 N=64 (a product of 32 x 9) 9.0 / 2.0 / 2.7 and LeNet's 1 -> 20
    5x5 15 / 4.0 / 2.3, so a short reduction alone does not make direct win.
-2. ``shifted`` for stride 1 when its padded-grid overhead ``Q / P`` is at
+2. ``winograd`` (F(4x4, 3x3)) for 3x3 stride-1 2-d problems with at least
+   ``WINOGRAD_MIN_CHANNELS`` input channels per group and ``WINOGRAD_MIN_TILES``
+   4x4 output tiles: enough tiles per thread for wide products and a filter
+   transform (36 K C/g values) that is small next to the data. Measured
+   (float32, N=8, 2 cores, forward / input gradient ms, winograd vs shifted):
+   128ch 28x28 (392 tiles) 8.0 / 8.0 vs 10.6 / 11.6; 64ch 56x56 (1568)
+   12.5 / 12.8 vs 12.8 / 15.4; 256ch 14x14 (128) 9.7 / 10.3 vs 9.7 / 10.7;
+   512ch 7x7 (32) 19.7 / 23.1 vs 12.1 / 12.6; batch-1 16ch 32x32 (64)
+   0.67 vs 0.25. Its weight gradient is shifted's.
+3. ``shifted`` for stride 1 when its padded-grid overhead ``Q / P`` is at
    most ``SHIFTED_SPAN_LIMIT``: its column rows are single long copies, and
    on the 3x3 layers of the bench suite (numbaconv/bench.py) it ran 1.6-2x faster than
    im2col (e.g. 64ch 56x56 forward, N=8, 2 cores: 14-17 ms against 29-36 ms).
-3. ``im2col`` otherwise (strided problems, large kernels on small images).
+4. ``im2col`` otherwise (strided problems, large kernels on small images).
 
 ``algo="auto"`` on the GPU: ``direct`` when ``(C / groups) * prod(kernel)`` is
 below ``CUDA_DIRECT_REDUCTION_LIMIT`` (most of a 16-deep matrix-product tile
@@ -35,6 +44,8 @@ REGISTRY = {
 }
 DIRECT_PRODUCT_LIMIT = 32
 SHIFTED_SPAN_LIMIT = 1.5
+WINOGRAD_MIN_CHANNELS = 64
+WINOGRAD_MIN_TILES = 256
 CUDA_DIRECT_REDUCTION_LIMIT = 16
 
 
@@ -76,6 +87,9 @@ def _auto_cpu(spec, runnable):
     """The CPU algorithm "auto" picks (rule in the module docstring)."""
     if spec.group_out_channels * spec.group_in_channels * math.prod(spec.kernel_size) < DIRECT_PRODUCT_LIMIT:
         return "direct"
+    if ("winograd" in runnable and spec.group_in_channels >= WINOGRAD_MIN_CHANNELS
+            and cpu_winograd.tile_count(spec) >= WINOGRAD_MIN_TILES):
+        return "winograd"
     if "shifted" in runnable and cpu_shifted.span_ratio(spec) <= SHIFTED_SPAN_LIMIT:
         return "shifted"
     return "im2col"

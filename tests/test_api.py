@@ -128,7 +128,10 @@ def test_auto_rule():
     from numbaconv.spec import ConvSpec
     picks = [
         ("direct", ConvSpec.create((1, 8, 9, 9), (8, 1, 3, 3), groups=8)),
+        ("shifted", ConvSpec.create((64, 1, 28, 28), (32, 1, 3, 3), padding=1)),   # short reduction, wide product
         ("shifted", ConvSpec.create((1, 8, 56, 56), (8, 8, 3, 3), padding=1)),
+        ("winograd", ConvSpec.create((8, 128, 28, 28), (128, 128, 3, 3), padding=1)),
+        ("shifted", ConvSpec.create((8, 512, 7, 7), (512, 512, 3, 3), padding=1)),  # too few tiles
         ("im2col", ConvSpec.create((1, 8, 56, 56), (8, 8, 3, 3), stride=2, padding=1)),
         ("im2col", ConvSpec.create((1, 8, 7, 7), (8, 8, 7, 7), padding=3)),   # mostly padding grid
     ]

@@ -61,6 +61,12 @@ def supports(spec):
 # ``4 * value`` as float64 for a float32 value, which made the float32 transforms convert every
 # operand and run scalar.
 
+def tile_count(spec):
+    """How many 4x4 output tiles the forward pass of ``spec`` (3-d form) computes."""
+    out_h, out_w = spec.out_size[1:]
+    return spec.batch * -(-out_h // TILE) * -(-out_w // TILE)
+
+
 @njit(inline="always", cache=True)
 def _twice(value):
     return value + value
