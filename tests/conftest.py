@@ -35,6 +35,15 @@ def random_array(rng, shape, dtype=np.float64):
     return rng.standard_normal(shape).astype(dtype)
 
 
+def random_problem(rng, case, dtype):
+    """``(spec, x, w, grad_y)`` for a case of tests/cases.py's form, with random operands."""
+    from numbaconv.spec import ConvSpec
+    _, x_shape, w_shape, stride, padding, dilation, groups = case
+    spec = ConvSpec.create(x_shape, w_shape, stride, padding, dilation, groups)
+    return (spec, random_array(rng, spec.x_shape, dtype), random_array(rng, spec.w_shape, dtype),
+            random_array(rng, spec.y_shape, dtype))
+
+
 def poisoned(shape, dtype):
     """An output buffer full of NaN: any element a kernel forgets to write fails the check."""
     return np.full(shape, np.nan, dtype)

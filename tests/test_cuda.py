@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from numba import cuda   # tests/conftest.py has chosen a real GPU or the simulator by now
 
-from conftest import REAL_GPU, assert_close, poisoned, random_array
+from conftest import REAL_GPU, assert_close, poisoned, random_array, random_problem
 import numbaconv as nc
 from numbaconv import dispatch, reference
 from numbaconv.devices import on_gpu, resolve_device
@@ -45,13 +45,6 @@ def small_launch(monkeypatch):
         monkeypatch.setattr(common, "LAUNCH", SMALL_LAUNCH)
 
 
-def _problem(rng, case, dtype):
-    _, x_shape, w_shape, stride, padding, dilation, groups = case
-    spec = ConvSpec.create(x_shape, w_shape, stride, padding, dilation, groups)
-    return (spec, random_array(rng, spec.x_shape, dtype), random_array(rng, spec.w_shape, dtype),
-            random_array(rng, spec.y_shape, dtype))
-
-
 def check_passes(module, spec, x, w, grad_y, dtype):
     """The three passes of a CUDA algorithm module into poisoned device outputs, against the reference."""
     spec3d = spec.as_3d()
@@ -75,21 +68,21 @@ def check_passes(module, spec, x, w, grad_y, dtype):
 @pytest.mark.parametrize("algo", ALGORITHMS)
 @pytest.mark.parametrize("case", CUDA_CASES, ids=[c[0] for c in CUDA_CASES])
 def test_kernel_passes_match_reference(rng, small_launch, case, algo, dtype):
-    spec, x, w, grad_y = _problem(rng, case, dtype)
+    spec, x, w, grad_y = random_problem(rng, case, dtype)
     check_passes(dispatch.REGISTRY["cuda"][algo], spec, x, w, grad_y, dtype)
 
 
 @pytest.mark.parametrize("algo, w_shape", [("direct", (2, 1, 2, 2)), ("im2col", (65, 1, 2, 2))])
 def test_default_launch(rng, algo, w_shape):
     """The shipped block shapes: 128-thread reductions; 64 x 64 GEMM tiles, one cut by the edge."""
-    spec, x, w, grad_y = _problem(rng, ("", (1, 1, 3, 3), w_shape, 1, 0, 1, 1), np.float32)
+    spec, x, w, grad_y = random_problem(rng, ("", (1, 1, 3, 3), w_shape, 1, 0, 1, 1), np.float32)
     check_passes(dispatch.REGISTRY["cuda"][algo], spec, x, w, grad_y, np.float32)
 
 
 def test_im2col_batch_chunks(rng, small_launch, monkeypatch):
     """One sample per chunk: the weight gradient accumulates over chunks."""
     monkeypatch.setattr(im2col, "WORKSPACE_LIMIT_BYTES", 1)
-    spec, x, w, grad_y = _problem(rng, ("", (3, 2, 4, 4), (2, 2, 2, 2), 2, 1, 1, 1), np.float64)
+    spec, x, w, grad_y = random_problem(rng, ("", (3, 2, 4, 4), (2, 2, 2, 2), 2, 1, 1, 1), np.float64)
     assert im2col._Plan(spec.as_3d(), np.float64).chunk == 1
     check_passes(im2col, spec, x, w, grad_y, np.float64)
 

@@ -3,20 +3,13 @@ import numpy as np
 import pytest
 
 from cases import CASE_IDS, CASES
-from conftest import assert_close, poisoned, random_array
+from conftest import assert_close, poisoned, random_problem
 import numbaconv as nc
 from numbaconv import dispatch, reference
 from numbaconv.spec import ConvSpec
 
 ALGORITHMS = sorted(dispatch.REGISTRY["cpu"])
 DTYPES = [np.float32, np.float64]
-
-
-def _problem(rng, case, dtype):
-    _, x_shape, w_shape, stride, padding, dilation, groups = case
-    spec = ConvSpec.create(x_shape, w_shape, stride, padding, dilation, groups)
-    return (spec, random_array(rng, spec.x_shape, dtype), random_array(rng, spec.w_shape, dtype),
-            random_array(rng, spec.y_shape, dtype))
 
 
 def check_passes(module, spec, x, w, grad_y, dtype):
@@ -53,7 +46,7 @@ DECLINED = [(case, algo) for case in CASES for algo in ALGORITHMS if _declined(a
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
 @pytest.mark.parametrize("case, algo", SUPPORTED, ids=[f"{c[0]}-{a}" for c, a in SUPPORTED])
 def test_kernel_passes_match_reference(rng, case, algo, dtype):
-    spec, x, w, grad_y = _problem(rng, case, dtype)
+    spec, x, w, grad_y = random_problem(rng, case, dtype)
     check_passes(dispatch.REGISTRY["cpu"][algo], spec, x, w, grad_y, dtype)
 
 
@@ -77,7 +70,7 @@ def test_declined_problems_give_a_reason(case, algo):
 def test_kernels_leave_inputs_alone(rng, algo):
     module = dispatch.REGISTRY["cpu"][algo]
     case = next(c for c, a in SUPPORTED if a == algo and c[0] != "2d-basic")   # a padded case
-    spec, x, w, grad_y = _problem(rng, case, np.float64)
+    spec, x, w, grad_y = random_problem(rng, case, np.float64)
     spec3d = spec.as_3d()
     x5, w5, gy5 = (a.reshape(s) for a, s in ((x, spec3d.x_shape), (w, spec3d.w_shape),
                                              (grad_y, spec3d.y_shape)))
@@ -99,7 +92,7 @@ def test_column_blocks_cut_anywhere(rng, monkeypatch, algo, case_names, block_co
     monkeypatch.setattr(workspace, "MIN_BLOCK_COLUMNS", block_columns)
     module = dispatch.REGISTRY["cpu"][algo]
     for case in (c for c in CASES if c[0] in case_names):
-        spec, x, w, grad_y = _problem(rng, case, np.float64)
+        spec, x, w, grad_y = random_problem(rng, case, np.float64)
         assert module._Plan(spec.as_3d(), np.float64, 2).block <= block_columns
         check_passes(module, spec, x, w, grad_y, np.float64)
 
@@ -118,5 +111,5 @@ def test_winograd_tile_blocks_cut_anywhere(rng, monkeypatch, block_columns):
     monkeypatch.setattr(workspace, "BLOCK_BYTES", 1)
     monkeypatch.setattr(workspace, "MIN_BLOCK_COLUMNS", block_columns)
     for case in (c for c in CASES if c[0] in ("2d-3x3-same-edge-tiles", "2d-3x3-asymmetric-groups")):
-        spec, x, w, grad_y = _problem(rng, case, np.float64)
+        spec, x, w, grad_y = random_problem(rng, case, np.float64)
         check_passes(dispatch.REGISTRY["cpu"]["winograd"], spec, x, w, grad_y, np.float64)
