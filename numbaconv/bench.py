@@ -161,30 +161,27 @@ def _cuda_event_timer(event_factory, synchronize):
     return timer
 
 
+def pass_calls(engine, rank, arguments, x, w, grad_y, bias=None, **options) -> dict:
+    """Zero-argument calls of the three passes through ``engine`` (numbaconv.functional or
+    numbaconv.reference, which share their signatures); the forward adds ``bias``."""
+    forward, input_grad, weight_grad = (getattr(engine, f"conv{rank}d{suffix}") for suffix in ("", "_input", "_weight"))
+    return {
+        "forward": lambda: forward(x, w, bias, **arguments, **options),
+        "input": lambda: input_grad(x.shape, w, grad_y, **arguments, **options),
+        "weight": lambda: weight_grad(x, w.shape, grad_y, **arguments, **options),
+    }
+
+
 def _numbaconv_call(device: str, algo: str, problem: Problem, pass_name: str, put=None):
-    """A zero-argument call running one pass of ``problem`` with numbaconv."""
-    layer, rank = problem.layer, problem.layer.rank
-    x, w, grad_y = (put(a) if put else a for a in (problem.x, problem.w, problem.grad_y))
-    options = dict(layer.arguments, algo=algo, device=device)
-    if pass_name == "forward":
-        function = getattr(functional, f"conv{rank}d")
-        return lambda: function(x, w, **options)
-    if pass_name == "input":
-        function = getattr(functional, f"conv{rank}d_input")
-        return lambda: function(problem.x.shape, w, grad_y, **options)
-    function = getattr(functional, f"conv{rank}d_weight")
-    return lambda: function(x, problem.w.shape, grad_y, **options)
+    """A zero-argument call running one pass of ``problem`` with numbaconv (operands moved by ``put``)."""
+    operands = (put(a) if put else a for a in (problem.x, problem.w, problem.grad_y))
+    return pass_calls(functional, problem.layer.rank, problem.layer.arguments, *operands,
+                      algo=algo, device=device)[pass_name]
 
 
 def _reference_call(problem: Problem, pass_name: str):
-    layer, rank = problem.layer, problem.layer.rank
-    if pass_name == "forward":
-        return lambda: getattr(reference, f"conv{rank}d")(problem.x, problem.w, **layer.arguments)
-    if pass_name == "input":
-        return lambda: getattr(reference, f"conv{rank}d_input")(problem.x.shape, problem.w, problem.grad_y,
-                                                                **layer.arguments)
-    return lambda: getattr(reference, f"conv{rank}d_weight")(problem.x, problem.w.shape, problem.grad_y,
-                                                             **layer.arguments)
+    return pass_calls(reference, problem.layer.rank, problem.layer.arguments,
+                      problem.x, problem.w, problem.grad_y)[pass_name]
 
 
 def _torch_call(torch, problem: Problem, pass_name: str, device: str, dtype: str | None = None):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import dispatch, functional, reference
-from .bench import TOLERANCE, relative_error
+from .bench import TOLERANCE, pass_calls, relative_error
 from .spec import ConvSpec
 
 STRIDES = (1, 2)
@@ -54,26 +54,18 @@ class Tally:
     failures: list = field(default_factory=list)
 
 
-def _passes(engine, rank, arguments, x, w, bias, grad_y, **options):
-    """Forward (with bias), input gradient and weight gradient of one problem through ``engine``."""
-    return {
-        "forward": lambda: getattr(engine, f"conv{rank}d")(x, w, bias, **arguments, **options),
-        "input": lambda: getattr(engine, f"conv{rank}d_input")(x.shape, w, grad_y, **arguments, **options),
-        "weight": lambda: getattr(engine, f"conv{rank}d_weight")(x, w.shape, grad_y, **arguments, **options),
-    }
-
-
 def verify(devices, seed=0, algos=None, draws=3) -> dict:
     """Check every algorithm on ``devices``; returns ``{(device, algo, pass): Tally}``."""
     rng = np.random.default_rng(seed)
     tallies = {}
     for problem in random_problems(rng, draws):
         rank, arguments, x, w, bias, grad_y, dtype = problem
-        as64 = [a.astype(np.float64) for a in (x, w, bias, grad_y)]
-        expected = {name: run() for name, run in _passes(reference, rank, arguments, *as64).items()}
+        x64, w64, grad_y64, bias64 = (a.astype(np.float64) for a in (x, w, grad_y, bias))
+        expected = {name: run() for name, run in
+                    pass_calls(reference, rank, arguments, x64, w64, grad_y64, bias64).items()}
         for device in devices:
             for algo in algos or dispatch.algorithms(device):
-                runs = _passes(functional, rank, arguments, x, w, bias, grad_y, algo=algo, device=device)
+                runs = pass_calls(functional, rank, arguments, x, w, grad_y, bias, algo=algo, device=device)
                 for pass_name, run in runs.items():
                     tally = tallies.setdefault((device, algo, pass_name), Tally())
                     try:
