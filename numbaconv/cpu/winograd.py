@@ -4,46 +4,62 @@ Cut the output into 4x4 tiles. Tile ``t`` of sample ``n`` needs a 6x6 patch
 ``d`` of the input; with the transforms of Lavin and Gray (2015),
 
     U[k, c] = G  g[k, c] G^T     (6x6 per filter, once per call, in float64)
-    V[c, t] = B^T d[c, t] B      (6x6 per input patch)
-    M[k, t] = sum_c U[k, c] * V[c, t]   elementwise in the 6x6: 36 matrix products
-    y[k, t] = A^T M[k, t] A      (4x4 per output tile)
+    V[t, c] = B^T d[t, c] B      (6x6 per input patch)
+    M[t, k] = sum_c V[t, c] * U[k, c]   elementwise in the 6x6: 36 matrix products
+    y[t, k] = A^T M[t, k] A      (4x4 per output tile)
 
 so each output costs 36/16 = 2.25 multiplications per input channel instead
 of 9, and they happen inside BLAS: for each of the 36 points ``p`` a product
-``M[p] (K, T) = U[p] (K, C) @ V[p] (C, T)`` over a block of ``T`` tiles
-(per group with ``groups > 1``).
+``M[p] (T, K) = V[p] (T, C) @ U[p].T (C, K)`` over a block of ``T`` tiles
+(per group with ``groups > 1``). The weight gradient is the adjoint: with
+``Y[t, k] = A dy[t, k] A^T`` (6x6 per 4x4 tile of ``grad_y``, zero past its
+edges), ``dU[p] (K, C) = sum over blocks of Y[p].T @ V[p]`` (BLAS, reducing
+over tiles) and ``grad_w[k, c] = G^T dU[k, c] G``.
+
+Layout: the transforms run vectorised across channels, so the input (and
+``grad_y``) is first copied channels-last and zero-padded, ``(N, Hp, Wp, C)``
+(a chunk of samples at a time, at most ``CHANNELS_LAST_BYTES``), and each
+block's output tile rows are turned back to channels-first in cache. Blocks
+are whole tile rows, sized to about ``workspace.BLOCK_BYTES`` of ``V`` and
+``M``.
 
 FLOPs: ``2 * 36 * K * (C/g) * tiles`` in BLAS, ``tiles = N ceil(OH/4) ceil(OW/4)``
 (about 0.44x the direct count when OH and OW are multiples of 4; edge tiles
-compute outputs past the end and drop them), plus about 150 adds per tile and
-channel for each transform. Memory traffic: x and y once, ``V`` and ``M`` per
-block stay in cache (about ``workspace.BLOCK_BYTES``), and all of ``U``
-(``36 K C/g`` elements) is read once per block: for wide layers with few
-tiles (512 channels at 7x7) this traffic bounds the speed.
+compute outputs past the end and drop them), plus about 12 adds per element of
+``V`` and ``M`` for the transforms. Memory traffic: x and y about twice (the
+channels-last copy), ``V`` and ``M`` per block in cache, and all of ``U``
+(``36 K C/g`` elements) once per block: for wide layers with few tiles (512
+channels at 7x7) this traffic bounds the speed.
 
 Input gradient: the same transform with the 180-degree-rotated kernel,
 channels swapped within each group, on ``grad_y`` padded by ``2 - pad_lo``
 (seed 000: the input gradient is the full correlation of ``grad_y`` with
-the rotated kernel). The weight gradient runs ``shifted``'s GEMM: its
-Winograd form (the transform of ``grad_y`` tiles with ``A``) did not win on
-these shapes in the literature's measurements and is not built here.
+the rotated kernel).
 
 Accuracy: the transforms scale by up to 8 (and the filter transform divides
 by 24), so float32 results carry about 10x the rounding of a direct sum:
 norm-relative errors of 1e-6 to 3e-6 on the bench layers (up to 512
 channels), against 2e-7 to 4e-7 for the GEMM algorithms. That is within the
 1e-5 every algorithm is held to, so Winograd needs no looser bound (issue 5
-allowed 1e-4). Filters are transformed in float64 and rounded once.
+allowed 1e-4). Filters are transformed in float64 and rounded once; the
+weight gradient's 6x6 sums are added up across threads and transformed back
+in float64.
 """
 import numpy as np
 from numba import njit
 
-from . import shifted, workspace
+from . import workspace
 from .pool import run_in_threads, split, thread_count
 
 TILE = 4                       # output tile side (m)
 PATCH = TILE + 2               # input patch side (alpha = m + r - 1)
 POINTS = PATCH * PATCH         # elementwise products per tile and channel pair
+CHANNELS_LAST_BYTES = 64 * 2**20   # cap on the channels-last copy of one chunk of samples
+
+# G (6x3) of F(4x4, 3x3): U = G g G^T; the weight gradient goes back through G^T.
+FILTER_TRANSFORM = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                             [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]])
+
 
 def supports(spec):
     if spec.kernel_size != (1, 3, 3):
@@ -55,110 +71,184 @@ def supports(spec):
     return None
 
 
-# The transforms below work on flat arrays with explicit offsets, six rows ``step`` apart, and
-# run across a block's tiles (``count``, the innermost, unit-stride loop) so that they vectorise.
-# They scale by 2, 4 and 8 through additions (exact, like the multiplications): Numba types
-# ``4 * value`` as float64 for a float32 value, which made the float32 transforms convert every
-# operand and run scalar.
-
 def tile_count(spec):
     """How many 4x4 output tiles the forward pass of ``spec`` (3-d form) computes."""
     out_h, out_w = spec.out_size[1:]
     return spec.batch * -(-out_h // TILE) * -(-out_w // TILE)
 
 
+# The transforms below work on flat arrays with explicit offsets, rows ``step`` apart, and run
+# across ``count`` channels (the innermost, unit-stride loop) so that they vectorise. They scale
+# by 2, 4 and 8 through additions (exact, like the multiplications): Numba types ``4 * value``
+# as float64 for a float32 value, which made the float32 transforms convert every operand.
+
 @njit(inline="always", cache=True)
 def _twice(value):
     return value + value
 
+
 @njit(inline="always", cache=True)
-def _patch_transform(src, s, s_step, dst, d, d_step, count):
-    """``dst row i = sum_a B^T[i, a] * src row a``."""
-    for j in range(count):
-        d0, d1, d2 = src[s + j], src[s + s_step + j], src[s + 2 * s_step + j]
-        d3, d4, d5 = src[s + 3 * s_step + j], src[s + 4 * s_step + j], src[s + 5 * s_step + j]
-        d4_minus_d2 = d4 - d2
-        dst[d + j] = _twice(_twice(d0 - d2)) + d4_minus_d2                  # 4 d0 - 5 d2 + d4
-        dst[d + d_step + j] = d3 + d4 - _twice(_twice(d1 + d2))            # -4 d1 - 4 d2 + d3 + d4
-        dst[d + 2 * d_step + j] = _twice(_twice(d1 - d2)) + d4 - d3        # 4 d1 - 4 d2 - d3 + d4
-        dst[d + 3 * d_step + j] = d4_minus_d2 - _twice(d1 - d3)            # -2 d1 - d2 + 2 d3 + d4
-        dst[d + 4 * d_step + j] = d4_minus_d2 + _twice(d1 - d3)            # 2 d1 - d2 - 2 d3 + d4
-        dst[d + 5 * d_step + j] = _twice(_twice(d1 - d3)) + d5 - d3        # 4 d1 - 5 d3 + d5
+def _row(array, first, count):
+    return array[first:first + count]
 
 
 @njit(inline="always", cache=True)
-def _tile_transform(src, s, s_step, dst, d, d_step, count):
-    """``dst row i = sum_a A^T[i, a] * src row a``."""
-    for j in range(count):
-        m0, m1, m2 = src[s + j], src[s + s_step + j], src[s + 2 * s_step + j]
-        m3, m4, m5 = src[s + 3 * s_step + j], src[s + 4 * s_step + j], src[s + 5 * s_step + j]
-        sum12, sum34, difference12, difference34 = m1 + m2, m3 + m4, m1 - m2, m3 - m4
-        dst[d + j] = m0 + sum12 + sum34                                      # m0 + m1 + m2 + m3 + m4
-        dst[d + d_step + j] = difference12 + _twice(difference34)           # m1 - m2 + 2 m3 - 2 m4
-        dst[d + 2 * d_step + j] = sum12 + _twice(_twice(sum34))             # m1 + m2 + 4 m3 + 4 m4
-        dst[d + 3 * d_step + j] = difference12 + _twice(_twice(_twice(difference34))) + m5   # ... + 8 m3 - 8 m4 + m5
+def _four_rows(array, first, step, count):
+    """Four slices of ``count`` elements of flat ``array``, from ``first``, ``step`` apart.
+
+    The transforms index such views from 0: with a raw flat index ``first + j`` Numba's
+    negative-index wraparound hid the access pattern from LLVM, which then did not vectorise."""
+    return (_row(array, first, count), _row(array, first + step, count),
+            _row(array, first + 2 * step, count), _row(array, first + 3 * step, count))
 
 
-def _tile_origins(first_tile, count, tiles_h, tiles_w):
-    """Per tile of the block: (sample, first output row, first output column), int64 arrays."""
-    tile = np.arange(first_tile, first_tile + count)
-    local = tile % (tiles_h * tiles_w)
-    return tile // (tiles_h * tiles_w), (local // tiles_w) * TILE, (local % tiles_w) * TILE
+@njit(inline="always", cache=True)
+def _six_rows(array, first, step, count):
+    """Like _four_rows, six slices."""
+    return _four_rows(array, first, step, count) + (_row(array, first + 4 * step, count),
+                                                    _row(array, first + 5 * step, count))
+
+
+@njit(inline="always", cache=True)
+def _patch_transform(src, dst):
+    """``dst[i] = sum_a B^T[i, a] * src[a]``: six rows to six, rows given as tuples of views."""
+    d0, d1, d2, d3, d4, d5 = src
+    o0, o1, o2, o3, o4, o5 = dst
+    for j in range(d0.shape[0]):
+        d4_minus_d2 = d4[j] - d2[j]
+        o0[j] = _twice(_twice(d0[j] - d2[j])) + d4_minus_d2                     # 4 d0 - 5 d2 + d4
+        o1[j] = d3[j] + d4[j] - _twice(_twice(d1[j] + d2[j]))                   # -4 d1 - 4 d2 + d3 + d4
+        o2[j] = _twice(_twice(d1[j] - d2[j])) + d4[j] - d3[j]                   # 4 d1 - 4 d2 - d3 + d4
+        o3[j] = d4_minus_d2 - _twice(d1[j] - d3[j])                             # -2 d1 - d2 + 2 d3 + d4
+        o4[j] = d4_minus_d2 + _twice(d1[j] - d3[j])                             # 2 d1 - d2 - 2 d3 + d4
+        o5[j] = _twice(_twice(d1[j] - d3[j])) + d5[j] - d3[j]                   # 4 d1 - 5 d3 + d5
+
+
+@njit(inline="always", cache=True)
+def _tile_transform(src, dst):
+    """``dst[i] = sum_a A^T[i, a] * src[a]``: six rows to four."""
+    m0, m1, m2, m3, m4, m5 = src
+    o0, o1, o2, o3 = dst
+    for j in range(m0.shape[0]):
+        sum12, sum34, difference12, difference34 = m1[j] + m2[j], m3[j] + m4[j], m1[j] - m2[j], m3[j] - m4[j]
+        o0[j] = m0[j] + sum12 + sum34                                           # m0 + m1 + m2 + m3 + m4
+        o1[j] = difference12 + _twice(difference34)                             # m1 - m2 + 2 m3 - 2 m4
+        o2[j] = sum12 + _twice(_twice(sum34))                                   # m1 + m2 + 4 m3 + 4 m4
+        o3[j] = difference12 + _twice(_twice(_twice(difference34))) + m5[j]     # ... + 8 m3 - 8 m4 + m5
+
+
+@njit(inline="always", cache=True)
+def _gradient_transform(src, dst):
+    """``dst[i] = sum_a A[i, a] * src[a]``: four rows to six (the adjoint of _tile_transform)."""
+    m0, m1, m2, m3 = src
+    o0, o1, o2, o3, o4, o5 = dst
+    for j in range(m0.shape[0]):
+        even, odd = m0[j] + m2[j], m1[j] + m3[j]
+        even4, odd4 = m0[j] + _twice(_twice(m2[j])), _twice(m1[j] + _twice(_twice(m3[j])))
+        o0[j] = m0[j]
+        o1[j] = even + odd                                                      # m0 + m1 + m2 + m3
+        o2[j] = even - odd                                                      # m0 - m1 + m2 - m3
+        o3[j] = even4 + odd4                                                    # m0 + 2 m1 + 4 m2 + 8 m3
+        o4[j] = even4 - odd4                                                    # m0 - 2 m1 + 4 m2 - 8 m3
+        o5[j] = m3[j]
 
 
 @njit(nogil=True, cache=True)
-def _transform_patches(x, samples, rows, cols, patches, gathered, half):
-    """``patches[p, c, j] = (B^T d B)[p]`` for ``d`` the 6x6 patch of ``x (N, C, H, W)`` at
-    ``(samples[j], rows[j], cols[j])`` (reads outside x are zeros). The transforms run across
-    the block's tiles, the innermost loop, so they vectorise; scratch ``gathered``/``half`` (6, 6, count)."""
-    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
-    count = patches.shape[2]
-    x_flat, patches_flat = x.reshape(-1), patches.reshape(-1)
-    gathered_flat, half_flat = gathered.reshape(-1), half.reshape(-1)
-    for c in range(channels):
-        for j in range(count):
-            row0, col0 = rows[j], cols[j]
-            # flat offsets: one add per element instead of four strides and sign checks
-            corner = ((samples[j] * channels + c) * height + row0) * width + col0
-            if 0 <= row0 and row0 + PATCH <= height and 0 <= col0 and col0 + PATCH <= width:
-                for a in range(PATCH):
-                    at = corner + a * width
-                    for b in range(PATCH):
-                        gathered[a, b, j] = x_flat[at + b]
-            else:
-                for a in range(PATCH):
-                    for b in range(PATCH):
-                        inside = 0 <= row0 + a < height and 0 <= col0 + b < width
-                        gathered[a, b, j] = x_flat[corner + a * width + b] if inside else 0
-        # columns: half[i, b] = sum_a B^T[i, a] gathered[a, b]; rows: patches[6i + i2, c] from half[i]
-        for b in range(PATCH):
-            _patch_transform(gathered_flat, b * count, PATCH * count, half_flat, b * count, PATCH * count, count)
+def _to_channels_last(image, first, stop, pad_top, pad_left, out):
+    """``out[n, r, q % 4, q // 4, c] = image[n, c, r - pad_top, q - pad_left]`` (zero outside
+    ``image``) for samples ``first <= n < stop``; pads of any sign. Columns are dealt out by
+    their place in a tile (``q % 4``) so that a tile row's columns ``4 tw + b`` are contiguous."""
+    channels, height, width = image.shape[1], image.shape[2], image.shape[3]
+    padded_h, slots = out.shape[1], out.shape[3]
+    padded_w = TILE * slots
+    q0, q1 = min(max(pad_left, 0), padded_w), min(max(pad_left + width, 0), padded_w)
+    for n in range(first, stop):
+        for r in range(padded_h):
+            h = r - pad_top
+            if h < 0 or h >= height:
+                out[n, r] = 0
+                continue
+            for q in range(padded_w):
+                pixel = out[n, r, q % TILE, q // TILE]
+                if q < q0 or q >= q1:
+                    pixel[:] = 0
+                else:   # writes in order, reads across channels: 2x faster than reading in order
+                    for c in range(channels):
+                        pixel[c] = image[n, c, h, q - pad_left]
+
+
+@njit(nogil=True, cache=True)
+def _input_tiles(padded, first_row, stop_row, tiles_h, patches, half):
+    """``patches[p, j, c] = (B^T d B)[p]`` for ``d`` the 6x6 patch of ``padded`` (N, 4 tiles_h + 2,
+    4, tiles_w + 1, C; from _to_channels_last) under tile ``j`` of the tile rows
+    ``first_row <= n * tiles_h + th < stop_row``. Scratch ``half`` (6, 4, tiles_w + 1, C)."""
+    slots, channels = padded.shape[3], padded.shape[4]
+    count, tiles_w = patches.shape[1], padded.shape[3] - 1
+    row_size, phase_size, tile_row_size = TILE * slots * channels, slots * channels, tiles_w * channels
+    padded_flat, patches_flat, half_flat = padded.reshape(-1), patches.reshape(-1), half.reshape(-1)
+    j = 0
+    for tile_row in range(first_row, stop_row):
+        n, th = tile_row // tiles_h, tile_row % tiles_h
+        # columns, the whole tile row at once: half[i, q] = sum_a B^T[i, a] padded[n, 4 th + a, q]
+        start = (n * padded.shape[1] + th * TILE) * row_size
+        _patch_transform(_six_rows(padded_flat, start, row_size, row_size), _six_rows(half_flat, 0, row_size, row_size))
+        # rows: patches[6 i + i2, j + tw] = sum_b B^T[i2, b] half[i, 4 tw + b], across the tiles;
+        # column 4 tw + b lies at [b % 4, tw + b // 4]
         for i in range(PATCH):
-            _patch_transform(half_flat, i * PATCH * count, count, patches_flat, (i * PATCH * channels + c) * count,
-                             channels * count, count)
+            start = i * row_size
+            columns = _four_rows(half_flat, start, phase_size, tile_row_size) + (
+                _row(half_flat, start + channels, tile_row_size), _row(half_flat, start + phase_size + channels, tile_row_size))
+            _patch_transform(columns, _six_rows(patches_flat, (i * PATCH * count + j) * channels, count * channels,
+                                                tile_row_size))
+        j += tiles_w
 
 
 @njit(nogil=True, cache=True)
-def _transform_products(products, samples, rows, cols, y, half, tiles):
-    """``y[samples[j], k, rows[j]:+4, cols[j]:+4] = A^T M A`` with ``M[p] = products[p, k, j]``;
-    outputs past ``y``'s edges are dropped. Scratch ``half`` (6, 4, count), ``tiles`` (4, 4, count)."""
+def _gradient_tiles(padded, first_row, stop_row, tiles_h, tiles, half):
+    """``tiles[p, j, k] = (A g A^T)[p]`` for ``g`` the 4x4 tile ``j`` of ``padded`` (N, 4 tiles_h,
+    4, tiles_w, K; a grad_y from _to_channels_last, zero past its edges), tile rows as in
+    _input_tiles. Scratch ``half`` (6, 4, tiles_w, K)."""
+    slots, channels = padded.shape[3], padded.shape[4]
+    count = tiles.shape[1]
+    row_size, tile_row_size = TILE * slots * channels, slots * channels
+    padded_flat, tiles_flat, half_flat = padded.reshape(-1), tiles.reshape(-1), half.reshape(-1)
+    j = 0
+    for tile_row in range(first_row, stop_row):
+        n, th = tile_row // tiles_h, tile_row % tiles_h
+        # rows of the tiles: half[i, q] = sum_a A[i, a] g[4 th + a, q]; then their columns
+        start = (n * padded.shape[1] + th * TILE) * row_size
+        _gradient_transform(_four_rows(padded_flat, start, row_size, row_size), _six_rows(half_flat, 0, row_size, row_size))
+        for i in range(PATCH):
+            _gradient_transform(_four_rows(half_flat, i * row_size, tile_row_size, tile_row_size),
+                                _six_rows(tiles_flat, (i * PATCH * count + j) * channels, count * channels, tile_row_size))
+        j += slots
+
+
+@njit(nogil=True, cache=True)
+def _output_tiles(products, first_row, stop_row, tiles_h, y, half, rows):
+    """``y[n, k, 4 th + i, 4 tw + i2] = (A^T M A)[i, i2]`` with ``M[p] = products[p, j, k]`` for
+    the tiles of _input_tiles; outputs past ``y``'s edges are dropped. Scratch ``half``
+    (6, 4, tiles_w, K) and ``rows`` (4, 4, tiles_w, K): one tile row, channels-last."""
     out_channels, out_h, out_w = y.shape[1], y.shape[2], y.shape[3]
-    count = products.shape[2]
-    y_flat = y.reshape(-1)
-    products_flat, half_flat, tiles_flat = products.reshape(-1), half.reshape(-1), tiles.reshape(-1)
-    for k in range(out_channels):
-        # rows: half[a, i] = sum_b A^T[i, b] M[6a + b]; columns: tiles[i2, i] from half[:, i]
+    count, tiles_w = products.shape[1], rows.shape[2]
+    row_size, tile_row_size = TILE * tiles_w * out_channels, tiles_w * out_channels
+    products_flat, rows_flat, half_flat = products.reshape(-1), rows.reshape(-1), half.reshape(-1)
+    j = 0
+    for tile_row in range(first_row, stop_row):
+        n, th = tile_row // tiles_h, tile_row % tiles_h
+        # rows of M, across the tiles: half[a, i2, tw] = sum_b A^T[i2, b] M[6 a + b, j + tw]
         for a in range(PATCH):
-            _tile_transform(products_flat, (a * PATCH * out_channels + k) * count, out_channels * count,
-                            half_flat, a * TILE * count, count, count)
-        for i in range(TILE):
-            _tile_transform(half_flat, i * count, TILE * count, tiles_flat, i * count, TILE * count, count)
-        for j in range(count):
-            row0, col0 = rows[j], cols[j]
-            corner = ((samples[j] * out_channels + k) * out_h + row0) * out_w + col0
-            for a in range(min(TILE, out_h - row0)):
-                for b in range(min(TILE, out_w - col0)):
-                    y_flat[corner + a * out_w + b] = tiles[a, b, j]
+            _tile_transform(_six_rows(products_flat, (a * PATCH * count + j) * out_channels, count * out_channels,
+                                      tile_row_size), _four_rows(half_flat, a * row_size, tile_row_size, tile_row_size))
+        # columns, the whole tile row at once: rows[i] = sum_a A^T[i, a] half[a]
+        _tile_transform(_six_rows(half_flat, 0, row_size, row_size), _four_rows(rows_flat, 0, row_size, row_size))
+        for i in range(min(TILE, out_h - th * TILE)):
+            for k in range(out_channels):
+                y_row = y[n, k, th * TILE + i]
+                for tw in range(tiles_w):
+                    for i2 in range(min(TILE, out_w - tw * TILE)):
+                        y_row[tw * TILE + i2] = rows[i, i2, tw, k]
+        j += tiles_w
 
 
 @njit(inline="always", cache=True)
@@ -166,11 +256,14 @@ def _filter_transform(g0, g1, g2, o0, o1, o2, o3, o4, o5):
     """``o = G g`` for three rows at once, in float64."""
     for c in range(g0.shape[0]):
         a, b, d = np.float64(g0[c]), np.float64(g1[c]), np.float64(g2[c])
-        o0[c] = a / 4
-        o1[c] = -(a + b + d) / 6
-        o2[c] = -(a - b + d) / 6
-        o3[c] = a / 24 + b / 12 + d / 6
-        o4[c] = a / 24 - b / 12 + d / 6
+        # products with the reciprocals (no divisions in the loop): within an ulp of float64
+        minus_sixth, b_sixth = (a + d) * (-1 / 6), b * (1 / 6)
+        a_d, b_twelfth = a * (1 / 24) + d * (1 / 6), b * (1 / 12)
+        o0[c] = a * 0.25
+        o1[c] = minus_sixth - b_sixth
+        o2[c] = minus_sixth + b_sixth
+        o3[c] = a_d + b_twelfth
+        o4[c] = a_d - b_twelfth
         o5[c] = d
 
 
@@ -208,40 +301,80 @@ def _transformed_filters(w, groups):
     return filters.reshape(POINTS, groups, out_channels // groups, group_in)
 
 
+class _Tiling:
+    """The tiles of one problem (2-d arrays ``(N, C, H, W)`` in, ``(N, K, OH, OW)`` out), the sample
+    chunks whose channels-last copies fit CHANNELS_LAST_BYTES and the blocks of tile rows the
+    threads share, with the scratch arrays each needs."""
+
+    def __init__(self, channels, out_channels, out_h, out_w, dtype, copies_grad_y=False):
+        self.tiles_h, self.tiles_w = -(-out_h // TILE), -(-out_w // TILE)
+        self.dtype, self.threads = np.dtype(dtype), thread_count()
+        self.channels, self.out_channels = channels, out_channels
+        # per sample: the input (4 tiles_h + 2 rows of 4 (tiles_w + 1) columns), maybe grad_y
+        copied = (TILE * self.tiles_h + 2) * TILE * (self.tiles_w + 1) * channels
+        if copies_grad_y:
+            copied += TILE * self.tiles_h * TILE * self.tiles_w * out_channels
+        self.samples_per_chunk = max(1, CHANNELS_LAST_BYTES // (copied * self.dtype.itemsize))
+
+    def chunks(self, batch):
+        return [(first, min(first + self.samples_per_chunk, batch)) for first in range(0, batch, self.samples_per_chunk)]
+
+    def blocks(self, samples):
+        """(first, stop) tile rows of a chunk of ``samples``: about BLOCK_BYTES of V and M each, at
+        least one block per thread."""
+        tile_rows = samples * self.tiles_h
+        bytes_per_tile = POINTS * (self.channels + self.out_channels) * self.dtype.itemsize
+        per_block = workspace.block_columns(bytes_per_tile, self.threads, tile_rows * self.tiles_w) // self.tiles_w
+        per_block = max(1, min(per_block, -(-tile_rows // self.threads)))
+        return [(first, min(first + per_block, tile_rows)) for first in range(0, tile_rows, per_block)]
+
+    def scratch(self, name, shape):
+        return workspace.borrow(name, int(np.prod(shape)), self.dtype).reshape(shape)
+
+    def channels_last(self, name, image, rows, slots, pad_top, pad_left):
+        """``image (S, C, H, W)`` copied by the threads to a zero-padded ``(S, rows, 4, slots, C)``
+        (see _to_channels_last)."""
+        out = self.scratch(name, (image.shape[0], rows, TILE, slots, image.shape[1]))
+        run_in_threads(lambda share: _to_channels_last(image, share.start, share.stop, pad_top, pad_left, out),
+                       split(range(image.shape[0]), self.threads))
+        return out
+
+    def padded_input(self, image, pad_top, pad_left):
+        return self.channels_last("winograd_input", image, TILE * self.tiles_h + 2, self.tiles_w + 1, pad_top, pad_left)
+
+    def input_tiles(self, padded, first_row, stop_row):
+        patches = self.scratch("winograd_patches", (POINTS, (stop_row - first_row) * self.tiles_w, self.channels))
+        _input_tiles(padded, first_row, stop_row, self.tiles_h, patches,
+                     self.scratch("winograd_half", (PATCH, TILE, self.tiles_w + 1, self.channels)))
+        return patches
+
+    def tile_row_scratch(self, name, rows):
+        """``(rows, 4, tiles_w, K)``: one tile row of output-sized tiles, channels-last."""
+        return self.scratch(name, (rows, TILE, self.tiles_w, self.out_channels))
+
+
 def _winograd(x, u, y, pad_top, pad_left):
     """``y (N, K, OH, OW) = conv(x (N, C, H, W))`` through transformed filters ``u``, the input
     read from ``(-pad_top, -pad_left)`` on (any sign), tile blocks shared out to the threads."""
-    batch, channels = x.shape[:2]
-    out_channels, out_h, out_w = y.shape[1:]
+    channels, out_channels = x.shape[1], y.shape[1]
     groups, group_out, group_in = u.shape[1:]
-    tiles_h, tiles_w = -(-out_h // TILE), -(-out_w // TILE)
-    tiles = batch * tiles_h * tiles_w
-    threads = thread_count()
-    bytes_per_tile = POINTS * (channels + out_channels) * x.dtype.itemsize
-    block = workspace.block_columns(bytes_per_tile, threads, tiles)
-    block = min(block, -(-tiles // threads))     # at least one block per thread
-    blocks = [(first, min(block, tiles - first)) for first in range(0, tiles, block)]
+    tiling = _Tiling(channels, out_channels, y.shape[2], y.shape[3], x.dtype)
+    for first, stop in tiling.chunks(x.shape[0]):
+        padded = tiling.padded_input(x[first:stop], pad_top, pad_left)
+        y_chunk = y[first:stop]
 
-    def scratch(name, shape):
-        return workspace.borrow(name, int(np.prod(shape)), x.dtype).reshape(shape)
+        def work(share):
+            for first_row, stop_row in share:
+                patches = tiling.input_tiles(padded, first_row, stop_row)
+                products = tiling.scratch("winograd_products", (POINTS, patches.shape[1], out_channels))
+                for point in range(POINTS):
+                    for g in range(groups):
+                        np.matmul(patches[point, :, g * group_in:(g + 1) * group_in], u[point, g].T,
+                                  out=products[point, :, g * group_out:(g + 1) * group_out])
+                _output_tiles(products, first_row, stop_row, tiling.tiles_h, y_chunk,
+                              tiling.tile_row_scratch("winograd_half", PATCH), tiling.tile_row_scratch("winograd_rows", TILE))
 
-    def work(share):
-        for first, count in share:
-            patches = scratch("winograd_patches", (POINTS, channels, count))
-            products = scratch("winograd_products", (POINTS, out_channels, count))
-            samples, rows, cols = _tile_origins(first, count, tiles_h, tiles_w)
-            _transform_patches(x, samples, rows - pad_top, cols - pad_left, patches,
-                               scratch("winograd_gathered", (PATCH, PATCH, count)),
-                               scratch("winograd_half", (PATCH, PATCH, count)))
-            grouped_patches = patches.reshape(POINTS, groups, group_in, count)
-            grouped_products = products.reshape(POINTS, groups, group_out, count)
-            for point in range(POINTS):
-                for group in range(groups):
-                    np.matmul(u[point, group], grouped_patches[point, group], out=grouped_products[point, group])
-            _transform_products(products, samples, rows, cols, y, scratch("winograd_half", (PATCH, TILE, count)),
-                                scratch("winograd_tiles", (TILE, TILE, count)))
-
-    run_in_threads(work, split(blocks, threads))
+        run_in_threads(work, split(tiling.blocks(stop - first), tiling.threads))
 
 
 def _planes(array):
@@ -262,5 +395,44 @@ def backward_input(spec, grad_y, w, grad_x):
               2 - spec.pad_lo[1], 2 - spec.pad_lo[2])
 
 
+def _filter_gradient(rows):
+    """``G^T s`` for ``s`` six arrays (the rows of a 6x6 over some axis): three arrays."""
+    s0, s1, s2, s3, s4, s5 = rows
+    sum12, sum34 = s1 + s2, s3 + s4
+    return (s0 / 4 - sum12 / 6 + sum34 / 24, (s2 - s1) / 6 + (s3 - s4) / 12, (sum34 - sum12) / 6 + s5)
+
+
 def backward_weight(spec, x, grad_y, grad_w):
-    shifted.backward_weight(spec, x, grad_y, grad_w)
+    """``grad_w[k, c] = G^T (sum over tiles of Y[t, k] * V[t, c]) G``: the 36 products reduce over
+    each block's tiles in BLAS into a sum per thread; the sums are added up and transformed back
+    in float64."""
+    x, grad_y = _planes(x), _planes(grad_y)
+    groups, group_out, group_in = spec.groups, spec.group_out_channels, spec.group_in_channels
+    channels, out_channels = spec.in_channels, spec.out_channels
+    tiling = _Tiling(channels, out_channels, grad_y.shape[2], grad_y.shape[3], x.dtype, copies_grad_y=True)
+    total = np.zeros((PATCH, PATCH, out_channels, group_in))
+    for first, stop in tiling.chunks(x.shape[0]):
+        padded = tiling.padded_input(x[first:stop], spec.pad_lo[1], spec.pad_lo[2])
+        padded_grad = tiling.channels_last("winograd_grad", grad_y[first:stop], TILE * tiling.tiles_h, tiling.tiles_w, 0, 0)
+
+        def work(share):
+            sums = tiling.scratch("winograd_weight_sums", (POINTS, groups, group_out, group_in))
+            sums[...] = 0
+            for first_row, stop_row in share:
+                patches = tiling.input_tiles(padded, first_row, stop_row)
+                grads = tiling.scratch("winograd_products", (POINTS, patches.shape[1], out_channels))
+                _gradient_tiles(padded_grad, first_row, stop_row, tiling.tiles_h, grads,
+                                tiling.tile_row_scratch("winograd_half", PATCH))
+                product = tiling.scratch("winograd_weight_product", (group_out, group_in))
+                for point in range(POINTS):
+                    for g in range(groups):
+                        np.matmul(grads[point, :, g * group_out:(g + 1) * group_out].T,
+                                  patches[point, :, g * group_in:(g + 1) * group_in], out=product)
+                        sums[point, g] += product
+            total[...] += sums.reshape(total.shape)    # under the GIL: one thread at a time
+
+        run_in_threads(work, split(tiling.blocks(stop - first), tiling.threads))
+    # grad_w[k, c] = G^T total[:, :, k, c] G: row i from the 6x6's rows, then column j from its columns
+    for i, row in enumerate(_filter_gradient(total)):
+        for j, value in enumerate(_filter_gradient(row)):
+            grad_w[:, :, 0, i, j] = value
