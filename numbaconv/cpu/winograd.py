@@ -245,9 +245,8 @@ def _output_tiles(products, first_row, stop_row, tiles_h, y, half, rows):
         for i in range(min(TILE, out_h - th * TILE)):
             for k in range(out_channels):
                 y_row = y[n, k, th * TILE + i]
-                for tw in range(tiles_w):
-                    for i2 in range(min(TILE, out_w - tw * TILE)):
-                        y_row[tw * TILE + i2] = rows[i, i2, tw, k]
+                for col in range(out_w):   # (faster than a loop over tiles and their columns)
+                    y_row[col] = rows[i, col % TILE, col // TILE, k]
         j += tiles_w
 
 
@@ -269,36 +268,39 @@ def _filter_transform(g0, g1, g2, o0, o1, o2, o3, o4, o5):
 
 @njit(nogil=True, cache=True)
 def _transform_filters(w, first, stop, filters):
-    """``filters[p, k, c] = (G w[k, c] G^T)[p]`` for ``first <= k < stop``, in float64, across ``c``."""
-    group_in = w.shape[1]
-    taps = np.empty((3, 3, group_in))
-    half = np.empty((PATCH, 3, group_in))
-    rows = np.empty((PATCH, PATCH, group_in))
-    for k in range(first, stop):
-        for i in range(3):
+    """``filters[p, g, c, k'] = (G w[g K/g + k', c] G^T)[p]`` for ``first <= c < stop``, in
+    float64, across ``k'`` (so that the writes are contiguous)."""
+    groups, group_out = filters.shape[1], filters.shape[3]
+    taps = np.empty((3, 3, group_out))
+    half = np.empty((PATCH, 3, group_out))
+    rows = np.empty((PATCH, PATCH, group_out))
+    for g in range(groups):
+        for c in range(first, stop):
+            for i in range(3):
+                for j in range(3):
+                    for k in range(group_out):
+                        taps[i, j, k] = w[g * group_out + k, c, i, j]
             for j in range(3):
-                for c in range(group_in):
-                    taps[i, j, c] = w[k, c, i, j]
-        for j in range(3):
-            _filter_transform(taps[0, j], taps[1, j], taps[2, j],
-                              half[0, j], half[1, j], half[2, j], half[3, j], half[4, j], half[5, j])
-        for a in range(PATCH):
-            _filter_transform(half[a, 0], half[a, 1], half[a, 2],
-                              rows[a, 0], rows[a, 1], rows[a, 2], rows[a, 3], rows[a, 4], rows[a, 5])
-            for b in range(PATCH):
-                filters[a * PATCH + b, k] = rows[a, b]
+                _filter_transform(taps[0, j], taps[1, j], taps[2, j],
+                                  half[0, j], half[1, j], half[2, j], half[3, j], half[4, j], half[5, j])
+            for a in range(PATCH):
+                _filter_transform(half[a, 0], half[a, 1], half[a, 2],
+                                  rows[a, 0], rows[a, 1], rows[a, 2], rows[a, 3], rows[a, 4], rows[a, 5])
+                for b in range(PATCH):
+                    filters[a * PATCH + b, g, c] = rows[a, b]
 
 
 def _transformed_filters(w, groups):
-    """U (36, g, K/g, C/g) = G w G^T per filter, ``w (K, C/g, 3, 3)``, computed in float64 and rounded once."""
+    """U (36, g, C/g, K/g) = G w G^T per filter, ``w (K, C/g, 3, 3)``, computed in float64 and
+    rounded once; laid out for the products ``V[p] (T, C/g) @ U[p] (C/g, K/g)``."""
     out_channels, group_in = w.shape[:2]
     # a reused buffer: a fresh 38 MB array (512 channels) cost more in page faults than the transform
     filters = workspace.borrow("winograd_filters", POINTS * out_channels * group_in, w.dtype)
-    filters = filters.reshape(POINTS, out_channels, group_in)
+    filters = filters.reshape(POINTS, groups, group_in, out_channels // groups)
     w = np.ascontiguousarray(w.reshape(out_channels, group_in, 3, 3))
     run_in_threads(lambda share: _transform_filters(w, share.start, share.stop, filters),
-                   split(range(out_channels), thread_count()))
-    return filters.reshape(POINTS, groups, out_channels // groups, group_in)
+                   split(range(group_in), thread_count()))
+    return filters
 
 
 class _Tiling:
@@ -324,8 +326,10 @@ class _Tiling:
         least one block per thread."""
         tile_rows = samples * self.tiles_h
         bytes_per_tile = POINTS * (self.channels + self.out_channels) * self.dtype.itemsize
-        per_block = workspace.block_columns(bytes_per_tile, self.threads, tile_rows * self.tiles_w) // self.tiles_w
-        per_block = max(1, min(per_block, -(-tile_rows // self.threads)))
+        per_block = max(1, workspace.block_columns(bytes_per_tile, self.threads, tile_rows * self.tiles_w) // self.tiles_w)
+        # the same number of blocks for every thread, of near-equal sizes
+        per_thread = -(-tile_rows // (self.threads * per_block))
+        per_block = -(-tile_rows // (self.threads * per_thread))
         return [(first, min(first + per_block, tile_rows)) for first in range(0, tile_rows, per_block)]
 
     def scratch(self, name, shape):
@@ -357,7 +361,7 @@ def _winograd(x, u, y, pad_top, pad_left):
     """``y (N, K, OH, OW) = conv(x (N, C, H, W))`` through transformed filters ``u``, the input
     read from ``(-pad_top, -pad_left)`` on (any sign), tile blocks shared out to the threads."""
     channels, out_channels = x.shape[1], y.shape[1]
-    groups, group_out, group_in = u.shape[1:]
+    groups, group_in, group_out = u.shape[1:]
     tiling = _Tiling(channels, out_channels, y.shape[2], y.shape[3], x.dtype)
     for first, stop in tiling.chunks(x.shape[0]):
         padded = tiling.padded_input(x[first:stop], pad_top, pad_left)
@@ -367,10 +371,9 @@ def _winograd(x, u, y, pad_top, pad_left):
             for first_row, stop_row in share:
                 patches = tiling.input_tiles(padded, first_row, stop_row)
                 products = tiling.scratch("winograd_products", (POINTS, patches.shape[1], out_channels))
-                for point in range(POINTS):
-                    for g in range(groups):
-                        np.matmul(patches[point, :, g * group_in:(g + 1) * group_in], u[point, g].T,
-                                  out=products[point, :, g * group_out:(g + 1) * group_out])
+                for g in range(groups):   # the 36 points in one call: less overhead than 36 calls
+                    np.matmul(patches[:, :, g * group_in:(g + 1) * group_in], u[:, g],
+                              out=products[:, :, g * group_out:(g + 1) * group_out])
                 _output_tiles(products, first_row, stop_row, tiling.tiles_h, y_chunk,
                               tiling.tile_row_scratch("winograd_half", PATCH), tiling.tile_row_scratch("winograd_rows", TILE))
 
