@@ -106,10 +106,24 @@ def test_im2col_workspace_cap_bounds_the_block(monkeypatch):
 
 @pytest.mark.parametrize("block_columns", [1, 5])
 def test_winograd_tile_blocks_cut_anywhere(rng, monkeypatch, block_columns):
-    """Blocks of 1 or 5 tiles, which split rows of tiles and samples, still give exact results."""
+    """The smallest blocks (one or a few rows of tiles, splitting samples) still give exact results."""
     from numbaconv.cpu import workspace
     monkeypatch.setattr(workspace, "BLOCK_BYTES", 1)
     monkeypatch.setattr(workspace, "MIN_BLOCK_COLUMNS", block_columns)
     for case in (c for c in CASES if c[0] in ("2d-3x3-same-edge-tiles", "2d-3x3-asymmetric-groups")):
         spec, x, w, grad_y = random_problem(rng, case, np.float64)
         check_passes(dispatch.REGISTRY["cpu"]["winograd"], spec, x, w, grad_y, np.float64)
+
+
+def test_winograd_weight_gradient_adds_up_every_thread(rng):
+    """Wide channels, several threads finishing together: every thread's 6x6 sums reach the
+    result (NumPy lets go of the GIL while adding, so the adds must be serialised)."""
+    spec = ConvSpec.create((4, 96, 12, 12), (96, 96, 3, 3), padding=1)
+    x, w = rng.standard_normal(spec.x_shape), rng.standard_normal(spec.w_shape)
+    grad_y = rng.standard_normal(spec.y_shape)
+    expected = reference.backward_weight(spec, x, grad_y)
+    for _ in range(5):
+        grad_w = poisoned(spec.w_shape, np.float64)
+        dispatch.REGISTRY["cpu"]["winograd"].backward_weight(
+            spec.as_3d(), x[:, :, None], grad_y[:, :, None], grad_w.reshape(spec.as_3d().w_shape))
+        assert_close(grad_w, expected, np.float64, "weight gradient")

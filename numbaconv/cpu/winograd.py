@@ -45,6 +45,8 @@ allowed 1e-4). Filters are transformed in float64 and rounded once; the
 weight gradient's 6x6 sums are added up across threads and transformed back
 in float64.
 """
+import threading
+
 import numpy as np
 from numba import njit
 
@@ -413,7 +415,7 @@ def backward_weight(spec, x, grad_y, grad_w):
     groups, group_out, group_in = spec.groups, spec.group_out_channels, spec.group_in_channels
     channels, out_channels = spec.in_channels, spec.out_channels
     tiling = _Tiling(channels, out_channels, grad_y.shape[2], grad_y.shape[3], x.dtype, copies_grad_y=True)
-    total = np.zeros((PATCH, PATCH, out_channels, group_in))
+    total, adding = np.zeros((PATCH, PATCH, out_channels, group_in)), threading.Lock()
     for first, stop in tiling.chunks(x.shape[0]):
         padded = tiling.padded_input(x[first:stop], spec.pad_lo[1], spec.pad_lo[2])
         padded_grad = tiling.channels_last("winograd_grad", grad_y[first:stop], TILE * tiling.tiles_h, tiling.tiles_w, 0, 0)
@@ -432,7 +434,8 @@ def backward_weight(spec, x, grad_y, grad_w):
                         np.matmul(grads[point, :, g * group_out:(g + 1) * group_out].T,
                                   patches[point, :, g * group_in:(g + 1) * group_in], out=product)
                         sums[point, g] += product
-            total[...] += sums.reshape(total.shape)    # under the GIL: one thread at a time
+            with adding:   # NumPy lets go of the GIL while it adds
+                total[...] += sums.reshape(total.shape)
 
         run_in_threads(work, split(tiling.blocks(stop - first), tiling.threads))
     # grad_w[k, c] = G^T total[:, :, k, c] G: row i from the 6x6's rows, then column j from its columns
