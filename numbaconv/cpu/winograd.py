@@ -3,47 +3,50 @@
 Cut the output into 4x4 tiles. Tile ``t`` of sample ``n`` needs a 6x6 patch
 ``d`` of the input; with the transforms of Lavin and Gray (2015),
 
-    U[k, c] = G  g[k, c] G^T     (6x6 per filter, once per call, in float64)
+    U[c, k] = G  g[k, c] G^T     (6x6 per filter, once per call, in float64)
     V[t, c] = B^T d[t, c] B      (6x6 per input patch)
-    M[t, k] = sum_c V[t, c] * U[k, c]   elementwise in the 6x6: 36 matrix products
+    M[t, k] = sum_c V[t, c] * U[c, k]   elementwise in the 6x6: 36 matrix products
     y[t, k] = A^T M[t, k] A      (4x4 per output tile)
 
 so each output costs 36/16 = 2.25 multiplications per input channel instead
 of 9, and they happen inside BLAS: for each of the 36 points ``p`` a product
-``M[p] (T, K) = V[p] (T, C) @ U[p].T (C, K)`` over a block of ``T`` tiles
-(per group with ``groups > 1``). The weight gradient is the adjoint: with
-``Y[t, k] = A dy[t, k] A^T`` (6x6 per 4x4 tile of ``grad_y``, zero past its
-edges), ``dU[p] (K, C) = sum over blocks of Y[p].T @ V[p]`` (BLAS, reducing
-over tiles) and ``grad_w[k, c] = G^T dU[k, c] G``.
-
-Layout: the transforms run vectorised across channels, so the input (and
-``grad_y``) is first copied channels-last and zero-padded, ``(N, Hp, Wp, C)``
-(a chunk of samples at a time, at most ``CHANNELS_LAST_BYTES``), and each
-block's output tile rows are turned back to channels-first in cache. Blocks
-are whole tile rows, sized to about ``workspace.BLOCK_BYTES`` of ``V`` and
-``M``.
-
-FLOPs: ``2 * 36 * K * (C/g) * tiles`` in BLAS, ``tiles = N ceil(OH/4) ceil(OW/4)``
-(about 0.44x the direct count when OH and OW are multiples of 4; edge tiles
-compute outputs past the end and drop them), plus about 12 adds per element of
-``V`` and ``M`` for the transforms. Memory traffic: x and y about twice (the
-channels-last copy), ``V`` and ``M`` per block in cache, and all of ``U``
-(``36 K C/g`` elements) once per block: for wide layers with few tiles (512
-channels at 7x7) this traffic bounds the speed.
+``M[p] (T, K) = V[p] (T, C) @ U[p] (C, K)`` over a block of ``T`` tiles
+(per group with ``groups > 1``), the 36 in one stacked ``np.matmul``.
 
 Input gradient: the same transform with the 180-degree-rotated kernel,
 channels swapped within each group, on ``grad_y`` padded by ``2 - pad_lo``
 (seed 000: the input gradient is the full correlation of ``grad_y`` with
-the rotated kernel).
+the rotated kernel). Weight gradient: the adjoint. With ``Y[t, k] = A dy[t, k]
+A^T`` (6x6 per 4x4 tile of ``grad_y``, zero past its edges), ``dU[p] (K, C) =
+sum over tiles of Y[p].T @ V[p]`` (BLAS reducing over each block's tiles, one
+sum per thread, the threads' sums added in float64) and ``grad_w[k, c] = G^T
+dU[k, c] G`` in float64.
+
+Layout: the transforms run vectorised across channels, so the input (and
+``grad_y``) is first copied channels-last and zero-padded (a chunk of samples
+at a time, at most ``CHANNELS_LAST_BYTES``), with each row's columns dealt out
+by their place in a tile so that one call transforms a whole row of tiles.
+Blocks are whole tile rows, about ``workspace.BLOCK_BYTES`` of ``V`` and ``M``,
+the same number per thread. (Indexing flat arrays as ``a[offset + j]`` kept
+the transforms scalar: Numba's negative-index wraparound hid the pattern from
+LLVM's vectoriser; the transforms index slices from 0.)
+
+FLOPs: ``2 * 36 * K * (C/g) * tiles`` in BLAS, ``tiles = N ceil(OH/4) ceil(OW/4)``
+(about 0.44x the direct count when OH and OW are multiples of 4; edge tiles
+compute outputs past the end and drop them), plus about 12 adds per element
+of ``V`` and ``M`` for the transforms and ``~100 K C/g`` for the filters.
+Memory traffic: x and y about twice (the channels-last copy), ``V`` and ``M``
+per block in cache, ``U`` (``36 K C/g`` elements) written once and read once
+per block: for wide layers with few tiles (512 channels at 7x7) the filter
+transform and this traffic bound the speed.
 
 Accuracy: the transforms scale by up to 8 (and the filter transform divides
 by 24), so float32 results carry about 10x the rounding of a direct sum:
-norm-relative errors of 1e-6 to 3e-6 on the bench layers (up to 512
-channels), against 2e-7 to 4e-7 for the GEMM algorithms. That is within the
-1e-5 every algorithm is held to, so Winograd needs no looser bound (issue 5
-allowed 1e-4). Filters are transformed in float64 and rounded once; the
-weight gradient's 6x6 sums are added up across threads and transformed back
-in float64.
+norm-relative errors of 1e-6 to 3e-6 for the forward and input gradient and
+7e-7 to 3e-6 for the weight gradient (bench layers up to 512 channels, and
+N=32 64ch 56x56), against 2e-7 to 4e-7 for the GEMM algorithms. That is
+within the 1e-5 every algorithm is held to, so Winograd needs no looser bound
+(issue 5 allowed 1e-4). Filters are transformed in float64 and rounded once.
 """
 import threading
 
@@ -400,45 +403,64 @@ def backward_input(spec, grad_y, w, grad_x):
               2 - spec.pad_lo[1], 2 - spec.pad_lo[2])
 
 
-def _filter_gradient(rows):
-    """``G^T s`` for ``s`` six arrays (the rows of a 6x6 over some axis): three arrays."""
-    s0, s1, s2, s3, s4, s5 = rows
-    sum12, sum34 = s1 + s2, s3 + s4
-    return (s0 / 4 - sum12 / 6 + sum34 / 24, (s2 - s1) / 6 + (s3 - s4) / 12, (sum34 - sum12) / 6 + s5)
+@njit(nogil=True, cache=True)
+def _filter_gradients(sums, first, stop, grad_w):
+    """``grad_w[k, c] = G^T S G`` for ``S[a, b] = sums[6 a + b, k, c]`` and ``first <= k < stop``,
+    in float64, across ``c``."""
+    group_in = sums.shape[2]
+    columns = np.empty((PATCH, 3, group_in))
+    for k in range(first, stop):
+        for a in range(PATCH):   # columns[a, j] = sum_b S[a, b] G[b, j]
+            _filter_gradient(sums[a * PATCH, k], sums[a * PATCH + 1, k], sums[a * PATCH + 2, k], sums[a * PATCH + 3, k],
+                             sums[a * PATCH + 4, k], sums[a * PATCH + 5, k], columns[a, 0], columns[a, 1], columns[a, 2])
+        for j in range(3):       # grad_w[k, :, i, j] = sum_a G[a, i] columns[a, j]
+            _filter_gradient(columns[0, j], columns[1, j], columns[2, j], columns[3, j], columns[4, j], columns[5, j],
+                             grad_w[k, :, 0, j], grad_w[k, :, 1, j], grad_w[k, :, 2, j])
+
+
+@njit(inline="always", cache=True)
+def _filter_gradient(s0, s1, s2, s3, s4, s5, o0, o1, o2):
+    """``o = G^T s`` (six rows to three, the adjoint of _filter_transform), in float64."""
+    for c in range(s0.shape[0]):
+        sum12 = np.float64(s1[c]) + np.float64(s2[c])
+        sum34 = np.float64(s3[c]) + np.float64(s4[c])
+        o0[c] = np.float64(s0[c]) * 0.25 + sum12 * (-1 / 6) + sum34 * (1 / 24)
+        o1[c] = (np.float64(s2[c]) - np.float64(s1[c])) * (1 / 6) + (np.float64(s3[c]) - np.float64(s4[c])) * (1 / 12)
+        o2[c] = (sum34 - sum12) * (1 / 6) + np.float64(s5[c])
 
 
 def backward_weight(spec, x, grad_y, grad_w):
     """``grad_w[k, c] = G^T (sum over tiles of Y[t, k] * V[t, c]) G``: the 36 products reduce over
-    each block's tiles in BLAS into a sum per thread; the sums are added up and transformed back
-    in float64."""
+    each block's tiles in BLAS into a sum per thread; the sums are added up, and transformed
+    back in float64."""
     x, grad_y = _planes(x), _planes(grad_y)
     groups, group_out, group_in = spec.groups, spec.group_out_channels, spec.group_in_channels
     channels, out_channels = spec.in_channels, spec.out_channels
     tiling = _Tiling(channels, out_channels, grad_y.shape[2], grad_y.shape[3], x.dtype, copies_grad_y=True)
-    total, adding = np.zeros((PATCH, PATCH, out_channels, group_in)), threading.Lock()
+    shape = (POINTS, groups, group_out, group_in)
+    total, adding = tiling.scratch("winograd_weight_total", shape), threading.Lock()
+    total[...] = 0
     for first, stop in tiling.chunks(x.shape[0]):
         padded = tiling.padded_input(x[first:stop], spec.pad_lo[1], spec.pad_lo[2])
         padded_grad = tiling.channels_last("winograd_grad", grad_y[first:stop], TILE * tiling.tiles_h, tiling.tiles_w, 0, 0)
 
         def work(share):
-            sums = tiling.scratch("winograd_weight_sums", (POINTS, groups, group_out, group_in))
+            sums, product = tiling.scratch("winograd_weight_sums", shape), tiling.scratch("winograd_weight_product", shape)
             sums[...] = 0
             for first_row, stop_row in share:
                 patches = tiling.input_tiles(padded, first_row, stop_row)
                 grads = tiling.scratch("winograd_products", (POINTS, patches.shape[1], out_channels))
                 _gradient_tiles(padded_grad, first_row, stop_row, tiling.tiles_h, grads,
                                 tiling.tile_row_scratch("winograd_half", PATCH))
-                product = tiling.scratch("winograd_weight_product", (group_out, group_in))
-                for point in range(POINTS):
-                    for g in range(groups):
-                        np.matmul(grads[point, :, g * group_out:(g + 1) * group_out].T,
-                                  patches[point, :, g * group_in:(g + 1) * group_in], out=product)
-                        sums[point, g] += product
+                for g in range(groups):
+                    np.matmul(grads[:, :, g * group_out:(g + 1) * group_out].transpose(0, 2, 1),
+                              patches[:, :, g * group_in:(g + 1) * group_in], out=product[:, g])
+                sums += product
             with adding:   # NumPy lets go of the GIL while it adds
-                total[...] += sums.reshape(total.shape)
+                total[...] += sums
 
         run_in_threads(work, split(tiling.blocks(stop - first), tiling.threads))
-    # grad_w[k, c] = G^T total[:, :, k, c] G: row i from the 6x6's rows, then column j from its columns
-    for i, row in enumerate(_filter_gradient(total)):
-        for j, value in enumerate(_filter_gradient(row)):
-            grad_w[:, :, 0, i, j] = value
+    total = total.reshape(POINTS, out_channels, group_in)
+    grad_w = grad_w.reshape(out_channels, group_in, 3, 3)
+    run_in_threads(lambda share: _filter_gradients(total, share.start, share.stop, grad_w),
+                   split(range(out_channels), tiling.threads))
