@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from . import __version__, bench, dispatch
-from .devices import available_devices, cuda_simulated
+from .devices import available_devices, cpu_model, cuda_simulated
 from .verify import verify
 
 
@@ -92,17 +92,6 @@ def _algos(parser, text: str, devices, allowed) -> list[str] | None:
     return algos
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine() -> dict:
     """What the numbers were taken on: versions, devices, threads, CPU, GPU, compile cache."""
     import numba
@@ -127,7 +116,7 @@ def machine() -> dict:
         "numba threading layer": numba.threading_layer(),
         "numba threads": numba.get_num_threads(),
         "numbaconv GEMM threads": pool.thread_count(),
-        "cpu": _cpu_model(), "cpu cores": os.cpu_count(),
+        "cpu": cpu_model(), "cpu cores": os.cpu_count(),
         "gpu": gpu,
         "compile cache": cache,
     }
