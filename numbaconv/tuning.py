@@ -104,12 +104,12 @@ class PlanCache:
             if not isinstance(plans, dict) or not all(
                     isinstance(plan, dict) and isinstance(plan.get("algo"), str) for plan in plans.values()):
                 raise ValueError("malformed plans")
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):   # nothing written yet (or no folder can be)
             return {}
         except (OSError, ValueError, KeyError) as error:
             if warn:
                 warnings.warn(f"numbaconv: ignoring the tuning plan file {self.path} ({error}); "
-                              f"it will be rewritten", RuntimeWarning, stacklevel=5)
+                              f"it will be rewritten", RuntimeWarning, stacklevel=2)
             return {}
         return plans
 
@@ -129,7 +129,7 @@ class PlanCache:
         except OSError as error:
             self._writable = False
             warnings.warn(f"numbaconv: cannot write the tuning plan file {self.path} ({error}); "
-                          f"plans are kept in memory for this process only", RuntimeWarning, stacklevel=5)
+                          f"plans are kept in memory for this process only", RuntimeWarning, stacklevel=2)
 
 
 _caches = {}

@@ -63,6 +63,15 @@ def peak_bytes() -> int:
         return sum(_peak.values())
 
 
+def peak_by_buffer() -> dict:
+    """:func:`peak_bytes` split by buffer name (summed over threads and dtypes)."""
+    totals = {}
+    with _peak_lock:
+        for (_, name, _), nbytes in _peak.items():
+            totals[name] = totals.get(name, 0) + nbytes
+    return totals
+
+
 def _limit_from_environment(default: int) -> int:
     text = os.environ.get("NUMBACONV_WORKSPACE_MIB")
     if not text:
