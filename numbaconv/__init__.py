@@ -12,7 +12,10 @@ from .devices import available_devices as devices
 from .dispatch import algorithms
 from .functional import *  # noqa: F401,F403  the fifteen public functions
 from .functional import __all__ as _functional_names
+from .cpu.workspace import set_workspace_limit, workspace_limit
 from .spec import ConvSpec
+from .tuning import tune
 
 __version__ = "0.1.0"
-__all__ = ["reference", "devices", "algorithms", "ConvSpec", *_functional_names]
+__all__ = ["reference", "devices", "algorithms", "ConvSpec", "tune", "set_workspace_limit", "workspace_limit",
+           *_functional_names]

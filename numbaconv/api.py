@@ -34,7 +34,9 @@ _ARGUMENTS_DOC = """
     dilation: int or one int per dim, >= 1: spacing between kernel taps.
     groups: split channels into this many independent convolutions; must
         divide both channel counts.
-    algo: "auto" or a name from numbaconv.algorithms(device).
+    algo: "auto", "tune" (time the algorithms on the first call of each problem
+        and pass, then use the fastest; see numbaconv.tune) or a name from
+        numbaconv.algorithms(device).
     device: "auto" (where the data is, else $NUMBACONV_DEVICE, else "cpu"),
         "cpu" or "cuda".
 

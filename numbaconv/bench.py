@@ -34,7 +34,8 @@ from typing import Callable
 
 import numpy as np
 
-from . import dispatch, functional, reference
+from . import dispatch, functional, reference, tuning
+from .cpu import workspace
 from .devices import available_devices, cuda_simulated
 from .spec import ConvSpec
 
@@ -231,8 +232,8 @@ def timed_devices() -> tuple[str, ...]:
 
 
 def algorithm_choices(device: str) -> tuple[str, ...]:
-    """What ``--algo`` may name on ``device``: "auto" and the registered algorithms."""
-    return ("auto",) + dispatch.algorithms(device)
+    """What ``--algo`` may name on ``device``: "auto", "tune" and the registered algorithms."""
+    return ("auto", "tune") + dispatch.algorithms(device)
 
 
 def implementations(devices=None, algos=None, torch=None, with_reference=True) -> list[Implementation]:
@@ -282,7 +283,7 @@ def runs(implementation: Implementation, problem: Problem) -> bool:
     if label.startswith("torch"):
         return True
     device, algo = label.split("/")
-    if algo == "auto":
+    if algo in ("auto", "tune"):
         return True
     return dispatch.registry(device)[algo].supports(problem.layer.spec.as_3d()) is None
 
@@ -291,6 +292,12 @@ def auto_choice(device: str, layer: Layer) -> str:
     """The algorithm ``algo="auto"`` picks for ``layer`` on ``device``."""
     chosen = dispatch.choose(device, "auto", layer.spec.as_3d())
     return next(name for name, module in dispatch.registry(device).items() if module is chosen)
+
+
+def tuned_choice(device: str, problem: Problem, pass_name: str) -> str:
+    """The algorithm ``algo="tune"`` ran for this pass of ``problem`` (after a call made the plan)."""
+    plan = tuning.lookup(device, pass_name, problem.layer.spec.as_3d(), problem.dtype)
+    return plan["algo"] if plan else ""
 
 
 def best_times(calls, timers, min_repeats=3, max_repeats=25, budget_s=1.0) -> list[float]:
@@ -324,9 +331,10 @@ class Row:
     error: float = math.nan
     correct: bool = True
     auto_pick: bool = False     # this algorithm is the one algo="auto" picks
-    picked: str = ""            # for the "auto" row: the algorithm it ran
+    picked: str = ""            # for the "auto" and "tune" rows: the algorithm it ran
     vs_torch: float = math.nan
     percent_of_peak: float = math.nan
+    workspace_mib: float = math.nan   # numbaconv on the CPU: scratch one call borrows
 
     @property
     def gflops(self) -> float:
@@ -358,12 +366,19 @@ def measure(problem: Problem, pass_name: str, candidates, torch=None, *, peak_gf
         first = time.perf_counter() - start
         error = relative_error(result, expected)
         device, _, algo = candidate.label.partition("/")
+        picked = ""
+        if algo == "auto":
+            picked = picks.get(device, "")
+        elif algo == "tune":
+            picked = tuned_choice(device, problem, pass_name)
         row = Row(layer.name, pass_name, problem.dtype, candidate.label, candidate.device, layer.spec.flops,
                   first * 1e3, error=error, correct=candidate.label == "cpu/reference" or error <= tolerance,
-                  auto_pick=picks.get(device) == algo, picked=picks.get(device, "") if algo == "auto" else "")
+                  auto_pick=picks.get(device) == algo, picked=picked)
         rows.append(row)
         if row.correct:
             timed.append((row, call, candidate.timer))
+            if device == "cpu" and algo != "reference":
+                row.workspace_mib = peak_workspace_bytes(call) / 2**20
     seconds = best_times([call for _, call, _ in timed], [timer for _, _, timer in timed],
                          min_repeats, max_repeats, budget_s)
     for (row, _, _), best in zip(timed, seconds):
@@ -375,6 +390,14 @@ def measure(problem: Problem, pass_name: str, candidates, torch=None, *, peak_gf
         if row.device in torch_ms:
             row.vs_torch = torch_ms[row.device] / row.best_ms
     return rows
+
+
+def peak_workspace_bytes(call) -> int:
+    """Scratch one call borrows through numbaconv.cpu.workspace, all threads together (a call
+    after the warm-up: with algo="tune" the first call also times every candidate)."""
+    workspace.reset_peak()
+    call()
+    return workspace.peak_bytes()
 
 
 def cpu_peak_gflops(size=2048, repeats=5) -> float:
@@ -389,7 +412,7 @@ def cpu_peak_gflops(size=2048, repeats=5) -> float:
 def format_table(rows: list[Row], torch_note: str | None = None) -> str:
     """The report as aligned text; '*' marks the algorithm algo="auto" picks."""
     header = (f"{'layer':<18}{'pass':<9}{'implementation':<18}{'ms':>10}{'GFLOP/s':>9}{'%peak':>7}"
-              f"{'vs torch':>9}{'rel err':>10}")
+              f"{'vs torch':>9}{'rel err':>10}{'ws MiB':>9}")
     lines = [header, "-" * len(header)]
     previous = None
     for row in rows:
@@ -403,13 +426,16 @@ def format_table(rows: list[Row], torch_note: str | None = None) -> str:
             continue
         vs_torch = "" if math.isnan(row.vs_torch) else f"{row.vs_torch:.2f}x"
         peak = "" if math.isnan(row.percent_of_peak) else f"{row.percent_of_peak:.0f}"
+        scratch = "" if math.isnan(row.workspace_mib) else f"{row.workspace_mib:.1f}"
         lines.append(f"{row.layer:<18}{row.pass_name:<9}{label:<18}{row.best_ms:>10.3f}{row.gflops:>9.1f}"
-                     f"{peak:>7}{vs_torch:>9}{row.error:>10.1e}")
+                     f"{peak:>7}{vs_torch:>9}{row.error:>10.1e}{scratch:>9}")
     lines.append("")
     if any(row.auto_pick for row in rows):
         lines.append("* = the algorithm algo=\"auto\" picks.")
     lines.append("vs torch = PyTorch time / this time on the same device (above 1: faster than PyTorch); "
-                 "rel err = ||result - float64 truth|| / ||truth||.")
+                 "rel err = ||result - float64 truth|| / ||truth||;\n"
+                 "ws MiB = scratch numbaconv's CPU algorithms borrowed in one call, all threads together "
+                 "(numbaconv.cpu.workspace; arrays they allocate otherwise are not counted).")
     if torch_note:
         lines.append(f"The 'vs torch' column is empty because {torch_note}; the truth is numbaconv.reference.")
     return "\n".join(lines)

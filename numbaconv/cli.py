@@ -1,4 +1,4 @@
-"""The ``numbaconv`` command: ``info``, ``bench`` and ``verify``.
+"""The ``numbaconv`` command: ``info``, ``bench``, ``verify``, ``tune`` and ``compile-time``.
 
 Exit codes: 0 success; 1 a result missed its tolerance; 2 bad arguments
 (one line on stderr, no traceback).
@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from . import __version__, bench, dispatch
-from .devices import available_devices, cuda_simulated
+from .devices import available_devices, cpu_model, cuda_simulated
 from .verify import verify
 
 
@@ -32,7 +32,7 @@ def _split(text: str) -> list[str]:
 
 def _parser() -> _Parser:
     parser = _Parser(prog="numbaconv", description="numbaconv: convolution kernels compiled by Numba.")
-    commands = parser.add_subparsers(dest="command", metavar="{info,bench,verify}", parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", metavar="{info,bench,verify,tune,compile-time}", parser_class=_Parser)
     info = commands.add_parser("info", help="versions, devices, threads, CPU and GPU, compile cache")
     info.set_defaults(handler=_info, subparser=info)
 
@@ -64,7 +64,36 @@ def _parser() -> _Parser:
     check.add_argument("--seed", type=int, default=0, help="seed of the random problems")
     check.add_argument("--draws", type=int, default=3, help="random problems per argument combination")
     check.set_defaults(handler=_verify, subparser=check)
+
+    plan = commands.add_parser("tune", help="time the algorithms on bench layers and remember the winners")
+    plan.add_argument("--layer", default=",".join(bench.SUITES["quick"]),
+                      help=f"comma-separated layer names (default: the quick suite): {', '.join(bench.LAYERS)}")
+    plan.add_argument("--pass", dest="passes", default="all",
+                      help=f"comma-separated passes from {', '.join(bench.PASSES)}, or all (default)")
+    plan.add_argument("--dtype", choices=bench.DTYPES, default="float32")
+    plan.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    plan.set_defaults(handler=_tune, subparser=plan)
+
+    compile_time = commands.add_parser(
+        "compile-time", help="cold compile time of the CPU engine and first-call times on a warm cache")
+    compile_time.add_argument("--algo", default="all", help="comma-separated CPU algorithms, or all (default)")
+    compile_time.add_argument("--pass", dest="passes", default="all",
+                              help=f"comma-separated passes from {', '.join(bench.PASSES)}, or all (default)")
+    compile_time.add_argument("--dtype", default="all", help="float32, float64 or all (default)")
+    compile_time.add_argument("--json", default=None, metavar="FILE", help="write the numbers as JSON")
+    compile_time.set_defaults(handler=_compile_time, subparser=compile_time)
     return parser
+
+
+def _choices(parser, what: str, text: str, allowed) -> list[str]:
+    """The comma-separated names of ``text`` ("all": every one of ``allowed``), each checked."""
+    if text == "all":
+        return list(allowed)
+    names = _split(text)
+    for name in names:
+        if name not in allowed:
+            parser.error(f"unknown {what} {name!r}; choose from {', '.join(allowed)} or all")
+    return names
 
 
 def _devices(parser, text: str, everything) -> tuple[str, ...]:
@@ -92,17 +121,6 @@ def _algos(parser, text: str, devices, allowed) -> list[str] | None:
     return algos
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine() -> dict:
     """What the numbers were taken on: versions, devices, threads, CPU, GPU, compile cache."""
     import numba
@@ -127,7 +145,7 @@ def machine() -> dict:
         "numba threading layer": numba.threading_layer(),
         "numba threads": numba.get_num_threads(),
         "numbaconv GEMM threads": pool.thread_count(),
-        "cpu": _cpu_model(), "cpu cores": os.cpu_count(),
+        "cpu": cpu_model(), "cpu cores": os.cpu_count(),
         "gpu": gpu,
         "compile cache": cache,
     }
@@ -153,10 +171,7 @@ def _bench(parser, args) -> int:
     for name in names:
         if name not in bench.LAYERS:
             parser.error(f"unknown layer {name!r}; choose from {', '.join(bench.LAYERS)}")
-    passes = list(bench.PASSES) if args.passes == "all" else _split(args.passes)
-    for pass_name in passes:
-        if pass_name not in bench.PASSES:
-            parser.error(f"unknown pass {pass_name!r}; choose from {', '.join(bench.PASSES)} or all")
+    passes = _choices(parser, "pass", args.passes, bench.PASSES)
     devices = _devices(parser, args.device, bench.timed_devices)
     algo_text = args.algo or ("auto" if args.suite == "quick" and not args.layer else "all")
     algos = _algos(parser, algo_text, devices, bench.algorithm_choices)
@@ -239,6 +254,36 @@ def _verify(parser, args) -> int:
     print(f"tolerance (||result - reference|| / ||reference||): float32 {bench.TOLERANCE['float32']:.0e}, "
           f"float64 {bench.TOLERANCE['float64']:.0e}; {time.perf_counter() - started:.1f} s")
     return 1 if failed else 0
+
+
+def _tune(parser, args) -> int:
+    from .tuning import tune, plan_cache
+    layers = [bench.LAYERS[name] for name in _choices(parser, "layer", args.layer, tuple(bench.LAYERS))]
+    passes = _choices(parser, "pass", args.passes, bench.PASSES)
+    device = _devices(parser, args.device, lambda: ("cpu",))[0]
+    print(f"{'layer':<18}{'pass':<9}{'winner':<10}  best ms of each algorithm")
+    for layer in layers:
+        problem = {"x_shape": layer.spec.x_shape, "w_shape": layer.spec.w_shape, "dtype": args.dtype,
+                   **layer.arguments}
+        for result in tune([problem], device=device, passes=passes):
+            times = ", ".join(f"{name} {ms:.3f}" for name, ms in sorted(result["ms"].items(), key=lambda item: item[1]))
+            print(f"{layer.name:<18}{result['pass']:<9}{result['algo']:<10}  {times}")
+    print(f"plans kept in {plan_cache().path} (algo=\"tune\" uses them)")
+    return 0
+
+
+def _compile_time(parser, args) -> int:
+    from . import compiletime
+    algos = _choices(parser, "algorithm", args.algo, dispatch.algorithms("cpu"))
+    passes = _choices(parser, "pass", args.passes, bench.PASSES)
+    dtypes = _choices(parser, "dtype", args.dtype, bench.DTYPES)
+    result = compiletime.measure(algos, passes, dtypes)
+    print(compiletime.format_report(result))
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump({"machine": machine(), **result}, out, indent=1)
+        print(f"numbers written to {args.json}")
+    return 0
 
 
 def main(argv=None) -> int:

@@ -24,6 +24,7 @@ contiguous array on the GPU.
 """
 import functools
 import os
+import platform
 
 import numpy as np
 
@@ -129,3 +130,15 @@ def to_host_if(result, host: bool):
     if result is None or not host:
         return result
     return result.copy_to_host()
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what the platform module says."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -32,6 +32,9 @@ would multiply zeros), else ``im2col``.
 The CUDA algorithms are imported on first use, and only when a GPU (or
 Numba's CUDA simulator) is usable: importing numbaconv never imports
 numba.cuda.
+
+``algo="tune"`` times the algorithms instead of following these rules
+(numbaconv/tuning.py); it never reaches :func:`choose`.
 """
 import functools
 import math
@@ -75,7 +78,7 @@ def choose(device: str, algo: str, spec):
         return candidates[_auto_cuda(spec) if device == "cuda" else _auto_cpu(spec, runnable)]
     if algo not in candidates:
         raise ValueError(f"unknown algo {algo!r} for device {device!r}; "
-                         f"choose 'auto' or one of {tuple(candidates)}")
+                         f"choose 'auto', 'tune' or one of {tuple(candidates)}")
     reason = candidates[algo].supports(spec)
     if reason is not None:
         raise ValueError(f"algo {algo!r} cannot run this problem ({reason}); "

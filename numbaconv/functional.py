@@ -1,8 +1,8 @@
 """The public convolution functions, running on the Numba kernels.
 
 Each call: arguments -> ConvSpec (numbaconv.api) -> device
-(numbaconv.devices) -> algorithm (numbaconv.dispatch) -> allocate the result
--> run. Inputs are never written: the kernels get contiguous views or copies
+(numbaconv.devices) -> algorithm (numbaconv.dispatch; for algo="tune" the
+plan numbaconv.tuning makes per pass) -> allocate the result -> run. Inputs are never written: the kernels get contiguous views or copies
 and write only into arrays allocated here. Bias and its gradient are done
 here, once, for every algorithm. NumPy operands give NumPy results; any GPU
 operand gives a Numba device array.
@@ -10,7 +10,7 @@ operand gives a Numba device array.
 import numpy as np
 
 from .api import make_api
-from . import dispatch
+from . import tuning
 from .devices import empty, on_gpu, resolve_device, to_gpu, to_host_if
 
 
@@ -37,32 +37,33 @@ class _CpuEngine(_Transpose):
     @staticmethod
     def forward(spec, x, w, bias, algo):
         spec3d = spec.as_3d()
-        algorithm = dispatch.choose("cpu", algo, spec3d)
+        run = tuning.runner("cpu", algo, spec3d, x.dtype)
         y = np.empty(spec.y_shape, x.dtype)
         if y.size:
-            algorithm.forward(spec3d, _as_5d(_contiguous(x, x.dtype), spec3d, "x"),
-                              _as_5d(_contiguous(w, x.dtype), spec3d, "w"), _as_5d(y, spec3d, "y"))
+            x5, w5, y5 = (_as_5d(_contiguous(x, x.dtype), spec3d, "x"),
+                          _as_5d(_contiguous(w, x.dtype), spec3d, "w"), _as_5d(y, spec3d, "y"))
+            run("forward", lambda algorithm: algorithm.forward(spec3d, x5, w5, y5))
         return _CpuEngine.add_bias(y, bias)
 
     @staticmethod
     def backward(spec, grad_y, x, w, need, algo):
         spec3d = spec.as_3d()
-        algorithm = dispatch.choose("cpu", algo, spec3d)
         dtype = grad_y.dtype
+        run = tuning.runner("cpu", algo, spec3d, dtype)
         grad_y5 = _as_5d(_contiguous(grad_y, dtype), spec3d, "y")
         grad_x = grad_w = grad_b = None
         if "input" in need:
             grad_x = np.empty(spec.x_shape, dtype)
             if grad_x.size:
-                algorithm.backward_input(spec3d, grad_y5, _as_5d(_contiguous(w, dtype), spec3d, "w"),
-                                         _as_5d(grad_x, spec3d, "x"))
+                w5, grad_x5 = _as_5d(_contiguous(w, dtype), spec3d, "w"), _as_5d(grad_x, spec3d, "x")
+                run("input", lambda algorithm: algorithm.backward_input(spec3d, grad_y5, w5, grad_x5))
         if "weight" in need:
             grad_w = np.empty(spec.w_shape, dtype)
             if spec.batch == 0:
                 grad_w[...] = 0
             else:
-                algorithm.backward_weight(spec3d, _as_5d(_contiguous(x, dtype), spec3d, "x"), grad_y5,
-                                          _as_5d(grad_w, spec3d, "w"))
+                x5, grad_w5 = _as_5d(_contiguous(x, dtype), spec3d, "x"), _as_5d(grad_w, spec3d, "w")
+                run("weight", lambda algorithm: algorithm.backward_weight(spec3d, x5, grad_y5, grad_w5))
         if "bias" in need:
             grad_b = grad_y5.sum(axis=(0, 2, 3, 4), dtype=np.float64).astype(dtype)
         return grad_x, grad_w, grad_b
@@ -80,31 +81,33 @@ class _CudaEngine(_Transpose):
     @staticmethod
     def forward(spec, x, w, bias, algo):
         spec3d = spec.as_3d()
-        algorithm = dispatch.choose("cuda", algo, spec3d)
+        run = tuning.runner("cuda", algo, spec3d, x.dtype)
         y = empty(spec3d.y_shape, x.dtype)
         if y.size:
-            algorithm.forward(spec3d, to_gpu(x, spec3d.x_shape), to_gpu(w, spec3d.w_shape), y)
+            x5, w5 = to_gpu(x, spec3d.x_shape), to_gpu(w, spec3d.w_shape)
+            run("forward", lambda algorithm: algorithm.forward(spec3d, x5, w5, y))
         return _CudaEngine.add_bias(y.reshape(spec.y_shape), bias)
 
     @staticmethod
     def backward(spec, grad_y, x, w, need, algo):
         from .cuda.common import bias_gradient
         spec3d = spec.as_3d()
-        algorithm = dispatch.choose("cuda", algo, spec3d)
         dtype = grad_y.dtype
+        run = tuning.runner("cuda", algo, spec3d, dtype)
         grad_y5 = to_gpu(grad_y, spec3d.y_shape)
         grad_x = grad_w = grad_b = None
         if "input" in need:
             grad_x = empty(spec3d.x_shape, dtype)
             if grad_x.size:
-                algorithm.backward_input(spec3d, grad_y5, to_gpu(w, spec3d.w_shape), grad_x)
+                w5 = to_gpu(w, spec3d.w_shape)
+                run("input", lambda algorithm: algorithm.backward_input(spec3d, grad_y5, w5, grad_x))
             grad_x = grad_x.reshape(spec.x_shape)
         if "weight" in need:
             if spec.batch == 0:
                 grad_w = to_gpu(np.zeros(spec.w_shape, dtype), spec.w_shape)
             else:
-                grad_w = empty(spec3d.w_shape, dtype)
-                algorithm.backward_weight(spec3d, to_gpu(x, spec3d.x_shape), grad_y5, grad_w)
+                grad_w, x5 = empty(spec3d.w_shape, dtype), to_gpu(x, spec3d.x_shape)
+                run("weight", lambda algorithm: algorithm.backward_weight(spec3d, x5, grad_y5, grad_w))
                 grad_w = grad_w.reshape(spec.w_shape)
         if "bias" in need:
             grad_b = bias_gradient(grad_y5)

@@ -167,3 +167,41 @@ def test_bench_measures_cuda_implementations_on_a_tiny_layer():
         for row in rows:
             assert row.correct and row.error <= bench.TOLERANCE["float64"], row
             assert row.best_ms > 0
+
+
+def test_tune_prints_the_winners_and_keeps_the_plans(capsys, tmp_path, monkeypatch):
+    from numbaconv import tuning
+    monkeypatch.setenv("NUMBACONV_CACHE_DIR", str(tmp_path))
+    tuning.forget()
+    code, out, _ = run(capsys, "tune", "--layer", "batch1_16ch", "--pass", "forward,weight", "--dtype", "float64")
+    tuning.forget()
+    assert code == 0
+    rows = [line.split() for line in out.splitlines() if line.startswith("batch1_16ch")]
+    assert [row[1] for row in rows] == ["forward", "weight"]
+    assert all(row[2] in dispatch.algorithms("cpu") for row in rows)
+    assert str(tmp_path) in out and len(list(tmp_path.glob("plans-*.json"))) == 1
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["tune", "--layer", "nope"])
+    assert stop.value.code == 2
+
+
+def test_bench_reports_tune_pick_and_workspace(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("NUMBACONV_CACHE_DIR", str(tmp_path))
+    json_path = tmp_path / "rows.json"
+    code, out, _ = run(capsys, "bench", *TINY, "--pass", "forward", "--algo", "tune,direct,im2col",
+                       "--without-torch", "--json", str(json_path))
+    assert code == 0 and "ws MiB" in out
+    rows = {row["implementation"]: row for row in json.loads(json_path.read_text())["rows"]}
+    assert rows["cpu/tune"]["picked"] in dispatch.algorithms("cpu")
+    assert rows["cpu/direct"]["workspace_mib"] == 0 and rows["cpu/im2col"]["workspace_mib"] > 0
+    assert rows["cpu/reference"]["workspace_mib"] is None
+
+
+def test_compile_time_of_one_kernel(capsys):
+    """Two child processes (cold and warm) for one algorithm, pass and dtype: a few seconds."""
+    code, out, _ = run(capsys, "compile-time", "--algo", "direct", "--pass", "forward", "--dtype", "float64")
+    assert code == 0
+    assert "direct     forward  float64" in out and "cold compile of these 1" in out
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["compile-time", "--algo", "fastest"])
+    assert stop.value.code == 2

@@ -1,16 +1,30 @@
-"""Scratch buffers reused across calls, one set per thread.
+"""Scratch buffers reused across calls, one set per thread, and the cap on their size.
 
 A fresh ``np.empty`` of tens of MiB costs a page fault per 4 KiB page on
 first touch, which for im2col's column matrix is as slow as filling it. So
 the kernels borrow flat buffers from here; each thread keeps its own (calls
 from several Python threads never share one), grown on demand and kept
 until :func:`release`.
+
+The cap: the GEMM-based algorithms size their blocks with :func:`block_columns`
+so that all threads' column blocks together stay under the workspace limit,
+256 MiB unless ``$NUMBACONV_WORKSPACE_MIB`` (read at import) or
+:func:`set_workspace_limit` says otherwise.
+
+The peak: every borrow is recorded as the largest slice each (thread, name,
+dtype) has handed out since :func:`reset_peak`; :func:`peak_bytes` is their
+sum, the scratch a call needed with all its threads' buffers alive at once
+(what ``numbaconv bench`` reports per row). The record is process-wide: calls
+running at the same time from several Python threads add up in it.
 """
+import os
 import threading
 
 import numpy as np
 
 _local = threading.local()
+_peak_lock = threading.Lock()
+_peak = {}   # (thread id, name, dtype) -> largest bytes borrowed since reset_peak()
 
 
 def borrow(name: str, size: int, dtype) -> np.ndarray:
@@ -20,6 +34,7 @@ def borrow(name: str, size: int, dtype) -> np.ndarray:
     buffer = buffers.get(key)
     if buffer is None or buffer.size < size:
         buffer = buffers[key] = np.empty(size, dtype)
+    _record(key, size * buffer.itemsize)
     return buffer[:size]
 
 
@@ -28,10 +43,70 @@ def release() -> None:
     _local.__dict__.pop("buffers", None)
 
 
+def _record(key, nbytes: int) -> None:
+    peak_key = (threading.get_ident(), *key)
+    with _peak_lock:
+        if nbytes > _peak.get(peak_key, 0):
+            _peak[peak_key] = nbytes
+
+
+def reset_peak() -> None:
+    """Start a new peak record (before the call to be measured)."""
+    with _peak_lock:
+        _peak.clear()
+
+
+def peak_bytes() -> int:
+    """Bytes of scratch borrowed since :func:`reset_peak`: per thread and buffer the largest
+    slice handed out, summed over threads and buffers."""
+    with _peak_lock:
+        return sum(_peak.values())
+
+
+def peak_by_buffer() -> dict:
+    """:func:`peak_bytes` split by buffer name (summed over threads and dtypes)."""
+    totals = {}
+    with _peak_lock:
+        for (_, name, _), nbytes in _peak.items():
+            totals[name] = totals.get(name, 0) + nbytes
+    return totals
+
+
+def _limit_from_environment(default: int) -> int:
+    text = os.environ.get("NUMBACONV_WORKSPACE_MIB")
+    if not text:
+        return default
+    try:
+        mib = float(text)
+    except ValueError:
+        raise ValueError(f"NUMBACONV_WORKSPACE_MIB must be a number of MiB, got {text!r}") from None
+    if not mib > 0:
+        raise ValueError(f"NUMBACONV_WORKSPACE_MIB must be positive, got {text!r}")
+    return int(mib * 2**20)
+
+
 # Limits shared by the GEMM-based algorithms.
-WORKSPACE_LIMIT_BYTES = 256 * 2**20   # all threads' scratch together
+DEFAULT_WORKSPACE_LIMIT_BYTES = 256 * 2**20
+WORKSPACE_LIMIT_BYTES = _limit_from_environment(DEFAULT_WORKSPACE_LIMIT_BYTES)   # all threads' blocks
 BLOCK_BYTES = 2 * 2**20               # a column block that fits a core's L2 cache
 MIN_BLOCK_COLUMNS = 256               # narrower blocks make the BLAS products inefficient
+
+
+def workspace_limit() -> int:
+    """The cap, in bytes, on all threads' column blocks together."""
+    return WORKSPACE_LIMIT_BYTES
+
+
+def set_workspace_limit(nbytes) -> int:
+    """Set the cap on all threads' column blocks together (bytes, > 0; None restores the
+    default of 256 MiB); returns the previous cap. Takes effect on the next call."""
+    global WORKSPACE_LIMIT_BYTES
+    if nbytes is None:
+        nbytes = DEFAULT_WORKSPACE_LIMIT_BYTES
+    if isinstance(nbytes, bool) or not isinstance(nbytes, (int, np.integer)) or nbytes < 1:
+        raise ValueError(f"the workspace limit must be a positive number of bytes, got {nbytes!r}")
+    previous, WORKSPACE_LIMIT_BYTES = WORKSPACE_LIMIT_BYTES, int(nbytes)
+    return previous
 
 
 def block_columns(bytes_per_column: int, threads: int, total: int) -> int:

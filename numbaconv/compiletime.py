@@ -1,0 +1,100 @@
+"""Compile time of the CPU engine, measured in fresh processes (``numbaconv compile-time``).
+
+Numba compiles every kernel on its first call and, with ``cache=True``,
+writes the machine code to its on-disk cache, so a later process only loads
+it. Two numbers matter:
+
+- cold: the whole CPU engine compiled from nothing. One child process with
+  ``NUMBA_CACHE_DIR`` set to an empty temporary folder imports numbaconv and
+  runs each (algorithm, pass, dtype) once; each call's time is mostly the
+  compilation of what it needs and earlier calls did not compile.
+- warm: for each (algorithm, pass, dtype), a fresh child process on that now
+  filled cache: the time to import numbaconv and the time of the first call.
+
+The problem is a tiny 2-d 3x3 convolution that every CPU algorithm runs
+(``PROBLEM``): the kernels are compiled per argument types, never per
+shape, so its first call costs what any problem's would.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+PROBLEM = {"x_shape": (2, 4, 8, 8), "w_shape": (4, 4, 3, 3), "padding": 1}
+_CHILD = """
+import json, sys, time
+started = time.perf_counter()
+import numbaconv.compiletime
+numbaconv.compiletime.child(started, json.loads(sys.argv[1]))
+"""
+
+
+def child(started: float, items) -> None:
+    """In the child process: time the import (since ``started``) and the first call of each
+    ``(algorithm, pass, dtype)``; print the seconds as JSON."""
+    import time
+
+    import numpy as np
+
+    from . import functional
+    from .bench import pass_calls
+
+    import_s = time.perf_counter() - started
+    options = {"padding": PROBLEM["padding"]}
+    seconds = []
+    for algo, pass_name, dtype in items:
+        operands = (np.ones(shape, dtype) for shape in (PROBLEM["x_shape"], PROBLEM["w_shape"], PROBLEM["x_shape"]))
+        call = pass_calls(functional, 2, options, *operands, algo=algo, device="cpu")[pass_name]
+        start = time.perf_counter()
+        call()
+        seconds.append(time.perf_counter() - start)
+    print(json.dumps({"import_s": import_s, "call_s": seconds}))
+
+
+def _run_child(items, numba_cache: str) -> dict:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    environment = dict(os.environ, NUMBA_CACHE_DIR=numba_cache,
+                       PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    done = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(items)], env=environment,
+                          capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"the compile-time child process failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure(algos, passes, dtypes) -> dict:
+    """Cold and warm first-call seconds of every (algorithm, pass, dtype).
+
+    Returns ``{"cold_import_s", "cold_total_s", "rows": [{"algo", "pass", "dtype", "cold_s",
+    "warm_import_s", "warm_call_s"}]}``; ``cold_total_s`` is the import plus every cold call.
+    """
+    items = [(algo, pass_name, dtype) for algo in algos for pass_name in passes for dtype in dtypes]
+    with tempfile.TemporaryDirectory(prefix="numbaconv-numba-cache-") as numba_cache:
+        cold = _run_child(items, numba_cache)
+        warm = [_run_child([item], numba_cache) for item in items]
+    rows = [{"algo": algo, "pass": pass_name, "dtype": dtype, "cold_s": cold_s,
+             "warm_import_s": fresh["import_s"], "warm_call_s": fresh["call_s"][0]}
+            for (algo, pass_name, dtype), cold_s, fresh in zip(items, cold["call_s"], warm)]
+    return {"cold_import_s": cold["import_s"], "cold_total_s": cold["import_s"] + sum(cold["call_s"]),
+            "rows": rows}
+
+
+def format_report(result: dict) -> str:
+    lines = [f"{'algorithm':<11}{'pass':<9}{'dtype':<9}{'cold s':>8}{'warm: import s':>16}"
+             f"{'first call s':>14}{'sum s':>7}"]
+    lines.append("-" * len(lines[0]))
+    for row in result["rows"]:
+        lines.append(f"{row['algo']:<11}{row['pass']:<9}{row['dtype']:<9}{row['cold_s']:>8.2f}"
+                     f"{row['warm_import_s']:>16.2f}{row['warm_call_s']:>14.3f}"
+                     f"{row['warm_import_s'] + row['warm_call_s']:>7.2f}")
+    worst = max(result["rows"], key=lambda row: row["warm_import_s"] + row["warm_call_s"])
+    lines += ["",
+              f"cold compile of these {len(result['rows'])} (algorithm, pass, dtype) in one process with an "
+              f"empty NUMBA_CACHE_DIR: {result['cold_total_s']:.1f} s (import {result['cold_import_s']:.2f} s)",
+              f"warm: a fresh process on that cache, import + first call: at most "
+              f"{worst['warm_import_s'] + worst['warm_call_s']:.2f} s ({worst['algo']} {worst['pass']} {worst['dtype']}); "
+              f"first call alone at most {max(row['warm_call_s'] for row in result['rows']):.3f} s"]
+    return "\n".join(lines)

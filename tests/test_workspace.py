@@ -1,0 +1,104 @@
+"""The workspace cap (numbaconv.set_workspace_limit, $NUMBACONV_WORKSPACE_MIB) and the peak record."""
+import threading
+
+import numpy as np
+import pytest
+
+import numbaconv as nc
+from numbaconv import reference
+from numbaconv.cpu import workspace
+
+from conftest import assert_close, random_array
+
+MIB = 2**20
+# The buffers the cap bounds, all threads together: the column blocks (winograd: its
+# transformed patches and products per tile block). The others scale with them or with one
+# sample (see README, "Workspace").
+CAPPED = {"columns", "winograd_patches", "winograd_products"}
+
+
+@pytest.fixture
+def limit():
+    """Set a limit for one test; the previous one comes back afterwards."""
+    previous = []
+
+    def set_limit(nbytes):
+        previous.append(nc.set_workspace_limit(nbytes))
+    yield set_limit
+    if previous:
+        nc.set_workspace_limit(previous[0])
+
+
+def _passes(x, w, grad_y, algo):
+    return {"forward": lambda: nc.conv2d(x, w, padding=1, algo=algo),
+            "input": lambda: nc.conv2d_input(x.shape, w, grad_y, padding=1, algo=algo),
+            "weight": lambda: nc.conv2d_weight(x, w.shape, grad_y, padding=1, algo=algo)}
+
+
+def _peak(call):
+    workspace.reset_peak()
+    result = call()
+    return result, workspace.peak_bytes(), workspace.peak_by_buffer()
+
+
+def test_set_workspace_limit_checks_and_returns_the_previous(limit):
+    assert nc.workspace_limit() == workspace.WORKSPACE_LIMIT_BYTES
+    limit(3 * MIB)
+    assert nc.workspace_limit() == 3 * MIB
+    assert nc.set_workspace_limit(None) == 3 * MIB
+    assert nc.workspace_limit() == workspace.DEFAULT_WORKSPACE_LIMIT_BYTES == 256 * MIB
+    for bad in (0, -1, 1.5, "1", True):
+        with pytest.raises(ValueError, match="positive number of bytes"):
+            nc.set_workspace_limit(bad)
+
+
+def test_limit_from_the_environment(monkeypatch):
+    monkeypatch.delenv("NUMBACONV_WORKSPACE_MIB", raising=False)
+    assert workspace._limit_from_environment(7) == 7
+    monkeypatch.setenv("NUMBACONV_WORKSPACE_MIB", "64")
+    assert workspace._limit_from_environment(7) == 64 * MIB
+    monkeypatch.setenv("NUMBACONV_WORKSPACE_MIB", "0.5")
+    assert workspace._limit_from_environment(7) == MIB // 2
+    for bad in ("lots", "0", "-3"):
+        monkeypatch.setenv("NUMBACONV_WORKSPACE_MIB", bad)
+        with pytest.raises(ValueError, match="NUMBACONV_WORKSPACE_MIB"):
+            workspace._limit_from_environment(7)
+
+
+def test_peak_sums_the_largest_borrow_per_thread_and_buffer():
+    workspace.reset_peak()
+    workspace.borrow("test_a", 100, np.float64)
+    workspace.borrow("test_a", 10, np.float64)      # smaller: the peak keeps 800 bytes
+    workspace.borrow("test_b", 50, np.float32)
+    other = threading.Thread(target=lambda: workspace.borrow("test_a", 25, np.float64))
+    other.start()
+    other.join()
+    assert workspace.peak_bytes() == 800 + 200 + 200
+    assert workspace.peak_by_buffer() == {"test_a": 1000, "test_b": 200}
+    workspace.reset_peak()
+    assert workspace.peak_bytes() == 0
+
+
+def test_a_small_limit_shrinks_the_blocks_and_keeps_results(rng, limit):
+    """A problem whose column blocks take about 4 MiB by default, under a 1 MiB limit."""
+    x, w, grad_y = random_array(rng, (4, 32, 40, 40)), random_array(rng, (32, 32, 3, 3)), random_array(rng, (4, 32, 40, 40))
+    expected = {
+        "forward": reference.conv2d(x, w, padding=1),
+        "input": reference.conv2d_input(x.shape, w, grad_y, padding=1),
+        "weight": reference.conv2d_weight(x, w.shape, grad_y, padding=1)}
+    default_peak = {}
+    for algo in nc.algorithms("cpu"):
+        for pass_name, call in _passes(x, w, grad_y, algo).items():
+            default_peak[algo, pass_name] = _peak(call)[1]
+    limit(MIB)
+    for algo in nc.algorithms("cpu"):
+        for pass_name, call in _passes(x, w, grad_y, algo).items():
+            result, peak, by_buffer = _peak(call)
+            assert_close(result, expected[pass_name], np.float64, f"{algo} {pass_name}")
+            assert sum(by_buffer.get(name, 0) for name in CAPPED) <= MIB, (algo, pass_name, by_buffer)
+            if algo == "direct":
+                assert peak == 0
+            else:
+                assert 0 < peak < default_peak[algo, pass_name], (algo, pass_name)
+            if algo == "im2col" and pass_name != "weight":
+                assert peak <= MIB            # its column blocks are all it borrows
