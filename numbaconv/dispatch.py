@@ -12,13 +12,17 @@
    5x5 15 / 4.0 / 2.3, so a short reduction alone does not make direct win.
 2. ``winograd`` (F(4x4, 3x3)) for 3x3 stride-1 2-d problems with at least
    ``WINOGRAD_MIN_CHANNELS`` input channels per group and ``WINOGRAD_MIN_TILES``
-   4x4 output tiles: enough tiles per thread for wide products and a filter
-   transform (36 K C/g values) that is small next to the data. Measured
-   (float32, N=8, 2 cores, forward / input gradient ms, winograd vs shifted):
-   128ch 28x28 (392 tiles) 8.0 / 8.0 vs 10.6 / 11.6; 64ch 56x56 (1568)
-   12.5 / 12.8 vs 12.8 / 15.4; 256ch 14x14 (128) 9.7 / 10.3 vs 9.7 / 10.7;
-   512ch 7x7 (32) 19.7 / 23.1 vs 12.1 / 12.6; batch-1 16ch 32x32 (64)
-   0.67 vs 0.25. Its weight gradient is shifted's.
+   4x4 output tiles: its filter transform (36 K C/g values, ~100 flops each)
+   must be small next to the tiles' work, and a reduction over 3 channels is
+   too short for its products. Measured after the transforms were vectorised
+   (float32, CPU time of one thread, ms, forward / input / weight, winograd
+   vs shifted): 64ch 56x56 N=8 (1568 tiles) 9.8 / 9.7 / 11.7 vs 25 / 29 / 31;
+   32->64 26x26 N=64 (3136) 11.5 / 13.7 / 13.1 vs 22 / 24 / 25; 8ch 56x56
+   N=8 1.1 / 1.0 / 1.7 vs 1.6 / 2.3 / 2.6; 256ch 14x14 N=8 (128 tiles) 12.6 /
+   13.0 / 18.3 vs 18.6 / 19.7 / 20.6; 128ch 14x14 N=8 (128) 3.7 / 3.9 / 4.1
+   vs 5.8 / 7.0 / 7.1; but 512ch 7x7 N=8 (32) 32 / 38 / 56 vs 24 / 26 / 28,
+   256ch 14x14 N=2 (32) 7.7 / 8.4 / 8.9 vs 4.9 / 5.5 / 6.1, batch-1 16ch
+   32x32 (64) 0.25 vs 0.22 and 3->64 56x56 3.3 / 4.0 / 4.1 vs 3.1 / 3.6 / 3.7.
 3. ``shifted`` for stride 1 when its padded-grid overhead ``Q / P`` is at
    most ``SHIFTED_SPAN_LIMIT``: its column rows are single long copies, and
    on the 3x3 layers of the bench suite (numbaconv/bench.py) it ran 1.6-2x faster than
@@ -47,8 +51,8 @@ REGISTRY = {
 }
 DIRECT_PRODUCT_LIMIT = 32
 SHIFTED_SPAN_LIMIT = 1.5
-WINOGRAD_MIN_CHANNELS = 64
-WINOGRAD_MIN_TILES = 256
+WINOGRAD_MIN_CHANNELS = 8
+WINOGRAD_MIN_TILES = 128
 CUDA_DIRECT_REDUCTION_LIMIT = 16
 
 

@@ -129,7 +129,8 @@ def test_auto_rule():
     picks = [
         ("direct", ConvSpec.create((1, 8, 9, 9), (8, 1, 3, 3), groups=8)),
         ("shifted", ConvSpec.create((64, 1, 28, 28), (32, 1, 3, 3), padding=1)),   # short reduction, wide product
-        ("shifted", ConvSpec.create((1, 8, 56, 56), (8, 8, 3, 3), padding=1)),
+        ("shifted", ConvSpec.create((8, 3, 56, 56), (64, 3, 3, 3), padding=1)),   # too few channels
+        ("winograd", ConvSpec.create((1, 8, 56, 56), (8, 8, 3, 3), padding=1)),
         ("winograd", ConvSpec.create((8, 128, 28, 28), (128, 128, 3, 3), padding=1)),
         ("shifted", ConvSpec.create((8, 512, 7, 7), (512, 512, 3, 3), padding=1)),  # too few tiles
         ("im2col", ConvSpec.create((1, 8, 56, 56), (8, 8, 3, 3), stride=2, padding=1)),
@@ -173,7 +174,7 @@ def test_concurrent_calls_agree_and_restore_blas_threads(rng):
     expected = nc.reference.conv2d(x, w, padding=1)
     with ThreadPoolExecutor(4) as callers:
         results = list(callers.map(lambda algo: nc.conv2d(x, w, padding=1, algo=algo),
-                                   ["shifted", "im2col"] * 6))
+                                   ["shifted", "im2col", "winograd"] * 4))
     for y in results:
         assert_close(y, expected, np.float64, "concurrent call")
     after = [(info["filepath"], info["num_threads"]) for info in threadpool_info() if info["user_api"] == "blas"]
