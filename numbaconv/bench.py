@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -300,16 +301,25 @@ def tuned_choice(device: str, problem: Problem, pass_name: str) -> str:
     return plan["algo"] if plan else ""
 
 
+SETTLE_S = float(os.environ.get("NUMBACONV_BENCH_SETTLE_S", "0.02"))
+
+
 def best_times(calls, timers, min_repeats=3, max_repeats=25, budget_s=1.0) -> list[float]:
     """Best time of each call, the calls taking turns (round-robin) after the caller's warm-up.
 
-    Stops after ``max_repeats`` rounds, or once ``min_repeats`` rounds are done
-    and ``budget_s`` seconds have gone by.
+    Each timed call starts ``SETTLE_S`` seconds after the previous one ended:
+    PyTorch's OpenMP threads (GNU libgomp) spin for several milliseconds after
+    a parallel region, and timed right after a PyTorch call numbaconv's threads
+    shared the cores with them (conv3x3_128 forward: 8.6 ms against 4.7 ms
+    with a pause; PyTorch's own times barely change). Stops after
+    ``max_repeats`` rounds, or once ``min_repeats`` rounds are done and
+    ``budget_s`` seconds have gone by.
     """
     best = [math.inf] * len(calls)
     start = time.perf_counter()
     for round_index in range(max_repeats):
         for index, (call, timer) in enumerate(zip(calls, timers)):
+            time.sleep(SETTLE_S)
             best[index] = min(best[index], timer(call))
         if round_index + 1 >= min_repeats and time.perf_counter() - start >= budget_s:
             break
