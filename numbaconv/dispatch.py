@@ -36,11 +36,13 @@ numba.cuda.
 import functools
 import math
 
-from .cpu import direct as cpu_direct, im2col as cpu_im2col, shifted as cpu_shifted, winograd as cpu_winograd
+from .cpu import (direct as cpu_direct, im2col as cpu_im2col, planar as cpu_planar, shifted as cpu_shifted,
+                  winograd as cpu_winograd)
 from .devices import cuda_usable
 
 REGISTRY = {
-    "cpu": {"direct": cpu_direct, "im2col": cpu_im2col, "shifted": cpu_shifted, "winograd": cpu_winograd},
+    "cpu": {"direct": cpu_direct, "im2col": cpu_im2col, "planar": cpu_planar, "shifted": cpu_shifted,
+            "winograd": cpu_winograd},
 }
 DIRECT_PRODUCT_LIMIT = 32
 SHIFTED_SPAN_LIMIT = 1.5
