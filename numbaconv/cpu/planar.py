@@ -5,7 +5,7 @@ short for a matrix product to pay: depthwise layers, few-channel layers
 (a first layer on a 1-channel image) and small problems (batch 1, 16
 channels). Each thread copies one sample's input planes of a group into a
 zero-bordered grid ``(Dp, Hp, Wp)`` in its own scratch (the borders are the
-padding, zeroed once per call), and numbers the outputs by the flat grid
+padding, zeroed on the thread's first use in a call), and numbers the outputs by the flat grid
 index of their window's corner, ``q = (od * Hp + oh) * Wp + ow``. With stride
 1, tap ``t`` of output ``q`` reads ``grid[q + shift_t]``,
 ``shift_t = (td*dd * Hp + th*dh) * Wp + tw*dw`` (as in shifted.py), so
@@ -39,6 +39,7 @@ copies and the nine reads per output stay in L1/L2 (a 30x30 float32 plane is
 thread: one sample's group of padded planes plus one wide plane. Only
 stride 1 (any padding, dilation, groups and rank).
 """
+import functools
 import math
 
 import numba
@@ -59,66 +60,82 @@ def supports(spec):
     return None
 
 
-def _grid(spec, backward_input):
-    """``(offset, grid_size, span)``: where the source planes sit in the zero grid, the grid's
-    size and the span of ``q``, for the forward pass or (``backward_input``) its input gradient."""
+def scratch_bytes(spec, dtype):
+    """Bytes of scratch one thread uses in the costliest pass (bounded by the input gradient's grid)."""
+    planes = max(spec.group_in_channels, spec.group_out_channels)
+    grid = [n + d * (k - 1) + lo + hi for n, d, k, lo, hi in
+            zip(spec.in_size, spec.dilation, spec.kernel_size, spec.pad_lo, spec.pad_hi)]
+    return (planes + 1) * math.prod(grid) * np.dtype(dtype).itemsize
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(spec, backward_input, threads):
+    """``(offset, grid, span, shifts, blocks)`` of the forward pass of ``spec`` or (with
+    ``backward_input``) of its input gradient: where the source planes sit in the zero grid,
+    the grid's size, the span of ``q``, the taps' shifts in the grid and the output-channel
+    blocks per (sample, group). Remembered: a training loop asks every step."""
     if backward_input:
         extent = [d * (k - 1) for d, k in zip(spec.dilation, spec.kernel_size)]
         offset = tuple(e - lo for e, lo in zip(extent, spec.pad_lo))
         grid = tuple(n + e for n, e in zip(spec.in_size, extent))
-        out = spec.in_size
+        out, group_out = spec.in_size, spec.group_in_channels
     else:
         offset = spec.pad_lo
         grid = tuple(n + lo + hi for n, lo, hi in zip(spec.in_size, spec.pad_lo, spec.pad_hi))
-        out = spec.out_size
+        out, group_out = spec.out_size, spec.group_out_channels
     span = ((out[0] - 1) * grid[1] + out[1] - 1) * grid[2] + out[2]
-    return offset, grid, span
-
-
-def _shifts(spec, grid):
     (k_d, k_h, k_w), (dil_d, dil_h, dil_w) = spec.kernel_size, spec.dilation
-    return np.array([(td * dil_d * grid[1] + th * dil_h) * grid[2] + tw * dil_w
-                     for td in range(k_d) for th in range(k_h) for tw in range(k_w)], np.int64)
+    shifts = np.array([(td * dil_d * grid[1] + th * dil_h) * grid[2] + tw * dil_w
+                       for td in range(k_d) for th in range(k_h) for tw in range(k_w)], np.int64)
+    # enough (sample, group, block) items for every thread several times over: each block
+    # copies its group's planes again
+    blocks = min(group_out, -(-4 * threads // (spec.batch * spec.groups)))
+    return offset, grid, span, shifts, blocks
+
+
+def _fresh():
+    """One flag per thread: its scratch row is not yet zeroed in this call."""
+    return np.ones(numba.config.NUMBA_NUM_THREADS, np.bool_)
 
 
 def _scratch(planes, grid, span, dtype):
-    """Per thread (rows by ``numba.get_thread_id``): ``planes`` zeroed grids and a zeroed wide plane."""
+    """Per thread (rows by ``numba.get_thread_id``): room for ``planes`` grids and a wide plane."""
     size = planes * math.prod(grid) + span
     threads = numba.config.NUMBA_NUM_THREADS
-    scratch = workspace.borrow("planar", threads * size, dtype).reshape(threads, size)
-    scratch[:] = 0
-    return scratch
-
-
-def _blocks_per_group(spec, group_channels):
-    """Output-channel blocks per (sample, group): enough work items for every thread several
-    times over, since each block copies its group's planes again."""
-    items = spec.batch * spec.groups
-    return min(group_channels, -(-4 * numba.get_num_threads() // items))
-
-
-def scratch_bytes(spec, dtype):
-    """Bytes of scratch one thread uses in the costliest pass."""
-    planes = max(spec.group_in_channels, spec.group_out_channels)
-    return (planes + 1) * math.prod(_grid(spec, True)[1]) * np.dtype(dtype).itemsize
+    return workspace.borrow("planar", threads * size, dtype).reshape(threads, size)
 
 
 @njit(nogil=True, cache=True)
 def _move(plane, flat, offset, grid, into_flat):
-    """Copy ``plane`` (D, H, W) into the grid ``flat`` (Dp, Hp, Wp, flattened) at ``offset``,
-    dropping what falls outside it, or (not ``into_flat``) copy that region back into ``plane``."""
+    """Copy ``plane`` (D, H, W) into ``flat``, a grid (Dp, Hp, Wp) flattened (or its first
+    ``flat.size`` entries), with ``plane[d, h, w]`` at grid position ``(d, h, w) + offset`` and
+    what falls outside the grid dropped; or (not ``into_flat``) copy the plane back out.
+    The rest of ``flat`` is left as it is."""
     depth, height, width = plane.shape
+    first, stop = max(0, -offset[2]), min(width, grid[2] - offset[2])   # plane columns inside
     for d in range(max(0, -offset[0]), min(depth, grid[0] - offset[0])):
         for h in range(max(0, -offset[1]), min(height, grid[1] - offset[1])):
-            w0, w1 = max(0, -offset[2]), min(width, grid[2] - offset[2])
             start = ((d + offset[0]) * grid[1] + h + offset[1]) * grid[2] + offset[2]
-            row, grid_row = plane[d, h, w0:w1], flat[start + w0:start + w1]
+            row, grid_row = plane[d, h, first:stop], flat[start + first:start + stop]
             if into_flat:
-                for i in range(w1 - w0):
+                for i in range(stop - first):
                     grid_row[i] = row[i]
             else:
-                for i in range(w1 - w0):
+                for i in range(stop - first):
                     row[i] = grid_row[i]
+
+
+@njit(nogil=True, cache=True)
+def _own_scratch(scratch, fresh):
+    """This thread's scratch row, zeroed on its first use in a call (``fresh[thread]``): the
+    grids' borders (padding) and the gaps between output rows stay zero for the whole call."""
+    thread = numba.get_thread_id()
+    own = scratch[thread]
+    if fresh[thread]:
+        for i in range(own.size):
+            own[i] = 0
+        fresh[thread] = False
+    return thread, own
 
 
 @njit(nogil=True, cache=True, fastmath={"contract"})
@@ -181,7 +198,7 @@ def _tap_dots(wide, flat, shifts, sums):
 
 
 @njit(parallel=True, cache=True)
-def _correlate_kernel(source, weights, shifts, offset, grid, blocks, scratch, out):
+def _correlate_kernel(source, weights, shifts, offset, grid, blocks, scratch, fresh, out):
     """``out[n, o] = sum over s in o's group and taps t of weights[o, s, t] * source[n, s]`` shifted
     by tap t, on the grid: ``source`` (N, S, ...), ``weights`` (O, S/g, T), ``out`` (N, O, ...)."""
     batch, source_channels = source.shape[0], source.shape[1]
@@ -193,7 +210,7 @@ def _correlate_kernel(source, weights, shifts, offset, grid, blocks, scratch, ou
     span = scratch.shape[1] - group_source * grid_size
     for item in prange(batch * groups * blocks):
         n, g, b = item // (groups * blocks), item // blocks % groups, item % blocks
-        own = scratch[numba.get_thread_id()]
+        _, own = _own_scratch(scratch, fresh)
         wide = own[group_source * grid_size:]
         for s in range(group_source):
             _move(source[n, g * group_source + s], own[s * grid_size:(s + 1) * grid_size], offset, grid, True)
@@ -205,7 +222,7 @@ def _correlate_kernel(source, weights, shifts, offset, grid, blocks, scratch, ou
 
 
 @njit(parallel=True, cache=True)
-def _weight_kernel(x, grad_y, shifts, offset, grid, blocks, scratch, partial):
+def _weight_kernel(x, grad_y, shifts, offset, grid, blocks, scratch, fresh, partial):
     """``partial[thread, k, c, t] += sum over q of grad_y[n, k] * x[n, c]`` shifted by tap t, over
     the thread's (sample, group, block) items; ``partial`` (threads, K, C/g, T) float64."""
     batch, in_channels = x.shape[0], x.shape[1]
@@ -217,8 +234,7 @@ def _weight_kernel(x, grad_y, shifts, offset, grid, blocks, scratch, partial):
     span = scratch.shape[1] - group_in * grid_size
     for item in prange(batch * groups * blocks):
         n, g, b = item // (groups * blocks), item // blocks % groups, item % blocks
-        thread = numba.get_thread_id()
-        own = scratch[thread]
+        thread, own = _own_scratch(scratch, fresh)
         wide = own[group_in * grid_size:]
         for c in range(group_in):
             _move(x[n, g * group_in + c], own[c * grid_size:(c + 1) * grid_size], offset, grid, True)
@@ -230,29 +246,24 @@ def _weight_kernel(x, grad_y, shifts, offset, grid, blocks, scratch, partial):
 
 
 def forward(spec, x, w, out):
-    offset, grid, span = _grid(spec, False)
+    offset, grid, span, shifts, blocks = _plan(spec, False, numba.get_num_threads())
     scratch = _scratch(spec.group_in_channels, grid, span, x.dtype)
-    weights = w.reshape(w.shape[0], w.shape[1], -1)
-    _correlate_kernel(x, weights, _shifts(spec, grid), offset, grid,
-                      _blocks_per_group(spec, spec.group_out_channels), scratch, out)
+    _correlate_kernel(x, w.reshape(w.shape[0], w.shape[1], -1), shifts, offset, grid, blocks, scratch, _fresh(), out)
 
 
 def backward_input(spec, grad_y, w, grad_x):
-    offset, grid, span = _grid(spec, True)
+    offset, grid, span, shifts, blocks = _plan(spec, True, numba.get_num_threads())
     scratch = _scratch(spec.group_out_channels, grid, span, grad_y.dtype)
     group_out, group_in = spec.group_out_channels, spec.group_in_channels
     # weights[g*Cg + c, j, t] = w[g*Kg + j, c, T-1-t]: rotated kernel, channel axes swapped
     rotated = w.reshape(spec.groups, group_out, group_in, -1)[..., ::-1]
     weights = np.ascontiguousarray(rotated.transpose(0, 2, 1, 3)).reshape(spec.in_channels, group_out, -1)
-    _correlate_kernel(grad_y, weights, _shifts(spec, grid), offset, grid,
-                      _blocks_per_group(spec, group_in), scratch, grad_x)
+    _correlate_kernel(grad_y, weights, shifts, offset, grid, blocks, scratch, _fresh(), grad_x)
 
 
 def backward_weight(spec, x, grad_y, grad_w):
-    offset, grid, span = _grid(spec, False)
+    offset, grid, span, shifts, blocks = _plan(spec, False, numba.get_num_threads())
     scratch = _scratch(spec.group_in_channels, grid, span, x.dtype)
-    taps = math.prod(spec.kernel_size)
-    partial = np.zeros((scratch.shape[0], spec.out_channels, spec.group_in_channels, taps))
-    _weight_kernel(x, grad_y, _shifts(spec, grid), offset, grid,
-                   _blocks_per_group(spec, spec.group_out_channels), scratch, partial)
+    partial = np.zeros((scratch.shape[0], spec.out_channels, spec.group_in_channels, len(shifts)))
+    _weight_kernel(x, grad_y, shifts, offset, grid, blocks, scratch, _fresh(), partial)
     grad_w[...] = partial.sum(axis=0).reshape(grad_w.shape)
