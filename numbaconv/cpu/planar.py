@@ -99,8 +99,8 @@ def _fresh():
 
 
 def _scratch(planes, grid, span, dtype):
-    """Per thread (rows by ``numba.get_thread_id``): room for ``planes`` grids and a wide plane."""
-    size = planes * math.prod(grid) + span
+    """Per thread (rows by ``numba.get_thread_id``): room for ``planes`` grids and two wide planes."""
+    size = planes * math.prod(grid) + 2 * span
     threads = numba.config.NUMBA_NUM_THREADS
     return workspace.borrow("planar", threads * size, dtype).reshape(threads, size)
 
@@ -138,19 +138,31 @@ def _own_scratch(scratch, fresh):
     return thread, own
 
 
+@njit(inline="always")
+def _nine(values, t):
+    """``values[t:t + 9]`` as a tuple of scalars (kept in registers)."""
+    return (values[t], values[t + 1], values[t + 2], values[t + 3], values[t + 4], values[t + 5],
+            values[t + 6], values[t + 7], values[t + 8])
+
+
+@njit(inline="always")
+def _nine_views(flat, shifts, t, span):
+    """The ``span``-long views of ``flat`` at ``shifts[t:t + 9]``: sliced, so the loops index
+    them with counters Numba knows are not negative (no wraparound checks, they vectorise)."""
+    s0, s1, s2, s3, s4, s5, s6, s7, s8 = _nine(shifts, t)
+    return (flat[s0:s0 + span], flat[s1:s1 + span], flat[s2:s2 + span], flat[s3:s3 + span],
+            flat[s4:s4 + span], flat[s5:s5 + span], flat[s6:s6 + span], flat[s7:s7 + span],
+            flat[s8:s8 + span])
+
+
 @njit(nogil=True, cache=True, fastmath={"contract"})
 def _add_taps(wide, flat, weights, shifts):
     """``wide[q] += sum over taps t of weights[t] * flat[q + shifts[t]]``, nine taps per pass."""
-    span = wide.size
-    taps = shifts.size
+    span, taps = wide.size, shifts.size
     t = 0
     while t + FUSED_TAPS <= taps:
-        w0, w1, w2, w3, w4 = weights[t], weights[t + 1], weights[t + 2], weights[t + 3], weights[t + 4]
-        w5, w6, w7, w8 = weights[t + 5], weights[t + 6], weights[t + 7], weights[t + 8]
-        s = shifts[t:t + FUSED_TAPS]
-        a0, a1, a2 = flat[s[0]:s[0] + span], flat[s[1]:s[1] + span], flat[s[2]:s[2] + span]
-        a3, a4, a5 = flat[s[3]:s[3] + span], flat[s[4]:s[4] + span], flat[s[5]:s[5] + span]
-        a6, a7, a8 = flat[s[6]:s[6] + span], flat[s[7]:s[7] + span], flat[s[8]:s[8] + span]
+        a0, a1, a2, a3, a4, a5, a6, a7, a8 = _nine_views(flat, shifts, t, span)
+        w0, w1, w2, w3, w4, w5, w6, w7, w8 = _nine(weights, t)
         for q in range(span):
             wide[q] += (w0 * a0[q] + w1 * a1[q] + w2 * a2[q] + w3 * a3[q] + w4 * a4[q]
                         + w5 * a5[q] + w6 * a6[q] + w7 * a7[q] + w8 * a8[q])
@@ -161,19 +173,38 @@ def _add_taps(wide, flat, weights, shifts):
             wide[q] += weight * source[q]
 
 
+@njit(nogil=True, cache=True, fastmath={"contract"})
+def _add_taps_pair(wide_a, wide_b, flat, weights_a, weights_b, shifts):
+    """:func:`_add_taps` for two outputs at once: each load of ``flat`` feeds both."""
+    span, taps = wide_a.size, shifts.size
+    t = 0
+    while t + FUSED_TAPS <= taps:
+        a0, a1, a2, a3, a4, a5, a6, a7, a8 = _nine_views(flat, shifts, t, span)
+        u0, u1, u2, u3, u4, u5, u6, u7, u8 = _nine(weights_a, t)
+        v0, v1, v2, v3, v4, v5, v6, v7, v8 = _nine(weights_b, t)
+        for q in range(span):
+            x0, x1, x2, x3, x4, x5, x6, x7, x8 = a0[q], a1[q], a2[q], a3[q], a4[q], a5[q], a6[q], a7[q], a8[q]
+            wide_a[q] += (u0 * x0 + u1 * x1 + u2 * x2 + u3 * x3 + u4 * x4
+                          + u5 * x5 + u6 * x6 + u7 * x7 + u8 * x8)
+            wide_b[q] += (v0 * x0 + v1 * x1 + v2 * x2 + v3 * x3 + v4 * x4
+                          + v5 * x5 + v6 * x6 + v7 * x7 + v8 * x8)
+        t += FUSED_TAPS
+    for tap in range(t, taps):
+        weight_a, weight_b, source = weights_a[tap], weights_b[tap], flat[shifts[tap]:shifts[tap] + span]
+        for q in range(span):
+            wide_a[q] += weight_a * source[q]
+            wide_b[q] += weight_b * source[q]
+
+
 @njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
 def _tap_dots(wide, flat, shifts, sums):
     """``sums[t] += sum over q of wide[q] * flat[q + shifts[t]]``, nine taps per pass (float64 sums
     of per-plane dot products in the array dtype, which vectorise)."""
-    span = wide.size
-    taps = shifts.size
+    span, taps = wide.size, shifts.size
     zero = wide.dtype.type(0)
     t = 0
     while t + FUSED_TAPS <= taps:
-        s = shifts[t:t + FUSED_TAPS]
-        a0, a1, a2 = flat[s[0]:s[0] + span], flat[s[1]:s[1] + span], flat[s[2]:s[2] + span]
-        a3, a4, a5 = flat[s[3]:s[3] + span], flat[s[4]:s[4] + span], flat[s[5]:s[5] + span]
-        a6, a7, a8 = flat[s[6]:s[6] + span], flat[s[7]:s[7] + span], flat[s[8]:s[8] + span]
+        a0, a1, a2, a3, a4, a5, a6, a7, a8 = _nine_views(flat, shifts, t, span)
         d0 = d1 = d2 = d3 = d4 = d5 = d6 = d7 = d8 = zero
         for q in range(span):
             g = wide[q]
@@ -207,18 +238,27 @@ def _correlate_kernel(source, weights, shifts, offset, grid, blocks, scratch, fr
     group_out = out_channels // groups
     block = -(-group_out // blocks)
     grid_size = grid[0] * grid[1] * grid[2]
-    span = scratch.shape[1] - group_source * grid_size
+    span = (scratch.shape[1] - group_source * grid_size) // 2
     for item in prange(batch * groups * blocks):
         n, g, b = item // (groups * blocks), item // blocks % groups, item % blocks
         _, own = _own_scratch(scratch, fresh)
         wide = own[group_source * grid_size:]
         for s in range(group_source):
             _move(source[n, g * group_source + s], own[s * grid_size:(s + 1) * grid_size], offset, grid, True)
-        for o in range(g * group_out + b * block, g * group_out + min(group_out, (b + 1) * block)):
+        o, stop = g * group_out + b * block, g * group_out + min(group_out, (b + 1) * block)
+        while o < stop:   # two outputs at a time, then one
+            pair = o + 1 < stop
             wide[:] = 0
             for s in range(group_source):
-                _add_taps(wide, own[s * grid_size:(s + 1) * grid_size], weights[o, s], shifts)
-            _move(out[n, o], wide, (0, 0, 0), grid, False)
+                if pair:
+                    _add_taps_pair(wide[:span], wide[span:], own[s * grid_size:(s + 1) * grid_size],
+                                   weights[o, s], weights[o + 1, s], shifts)
+                else:
+                    _add_taps(wide[:span], own[s * grid_size:(s + 1) * grid_size], weights[o, s], shifts)
+            _move(out[n, o], wide[:span], (0, 0, 0), grid, False)
+            if pair:
+                _move(out[n, o + 1], wide[span:], (0, 0, 0), grid, False)
+            o += 2 if pair else 1
 
 
 @njit(parallel=True, cache=True)
@@ -231,11 +271,11 @@ def _weight_kernel(x, grad_y, shifts, offset, grid, blocks, scratch, fresh, part
     group_out = out_channels // groups
     block = -(-group_out // blocks)
     grid_size = grid[0] * grid[1] * grid[2]
-    span = scratch.shape[1] - group_in * grid_size
+    span = (scratch.shape[1] - group_in * grid_size) // 2
     for item in prange(batch * groups * blocks):
         n, g, b = item // (groups * blocks), item // blocks % groups, item % blocks
         thread, own = _own_scratch(scratch, fresh)
-        wide = own[group_in * grid_size:]
+        wide = own[group_in * grid_size:group_in * grid_size + span]
         for c in range(group_in):
             _move(x[n, g * group_in + c], own[c * grid_size:(c + 1) * grid_size], offset, grid, True)
         for k in range(g * group_out + b * block, g * group_out + min(group_out, (b + 1) * block)):
