@@ -156,17 +156,22 @@ def _nine_views(flat, shifts, t, span):
 
 
 @njit(nogil=True, cache=True, fastmath={"contract"})
-def _add_taps(wide, flat, weights, shifts):
-    """``wide[q] += sum over taps t of weights[t] * flat[q + shifts[t]]``, nine taps per pass."""
+def _add_taps(wide, flat, weights, shifts, accumulate):
+    """``wide[q] (+)= sum over taps t of weights[t] * flat[q + shifts[t]]``, nine taps per pass;
+    without ``accumulate`` the first pass overwrites ``wide`` (no clearing, one load less)."""
     span, taps = wide.size, shifts.size
     t = 0
     while t + FUSED_TAPS <= taps:
         a0, a1, a2, a3, a4, a5, a6, a7, a8 = _nine_views(flat, shifts, t, span)
         w0, w1, w2, w3, w4, w5, w6, w7, w8 = _nine(weights, t)
         for q in range(span):
-            wide[q] += (w0 * a0[q] + w1 * a1[q] + w2 * a2[q] + w3 * a3[q] + w4 * a4[q]
-                        + w5 * a5[q] + w6 * a6[q] + w7 * a7[q] + w8 * a8[q])
+            total = (w0 * a0[q] + w1 * a1[q] + w2 * a2[q] + w3 * a3[q] + w4 * a4[q]
+                     + w5 * a5[q] + w6 * a6[q] + w7 * a7[q] + w8 * a8[q])
+            wide[q] = wide[q] + total if accumulate else total
         t += FUSED_TAPS
+        accumulate = True
+    if not accumulate:
+        wide[:] = 0
     for tap in range(t, taps):
         weight, source = weights[tap], flat[shifts[tap]:shifts[tap] + span]
         for q in range(span):
@@ -174,7 +179,7 @@ def _add_taps(wide, flat, weights, shifts):
 
 
 @njit(nogil=True, cache=True, fastmath={"contract"})
-def _add_taps_pair(wide_a, wide_b, flat, weights_a, weights_b, shifts):
+def _add_taps_pair(wide_a, wide_b, flat, weights_a, weights_b, shifts, accumulate):
     """:func:`_add_taps` for two outputs at once: each load of ``flat`` feeds both."""
     span, taps = wide_a.size, shifts.size
     t = 0
@@ -184,11 +189,15 @@ def _add_taps_pair(wide_a, wide_b, flat, weights_a, weights_b, shifts):
         v0, v1, v2, v3, v4, v5, v6, v7, v8 = _nine(weights_b, t)
         for q in range(span):
             x0, x1, x2, x3, x4, x5, x6, x7, x8 = a0[q], a1[q], a2[q], a3[q], a4[q], a5[q], a6[q], a7[q], a8[q]
-            wide_a[q] += (u0 * x0 + u1 * x1 + u2 * x2 + u3 * x3 + u4 * x4
-                          + u5 * x5 + u6 * x6 + u7 * x7 + u8 * x8)
-            wide_b[q] += (v0 * x0 + v1 * x1 + v2 * x2 + v3 * x3 + v4 * x4
-                          + v5 * x5 + v6 * x6 + v7 * x7 + v8 * x8)
+            total_a = u0 * x0 + u1 * x1 + u2 * x2 + u3 * x3 + u4 * x4 + u5 * x5 + u6 * x6 + u7 * x7 + u8 * x8
+            total_b = v0 * x0 + v1 * x1 + v2 * x2 + v3 * x3 + v4 * x4 + v5 * x5 + v6 * x6 + v7 * x7 + v8 * x8
+            wide_a[q] = wide_a[q] + total_a if accumulate else total_a
+            wide_b[q] = wide_b[q] + total_b if accumulate else total_b
         t += FUSED_TAPS
+        accumulate = True
+    if not accumulate:
+        wide_a[:] = 0
+        wide_b[:] = 0
     for tap in range(t, taps):
         weight_a, weight_b, source = weights_a[tap], weights_b[tap], flat[shifts[tap]:shifts[tap] + span]
         for q in range(span):
@@ -248,13 +257,12 @@ def _correlate_kernel(source, weights, shifts, offset, grid, blocks, scratch, fr
         o, stop = g * group_out + b * block, g * group_out + min(group_out, (b + 1) * block)
         while o < stop:   # two outputs at a time, then one
             pair = o + 1 < stop
-            wide[:] = 0
             for s in range(group_source):
                 if pair:
                     _add_taps_pair(wide[:span], wide[span:], own[s * grid_size:(s + 1) * grid_size],
-                                   weights[o, s], weights[o + 1, s], shifts)
+                                   weights[o, s], weights[o + 1, s], shifts, s > 0)
                 else:
-                    _add_taps(wide[:span], own[s * grid_size:(s + 1) * grid_size], weights[o, s], shifts)
+                    _add_taps(wide[:span], own[s * grid_size:(s + 1) * grid_size], weights[o, s], shifts, s > 0)
             _move(out[n, o], wide[:span], (0, 0, 0), grid, False)
             if pair:
                 _move(out[n, o + 1], wide[span:], (0, 0, 0), grid, False)
