@@ -237,6 +237,52 @@ def _tap_dots(wide, flat, shifts, sums):
         sums[tap] += dot
 
 
+@njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
+def _tap_dots_pair(wide_a, wide_b, flat, shifts, sums_a, sums_b):
+    """:func:`_tap_dots` for two planes ``wide_a``, ``wide_b`` at once: each load of ``flat`` feeds both."""
+    span, taps = wide_a.size, shifts.size
+    zero = wide_a.dtype.type(0)
+    t = 0
+    while t + FUSED_TAPS <= taps:
+        a0, a1, a2, a3, a4, a5, a6, a7, a8 = _nine_views(flat, shifts, t, span)
+        d0 = d1 = d2 = d3 = d4 = d5 = d6 = d7 = d8 = zero
+        e0 = e1 = e2 = e3 = e4 = e5 = e6 = e7 = e8 = zero
+        for q in range(span):
+            g, h = wide_a[q], wide_b[q]
+            x0, x1, x2, x3, x4, x5, x6, x7, x8 = a0[q], a1[q], a2[q], a3[q], a4[q], a5[q], a6[q], a7[q], a8[q]
+            d0 += g * x0
+            d1 += g * x1
+            d2 += g * x2
+            d3 += g * x3
+            d4 += g * x4
+            d5 += g * x5
+            d6 += g * x6
+            d7 += g * x7
+            d8 += g * x8
+            e0 += h * x0
+            e1 += h * x1
+            e2 += h * x2
+            e3 += h * x3
+            e4 += h * x4
+            e5 += h * x5
+            e6 += h * x6
+            e7 += h * x7
+            e8 += h * x8
+        for i, (dot_a, dot_b) in enumerate(((d0, e0), (d1, e1), (d2, e2), (d3, e3), (d4, e4), (d5, e5),
+                                            (d6, e6), (d7, e7), (d8, e8))):
+            sums_a[t + i] += dot_a
+            sums_b[t + i] += dot_b
+        t += FUSED_TAPS
+    for tap in range(t, taps):
+        source = flat[shifts[tap]:shifts[tap] + span]
+        dot_a = dot_b = zero
+        for q in range(span):
+            dot_a += wide_a[q] * source[q]
+            dot_b += wide_b[q] * source[q]
+        sums_a[tap] += dot_a
+        sums_b[tap] += dot_b
+
+
 @njit(parallel=True, cache=True)
 def _correlate_kernel(source, weights, shifts, offset, grid, blocks, scratch, fresh, out):
     """``out[n, o] = sum over s in o's group and taps t of weights[o, s, t] * source[n, s]`` shifted
@@ -283,14 +329,24 @@ def _weight_kernel(x, grad_y, shifts, offset, grid, blocks, scratch, fresh, part
     for item in prange(batch * groups * blocks):
         n, g, b = item // (groups * blocks), item // blocks % groups, item % blocks
         thread, own = _own_scratch(scratch, fresh)
-        wide = own[group_in * grid_size:group_in * grid_size + span]
+        wide_a = own[group_in * grid_size:group_in * grid_size + span]
+        wide_b = own[group_in * grid_size + span:]
         for c in range(group_in):
             _move(x[n, g * group_in + c], own[c * grid_size:(c + 1) * grid_size], offset, grid, True)
-        for k in range(g * group_out + b * block, g * group_out + min(group_out, (b + 1) * block)):
+        k, stop = g * group_out + b * block, g * group_out + min(group_out, (b + 1) * block)
+        while k < stop:   # two output channels at a time, then one
+            pair = k + 1 < stop
             # grad_y on the output grid: the entries that are not outputs stay zero
-            _move(grad_y[n, k], wide, (0, 0, 0), grid, True)
+            _move(grad_y[n, k], wide_a, (0, 0, 0), grid, True)
+            if pair:
+                _move(grad_y[n, k + 1], wide_b, (0, 0, 0), grid, True)
             for c in range(group_in):
-                _tap_dots(wide, own[c * grid_size:(c + 1) * grid_size], shifts, partial[thread, k, c])
+                flat = own[c * grid_size:(c + 1) * grid_size]
+                if pair:
+                    _tap_dots_pair(wide_a, wide_b, flat, shifts, partial[thread, k, c], partial[thread, k + 1, c])
+                else:
+                    _tap_dots(wide_a, flat, shifts, partial[thread, k, c])
+            k += 2 if pair else 1
 
 
 def forward(spec, x, w, out):
