@@ -89,7 +89,7 @@ def _plan(spec, backward_input, threads):
                        for td in range(k_d) for th in range(k_h) for tw in range(k_w)], np.int64)
     # enough (sample, group, block) items for every thread several times over: each block
     # copies its group's planes again
-    blocks = min(group_out, -(-4 * threads // (spec.batch * spec.groups)))
+    blocks = min(group_out, -(-threads // (spec.batch * spec.groups)))
     return offset, grid, span, shifts, blocks
 
 
