@@ -1,29 +1,44 @@
 """The (device, algorithm) registry and the choice of algorithm.
 
-``algo="auto"`` on the CPU, in order:
+``algo="auto"`` on the CPU, in order, with ``P = (K / groups) * (C / groups)
+* prod(kernel)`` the size of each group's matrix product (its rows times its
+reduction):
 
-1. ``direct`` when each group's matrix product would be tiny: ``(K / groups)
-   * (C / groups) * prod(kernel) < DIRECT_PRODUCT_LIMIT`` (depthwise
-   convolutions): with so few rows and columns the GEMM algorithms spend more
-   on moving columns than on arithmetic. Measured (float32, 2 cores, ms,
-   direct / im2col / shifted): depthwise 256ch 28x28 N=8 14 / 32 / 21;
-   depthwise with multiplier 2, 64ch 56x56 15 / 24 / 15; but 1 -> 32 channels
-   3x3 28x28 N=64 (a product of 32 x 9) 9.0 / 2.0 / 2.7 and LeNet's 1 -> 20
-   5x5 15 / 4.0 / 2.3, so a short reduction alone does not make direct win.
-2. ``winograd`` (F(4x4, 3x3)) for 3x3 stride-1 2-d problems with at least
+1. ``winograd`` (F(4x4, 3x3)) for 3x3 stride-1 2-d problems with at least
    ``WINOGRAD_MIN_CHANNELS`` input channels per group and ``WINOGRAD_MIN_TILES``
    4x4 output tiles: enough tiles per thread for wide products and a filter
    transform (36 K C/g values) that is small next to the data. Measured
    (float32, N=8, 2 cores, forward / input gradient ms, winograd vs shifted):
    128ch 28x28 (392 tiles) 8.0 / 8.0 vs 10.6 / 11.6; 64ch 56x56 (1568)
    12.5 / 12.8 vs 12.8 / 15.4; 256ch 14x14 (128) 9.7 / 10.3 vs 9.7 / 10.7;
-   512ch 7x7 (32) 19.7 / 23.1 vs 12.1 / 12.6; batch-1 16ch 32x32 (64)
-   0.67 vs 0.25. Its weight gradient is shifted's.
-3. ``shifted`` for stride 1 when its padded-grid overhead ``Q / P`` is at
+   512ch 7x7 (32) 19.7 / 23.1 vs 12.1 / 12.6. Its weight gradient is
+   shifted's. (planar on 64ch 56x56: 13.9 / 14.0 / 15.2 against winograd's
+   12.8 / 12.8 / 15.8 with the weight gradient, so winograd goes first.)
+2. ``planar`` at stride 1 when ``P < PLANAR_PRODUCT_LIMIT`` and the kernel has
+   more than one tap, or ``P < DIRECT_PRODUCT_LIMIT`` (depthwise 1x1): where
+   the GEMM algorithms' products are too small to pay for building their
+   columns. Measured (float32, 2 cores, ms, forward / input / weight,
+   planar vs the best of shifted, winograd and im2col): depthwise 256ch 28x28
+   N=8 0.60 / 0.60 / 0.63 vs 21 / 39 / 18 (direct 8.1 / 8.1 / 9.7); 1 -> 32
+   3x3 28x28 N=64 (P = 288) 0.36 / 0.46 / 0.40 vs 2.0 / - / 2.7; batch-1
+   16ch 32x32 (P = 2304) 0.046 / 0.050 / 0.050 vs 0.25 / 0.29 / 0.30;
+   LeNet's 20 -> 20 5x5 (P = 10000) 2.7 / 4.1 / 2.4 vs 6.1 / 6.8 / 8.7;
+   video 16 -> 32 3x3x3 (P = 13824) 3.0 / 3.1 / 2.8 vs 8.0 / 6.7 / 9.9;
+   32 -> 64 3x3 26x26 N=64 (P = 18432) 12.3 / 17.1 / 19.4 vs 17.8 / 21.0 /
+   17.5; 48ch 28x28 N=8 (P = 20736) 2.2 / 2.2 / 2.1 vs 2.7 / 2.5 / 2.7;
+   96 -> 32 7x7 N=8 (P = 27648) 0.62 / 0.58 / 0.60 vs 0.72 / 0.61 / 0.67;
+   but 64ch 14x14 N=8 (P = 36864) 1.42 / 1.35 / 1.46 vs 1.38 / 1.31 / 1.34
+   and 256ch 14x14 (P = 589824) 21 / 23 / 25 vs 14 / 13 / 15; a 1x1
+   kernel (one tap a pass) lost 256 -> 64 at 56x56 (P = 16384) 23 vs 14.
+3. ``direct`` when ``P < DIRECT_PRODUCT_LIMIT`` (strided depthwise
+   convolutions): with so few rows and columns the GEMM algorithms spend more
+   on moving columns than on arithmetic. Measured (float32, 2 cores, ms,
+   direct / im2col / shifted): depthwise 256ch 28x28 N=8 14 / 32 / 21.
+4. ``shifted`` for stride 1 when its padded-grid overhead ``Q / P`` is at
    most ``SHIFTED_SPAN_LIMIT``: its column rows are single long copies, and
    on the 3x3 layers of the bench suite (numbaconv/bench.py) it ran 1.6-2x faster than
    im2col (e.g. 64ch 56x56 forward, N=8, 2 cores: 14-17 ms against 29-36 ms).
-4. ``im2col`` otherwise (strided problems, large kernels on small images).
+5. ``im2col`` otherwise (strided problems, large kernels on small images).
 
 ``algo="auto"`` on the GPU: ``direct`` when ``(C / groups) * prod(kernel)`` is
 below ``CUDA_DIRECT_REDUCTION_LIMIT`` (most of a 16-deep matrix-product tile
@@ -45,6 +60,7 @@ REGISTRY = {
             "winograd": cpu_winograd},
 }
 DIRECT_PRODUCT_LIMIT = 32
+PLANAR_PRODUCT_LIMIT = 32768
 SHIFTED_SPAN_LIMIT = 1.5
 WINOGRAD_MIN_CHANNELS = 64
 WINOGRAD_MIN_TILES = 256
@@ -87,11 +103,15 @@ def choose(device: str, algo: str, spec):
 
 def _auto_cpu(spec, runnable):
     """The CPU algorithm "auto" picks (rule in the module docstring)."""
-    if spec.group_out_channels * spec.group_in_channels * math.prod(spec.kernel_size) < DIRECT_PRODUCT_LIMIT:
-        return "direct"
+    taps = math.prod(spec.kernel_size)
+    product = spec.group_out_channels * spec.group_in_channels * taps
     if ("winograd" in runnable and spec.group_in_channels >= WINOGRAD_MIN_CHANNELS
             and cpu_winograd.tile_count(spec) >= WINOGRAD_MIN_TILES):
         return "winograd"
+    if "planar" in runnable and (product < DIRECT_PRODUCT_LIMIT or (taps > 1 and product < PLANAR_PRODUCT_LIMIT)):
+        return "planar"
+    if product < DIRECT_PRODUCT_LIMIT:
+        return "direct"
     if "shifted" in runnable and cpu_shifted.span_ratio(spec) <= SHIFTED_SPAN_LIMIT:
         return "shifted"
     return "im2col"

@@ -113,3 +113,17 @@ def test_winograd_tile_blocks_cut_anywhere(rng, monkeypatch, block_columns):
     for case in (c for c in CASES if c[0] in ("2d-3x3-same-edge-tiles", "2d-3x3-asymmetric-groups")):
         spec, x, w, grad_y = random_problem(rng, case, np.float64)
         check_passes(dispatch.REGISTRY["cpu"]["winograd"], spec, x, w, grad_y, np.float64)
+
+
+def test_planar_on_one_thread(rng):
+    """One thread takes a sample's output channels in one block: the two-channels-at-a-time
+    paths and the odd channel left over, which more threads reach only on some cases."""
+    import numba
+    previous = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        for case in (c for c, a in SUPPORTED if a == "planar"):
+            spec, x, w, grad_y = random_problem(rng, case, np.float64)
+            check_passes(dispatch.REGISTRY["cpu"]["planar"], spec, x, w, grad_y, np.float64)
+    finally:
+        numba.set_num_threads(previous)

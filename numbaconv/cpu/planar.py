@@ -1,43 +1,51 @@
 """Planar direct convolution for stride 1: whole padded planes, taps as shifted reads.
 
-Built for problems whose per-group reduction ``(C/g) * prod(kernel)`` is too
-short for a matrix product to pay: depthwise layers, few-channel layers
-(a first layer on a 1-channel image) and small problems (batch 1, 16
-channels). Each thread copies one sample's input planes of a group into a
-zero-bordered grid ``(Dp, Hp, Wp)`` in its own scratch (the borders are the
-padding, zeroed on the thread's first use in a call), and numbers the outputs by the flat grid
-index of their window's corner, ``q = (od * Hp + oh) * Wp + ow``. With stride
-1, tap ``t`` of output ``q`` reads ``grid[q + shift_t]``,
-``shift_t = (td*dd * Hp + th*dh) * Wp + tw*dw`` (as in shifted.py), so
+Built for problems whose matrix products would be small: depthwise layers,
+few-channel layers (a first layer on a 1-channel image) and small problems
+(batch 1, 16 channels), where the GEMM algorithms spend more on building
+columns than on arithmetic. Each thread copies one sample's input planes of
+a group into a zero-bordered grid ``(Dp, Hp, Wp)`` in its own scratch (the
+borders are the padding, zeroed on the thread's first use in a call), and
+numbers the outputs by the flat grid index of their window's corner,
+``q = (od * Hp + oh) * Wp + ow``. With stride 1, tap ``t`` of output ``q``
+reads ``grid[q + shift_t]``, ``shift_t = (td*dd * Hp + th*dh) * Wp + tw*dw``
+(as in shifted.py), so
 
     forward:      wide[q]    = sum over c, t of w[k, c, t] * grid_c[q + shift_t]
     weight grad:  grad_w[t] += sum over q of wide_gy[q] * grid_c[q + shift_t]
 
-run along the whole plane with unit stride: the inner loops are thousands
-long and vectorise, where loops over one output row (28 wide) ran mostly in
-their scalar remainders. Nine taps go together in one pass over ``wide``
-(nine loads and one store per nine multiply-adds); a 3x3 kernel is one such
-pass per input channel. Entries ``q`` with ``ow >= OW`` (or ``oh >= OH``) are
-not outputs: the forward pass skips them when it copies ``wide`` into ``y``,
-the weight gradient gives them zero ``grad_y``. They cost ``Q / P - 1`` extra
-FLOPs (7% at 28x28 with a 3x3 kernel). Slices of the grid taken at each
-shift let Numba index without its negative-index checks, which otherwise
-kept the loops from vectorising (3x slower).
+run along the whole plane with unit stride: the inner loops are hundreds to
+thousands long and vectorise, where loops over one output row (28 wide) ran
+mostly in their scalar remainders. Nine taps go together in one pass over
+``wide`` (a 3x3 kernel is one pass per input channel), and two output
+channels share each pass, so each load of the grid feeds 18 multiply-adds.
+Entries ``q`` with ``ow >= OW`` (or ``oh >= OH``) are not outputs: the
+forward pass skips them when it copies ``wide`` into ``y``, the weight
+gradient gives them zero ``grad_y``. They cost ``Q / P - 1`` extra FLOPs
+(7% at 28x28 with a 3x3 kernel). Slices of the grid taken at each shift let
+Numba index without its negative-index checks, which otherwise kept the
+loops from vectorising (3x slower).
 
 The input gradient is the forward pass of ``grad_y``, padded by
 ``dd*(kd - 1) - pad_lo`` (cropped where that is negative), with the kernel
 rotated by 180 degrees (tap order reversed) and its channel axes swapped.
 
-Work is shared out by (sample, group, block of output channels); the weight
-gradient sums each thread's share into its own float64 partial ``grad_w``
-and adds the partials at the end (no races).
+Work is shared out by (sample, group, block of output channels), one block
+per thread where samples x groups are fewer than threads (each block copies
+its group's planes again); the weight gradient sums each thread's share into
+its own float64 partial ``grad_w`` and adds the partials at the end (no
+races).
 
 FLOPs: ``2 N K (C/g) Q prod(kernel)`` per pass, ``Q ~ P (1 + (KW-1)/W)``.
 Memory traffic: x, w and y (or grad_y) once each from memory; the plane
-copies and the nine reads per output stay in L1/L2 (a 30x30 float32 plane is
-3.6 KB). Bound by L1 loads (about ten per nine multiply-adds). Workspace per
-thread: one sample's group of padded planes plus one wide plane. Only
-stride 1 (any padding, dilation, groups and rank).
+copies and the shifted reads stay in L1/L2 (a 30x30 float32 plane is 3.6
+KB). Bound by the FMA units on 3x3 kernels with two output channels a pass
+(about 25 GFLOP/s per core in float32 with 256-bit vectors on the bench
+machine); depthwise layers, one output channel a pass, by L1 loads (ten per
+nine multiply-adds) and the plane copies. Workspace per thread: one
+sample's group of padded planes plus two wide planes; ``supports`` declines
+problems whose scratch would pass ``workspace.WORKSPACE_LIMIT_BYTES``.
+Only stride 1 (any padding, dilation, groups and rank).
 """
 import functools
 import math
