@@ -69,20 +69,31 @@ def supports(spec):
 
 
 def scratch_bytes(spec, dtype):
-    """Bytes of scratch one thread uses in the costliest pass (bounded by the input gradient's grid)."""
+    """Bytes of scratch one thread uses in the costliest pass (at most the input gradient's grid,
+    or the weight gradient's kernel-width column copies, per channel of a group)."""
     planes = max(spec.group_in_channels, spec.group_out_channels)
     grid = [n + d * (k - 1) + lo + hi for n, d, k, lo, hi in
             zip(spec.in_size, spec.dilation, spec.kernel_size, spec.pad_lo, spec.pad_hi)]
-    return (planes + 1) * math.prod(grid) * np.dtype(dtype).itemsize
+    return (planes * spec.kernel_size[-1] + 2) * math.prod(grid) * np.dtype(dtype).itemsize
+
+
+def weight_columns(spec):
+    """Whether the weight gradient reads grad_y in place against column copies of the input
+    (one per kernel column) rather than copying grad_y onto the grid: when a group has more
+    output channels than it would make column copies, ``K/g > (C/g) * KW``. (1 -> 32 3x3 28x28
+    N=64: 0.27 ms against 0.41; depthwise 256ch 28x28 N=8: 1.04 ms against 0.64.)"""
+    return spec.group_out_channels > spec.group_in_channels * spec.kernel_size[2]
 
 
 @functools.lru_cache(maxsize=256)
-def _plan(spec, backward_input, threads):
-    """``(offset, grid, span, shifts, blocks)`` of the forward pass of ``spec`` or (with
-    ``backward_input``) of its input gradient: where the source planes sit in the zero grid,
-    the grid's size, the span of ``q``, the taps' shifts in the grid and the output-channel
-    blocks per (sample, group). Remembered: a training loop asks every step."""
-    if backward_input:
+def _plan(spec, pass_name, threads):
+    """``(offset, grid, size, shifts, blocks)`` of one pass ("forward", "input" or "weight") of
+    ``spec``: where the source planes sit in the zero grid, the grid's size, the span of ``q``
+    (or, for a weight gradient by columns, the size of one channel's column copies), the taps'
+    shifts in the grid (or the column copies), and the output-channel blocks per (sample,
+    group). Remembered: a training loop asks every step."""
+    (k_d, k_h, k_w), (dil_d, dil_h, dil_w) = spec.kernel_size, spec.dilation
+    if pass_name == "input":
         extent = [d * (k - 1) for d, k in zip(spec.dilation, spec.kernel_size)]
         offset = tuple(e - lo for e, lo in zip(extent, spec.pad_lo))
         grid = tuple(n + e for n, e in zip(spec.in_size, extent))
@@ -91,14 +102,20 @@ def _plan(spec, backward_input, threads):
         offset = spec.pad_lo
         grid = tuple(n + lo + hi for n, lo, hi in zip(spec.in_size, spec.pad_lo, spec.pad_hi))
         out, group_out = spec.out_size, spec.group_out_channels
-    span = ((out[0] - 1) * grid[1] + out[1] - 1) * grid[2] + out[2]
-    (k_d, k_h, k_w), (dil_d, dil_h, dil_w) = spec.kernel_size, spec.dilation
-    shifts = np.array([(td * dil_d * grid[1] + th * dil_h) * grid[2] + tw * dil_w
-                       for td in range(k_d) for th in range(k_h) for tw in range(k_w)], np.int64)
-    # enough (sample, group, block) items for every thread several times over: each block
-    # copies its group's planes again
+    if pass_name == "weight" and weight_columns(spec):
+        # column copy tw holds grid[r, tw*dw : tw*dw + OW] for every grid row r (pitch OW)
+        rows = grid[0] * grid[1]
+        size = k_w * rows * out[2]
+        shifts = [tw * rows * out[2] + (td * dil_d * grid[1] + th * dil_h) * out[2]
+                  for td in range(k_d) for th in range(k_h) for tw in range(k_w)]
+    else:
+        size = ((out[0] - 1) * grid[1] + out[1] - 1) * grid[2] + out[2]
+        shifts = [(td * dil_d * grid[1] + th * dil_h) * grid[2] + tw * dil_w
+                  for td in range(k_d) for th in range(k_h) for tw in range(k_w)]
+    # one block per thread where samples x groups are fewer than threads: each block copies
+    # its group's planes again
     blocks = min(group_out, -(-threads // (spec.batch * spec.groups)))
-    return offset, grid, span, shifts, blocks
+    return offset, grid, size, np.array(shifts, np.int64), blocks
 
 
 def _fresh():
@@ -106,9 +123,8 @@ def _fresh():
     return np.ones(numba.config.NUMBA_NUM_THREADS, np.bool_)
 
 
-def _scratch(planes, grid, span, dtype):
-    """Per thread (rows by ``numba.get_thread_id``): room for ``planes`` grids and two wide planes."""
-    size = planes * math.prod(grid) + 2 * span
+def _scratch(size, dtype):
+    """``size`` elements of scratch per thread (rows by ``numba.get_thread_id``)."""
     threads = numba.config.NUMBA_NUM_THREADS
     return workspace.borrow("planar", threads * size, dtype).reshape(threads, size)
 
@@ -326,49 +342,80 @@ def _correlate_kernel(source, weights, shifts, offset, grid, blocks, scratch, fr
 
 
 @njit(parallel=True, cache=True)
-def _weight_kernel(x, grad_y, shifts, offset, grid, blocks, scratch, fresh, partial):
-    """``partial[thread, k, c, t] += sum over q of grad_y[n, k] * x[n, c]`` shifted by tap t, over
-    the thread's (sample, group, block) items; ``partial`` (threads, K, C/g, T) float64."""
+def _weight_kernel(x, grad_y, shifts, offset, grid, columns, dilation_w, blocks, scratch, fresh, partial):
+    """``partial[thread, k, c, t] += sum over outputs of grad_y[n, k] * x[n, c]`` shifted by tap t,
+    over the thread's (sample, group, block) items; ``partial`` (threads, K, C/g, T) float64.
+
+    Without ``columns``, each input plane is padded into its own grid and grad_y is copied onto
+    the output grid (``q``, zero at the entries that are not outputs). With ``columns`` (the
+    kernel width, > 0), grad_y is read in place: each input plane is padded into one shared
+    grid, then copied ``columns`` times with row pitch OW, copy ``tw`` starting at grid column
+    ``tw * dw``, so that tap (td, th, tw) of output ``(od, oh, ow)`` sits at a constant shift
+    from ``oh * OW + ow`` within each output depth slice."""
     batch, in_channels = x.shape[0], x.shape[1]
     out_channels, group_in = partial.shape[1], partial.shape[2]
+    out_d, out_h, out_w = grad_y.shape[2], grad_y.shape[3], grad_y.shape[4]
     groups = in_channels // group_in
     group_out = out_channels // groups
     block = -(-group_out // blocks)
-    grid_size = grid[0] * grid[1] * grid[2]
-    span = (scratch.shape[1] - group_in * grid_size) // 2
+    grid_size, rows = grid[0] * grid[1] * grid[2], grid[0] * grid[1]
+    if columns:
+        plane_size, slices, slice_size, slice_step = columns * rows * out_w, out_d, out_h * out_w, grid[1] * out_w
+        planes_at = grid_size
+    else:
+        plane_size, slices, slice_step = grid_size, 1, 0
+        slice_size = (scratch.shape[1] - group_in * grid_size) // 2
+        planes_at = 0
     for item in prange(batch * groups * blocks):
         n, g, b = item // (groups * blocks), item // blocks % groups, item % blocks
         thread, own = _own_scratch(scratch, fresh)
-        wide_a = own[group_in * grid_size:group_in * grid_size + span]
-        wide_b = own[group_in * grid_size + span:]
         for c in range(group_in):
-            _move(x[n, g * group_in + c], own[c * grid_size:(c + 1) * grid_size], offset, grid, True)
+            plane = own[planes_at + c * plane_size:planes_at + (c + 1) * plane_size]
+            if not columns:
+                _move(x[n, g * group_in + c], plane, offset, grid, True)
+                continue
+            padded = own[:grid_size]
+            _move(x[n, g * group_in + c], padded, offset, grid, True)
+            for tw in range(columns):
+                for row in range(rows):
+                    source = padded[row * grid[2] + tw * dilation_w:row * grid[2] + tw * dilation_w + out_w]
+                    target = plane[(tw * rows + row) * out_w:(tw * rows + row + 1) * out_w]
+                    for i in range(out_w):
+                        target[i] = source[i]
         k, stop = g * group_out + b * block, g * group_out + min(group_out, (b + 1) * block)
         while k < stop:   # two output channels at a time, then one
             pair = k + 1 < stop
-            # grad_y on the output grid: the entries that are not outputs stay zero
-            _move(grad_y[n, k], wide_a, (0, 0, 0), grid, True)
-            if pair:
-                _move(grad_y[n, k + 1], wide_b, (0, 0, 0), grid, True)
-            for c in range(group_in):
-                flat = own[c * grid_size:(c + 1) * grid_size]
+            if columns:
+                grad_a, grad_b = grad_y[n, k].reshape(-1), grad_y[n, k + 1 if pair else k].reshape(-1)
+            else:
+                # grad_y on the output grid: the entries that are not outputs stay zero
+                grad_a, grad_b = own[group_in * grid_size:][:slice_size], own[group_in * grid_size + slice_size:]
+                _move(grad_y[n, k], grad_a, (0, 0, 0), grid, True)
                 if pair:
-                    _tap_dots_pair(wide_a, wide_b, flat, shifts, partial[thread, k, c], partial[thread, k + 1, c])
-                else:
-                    _tap_dots(wide_a, flat, shifts, partial[thread, k, c])
+                    _move(grad_y[n, k + 1], grad_b, (0, 0, 0), grid, True)
+            for c in range(group_in):
+                plane = own[planes_at + c * plane_size:planes_at + (c + 1) * plane_size]
+                for index in range(slices):
+                    first = index * slice_size
+                    source = plane[index * slice_step:]
+                    if pair:
+                        _tap_dots_pair(grad_a[first:first + slice_size], grad_b[first:first + slice_size],
+                                       source, shifts, partial[thread, k, c], partial[thread, k + 1, c])
+                    else:
+                        _tap_dots(grad_a[first:first + slice_size], source, shifts, partial[thread, k, c])
             k += 2 if pair else 1
 
 
 def forward(spec, x, w, out):
-    offset, grid, span, shifts, blocks = _plan(spec, False, numba.get_num_threads())
-    scratch = _scratch(spec.group_in_channels, grid, span, x.dtype)
+    offset, grid, span, shifts, blocks = _plan(spec, "forward", numba.get_num_threads())
+    scratch = _scratch(spec.group_in_channels * math.prod(grid) + 2 * span, x.dtype)
     _correlate_kernel(x, w.reshape(w.shape[0], w.shape[1], -1), shifts, offset, grid, blocks, scratch, _fresh(), out)
 
 
 def backward_input(spec, grad_y, w, grad_x):
-    offset, grid, span, shifts, blocks = _plan(spec, True, numba.get_num_threads())
-    scratch = _scratch(spec.group_out_channels, grid, span, grad_y.dtype)
+    offset, grid, span, shifts, blocks = _plan(spec, "input", numba.get_num_threads())
     group_out, group_in = spec.group_out_channels, spec.group_in_channels
+    scratch = _scratch(group_out * math.prod(grid) + 2 * span, grad_y.dtype)
     # weights[g*Cg + c, j, t] = w[g*Kg + j, c, T-1-t]: rotated kernel, channel axes swapped
     rotated = w.reshape(spec.groups, group_out, group_in, -1)[..., ::-1]
     weights = np.ascontiguousarray(rotated.transpose(0, 2, 1, 3)).reshape(spec.in_channels, group_out, -1)
@@ -376,8 +423,10 @@ def backward_input(spec, grad_y, w, grad_x):
 
 
 def backward_weight(spec, x, grad_y, grad_w):
-    offset, grid, span, shifts, blocks = _plan(spec, False, numba.get_num_threads())
-    scratch = _scratch(spec.group_in_channels, grid, span, x.dtype)
+    offset, grid, size, shifts, blocks = _plan(spec, "weight", numba.get_num_threads())
+    columns = spec.kernel_size[2] if weight_columns(spec) else 0
+    planes = spec.group_in_channels * (size if columns else math.prod(grid))
+    scratch = _scratch(planes + (math.prod(grid) if columns else 2 * size), x.dtype)
     partial = np.zeros((scratch.shape[0], spec.out_channels, spec.group_in_channels, len(shifts)))
-    _weight_kernel(x, grad_y, shifts, offset, grid, blocks, scratch, _fresh(), partial)
+    _weight_kernel(x, grad_y, shifts, offset, grid, columns, spec.dilation[2], blocks, scratch, _fresh(), partial)
     grad_w[...] = partial.sum(axis=0).reshape(grad_w.shape)
