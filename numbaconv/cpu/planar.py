@@ -30,21 +30,29 @@ The input gradient is the forward pass of ``grad_y``, padded by
 ``dd*(kd - 1) - pad_lo`` (cropped where that is negative), with the kernel
 rotated by 180 degrees (tap order reversed) and its channel axes swapped.
 
+The weight gradient copies ``grad_y`` onto the output grid (zero at the
+entries that are not outputs), or, where a group has more output channels
+than ``(C/g) * KW``, reads ``grad_y`` in place against ``KW`` copies of each
+padded input plane with row pitch ``OW`` (copy ``tw`` starting at column
+``tw * dw``), so each tap is again a constant shift (:func:`weight_columns`).
+It sums each thread's share into the thread's own float64 partial
+``grad_w`` and adds the partials at the end (no races).
+
 Work is shared out by (sample, group, block of output channels), one block
 per thread where samples x groups are fewer than threads (each block copies
-its group's planes again); the weight gradient sums each thread's share into
-its own float64 partial ``grad_w`` and adds the partials at the end (no
-races).
+its group's planes again).
 
 FLOPs: ``2 N K (C/g) Q prod(kernel)`` per pass, ``Q ~ P (1 + (KW-1)/W)``.
 Memory traffic: x, w and y (or grad_y) once each from memory; the plane
 copies and the shifted reads stay in L1/L2 (a 30x30 float32 plane is 3.6
 KB). Bound by the FMA units on 3x3 kernels with two output channels a pass
-(about 25 GFLOP/s per core in float32 with 256-bit vectors on the bench
-machine); depthwise layers, one output channel a pass, by L1 loads (ten per
-nine multiply-adds) and the plane copies. Workspace per thread: one
-sample's group of padded planes plus two wide planes; ``supports`` declines
-problems whose scratch would pass ``workspace.WORKSPACE_LIMIT_BYTES``.
+(134 GFLOP/s on 2 cores, float32, on the bench suite's conv3x3_64, 42% of
+the NumPy matmul peak; Numba emits 256-bit vectors here); depthwise layers,
+one output channel a pass, by L1 loads (ten per nine multiply-adds) and the
+plane copies (33 GFLOP/s). Workspace per thread: one sample's group of padded
+planes plus two output planes, or for the weight gradient by columns one
+grid plus ``KW`` column copies per input channel of the group; ``supports``
+declines problems whose scratch would pass ``workspace.WORKSPACE_LIMIT_BYTES``.
 Only stride 1 (any padding, dilation, groups and rank).
 """
 import functools
