@@ -17,13 +17,15 @@ reduction):
 2. ``planar`` at stride 1 when ``P < PLANAR_PRODUCT_LIMIT`` and the kernel has
    more than one tap, or ``P < DIRECT_PRODUCT_LIMIT`` (depthwise 1x1): where
    the GEMM algorithms' products are too small to pay for building their
-   columns. Measured (float32, 2 cores, ms, forward / input / weight,
-   planar vs the best of shifted, winograd and im2col): depthwise 256ch 28x28
-   N=8 0.60 / 0.60 / 0.63 vs 21 / 39 / 18 (direct 8.1 / 8.1 / 9.7); 1 -> 32
-   3x3 28x28 N=64 (P = 288) 0.36 / 0.46 / 0.40 vs 2.0 / - / 2.7; batch-1
-   16ch 32x32 (P = 2304) 0.046 / 0.050 / 0.050 vs 0.25 / 0.29 / 0.30;
-   LeNet's 20 -> 20 5x5 (P = 10000) 2.7 / 4.1 / 2.4 vs 6.1 / 6.8 / 8.7;
-   video 16 -> 32 3x3x3 (P = 13824) 3.0 / 3.1 / 2.8 vs 8.0 / 6.7 / 9.9;
+   columns. Measured (float32, 2 cores, ms, forward / input / weight, planar
+   vs the best of shifted, winograd and im2col, each pair in one run of
+   ``numbaconv bench``): depthwise 256ch 28x28 N=8 0.88 / 1.00 / 1.05 vs
+   19 / 39 / 18 (direct 8.1 / 8.3 / 8.8); batch-1 16ch 32x32 (P = 2304)
+   0.065 / 0.073 / 0.073 vs 0.24 / 0.29 / 0.30; 1 -> 32 3x3 28x28 N=64
+   (P = 288, bench/train_step.py) 0.57 / - / 0.34 vs 1.6 / - / 2.2;
+   LeNet's 1 -> 20 5x5 (P = 500) 1.0 / 1.3 / 0.89 vs 2.2 / 3.2 / 4.2 and
+   20 -> 20 5x5 (P = 10000) 2.7 / 4.1 / 2.4 vs 6.1 / 6.8 / 8.7; video
+   16 -> 32 3x3x3 (P = 13824) 3.0 / 3.1 / 2.8 vs 8.0 / 6.7 / 9.9;
    32 -> 64 3x3 26x26 N=64 (P = 18432) 12.3 / 17.1 / 19.4 vs 17.8 / 21.0 /
    17.5; 48ch 28x28 N=8 (P = 20736) 2.2 / 2.2 / 2.1 vs 2.7 / 2.5 / 2.7;
    96 -> 32 7x7 N=8 (P = 27648) 0.62 / 0.58 / 0.60 vs 0.72 / 0.61 / 0.67;
@@ -33,7 +35,8 @@ reduction):
 3. ``direct`` when ``P < DIRECT_PRODUCT_LIMIT`` (strided depthwise
    convolutions): with so few rows and columns the GEMM algorithms spend more
    on moving columns than on arithmetic. Measured (float32, 2 cores, ms,
-   direct / im2col / shifted): depthwise 256ch 28x28 N=8 14 / 32 / 21.
+   direct / im2col / shifted): depthwise 256ch 28x28 N=8 14 / 32 / 21 (at
+   stride 1, which planar now takes).
 4. ``shifted`` for stride 1 when its padded-grid overhead ``Q / P`` is at
    most ``SHIFTED_SPAN_LIMIT``: its column rows are single long copies, and
    on the 3x3 layers of the bench suite (numbaconv/bench.py) it ran 1.6-2x faster than
