@@ -1,16 +1,10 @@
 """The (device, algorithm) registry and the choice of algorithm.
 
-``algo="auto"`` on the CPU, in order:
+``algo="auto"`` on the CPU, in order, with ``P = (K / groups) * (C / groups)
+* prod(kernel)`` the size of each group's matrix product (its rows times its
+reduction):
 
-1. ``direct`` when each group's matrix product would be tiny: ``(K / groups)
-   * (C / groups) * prod(kernel) < DIRECT_PRODUCT_LIMIT`` (depthwise
-   convolutions): with so few rows and columns the GEMM algorithms spend more
-   on moving columns than on arithmetic. Measured (float32, 2 cores, ms,
-   direct / im2col / shifted): depthwise 256ch 28x28 N=8 14 / 32 / 21;
-   depthwise with multiplier 2, 64ch 56x56 15 / 24 / 15; but 1 -> 32 channels
-   3x3 28x28 N=64 (a product of 32 x 9) 9.0 / 2.0 / 2.7 and LeNet's 1 -> 20
-   5x5 15 / 4.0 / 2.3, so a short reduction alone does not make direct win.
-2. ``winograd`` (F(4x4, 3x3)) for 3x3 stride-1 2-d problems with at least
+1. ``winograd`` (F(4x4, 3x3)) for 3x3 stride-1 2-d problems with at least
    ``WINOGRAD_MIN_CHANNELS`` input channels per group and ``WINOGRAD_MIN_TILES``
    4x4 output tiles: its filter transform (36 K C/g values, ~100 flops each)
    must be small next to the tiles' work, and a reduction over 3 channels is
@@ -23,11 +17,34 @@
    vs 5.8 / 7.0 / 7.1; but 512ch 7x7 N=8 (32) 32 / 38 / 56 vs 24 / 26 / 28,
    256ch 14x14 N=2 (32) 7.7 / 8.4 / 8.9 vs 4.9 / 5.5 / 6.1, batch-1 16ch
    32x32 (64) 0.25 vs 0.22 and 3->64 56x56 3.3 / 4.0 / 4.1 vs 3.1 / 3.6 / 3.7.
-3. ``shifted`` for stride 1 when its padded-grid overhead ``Q / P`` is at
+2. ``planar`` at stride 1 when ``P < PLANAR_PRODUCT_LIMIT`` and the kernel has
+   more than one tap, or ``P < DIRECT_PRODUCT_LIMIT`` (depthwise 1x1): where
+   the GEMM algorithms' products are too small to pay for building their
+   columns. Measured (float32, 2 cores, ms, forward / input / weight, planar
+   vs the best of shifted, winograd and im2col, each pair in one run of
+   ``numbaconv bench``): depthwise 256ch 28x28 N=8 0.88 / 1.00 / 1.05 vs
+   19 / 39 / 18 (direct 8.1 / 8.3 / 8.8); batch-1 16ch 32x32 (P = 2304)
+   0.065 / 0.073 / 0.073 vs 0.24 / 0.29 / 0.30; 1 -> 32 3x3 28x28 N=64
+   (P = 288, bench/train_step.py) 0.57 / - / 0.34 vs 1.6 / - / 2.2;
+   LeNet's 1 -> 20 5x5 (P = 500) 1.0 / 1.3 / 0.89 vs 2.2 / 3.2 / 4.2 and
+   20 -> 20 5x5 (P = 10000) 2.7 / 4.1 / 2.4 vs 6.1 / 6.8 / 8.7; video
+   16 -> 32 3x3x3 (P = 13824) 3.0 / 3.1 / 2.8 vs 8.0 / 6.7 / 9.9;
+   32 -> 64 3x3 26x26 N=64 (P = 18432) 12.3 / 17.1 / 19.4 vs 17.8 / 21.0 /
+   17.5 (before winograd's transforms were vectorised; winograd takes it now); 48ch 28x28 N=8 (P = 20736) 2.2 / 2.2 / 2.1 vs 2.7 / 2.5 / 2.7;
+   96 -> 32 7x7 N=8 (P = 27648) 0.62 / 0.58 / 0.60 vs 0.72 / 0.61 / 0.67;
+   but 64ch 14x14 N=8 (P = 36864) 1.42 / 1.35 / 1.46 vs 1.38 / 1.31 / 1.34
+   and 256ch 14x14 (P = 589824) 21 / 23 / 25 vs 14 / 13 / 15; a 1x1
+   kernel (one tap a pass) lost 256 -> 64 at 56x56 (P = 16384) 23 vs 14.
+3. ``direct`` when ``P < DIRECT_PRODUCT_LIMIT`` (strided depthwise
+   convolutions): with so few rows and columns the GEMM algorithms spend more
+   on moving columns than on arithmetic. Measured (float32, 2 cores, ms,
+   direct / im2col / shifted): depthwise 256ch 28x28 N=8 14 / 32 / 21 (at
+   stride 1, which planar now takes).
+4. ``shifted`` for stride 1 when its padded-grid overhead ``Q / P`` is at
    most ``SHIFTED_SPAN_LIMIT``: its column rows are single long copies, and
    on the 3x3 layers of the bench suite (numbaconv/bench.py) it ran 1.6-2x faster than
    im2col (e.g. 64ch 56x56 forward, N=8, 2 cores: 14-17 ms against 29-36 ms).
-4. ``im2col`` otherwise (strided problems, large kernels on small images).
+5. ``im2col`` otherwise (strided problems, large kernels on small images).
 
 ``algo="auto"`` on the GPU: ``direct`` when ``(C / groups) * prod(kernel)`` is
 below ``CUDA_DIRECT_REDUCTION_LIMIT`` (most of a 16-deep matrix-product tile
@@ -43,13 +60,16 @@ numba.cuda.
 import functools
 import math
 
-from .cpu import direct as cpu_direct, im2col as cpu_im2col, shifted as cpu_shifted, winograd as cpu_winograd
+from .cpu import (direct as cpu_direct, im2col as cpu_im2col, planar as cpu_planar, shifted as cpu_shifted,
+                  winograd as cpu_winograd)
 from .devices import cuda_usable
 
 REGISTRY = {
-    "cpu": {"direct": cpu_direct, "im2col": cpu_im2col, "shifted": cpu_shifted, "winograd": cpu_winograd},
+    "cpu": {"direct": cpu_direct, "im2col": cpu_im2col, "planar": cpu_planar, "shifted": cpu_shifted,
+            "winograd": cpu_winograd},
 }
 DIRECT_PRODUCT_LIMIT = 32
+PLANAR_PRODUCT_LIMIT = 32768
 SHIFTED_SPAN_LIMIT = 1.5
 WINOGRAD_MIN_CHANNELS = 8
 WINOGRAD_MIN_TILES = 128
@@ -92,11 +112,15 @@ def choose(device: str, algo: str, spec):
 
 def _auto_cpu(spec, runnable):
     """The CPU algorithm "auto" picks (rule in the module docstring)."""
-    if spec.group_out_channels * spec.group_in_channels * math.prod(spec.kernel_size) < DIRECT_PRODUCT_LIMIT:
-        return "direct"
+    taps = math.prod(spec.kernel_size)
+    product = spec.group_out_channels * spec.group_in_channels * taps
     if ("winograd" in runnable and spec.group_in_channels >= WINOGRAD_MIN_CHANNELS
             and cpu_winograd.tile_count(spec) >= WINOGRAD_MIN_TILES):
         return "winograd"
+    if "planar" in runnable and (product < DIRECT_PRODUCT_LIMIT or (taps > 1 and product < PLANAR_PRODUCT_LIMIT)):
+        return "planar"
+    if product < DIRECT_PRODUCT_LIMIT:
+        return "direct"
     if "shifted" in runnable and cpu_shifted.span_ratio(spec) <= SHIFTED_SPAN_LIMIT:
         return "shifted"
     return "im2col"

@@ -17,6 +17,7 @@ This module imports no Numba.
 """
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from dataclasses import dataclass
@@ -213,21 +214,21 @@ class ConvSpec:
     def group_out_channels(self) -> int:
         return self.out_channels // self.groups
 
-    @property
+    @functools.cached_property
     def out_size(self) -> tuple[int, ...]:
         return tuple((n + lo + hi - d * (k - 1) - 1) // s + 1
                      for n, k, s, d, lo, hi in zip(self.in_size, self.kernel_size, self.stride,
                                                    self.dilation, self.pad_lo, self.pad_hi))
 
-    @property
+    @functools.cached_property
     def x_shape(self) -> tuple[int, ...]:
         return (self.batch, self.in_channels, *self.in_size)
 
-    @property
+    @functools.cached_property
     def w_shape(self) -> tuple[int, ...]:
         return (self.out_channels, self.group_in_channels, *self.kernel_size)
 
-    @property
+    @functools.cached_property
     def y_shape(self) -> tuple[int, ...]:
         return (self.batch, self.out_channels, *self.out_size)
 
@@ -241,8 +242,10 @@ class ConvSpec:
         """Bytes of x, w and y together: the least memory traffic of one pass."""
         return itemsize * (math.prod(self.x_shape) + math.prod(self.w_shape) + math.prod(self.y_shape))
 
-    def as_3d(self) -> "ConvSpec":
-        """The same problem with leading unit spatial dims, so every kernel is 3-d."""
+    @functools.cached_property
+    def _spec_3d(self) -> "ConvSpec":
+        """as_3d's result, made once per spec (derived shapes are cached too: a training
+        loop reuses its specs and each call asked for them several times)."""
         lead = 3 - self.rank
 
         def pad3(values, fill):
@@ -251,6 +254,10 @@ class ConvSpec:
         return ConvSpec(self.batch, self.in_channels, self.out_channels, self.groups,
                         pad3(self.in_size, 1), pad3(self.kernel_size, 1), pad3(self.stride, 1),
                         pad3(self.dilation, 1), pad3(self.pad_lo, 0), pad3(self.pad_hi, 0))
+
+    def as_3d(self) -> "ConvSpec":
+        """The same problem with leading unit spatial dims, so every kernel is 3-d."""
+        return self._spec_3d
 
 
 def _same_padding(in_len: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:

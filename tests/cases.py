@@ -3,10 +3,11 @@
 Each case: (name, x_shape, w_shape, stride, padding, dilation, groups).
 Together they cover 1-d/2-d/3-d, asymmetric and "same" padding (at stride 1
 and 2), stride larger than the kernel, dilation, groups, depthwise (with and
-without a channel multiplier), non-square shapes, 1x1 kernels, kernel equal
+without a channel multiplier, at stride 1 and 2), non-square shapes, 1x1 kernels, kernel equal
 to the input, kernels larger than the unpadded input, and batch 1 and more; 3x3 stride-1
 cases whose outputs do not fill Winograd's 4x4 tiles, with padding on one
-side only and padding wider than the kernel.
+side only and padding wider than the kernel; stride-1 problems with many more
+output than input channels per group (planar's weight gradient by columns).
 """
 CASES = [
     ("2d-basic", (2, 3, 7, 9), (4, 3, 3, 3), 1, 0, 1, 1),
@@ -32,5 +33,8 @@ CASES = [
     ("3d-mixed", (2, 4, 4, 5, 6), (4, 2, 2, 3, 2), (1, 2, 1), ((1, 0), (0, 1), (1, 1)), (1, 1, 2), 2),
     ("3d-depthwise-same", (1, 3, 5, 4, 6), (3, 1, 3, 3, 3), 2, "same", 1, 3),
     ("3d-strided", (2, 2, 6, 6, 6), (3, 2, 3, 3, 3), 2, 1, 1, 1),
+    ("2d-one-channel-dilated", (2, 1, 8, 9), (5, 1, 3, 2), 1, ((1, 0), (2, 1)), (1, 2), 1),
+    ("3d-few-channels-dilated", (2, 2, 4, 5, 6), (8, 1, 2, 3, 2), 1, ((1, 0), (0, 1), (1, 1)), (2, 1, 2), 2),
+    ("3d-depthwise-multiplier-stride1", (2, 3, 5, 4, 6), (6, 1, 3, 3, 3), 1, ((1, 0), (2, 1), (1, 1)), (1, 1, 2), 3),
 ]
 CASE_IDS = [case[0] for case in CASES]

@@ -110,7 +110,7 @@ def test_nan_and_inf_propagate():
 def test_devices_and_algorithms():
     # tests/conftest.py turns the CUDA simulator on when there is no real GPU
     assert nc.devices() == ("cpu", "cuda")
-    assert set(nc.algorithms("cpu")) == {"direct", "im2col", "shifted", "winograd"}
+    assert set(nc.algorithms("cpu")) == {"direct", "im2col", "planar", "shifted", "winograd"}
     with pytest.raises(ValueError, match="unknown device"):
         nc.algorithms("tpu")
 
@@ -127,14 +127,22 @@ def test_auto_rule():
     from numbaconv import dispatch
     from numbaconv.spec import ConvSpec
     picks = [
-        ("direct", ConvSpec.create((1, 8, 9, 9), (8, 1, 3, 3), groups=8)),
-        ("shifted", ConvSpec.create((64, 1, 28, 28), (32, 1, 3, 3), padding=1)),   # short reduction, wide product
-        ("shifted", ConvSpec.create((8, 3, 56, 56), (64, 3, 3, 3), padding=1)),   # too few channels
-        ("winograd", ConvSpec.create((1, 8, 56, 56), (8, 8, 3, 3), padding=1)),
+        ("planar", ConvSpec.create((1, 8, 9, 9), (8, 1, 3, 3), groups=8)),    # depthwise
+        ("planar", ConvSpec.create((2, 4, 9), (4, 1, 1), groups=4)),          # depthwise 1x1
+        ("direct", ConvSpec.create((1, 8, 9, 9), (8, 1, 3, 3), stride=2, groups=8)),
+        ("planar", ConvSpec.create((64, 1, 28, 28), (32, 1, 3, 3))),         # P = 288
+        ("planar", ConvSpec.create((1, 16, 32, 32), (16, 16, 3, 3), padding=1)),
+        ("winograd", ConvSpec.create((64, 32, 26, 26), (64, 32, 3, 3))),     # P = 18432, 3136 tiles
+        ("planar", ConvSpec.create((1, 8, 7, 7), (8, 8, 7, 7), padding=3)),
+        ("shifted", ConvSpec.create((2, 64, 14, 14), (64, 64, 3, 3), padding=1)),   # P = 36864, 32 tiles
+        ("planar", ConvSpec.create((8, 3, 56, 56), (64, 3, 3, 3), padding=1)),    # too few channels for winograd
+        ("winograd", ConvSpec.create((1, 8, 56, 56), (8, 8, 3, 3), padding=1)),   # 196 tiles
+        ("shifted", ConvSpec.create((8, 128, 56, 56), (64, 128, 1, 1))),      # one tap
         ("winograd", ConvSpec.create((8, 128, 28, 28), (128, 128, 3, 3), padding=1)),
+        ("winograd", ConvSpec.create((8, 64, 56, 56), (32, 64, 3, 3), padding=1)),   # P = 18432, many tiles
         ("shifted", ConvSpec.create((8, 512, 7, 7), (512, 512, 3, 3), padding=1)),  # too few tiles
         ("im2col", ConvSpec.create((1, 8, 56, 56), (8, 8, 3, 3), stride=2, padding=1)),
-        ("im2col", ConvSpec.create((1, 8, 7, 7), (8, 8, 7, 7), padding=3)),   # mostly padding grid
+        ("im2col", ConvSpec.create((1, 64, 7, 7), (64, 64, 7, 7), padding=3)),   # mostly padding grid
     ]
     for algo, spec in picks:
         assert dispatch.choose("cpu", "auto", spec.as_3d()) is dispatch.REGISTRY["cpu"][algo], algo

@@ -127,3 +127,17 @@ def test_winograd_weight_gradient_adds_up_every_thread(rng):
         dispatch.REGISTRY["cpu"]["winograd"].backward_weight(
             spec.as_3d(), x[:, :, None], grad_y[:, :, None], grad_w.reshape(spec.as_3d().w_shape))
         assert_close(grad_w, expected, np.float64, "weight gradient")
+
+
+def test_planar_on_one_thread(rng):
+    """One thread takes a sample's output channels in one block: the two-channels-at-a-time
+    paths and the odd channel left over, which more threads reach only on some cases."""
+    import numba
+    previous = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        for case in (c for c, a in SUPPORTED if a == "planar"):
+            spec, x, w, grad_y = random_problem(rng, case, np.float64)
+            check_passes(dispatch.REGISTRY["cpu"]["planar"], spec, x, w, grad_y, np.float64)
+    finally:
+        numba.set_num_threads(previous)

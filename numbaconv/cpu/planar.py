@@ -1,0 +1,440 @@
+"""Planar direct convolution for stride 1: whole padded planes, taps as shifted reads.
+
+Built for problems whose matrix products would be small: depthwise layers,
+few-channel layers (a first layer on a 1-channel image) and small problems
+(batch 1, 16 channels), where the GEMM algorithms spend more on building
+columns than on arithmetic. Each thread copies one sample's input planes of
+a group into a zero-bordered grid ``(Dp, Hp, Wp)`` in its own scratch (the
+borders are the padding, zeroed on the thread's first use in a call), and
+numbers the outputs by the flat grid index of their window's corner,
+``q = (od * Hp + oh) * Wp + ow``. With stride 1, tap ``t`` of output ``q``
+reads ``grid[q + shift_t]``, ``shift_t = (td*dd * Hp + th*dh) * Wp + tw*dw``
+(as in shifted.py), so
+
+    forward:      wide[q]    = sum over c, t of w[k, c, t] * grid_c[q + shift_t]
+    weight grad:  grad_w[t] += sum over q of wide_gy[q] * grid_c[q + shift_t]
+
+run along the whole plane with unit stride: the inner loops are hundreds to
+thousands long and vectorise, where loops over one output row (28 wide) ran
+mostly in their scalar remainders. Nine taps go together in one pass over
+``wide`` (a 3x3 kernel is one pass per input channel), and two output
+channels share each pass, so each load of the grid feeds 18 multiply-adds.
+Entries ``q`` with ``ow >= OW`` (or ``oh >= OH``) are not outputs: the
+forward pass skips them when it copies ``wide`` into ``y``, the weight
+gradient gives them zero ``grad_y``. They cost ``Q / P - 1`` extra FLOPs
+(7% at 28x28 with a 3x3 kernel). Slices of the grid taken at each shift let
+Numba index without its negative-index checks, which otherwise kept the
+loops from vectorising (3x slower).
+
+The input gradient is the forward pass of ``grad_y``, padded by
+``dd*(kd - 1) - pad_lo`` (cropped where that is negative), with the kernel
+rotated by 180 degrees (tap order reversed) and its channel axes swapped.
+
+The weight gradient copies ``grad_y`` onto the output grid (zero at the
+entries that are not outputs), or, where a group has more output channels
+than ``(C/g) * KW``, reads ``grad_y`` in place against ``KW`` copies of each
+padded input plane with row pitch ``OW`` (copy ``tw`` starting at column
+``tw * dw``), so each tap is again a constant shift (:func:`weight_columns`).
+It sums each thread's share into the thread's own float64 partial
+``grad_w`` and adds the partials at the end (no races).
+
+Work is shared out by (sample, group, block of output channels), one block
+per thread where samples x groups are fewer than threads (each block copies
+its group's planes again).
+
+FLOPs: ``2 N K (C/g) Q prod(kernel)`` per pass, ``Q ~ P (1 + (KW-1)/W)``.
+Memory traffic: x, w and y (or grad_y) once each from memory; the plane
+copies and the shifted reads stay in L1/L2 (a 30x30 float32 plane is 3.6
+KB). Bound by the FMA units on 3x3 kernels with two output channels a pass
+(134 GFLOP/s on 2 cores, float32, on the bench suite's conv3x3_64, 42% of
+the NumPy matmul peak; Numba emits 256-bit vectors here); depthwise layers,
+one output channel a pass, by L1 loads (ten per nine multiply-adds) and the
+plane copies (33 GFLOP/s). Workspace per thread: one sample's group of padded
+planes plus two output planes, or for the weight gradient by columns one
+grid plus ``KW`` column copies per input channel of the group; ``supports``
+declines problems whose scratch would pass ``workspace.WORKSPACE_LIMIT_BYTES``.
+Only stride 1 (any padding, dilation, groups and rank).
+"""
+import functools
+import math
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from . import workspace
+
+FUSED_TAPS = 9   # taps summed in one pass over a plane
+
+
+def supports(spec):
+    if any(s != 1 for s in spec.stride):
+        return f"needs stride 1 in every dim, got {spec.stride}"
+    needed = numba.config.NUMBA_NUM_THREADS * scratch_bytes(spec, np.float64)
+    if needed > workspace.WORKSPACE_LIMIT_BYTES:
+        return f"its padded planes would take {needed / 2**20:.0f} MiB of scratch"
+    return None
+
+
+def scratch_bytes(spec, dtype):
+    """Bytes of scratch one thread uses in the costliest pass (at most the input gradient's grid,
+    or the weight gradient's kernel-width column copies, per channel of a group)."""
+    planes = max(spec.group_in_channels, spec.group_out_channels)
+    grid = [n + d * (k - 1) + lo + hi for n, d, k, lo, hi in
+            zip(spec.in_size, spec.dilation, spec.kernel_size, spec.pad_lo, spec.pad_hi)]
+    return (planes * spec.kernel_size[-1] + 2) * math.prod(grid) * np.dtype(dtype).itemsize
+
+
+def weight_columns(spec):
+    """Whether the weight gradient reads grad_y in place against column copies of the input
+    (one per kernel column) rather than copying grad_y onto the grid: when a group has more
+    output channels than it would make column copies, ``K/g > (C/g) * KW``. (1 -> 32 3x3 28x28
+    N=64: 0.27 ms against 0.41; depthwise 256ch 28x28 N=8: 1.04 ms against 0.64.)"""
+    return spec.group_out_channels > spec.group_in_channels * spec.kernel_size[2]
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(spec, pass_name, threads):
+    """``(offset, grid, size, shifts, blocks)`` of one pass ("forward", "input" or "weight") of
+    ``spec``: where the source planes sit in the zero grid, the grid's size, the span of ``q``
+    (or, for a weight gradient by columns, the size of one channel's column copies), the taps'
+    shifts in the grid (or the column copies), and the output-channel blocks per (sample,
+    group). Remembered: a training loop asks every step."""
+    (k_d, k_h, k_w), (dil_d, dil_h, dil_w) = spec.kernel_size, spec.dilation
+    if pass_name == "input":
+        extent = [d * (k - 1) for d, k in zip(spec.dilation, spec.kernel_size)]
+        offset = tuple(e - lo for e, lo in zip(extent, spec.pad_lo))
+        grid = tuple(n + e for n, e in zip(spec.in_size, extent))
+        out, group_out = spec.in_size, spec.group_in_channels
+    else:
+        offset = spec.pad_lo
+        grid = tuple(n + lo + hi for n, lo, hi in zip(spec.in_size, spec.pad_lo, spec.pad_hi))
+        out, group_out = spec.out_size, spec.group_out_channels
+    if pass_name == "weight" and weight_columns(spec):
+        # column copy tw holds grid[r, tw*dw : tw*dw + OW] for every grid row r (pitch OW)
+        rows = grid[0] * grid[1]
+        size = k_w * rows * out[2]
+        shifts = [tw * rows * out[2] + (td * dil_d * grid[1] + th * dil_h) * out[2]
+                  for td in range(k_d) for th in range(k_h) for tw in range(k_w)]
+    else:
+        size = ((out[0] - 1) * grid[1] + out[1] - 1) * grid[2] + out[2]
+        shifts = [(td * dil_d * grid[1] + th * dil_h) * grid[2] + tw * dil_w
+                  for td in range(k_d) for th in range(k_h) for tw in range(k_w)]
+    # one block per thread where samples x groups are fewer than threads: each block copies
+    # its group's planes again
+    blocks = min(group_out, -(-threads // (spec.batch * spec.groups)))
+    return offset, grid, size, np.array(shifts, np.int64), blocks
+
+
+def _fresh():
+    """One flag per thread: its scratch row is not yet zeroed in this call."""
+    return np.ones(numba.config.NUMBA_NUM_THREADS, np.bool_)
+
+
+def _scratch(size, dtype):
+    """``size`` elements of scratch per thread (rows by ``numba.get_thread_id``)."""
+    threads = numba.config.NUMBA_NUM_THREADS
+    return workspace.borrow("planar", threads * size, dtype).reshape(threads, size)
+
+
+@njit(nogil=True, cache=True)
+def _move(plane, flat, offset, grid, into_flat):
+    """Copy ``plane`` (D, H, W) into ``flat``, a grid (Dp, Hp, Wp) flattened (or its first
+    ``flat.size`` entries), with ``plane[d, h, w]`` at grid position ``(d, h, w) + offset`` and
+    what falls outside the grid dropped; or (not ``into_flat``) copy the plane back out.
+    The rest of ``flat`` is left as it is. (Unsigned indices: no wraparound checks, 25% faster.)"""
+    depth, height, width = plane.shape
+    source = plane.reshape(-1)
+    first, stop = max(0, -offset[2]), min(width, grid[2] - offset[2])   # plane columns inside
+    count = np.uint64(max(0, stop - first))
+    for d in range(max(0, -offset[0]), min(depth, grid[0] - offset[0])):
+        for h in range(max(0, -offset[1]), min(height, grid[1] - offset[1])):
+            at_plane = np.uint64((d * height + h) * width + first)
+            at_grid = np.uint64(((d + offset[0]) * grid[1] + h + offset[1]) * grid[2] + offset[2] + first)
+            if into_flat:
+                for i in range(count):
+                    flat[at_grid + i] = source[at_plane + i]
+            else:
+                for i in range(count):
+                    source[at_plane + i] = flat[at_grid + i]
+
+
+@njit(nogil=True, cache=True)
+def _own_scratch(scratch, fresh):
+    """This thread's scratch row, zeroed on its first use in a call (``fresh[thread]``): the
+    grids' borders (padding) and the gaps between output rows stay zero for the whole call."""
+    thread = numba.get_thread_id()
+    own = scratch[thread]
+    if fresh[thread]:
+        for i in range(own.size):
+            own[i] = 0
+        fresh[thread] = False
+    return thread, own
+
+
+@njit(inline="always")
+def _nine(values, t):
+    """``values[t:t + 9]`` as a tuple of scalars (kept in registers)."""
+    return (values[t], values[t + 1], values[t + 2], values[t + 3], values[t + 4], values[t + 5],
+            values[t + 6], values[t + 7], values[t + 8])
+
+
+@njit(inline="always")
+def _nine_views(flat, shifts, t, span):
+    """The ``span``-long views of ``flat`` at ``shifts[t:t + 9]``: sliced, so the loops index
+    them with counters Numba knows are not negative (no wraparound checks, they vectorise)."""
+    s0, s1, s2, s3, s4, s5, s6, s7, s8 = _nine(shifts, t)
+    return (flat[s0:s0 + span], flat[s1:s1 + span], flat[s2:s2 + span], flat[s3:s3 + span],
+            flat[s4:s4 + span], flat[s5:s5 + span], flat[s6:s6 + span], flat[s7:s7 + span],
+            flat[s8:s8 + span])
+
+
+@njit(nogil=True, cache=True, fastmath={"contract"})
+def _add_taps(wide, flat, weights, shifts, accumulate):
+    """``wide[q] (+)= sum over taps t of weights[t] * flat[q + shifts[t]]``, nine taps per pass;
+    without ``accumulate`` the first pass overwrites ``wide`` (no clearing, one load less)."""
+    span, taps = wide.size, shifts.size
+    t = 0
+    while t + FUSED_TAPS <= taps:
+        a0, a1, a2, a3, a4, a5, a6, a7, a8 = _nine_views(flat, shifts, t, span)
+        w0, w1, w2, w3, w4, w5, w6, w7, w8 = _nine(weights, t)
+        for q in range(span):
+            total = (w0 * a0[q] + w1 * a1[q] + w2 * a2[q] + w3 * a3[q] + w4 * a4[q]
+                     + w5 * a5[q] + w6 * a6[q] + w7 * a7[q] + w8 * a8[q])
+            wide[q] = wide[q] + total if accumulate else total
+        t += FUSED_TAPS
+        accumulate = True
+    if not accumulate:
+        wide[:] = 0
+    for tap in range(t, taps):
+        weight, source = weights[tap], flat[shifts[tap]:shifts[tap] + span]
+        for q in range(span):
+            wide[q] += weight * source[q]
+
+
+@njit(nogil=True, cache=True, fastmath={"contract"})
+def _add_taps_pair(wide_a, wide_b, flat, weights_a, weights_b, shifts, accumulate):
+    """:func:`_add_taps` for two outputs at once: each load of ``flat`` feeds both."""
+    span, taps = wide_a.size, shifts.size
+    t = 0
+    while t + FUSED_TAPS <= taps:
+        a0, a1, a2, a3, a4, a5, a6, a7, a8 = _nine_views(flat, shifts, t, span)
+        u0, u1, u2, u3, u4, u5, u6, u7, u8 = _nine(weights_a, t)
+        v0, v1, v2, v3, v4, v5, v6, v7, v8 = _nine(weights_b, t)
+        for q in range(span):
+            x0, x1, x2, x3, x4, x5, x6, x7, x8 = a0[q], a1[q], a2[q], a3[q], a4[q], a5[q], a6[q], a7[q], a8[q]
+            total_a = u0 * x0 + u1 * x1 + u2 * x2 + u3 * x3 + u4 * x4 + u5 * x5 + u6 * x6 + u7 * x7 + u8 * x8
+            total_b = v0 * x0 + v1 * x1 + v2 * x2 + v3 * x3 + v4 * x4 + v5 * x5 + v6 * x6 + v7 * x7 + v8 * x8
+            wide_a[q] = wide_a[q] + total_a if accumulate else total_a
+            wide_b[q] = wide_b[q] + total_b if accumulate else total_b
+        t += FUSED_TAPS
+        accumulate = True
+    if not accumulate:
+        wide_a[:] = 0
+        wide_b[:] = 0
+    for tap in range(t, taps):
+        weight_a, weight_b, source = weights_a[tap], weights_b[tap], flat[shifts[tap]:shifts[tap] + span]
+        for q in range(span):
+            wide_a[q] += weight_a * source[q]
+            wide_b[q] += weight_b * source[q]
+
+
+@njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
+def _tap_dots(wide, flat, shifts, sums):
+    """``sums[t] += sum over q of wide[q] * flat[q + shifts[t]]``, nine taps per pass (float64 sums
+    of per-plane dot products in the array dtype, which vectorise)."""
+    span, taps = wide.size, shifts.size
+    zero = wide.dtype.type(0)
+    t = 0
+    while t + FUSED_TAPS <= taps:
+        a0, a1, a2, a3, a4, a5, a6, a7, a8 = _nine_views(flat, shifts, t, span)
+        d0 = d1 = d2 = d3 = d4 = d5 = d6 = d7 = d8 = zero
+        for q in range(span):
+            g = wide[q]
+            d0 += g * a0[q]
+            d1 += g * a1[q]
+            d2 += g * a2[q]
+            d3 += g * a3[q]
+            d4 += g * a4[q]
+            d5 += g * a5[q]
+            d6 += g * a6[q]
+            d7 += g * a7[q]
+            d8 += g * a8[q]
+        for i, dot in enumerate((d0, d1, d2, d3, d4, d5, d6, d7, d8)):
+            sums[t + i] += dot
+        t += FUSED_TAPS
+    for tap in range(t, taps):
+        source = flat[shifts[tap]:shifts[tap] + span]
+        dot = zero
+        for q in range(span):
+            dot += wide[q] * source[q]
+        sums[tap] += dot
+
+
+@njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
+def _tap_dots_pair(wide_a, wide_b, flat, shifts, sums_a, sums_b):
+    """:func:`_tap_dots` for two planes ``wide_a``, ``wide_b`` at once: each load of ``flat`` feeds both."""
+    span, taps = wide_a.size, shifts.size
+    zero = wide_a.dtype.type(0)
+    t = 0
+    while t + FUSED_TAPS <= taps:
+        a0, a1, a2, a3, a4, a5, a6, a7, a8 = _nine_views(flat, shifts, t, span)
+        d0 = d1 = d2 = d3 = d4 = d5 = d6 = d7 = d8 = zero
+        e0 = e1 = e2 = e3 = e4 = e5 = e6 = e7 = e8 = zero
+        for q in range(span):
+            g, h = wide_a[q], wide_b[q]
+            x0, x1, x2, x3, x4, x5, x6, x7, x8 = a0[q], a1[q], a2[q], a3[q], a4[q], a5[q], a6[q], a7[q], a8[q]
+            d0 += g * x0
+            d1 += g * x1
+            d2 += g * x2
+            d3 += g * x3
+            d4 += g * x4
+            d5 += g * x5
+            d6 += g * x6
+            d7 += g * x7
+            d8 += g * x8
+            e0 += h * x0
+            e1 += h * x1
+            e2 += h * x2
+            e3 += h * x3
+            e4 += h * x4
+            e5 += h * x5
+            e6 += h * x6
+            e7 += h * x7
+            e8 += h * x8
+        for i, (dot_a, dot_b) in enumerate(((d0, e0), (d1, e1), (d2, e2), (d3, e3), (d4, e4), (d5, e5),
+                                            (d6, e6), (d7, e7), (d8, e8))):
+            sums_a[t + i] += dot_a
+            sums_b[t + i] += dot_b
+        t += FUSED_TAPS
+    for tap in range(t, taps):
+        source = flat[shifts[tap]:shifts[tap] + span]
+        dot_a = dot_b = zero
+        for q in range(span):
+            dot_a += wide_a[q] * source[q]
+            dot_b += wide_b[q] * source[q]
+        sums_a[tap] += dot_a
+        sums_b[tap] += dot_b
+
+
+@njit(parallel=True, cache=True)
+def _correlate_kernel(source, weights, shifts, offset, grid, blocks, scratch, fresh, out):
+    """``out[n, o] = sum over s in o's group and taps t of weights[o, s, t] * source[n, s]`` shifted
+    by tap t, on the grid: ``source`` (N, S, ...), ``weights`` (O, S/g, T), ``out`` (N, O, ...)."""
+    batch, source_channels = source.shape[0], source.shape[1]
+    out_channels, group_source = weights.shape[0], weights.shape[1]
+    groups = source_channels // group_source
+    group_out = out_channels // groups
+    block = -(-group_out // blocks)
+    grid_size = grid[0] * grid[1] * grid[2]
+    span = (scratch.shape[1] - group_source * grid_size) // 2
+    for item in prange(batch * groups * blocks):
+        n, g, b = item // (groups * blocks), item // blocks % groups, item % blocks
+        _, own = _own_scratch(scratch, fresh)
+        wide = own[group_source * grid_size:]
+        for s in range(group_source):
+            _move(source[n, g * group_source + s], own[s * grid_size:(s + 1) * grid_size], offset, grid, True)
+        o, stop = g * group_out + b * block, g * group_out + min(group_out, (b + 1) * block)
+        while o < stop:   # two outputs at a time, then one
+            pair = o + 1 < stop
+            for s in range(group_source):
+                if pair:
+                    _add_taps_pair(wide[:span], wide[span:], own[s * grid_size:(s + 1) * grid_size],
+                                   weights[o, s], weights[o + 1, s], shifts, s > 0)
+                else:
+                    _add_taps(wide[:span], own[s * grid_size:(s + 1) * grid_size], weights[o, s], shifts, s > 0)
+            _move(out[n, o], wide[:span], (0, 0, 0), grid, False)
+            if pair:
+                _move(out[n, o + 1], wide[span:], (0, 0, 0), grid, False)
+            o += 2 if pair else 1
+
+
+@njit(parallel=True, cache=True)
+def _weight_kernel(x, grad_y, shifts, offset, grid, columns, dilation_w, blocks, scratch, fresh, partial):
+    """``partial[thread, k, c, t] += sum over outputs of grad_y[n, k] * x[n, c]`` shifted by tap t,
+    over the thread's (sample, group, block) items; ``partial`` (threads, K, C/g, T) float64.
+
+    Without ``columns``, each input plane is padded into its own grid and grad_y is copied onto
+    the output grid (``q``, zero at the entries that are not outputs). With ``columns`` (the
+    kernel width, > 0), grad_y is read in place: each input plane is padded into one shared
+    grid, then copied ``columns`` times with row pitch OW, copy ``tw`` starting at grid column
+    ``tw * dw``, so that tap (td, th, tw) of output ``(od, oh, ow)`` sits at a constant shift
+    from ``oh * OW + ow`` within each output depth slice."""
+    batch, in_channels = x.shape[0], x.shape[1]
+    out_channels, group_in = partial.shape[1], partial.shape[2]
+    out_d, out_h, out_w = grad_y.shape[2], grad_y.shape[3], grad_y.shape[4]
+    groups = in_channels // group_in
+    group_out = out_channels // groups
+    block = -(-group_out // blocks)
+    grid_size, rows = grid[0] * grid[1] * grid[2], grid[0] * grid[1]
+    if columns:
+        plane_size, slices, slice_size, slice_step = columns * rows * out_w, out_d, out_h * out_w, grid[1] * out_w
+        planes_at = grid_size
+    else:
+        plane_size, slices, slice_step = grid_size, 1, 0
+        slice_size = (scratch.shape[1] - group_in * grid_size) // 2
+        planes_at = 0
+    for item in prange(batch * groups * blocks):
+        n, g, b = item // (groups * blocks), item // blocks % groups, item % blocks
+        thread, own = _own_scratch(scratch, fresh)
+        for c in range(group_in):
+            plane = own[planes_at + c * plane_size:planes_at + (c + 1) * plane_size]
+            if not columns:
+                _move(x[n, g * group_in + c], plane, offset, grid, True)
+                continue
+            padded = own[:grid_size]
+            _move(x[n, g * group_in + c], padded, offset, grid, True)
+            for tw in range(columns):
+                for row in range(rows):
+                    source = padded[row * grid[2] + tw * dilation_w:row * grid[2] + tw * dilation_w + out_w]
+                    target = plane[(tw * rows + row) * out_w:(tw * rows + row + 1) * out_w]
+                    for i in range(out_w):
+                        target[i] = source[i]
+        k, stop = g * group_out + b * block, g * group_out + min(group_out, (b + 1) * block)
+        while k < stop:   # two output channels at a time, then one
+            pair = k + 1 < stop
+            if columns:
+                grad_a, grad_b = grad_y[n, k].reshape(-1), grad_y[n, k + 1 if pair else k].reshape(-1)
+            else:
+                # grad_y on the output grid: the entries that are not outputs stay zero
+                grad_a, grad_b = own[group_in * grid_size:][:slice_size], own[group_in * grid_size + slice_size:]
+                _move(grad_y[n, k], grad_a, (0, 0, 0), grid, True)
+                if pair:
+                    _move(grad_y[n, k + 1], grad_b, (0, 0, 0), grid, True)
+            for c in range(group_in):
+                plane = own[planes_at + c * plane_size:planes_at + (c + 1) * plane_size]
+                for index in range(slices):
+                    first = index * slice_size
+                    source = plane[index * slice_step:]
+                    if pair:
+                        _tap_dots_pair(grad_a[first:first + slice_size], grad_b[first:first + slice_size],
+                                       source, shifts, partial[thread, k, c], partial[thread, k + 1, c])
+                    else:
+                        _tap_dots(grad_a[first:first + slice_size], source, shifts, partial[thread, k, c])
+            k += 2 if pair else 1
+
+
+def forward(spec, x, w, out):
+    offset, grid, span, shifts, blocks = _plan(spec, "forward", numba.get_num_threads())
+    scratch = _scratch(spec.group_in_channels * math.prod(grid) + 2 * span, x.dtype)
+    _correlate_kernel(x, w.reshape(w.shape[0], w.shape[1], -1), shifts, offset, grid, blocks, scratch, _fresh(), out)
+
+
+def backward_input(spec, grad_y, w, grad_x):
+    offset, grid, span, shifts, blocks = _plan(spec, "input", numba.get_num_threads())
+    group_out, group_in = spec.group_out_channels, spec.group_in_channels
+    scratch = _scratch(group_out * math.prod(grid) + 2 * span, grad_y.dtype)
+    # weights[g*Cg + c, j, t] = w[g*Kg + j, c, T-1-t]: rotated kernel, channel axes swapped
+    rotated = w.reshape(spec.groups, group_out, group_in, -1)[..., ::-1]
+    weights = np.ascontiguousarray(rotated.transpose(0, 2, 1, 3)).reshape(spec.in_channels, group_out, -1)
+    _correlate_kernel(grad_y, weights, shifts, offset, grid, blocks, scratch, _fresh(), grad_x)
+
+
+def backward_weight(spec, x, grad_y, grad_w):
+    offset, grid, size, shifts, blocks = _plan(spec, "weight", numba.get_num_threads())
+    columns = spec.kernel_size[2] if weight_columns(spec) else 0
+    planes = spec.group_in_channels * (size if columns else math.prod(grid))
+    scratch = _scratch(planes + (math.prod(grid) if columns else 2 * size), x.dtype)
+    partial = np.zeros((scratch.shape[0], spec.out_channels, spec.group_in_channels, len(shifts)))
+    _weight_kernel(x, grad_y, shifts, offset, grid, columns, spec.dilation[2], blocks, scratch, _fresh(), partial)
+    grad_w[...] = partial.sum(axis=0).reshape(grad_w.shape)
