@@ -98,6 +98,8 @@ def test_a_small_limit_shrinks_the_blocks_and_keeps_results(rng, limit):
             assert sum(by_buffer.get(name, 0) for name in CAPPED) <= MIB, (algo, pass_name, by_buffer)
             if algo == "direct":
                 assert peak == 0
+            elif algo == "planar":        # its padded planes do not depend on the cap (README)
+                assert 0 < peak <= default_peak[algo, pass_name]
             else:
                 assert 0 < peak < default_peak[algo, pass_name], (algo, pass_name)
             if algo == "im2col" and pass_name != "weight":
