@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from cases import CASE_IDS, CASES
-from conftest import assert_close, poisoned, random_problem
+from conftest import assert_close, poisoned, random_array, random_problem
 import numbaconv as nc
 from numbaconv import dispatch, reference
 from numbaconv.spec import ConvSpec
@@ -141,3 +141,23 @@ def test_planar_on_one_thread(rng):
             check_passes(dispatch.REGISTRY["cpu"]["planar"], spec, x, w, grad_y, np.float64)
     finally:
         numba.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("w_shape, groups", [((4, 1, 3, 3), 4), ((6, 1, 3, 2), 1)], ids=["grid", "columns"])
+def test_planar_weight_gradient_puts_nan_and_inf_where_the_reference_does(rng, w_shape, groups):
+    """An Inf in the input reaches only the taps that read it (not those that meet it at the
+    grid entries that are not outputs), and a NaN in grad_y only its channel's taps."""
+    x = random_array(rng, (2, 4 if groups == 4 else 1, 7, 8))
+    spec = ConvSpec.create(x.shape, w_shape, 1, ((1, 0), (0, 1)), 1, groups)
+    grad_y = random_array(rng, spec.y_shape)
+    x[0, 0, 3, 7] = np.inf
+    grad_y[1, 1, 0, 0] = np.nan
+    spec3d = spec.as_3d()
+    grad_w = poisoned(spec3d.w_shape, np.float64)
+    dispatch.REGISTRY["cpu"]["planar"].backward_weight(spec3d, x.reshape(spec3d.x_shape), grad_y.reshape(spec3d.y_shape),
+                                                     grad_w)
+    expected = reference.backward_weight(spec, x, grad_y)
+    np.testing.assert_array_equal(np.isnan(grad_w.reshape(spec.w_shape)), np.isnan(expected))
+    np.testing.assert_array_equal(np.isinf(grad_w.reshape(spec.w_shape)), np.isinf(expected))
+    finite = np.isfinite(expected)
+    assert_close(grad_w.reshape(spec.w_shape)[finite], expected[finite], np.float64, "finite entries")

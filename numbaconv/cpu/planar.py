@@ -36,7 +36,10 @@ than ``(C/g) * KW``, reads ``grad_y`` in place against ``KW`` copies of each
 padded input plane with row pitch ``OW`` (copy ``tw`` starting at column
 ``tw * dw``), so each tap is again a constant shift (:func:`weight_columns`).
 It sums each thread's share into the thread's own float64 partial
-``grad_w`` and adds the partials at the end (no races).
+``grad_w`` and adds the partials at the end (no races). On the grid, the
+entries that are not outputs multiply some input elements by zero, so a NaN
+or Inf in the input could reach taps that never read it; when the result is
+not finite it is done again by columns, where NaN and Inf land as in PyTorch.
 
 Work is shared out by (sample, group, block of output channels), one block
 per thread where samples x groups are fewer than threads (each block copies
@@ -95,7 +98,8 @@ def weight_columns(spec):
 
 @functools.lru_cache(maxsize=256)
 def _plan(spec, pass_name, threads):
-    """``(offset, grid, size, shifts, blocks)`` of one pass ("forward", "input" or "weight") of
+    """``(offset, grid, size, shifts, blocks)`` of one pass ("forward", "input", "weight" or
+    "weight-columns", the weight gradient by columns whatever :func:`weight_columns` says) of
     ``spec``: where the source planes sit in the zero grid, the grid's size, the span of ``q``
     (or, for a weight gradient by columns, the size of one channel's column copies), the taps'
     shifts in the grid (or the column copies), and the output-channel blocks per (sample,
@@ -110,7 +114,7 @@ def _plan(spec, pass_name, threads):
         offset = spec.pad_lo
         grid = tuple(n + lo + hi for n, lo, hi in zip(spec.in_size, spec.pad_lo, spec.pad_hi))
         out, group_out = spec.out_size, spec.group_out_channels
-    if pass_name == "weight" and weight_columns(spec):
+    if pass_name == "weight-columns" or (pass_name == "weight" and weight_columns(spec)):
         # column copy tw holds grid[r, tw*dw : tw*dw + OW] for every grid row r (pitch OW)
         rows = grid[0] * grid[1]
         size = k_w * rows * out[2]
@@ -431,8 +435,19 @@ def backward_input(spec, grad_y, w, grad_x):
 
 
 def backward_weight(spec, x, grad_y, grad_w):
-    offset, grid, size, shifts, blocks = _plan(spec, "weight", numba.get_num_threads())
-    columns = spec.kernel_size[2] if weight_columns(spec) else 0
+    columns = weight_columns(spec)
+    _weight_gradient(spec, x, grad_y, grad_w, columns)
+    if not columns and not np.isfinite(grad_w).all():
+        # the wide grad_y's entries that are not outputs multiply input elements by 0, so a NaN
+        # or Inf there reaches taps that never see it in the convolution; by columns every
+        # product is one of the convolution's, and NaN and Inf land where they do in PyTorch
+        _weight_gradient(spec, x, grad_y, grad_w, True)
+
+
+def _weight_gradient(spec, x, grad_y, grad_w, by_columns):
+    offset, grid, size, shifts, blocks = _plan(spec, "weight-columns" if by_columns else "weight",
+                                               numba.get_num_threads())
+    columns = spec.kernel_size[2] if by_columns else 0
     planes = spec.group_in_channels * (size if columns else math.prod(grid))
     scratch = _scratch(planes + (math.prod(grid) if columns else 2 * size), x.dtype)
     partial = np.zeros((scratch.shape[0], spec.out_channels, spec.group_in_channels, len(shifts)))
