@@ -307,11 +307,12 @@ SETTLE_S = float(os.environ.get("NUMBACONV_BENCH_SETTLE_S", "0.02"))
 def best_times(calls, timers, min_repeats=3, max_repeats=25, budget_s=1.0) -> list[float]:
     """Best time of each call, the calls taking turns (round-robin) after the caller's warm-up.
 
-    Each timed call starts ``SETTLE_S`` seconds after the previous one ended:
-    PyTorch's OpenMP threads (GNU libgomp) spin for several milliseconds after
+    Before each timed call the implementation runs untimed for ``SETTLE_S``
+    seconds: PyTorch's OpenMP threads (GNU libgomp) spin for milliseconds after
     a parallel region, and timed right after a PyTorch call numbaconv's threads
     shared the cores with them (conv3x3_128 forward: 8.6 ms against 4.7 ms
-    with a pause; PyTorch's own times barely change). Stops after
+    alone); a pause instead of the untimed calls timed both from idle threads
+    (batch1_16ch: 0.6-0.9 ms where a hot call takes 0.05-0.09 ms). Stops after
     ``max_repeats`` rounds, or once ``min_repeats`` rounds are done and
     ``budget_s`` seconds have gone by.
     """
@@ -319,7 +320,9 @@ def best_times(calls, timers, min_repeats=3, max_repeats=25, budget_s=1.0) -> li
     start = time.perf_counter()
     for round_index in range(max_repeats):
         for index, (call, timer) in enumerate(zip(calls, timers)):
-            time.sleep(SETTLE_S)
+            settle_until = time.perf_counter() + SETTLE_S
+            while time.perf_counter() < settle_until:
+                call()
             best[index] = min(best[index], timer(call))
         if round_index + 1 >= min_repeats and time.perf_counter() - start >= budget_s:
             break
