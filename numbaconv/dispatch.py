@@ -2,7 +2,9 @@
 
 ``algo="auto"`` on the CPU, in order, with ``P = (K / groups) * (C / groups)
 * prod(kernel)`` the size of each group's matrix product (its rows times its
-reduction):
+reduction). Rules 1-3 were measured on the project's earlier 2-core Intel
+Xeon, partly against ``shifted`` (removed since: see 4); rule 4 on the 2-core
+AMD EPYC that replaced it.
 
 1. ``winograd`` (F(4x4, 3x3)) for 3x3 stride-1 2-d problems with at least
    ``WINOGRAD_MIN_CHANNELS`` input channels per group and ``WINOGRAD_MIN_TILES``
@@ -40,11 +42,18 @@ reduction):
    on moving columns than on arithmetic. Measured (float32, 2 cores, ms,
    direct / im2col / shifted): depthwise 256ch 28x28 N=8 14 / 32 / 21 (at
    stride 1, which planar now takes).
-4. ``shifted`` for stride 1 when its padded-grid overhead ``Q / P`` is at
-   most ``SHIFTED_SPAN_LIMIT``: its column rows are single long copies, and
-   on the 3x3 layers of the bench suite (numbaconv/bench.py) it ran 1.6-2x faster than
-   im2col (e.g. 64ch 56x56 forward, N=8, 2 cores: 14-17 ms against 29-36 ms).
-5. ``im2col`` otherwise (strided problems, large kernels on small images).
+4. ``im2col`` otherwise. (A fourth algorithm, ``shifted``, im2col on the
+   padded grid with each column row one contiguous copy, took the stride-1
+   problems here until im2col gathered its columns through a table of
+   offsets and balanced its blocks over the threads; it then lost every
+   layer it held. Measured on the 2-core AMD EPYC, float32, ms, forward /
+   input / weight, im2col vs shifted, in one run of ``numbaconv bench``:
+   512ch 7x7 N=8 18.0 / 17.4 / 28.6 vs 24.0 / 27.0 / 34.6; 1x1 256 -> 64
+   56x56 6.1 / 6.8 / 6.9 vs 14.4 / 11.7 / 13.4 and 128 -> 512 28x28 6.3 /
+   5.7 / 7.6 vs 13.0 / 11.2 / 15.4; 3x3 256ch 14x14 15.9 / 18.1 / 18.5 vs
+   18.5 / 20.5 / 22.0; 5x5 64ch 28x28 12.3 / 16.0 / 15.1 vs 16.1 / 17.6 /
+   15.7; 1-d 64ch k9 N=8 7.9 / 9.1 / 7.7 vs 10.6 / 11.0 / 10.9; only 64ch
+   14x14 N=2 0.78 / 0.77 / 0.80 vs 0.64 / 0.66 / 0.92 went the other way.)
 
 ``algo="auto"`` on the GPU: ``direct`` when ``(C / groups) * prod(kernel)`` is
 below ``CUDA_DIRECT_REDUCTION_LIMIT`` (most of a 16-deep matrix-product tile
@@ -60,17 +69,14 @@ numba.cuda.
 import functools
 import math
 
-from .cpu import (direct as cpu_direct, im2col as cpu_im2col, planar as cpu_planar, shifted as cpu_shifted,
-                  winograd as cpu_winograd)
+from .cpu import direct as cpu_direct, im2col as cpu_im2col, planar as cpu_planar, winograd as cpu_winograd
 from .devices import cuda_usable
 
 REGISTRY = {
-    "cpu": {"direct": cpu_direct, "im2col": cpu_im2col, "planar": cpu_planar, "shifted": cpu_shifted,
-            "winograd": cpu_winograd},
+    "cpu": {"direct": cpu_direct, "im2col": cpu_im2col, "planar": cpu_planar, "winograd": cpu_winograd},
 }
 DIRECT_PRODUCT_LIMIT = 32
 PLANAR_PRODUCT_LIMIT = 32768
-SHIFTED_SPAN_LIMIT = 1.5
 WINOGRAD_MIN_CHANNELS = 8
 WINOGRAD_MIN_TILES = 128
 CUDA_DIRECT_REDUCTION_LIMIT = 16
@@ -121,8 +127,6 @@ def _auto_cpu(spec, runnable):
         return "planar"
     if product < DIRECT_PRODUCT_LIMIT:
         return "direct"
-    if "shifted" in runnable and cpu_shifted.span_ratio(spec) <= SHIFTED_SPAN_LIMIT:
-        return "shifted"
     return "im2col"
 
 

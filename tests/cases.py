@@ -3,7 +3,8 @@
 Each case: (name, x_shape, w_shape, stride, padding, dilation, groups).
 Together they cover 1-d/2-d/3-d, asymmetric and "same" padding (at stride 1
 and 2), stride larger than the kernel, dilation, groups, depthwise (with and
-without a channel multiplier, at stride 1 and 2), non-square shapes, 1x1 kernels, kernel equal
+without a channel multiplier, at stride 1 and 2), non-square shapes, 1x1 kernels (strided, and grouped at stride 1
+with outputs enough for im2col's pointwise views), kernel equal
 to the input, kernels larger than the unpadded input, and batch 1 and more; 3x3 stride-1
 cases whose outputs do not fill Winograd's 4x4 tiles, with padding on one
 side only and padding wider than the kernel; stride-1 problems with many more
@@ -20,6 +21,7 @@ CASES = [
     ("2d-depthwise", (2, 4, 9, 8), (4, 1, 3, 3), 1, 1, 1, 4),
     ("2d-depthwise-multiplier", (2, 3, 6, 9), (6, 1, 3, 2), 2, (1, 0), 1, 3),
     ("2d-1x1-strided", (2, 6, 7, 5), (5, 6, 1, 1), 2, 0, 1, 1),
+    ("2d-1x1-groups", (2, 6, 17, 16), (4, 3, 1, 1), 1, 0, 1, 2),
     ("2d-kernel-equals-input", (2, 3, 5, 4), (4, 3, 5, 4), 1, 0, 1, 1),
     ("2d-kernel-larger-than-input", (2, 2, 3, 3), (3, 2, 5, 5), 1, 1, 1, 1),
     ("2d-batch1-valid", (1, 5, 10, 6), (3, 5, 4, 3), (3, 2), "valid", 1, 1),

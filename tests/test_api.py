@@ -110,7 +110,7 @@ def test_nan_and_inf_propagate():
 def test_devices_and_algorithms():
     # tests/conftest.py turns the CUDA simulator on when there is no real GPU
     assert nc.devices() == ("cpu", "cuda")
-    assert set(nc.algorithms("cpu")) == {"direct", "im2col", "planar", "shifted", "winograd"}
+    assert set(nc.algorithms("cpu")) == {"direct", "im2col", "planar", "winograd"}
     with pytest.raises(ValueError, match="unknown device"):
         nc.algorithms("tpu")
 
@@ -134,13 +134,13 @@ def test_auto_rule():
         ("planar", ConvSpec.create((1, 16, 32, 32), (16, 16, 3, 3), padding=1)),
         ("winograd", ConvSpec.create((64, 32, 26, 26), (64, 32, 3, 3))),     # P = 18432, 3136 tiles
         ("planar", ConvSpec.create((1, 8, 7, 7), (8, 8, 7, 7), padding=3)),
-        ("shifted", ConvSpec.create((2, 64, 14, 14), (64, 64, 3, 3), padding=1)),   # P = 36864, 32 tiles
+        ("im2col", ConvSpec.create((2, 64, 14, 14), (64, 64, 3, 3), padding=1)),   # P = 36864, 32 tiles
         ("planar", ConvSpec.create((8, 3, 56, 56), (64, 3, 3, 3), padding=1)),    # too few channels for winograd
         ("winograd", ConvSpec.create((1, 8, 56, 56), (8, 8, 3, 3), padding=1)),   # 196 tiles
-        ("shifted", ConvSpec.create((8, 128, 56, 56), (64, 128, 1, 1))),      # one tap
+        ("im2col", ConvSpec.create((8, 128, 56, 56), (64, 128, 1, 1))),       # one tap: pointwise views
         ("winograd", ConvSpec.create((8, 128, 28, 28), (128, 128, 3, 3), padding=1)),
         ("winograd", ConvSpec.create((8, 64, 56, 56), (32, 64, 3, 3), padding=1)),   # P = 18432, many tiles
-        ("shifted", ConvSpec.create((8, 512, 7, 7), (512, 512, 3, 3), padding=1)),  # too few tiles
+        ("im2col", ConvSpec.create((8, 512, 7, 7), (512, 512, 3, 3), padding=1)),  # too few tiles
         ("im2col", ConvSpec.create((1, 8, 56, 56), (8, 8, 3, 3), stride=2, padding=1)),
         ("im2col", ConvSpec.create((1, 64, 7, 7), (64, 64, 7, 7), padding=3)),   # mostly padding grid
     ]
@@ -182,7 +182,7 @@ def test_concurrent_calls_agree_and_restore_blas_threads(rng):
     expected = nc.reference.conv2d(x, w, padding=1)
     with ThreadPoolExecutor(4) as callers:
         results = list(callers.map(lambda algo: nc.conv2d(x, w, padding=1, algo=algo),
-                                   ["shifted", "im2col", "winograd"] * 4))
+                                   ["planar", "im2col", "winograd"] * 4))
     for y in results:
         assert_close(y, expected, np.float64, "concurrent call")
     after = [(info["filepath"], info["num_threads"]) for info in threadpool_info() if info["user_api"] == "blas"]

@@ -83,8 +83,8 @@ def test_kernels_leave_inputs_alone(rng, algo):
 
 
 @pytest.mark.parametrize("block_columns", [1, 5, 37])
-@pytest.mark.parametrize("algo, case_names", [("im2col", ["2d-stride-gt-kernel", "3d-mixed"]),
-                                              ("shifted", ["2d-dilation", "1d-groups-same", "2d-basic"])])
+@pytest.mark.parametrize("algo, case_names", [("im2col", ["2d-stride-gt-kernel", "3d-mixed", "2d-1x1-groups",
+                                                          "2d-dilation", "1d-groups-same", "2d-basic"])])
 def test_column_blocks_cut_anywhere(rng, monkeypatch, algo, case_names, block_columns):
     """Column blocks that split output rows and samples at odd places still give exact results."""
     from numbaconv.cpu import workspace

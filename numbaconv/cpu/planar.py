@@ -8,8 +8,8 @@ a group into a zero-bordered grid ``(Dp, Hp, Wp)`` in its own scratch (the
 borders are the padding, zeroed on the thread's first use in a call), and
 numbers the outputs by the flat grid index of their window's corner,
 ``q = (od * Hp + oh) * Wp + ow``. With stride 1, tap ``t`` of output ``q``
-reads ``grid[q + shift_t]``, ``shift_t = (td*dd * Hp + th*dh) * Wp + tw*dw``
-(as in shifted.py), so
+reads ``grid[q + shift_t]``, ``shift_t = (td*dd * Hp + th*dh) * Wp + tw*dw``,
+so
 
     forward:      wide[q]    = sum over c, t of w[k, c, t] * grid_c[q + shift_t]
     weight grad:  grad_w[t] += sum over q of wide_gy[q] * grid_c[q + shift_t]

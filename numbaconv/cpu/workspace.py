@@ -115,3 +115,12 @@ def block_columns(bytes_per_column: int, threads: int, total: int) -> int:
     (but one column always), and no more than there are."""
     widest = max(1, WORKSPACE_LIMIT_BYTES // (threads * bytes_per_column))
     return max(1, min(max(BLOCK_BYTES // bytes_per_column, MIN_BLOCK_COLUMNS), widest, total))
+
+
+def balanced_width(width: int, total: int, threads: int) -> int:
+    """Blocks at most ``width`` wide, made equal and as many as a multiple of ``threads`` (so that
+    no thread waits on another's extra block: 392 columns in blocks of 256 kept one of two
+    threads busy for twice as long)."""
+    blocks = -(-total // width)
+    blocks = threads * -(-blocks // threads)
+    return max(1, -(-total // blocks))
