@@ -146,6 +146,12 @@ def test_auto_rule():
     ]
     for algo, spec in picks:
         assert dispatch.choose("cpu", "auto", spec.as_3d()) is dispatch.REGISTRY["cpu"][algo], algo
+    # the weight gradient leaves planar to im2col at a smaller product
+    lenet_conv2 = ConvSpec.create((64, 20, 14, 14), (20, 20, 5, 5)).as_3d()   # P = 10000
+    batch1 = ConvSpec.create((1, 16, 32, 32), (16, 16, 3, 3), padding=1).as_3d()   # P = 2304
+    for pass_name, expected in (("forward", "planar"), ("input", "planar"), ("weight", "im2col")):
+        assert dispatch.choose("cpu", "auto", lenet_conv2, pass_name) is dispatch.REGISTRY["cpu"][expected]
+        assert dispatch.choose("cpu", "auto", batch1, pass_name) is dispatch.REGISTRY["cpu"]["planar"]
 
 
 def test_bad_device_names_are_refused(monkeypatch):
