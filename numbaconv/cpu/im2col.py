@@ -130,11 +130,13 @@ class _Plan:
         """(first_column, count) of the blocks covering columns [first, stop) (pointwise: cut at
         sample boundaries too)."""
         stop = self.columns if stop is None else stop
-        if self.pointwise:
-            return [(start, min(self.block, stop - start, self.positions - start % self.positions))
-                    for sample_start in range(first, stop, self.positions)
-                    for start in range(sample_start, min(sample_start + self.positions, stop), self.block)]
-        return [(start, min(self.block, stop - start)) for start in range(first, stop, self.block)]
+        if not self.pointwise:
+            return [(start, min(self.block, stop - start)) for start in range(first, stop, self.block)]
+        blocks = []
+        for sample in range(first // self.positions, -(-stop // self.positions)):
+            low, high = max(first, sample * self.positions), min(stop, (sample + 1) * self.positions)
+            blocks += [(start, min(self.block, high - start)) for start in range(low, high, self.block)]
+        return blocks
 
     def column_block(self, count):
         """This thread's scratch for ``count`` columns, (groups, rows, count)."""
