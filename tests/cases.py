@@ -3,9 +3,10 @@
 Each case: (name, x_shape, w_shape, stride, padding, dilation, groups).
 Together they cover 1-d/2-d/3-d, asymmetric and "same" padding (at stride 1
 and 2), stride larger than the kernel, dilation, groups, depthwise (with and
-without a channel multiplier, at stride 1 and 2), non-square shapes, 1x1 kernels (strided, and grouped at stride 1
-with outputs enough for im2col's pointwise views), kernel equal
-to the input, kernels larger than the unpadded input, and batch 1 and more; 3x3 stride-1
+without a channel multiplier, at stride 1 and 2), non-square shapes, 1x1
+kernels (strided, and grouped at stride 1 with outputs enough for im2col's
+pointwise views), kernel equal to the input, kernels larger than the
+unpadded input, and batch 1 and more; 3x3 stride-1
 cases whose outputs do not fill Winograd's 4x4 tiles, with padding on one
 side only and padding wider than the kernel; stride-1 problems with many more
 output than input channels per group (planar's weight gradient by columns).

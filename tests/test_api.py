@@ -142,7 +142,7 @@ def test_auto_rule():
         ("winograd", ConvSpec.create((8, 64, 56, 56), (32, 64, 3, 3), padding=1)),   # P = 18432, many tiles
         ("im2col", ConvSpec.create((8, 512, 7, 7), (512, 512, 3, 3), padding=1)),  # too few tiles
         ("im2col", ConvSpec.create((1, 8, 56, 56), (8, 8, 3, 3), stride=2, padding=1)),
-        ("im2col", ConvSpec.create((1, 64, 7, 7), (64, 64, 7, 7), padding=3)),   # mostly padding grid
+        ("im2col", ConvSpec.create((1, 64, 7, 7), (64, 64, 7, 7), padding=3)),   # large kernel, small image
     ]
     for algo, spec in picks:
         assert dispatch.choose("cpu", "auto", spec.as_3d()) is dispatch.REGISTRY["cpu"][algo], algo

@@ -16,8 +16,9 @@ so unfolding costs cache writes rather than memory traffic; the blocks are
 made equal and as many as a multiple of the threads. A pointwise problem
 (1x1 kernel, stride 1, no padding, at least ``MIN_BLOCK_COLUMNS`` outputs a
 sample) needs no unfolding: its blocks are views of the input, and its input
-gradient is written in place. The blocks are shared out to a pool of threads; each thread unfolds its block with a
-``nogil`` Numba kernel and multiplies it with a single-threaded BLAS call.
+gradient is written in place. The blocks are shared out to a pool of
+threads; each thread unfolds its block with a ``nogil`` Numba kernel and
+multiplies it with a single-threaded BLAS call.
 (A Numba ``prange`` unfold followed by a multi-threaded BLAS product was up
 to 2x slower on 2 cores: each pool's idle workers spin on the cores the
 other pool needs.) The input gradient folds back into whole samples, so its
@@ -218,10 +219,6 @@ def backward_weight(spec, x, grad_y, grad_w):
 def backward_input(spec, grad_y, w, grad_x):
     plan = _Plan(spec, w.dtype, thread_count())
     w_transposed = w.reshape(spec.groups, spec.group_out_channels, plan.rows).transpose(0, 2, 1)
-    # a thread folds whole samples: several per block where a sample has fewer outputs than a
-    # block has columns (512 channels at 7x7: 49 columns per product were 2x slower than 196)
-    samples_per_share = max(1, min(plan.block // plan.positions, -(-spec.batch // plan.threads)))
-
     if plan.pointwise:
         def work_in_place(share):
             for first_column, count in share:
@@ -230,6 +227,10 @@ def backward_input(spec, grad_y, w, grad_x):
 
         run_in_threads(work_in_place, split(plan.blocks(), plan.threads))
         return
+
+    # a thread folds whole samples: several per block where a sample has fewer outputs than a
+    # block has columns (512 channels at 7x7: 49 columns per product were 2x slower than 196)
+    samples_per_share = max(1, min(plan.block // plan.positions, -(-spec.batch // plan.threads)))
 
     def work(first_sample):
         stop_sample = min(first_sample + samples_per_share, spec.batch)
