@@ -3,7 +3,7 @@
 Cut the output into 4x4 tiles. Tile ``t`` of sample ``n`` needs a 6x6 patch
 ``d`` of the input; with the transforms of Lavin and Gray (2015),
 
-    U[c, k] = G  g[k, c] G^T     (6x6 per filter, once per call, in float64)
+    U[c, k] = G  g[k, c] G^T     (6x6 per filter, once per call)
     V[t, c] = B^T d[t, c] B      (6x6 per input patch)
     M[t, k] = sum_c V[t, c] * U[c, k]   elementwise in the 6x6: 36 matrix products
     y[t, k] = A^T M[t, k] A      (4x4 per output tile)
@@ -19,8 +19,8 @@ channels swapped within each group, on ``grad_y`` padded by ``2 - pad_lo``
 the rotated kernel). Weight gradient: the adjoint. With ``Y[t, k] = A dy[t, k]
 A^T`` (6x6 per 4x4 tile of ``grad_y``, zero past its edges), ``dU[p] (K, C) =
 sum over tiles of Y[p].T @ V[p]`` (BLAS reducing over each block's tiles, one
-sum per thread, the threads' sums added in float64) and ``grad_w[k, c] = G^T
-dU[k, c] G`` in float64.
+sum per thread, the threads' sums then added up) and ``grad_w[k, c] = G^T
+dU[k, c] G``.
 
 Layout: the transforms run vectorised across channels, so the input (and
 ``grad_y``) is first copied channels-last and zero-padded (a chunk of samples
@@ -34,7 +34,8 @@ LLVM's vectoriser; the transforms index slices from 0.)
 FLOPs: ``2 * 36 * K * (C/g) * tiles`` in BLAS, ``tiles = N ceil(OH/4) ceil(OW/4)``
 (about 0.44x the direct count when OH and OW are multiples of 4; edge tiles
 compute outputs past the end and drop them), plus about 12 adds per element
-of ``V`` and ``M`` for the transforms and ``~100 K C/g`` for the filters.
+of ``V`` and ``M`` for the transforms and ``648 K C/g`` for the filters (one
+BLAS product of TAPS_TO_POINTS with the taps).
 Memory traffic: x and y about twice (the channels-last copy), ``V`` and ``M``
 per block in cache, ``U`` (``36 K C/g`` elements) written once and read once
 per block: for wide layers with few tiles (512 channels at 7x7) the filter
@@ -46,7 +47,8 @@ norm-relative errors of 1e-6 to 3e-6 for the forward and input gradient and
 7e-7 to 3e-6 for the weight gradient (bench layers up to 512 channels, and
 N=32 64ch 56x56), against 2e-7 to 4e-7 for the GEMM algorithms. That is
 within the 1e-5 every algorithm is held to, so Winograd needs no looser bound
-(issue 5 allowed 1e-4). Filters are transformed in float64 and rounded once.
+(issue 5 allowed 1e-4). The filter transform (9-term sums in the working
+precision) adds a few ulp to U, nothing visible in these numbers.
 """
 import threading
 
@@ -64,6 +66,10 @@ CHANNELS_LAST_BYTES = 64 * 2**20   # cap on the channels-last copy of one chunk 
 # G (6x3) of F(4x4, 3x3): U = G g G^T; the weight gradient goes back through G^T.
 FILTER_TRANSFORM = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
                              [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]])
+# The same as one (36, 9) matrix on a filter's taps, row-major: U.flat = TAPS_TO_POINTS @ g.flat;
+# its transpose takes the weight gradient's 36 sums back to the 9 taps.
+TAPS_TO_POINTS = np.kron(FILTER_TRANSFORM, FILTER_TRANSFORM)
+TRANSFORM_BLOCK_BYTES = 2**17   # the gathered taps of one block of channels in the filter transform
 
 
 def supports(spec):
@@ -255,56 +261,53 @@ def _output_tiles(products, first_row, stop_row, tiles_h, y, half, rows):
         j += tiles_w
 
 
-@njit(inline="always", cache=True)
-def _filter_transform(g0, g1, g2, o0, o1, o2, o3, o4, o5):
-    """``o = G g`` for three rows at once, in float64."""
-    for c in range(g0.shape[0]):
-        a, b, d = np.float64(g0[c]), np.float64(g1[c]), np.float64(g2[c])
-        # products with the reciprocals (no divisions in the loop): within an ulp of float64
-        minus_sixth, b_sixth = (a + d) * (-1 / 6), b * (1 / 6)
-        a_d, b_twelfth = a * (1 / 24) + d * (1 / 6), b * (1 / 12)
-        o0[c] = a * 0.25
-        o1[c] = minus_sixth - b_sixth
-        o2[c] = minus_sixth + b_sixth
-        o3[c] = a_d + b_twelfth
-        o4[c] = a_d - b_twelfth
-        o5[c] = d
-
-
 @njit(nogil=True, cache=True)
-def _transform_filters(w, first, stop, filters):
-    """``filters[p, g, c, k'] = (G w[g K/g + k', c] G^T)[p]`` for ``first <= c < stop``, in
-    float64, across ``k'`` (so that the writes are contiguous)."""
-    groups, group_out = filters.shape[1], filters.shape[3]
-    taps = np.empty((3, 3, group_out))
-    half = np.empty((PATCH, 3, group_out))
-    rows = np.empty((PATCH, PATCH, group_out))
-    for g in range(groups):
-        for c in range(first, stop):
-            for i in range(3):
-                for j in range(3):
-                    for k in range(group_out):
-                        taps[i, j, k] = w[g * group_out + k, c, i, j]
-            for j in range(3):
-                _filter_transform(taps[0, j], taps[1, j], taps[2, j],
-                                  half[0, j], half[1, j], half[2, j], half[3, j], half[4, j], half[5, j])
-            for a in range(PATCH):
-                _filter_transform(half[a, 0], half[a, 1], half[a, 2],
-                                  rows[a, 0], rows[a, 1], rows[a, 2], rows[a, 3], rows[a, 4], rows[a, 5])
-                for b in range(PATCH):
-                    filters[a * PATCH + b, g, c] = rows[a, b]
+def _gather_taps(w, rotated, group_start, first, stop, taps):
+    """``taps[i - first, o, t]`` = tap ``t`` (row-major 3x3) of the filter from input channel ``i``
+    to output channel ``o`` of the group whose filters start at ``w[group_start]``, for
+    ``first <= i < stop``; ``w`` is (K, C/g, 9). Not ``rotated``: the forward filters,
+    ``w[group_start + o, i, t]``. ``rotated``: the input gradient's, channels swapped and
+    turned 180 degrees, ``w[group_start + i, o, 8 - t]``. Reads ``w`` in order."""
+    outs = taps.shape[1]
+    for o in range(outs):
+        for i in range(first, stop):
+            for t in range(9):
+                if rotated:
+                    taps[i - first, o, t] = w[group_start + i, o, 8 - t]
+                else:
+                    taps[i - first, o, t] = w[group_start + o, i, t]
 
 
-def _transformed_filters(w, groups):
-    """U (36, g, C/g, K/g) = G w G^T per filter, ``w (K, C/g, 3, 3)``, computed in float64 and
-    rounded once; laid out for the products ``V[p] (T, C/g) @ U[p] (C/g, K/g)``."""
+def _transformed_filters(w, groups, rotated=False):
+    """U (36, g, ins, outs) = G f G^T for each filter ``f`` of ``w (K, C/g, 3, 3)`` (not ``rotated``:
+    ins = C/g, outs = K/g; ``rotated``, the input gradient's: ins = K/g, outs = C/g), laid out
+    for the products ``V[p] (T, ins) @ U[p] (ins, outs)``. A block of input channels at a time:
+    the taps gathered, then one BLAS product with TAPS_TO_POINTS writing U in place.
+
+    FLOPs ``2 * 36 * 9 * K * C/g`` (in BLAS); memory: ``w`` read once, U (``36 K C/g``
+    elements) written once. Accuracy: U within a few ulp of G f G^T (9-term sums in the
+    working precision). (Computed point by point in Numba, in float64, 9 vectors in and 6 out a
+    step, the transform stayed scalar: 22 ms on one thread for 512 channels.)"""
     out_channels, group_in = w.shape[:2]
+    group_out = out_channels // groups
+    ins, outs = (group_out, group_in) if rotated else (group_in, group_out)
+    w = w.reshape(out_channels, group_in, 9)
+    points_by_taps = TAPS_TO_POINTS.astype(w.dtype)
     # a reused buffer: a fresh 38 MB array (512 channels) cost more in page faults than the transform
     filters = workspace.borrow("winograd_filters", POINTS * out_channels * group_in, w.dtype)
-    filters = filters.reshape(POINTS, groups, group_in, out_channels // groups)
-    w = np.ascontiguousarray(w.reshape(out_channels, group_in, 3, 3))
-    run_in_threads(lambda share: _transform_filters(w, share.start, share.stop, filters),
-                   split(range(group_in), thread_count()))
+    filters = filters.reshape(POINTS, groups, ins, outs)
+    block = max(1, TRANSFORM_BLOCK_BYTES // (9 * outs * w.dtype.itemsize))
+
+    def work(share):
+        for g in range(groups):
+            for first in range(share.start, share.stop, block):
+                count = min(block, share.stop - first)
+                taps = workspace.borrow("winograd_taps", count * outs * 9, w.dtype).reshape(count, outs, 9)
+                _gather_taps(w, rotated, g * group_out, first, first + count, taps)
+                np.matmul(points_by_taps, taps.reshape(-1, 9).T,
+                          out=filters[:, g, first:first + count].reshape(POINTS, -1))
+
+    run_in_threads(work, split(range(ins), thread_count()))
     return filters
 
 
@@ -395,38 +398,8 @@ def forward(spec, x, w, out):
 
 
 def backward_input(spec, grad_y, w, grad_x):
-    groups, group_out, group_in = spec.groups, spec.group_out_channels, spec.group_in_channels
-    # w (K, C/g) -> per group (C/g, K/g), rotated 180 degrees: the input gradient's filters (C, K/g)
-    flipped = w[:, :, 0, ::-1, ::-1].reshape(groups, group_out, group_in, 3, 3).transpose(0, 2, 1, 3, 4)
-    flipped = flipped.reshape(spec.in_channels, group_out, 1, 3, 3)
-    _winograd(_planes(grad_y), _transformed_filters(flipped, groups), _planes(grad_x),
+    _winograd(_planes(grad_y), _transformed_filters(w, spec.groups, rotated=True), _planes(grad_x),
               2 - spec.pad_lo[1], 2 - spec.pad_lo[2])
-
-
-@njit(nogil=True, cache=True)
-def _filter_gradients(sums, first, stop, grad_w):
-    """``grad_w[k, c] = G^T S G`` for ``S[a, b] = sums[6 a + b, k, c]`` and ``first <= k < stop``,
-    in float64, across ``c``."""
-    group_in = sums.shape[2]
-    columns = np.empty((PATCH, 3, group_in))
-    for k in range(first, stop):
-        for a in range(PATCH):   # columns[a, j] = sum_b S[a, b] G[b, j]
-            _filter_gradient(sums[a * PATCH, k], sums[a * PATCH + 1, k], sums[a * PATCH + 2, k], sums[a * PATCH + 3, k],
-                             sums[a * PATCH + 4, k], sums[a * PATCH + 5, k], columns[a, 0], columns[a, 1], columns[a, 2])
-        for j in range(3):       # grad_w[k, :, i, j] = sum_a G[a, i] columns[a, j]
-            _filter_gradient(columns[0, j], columns[1, j], columns[2, j], columns[3, j], columns[4, j], columns[5, j],
-                             grad_w[k, :, 0, j], grad_w[k, :, 1, j], grad_w[k, :, 2, j])
-
-
-@njit(inline="always", cache=True)
-def _filter_gradient(s0, s1, s2, s3, s4, s5, o0, o1, o2):
-    """``o = G^T s`` (six rows to three, the adjoint of _filter_transform), in float64."""
-    for c in range(s0.shape[0]):
-        sum12 = np.float64(s1[c]) + np.float64(s2[c])
-        sum34 = np.float64(s3[c]) + np.float64(s4[c])
-        o0[c] = np.float64(s0[c]) * 0.25 + sum12 * (-1 / 6) + sum34 * (1 / 24)
-        o1[c] = (np.float64(s2[c]) - np.float64(s1[c])) * (1 / 6) + (np.float64(s3[c]) - np.float64(s4[c])) * (1 / 12)
-        o2[c] = (sum34 - sum12) * (1 / 6) + np.float64(s5[c])
 
 
 def backward_weight(spec, x, grad_y, grad_w):
@@ -461,6 +434,11 @@ def backward_weight(spec, x, grad_y, grad_w):
 
         run_in_threads(work, split(tiling.blocks(stop - first), tiling.threads))
     total = total.reshape(POINTS, out_channels, group_in)
-    grad_w = grad_w.reshape(out_channels, group_in, 3, 3)
-    run_in_threads(lambda share: _filter_gradients(total, share.start, share.stop, grad_w),
-                   split(range(out_channels), tiling.threads))
+    grad_w = grad_w.reshape(out_channels, group_in, 9)
+    taps_by_points = TAPS_TO_POINTS.astype(total.dtype)
+
+    def back_to_taps(share):   # grad_w[k, c, t] = sum_p TAPS_TO_POINTS[p, t] total[p, k, c]
+        rows = slice(share.start, share.stop)
+        np.matmul(total[:, rows].reshape(POINTS, -1).T, taps_by_points, out=grad_w[rows].reshape(-1, 9))
+
+    run_in_threads(back_to_taps, split(range(out_channels), tiling.threads))
