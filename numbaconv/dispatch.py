@@ -48,7 +48,8 @@ AMD EPYC that replaced it.
    on moving columns than on arithmetic. Measured (float32, 2 cores, ms,
    direct / im2col / shifted): depthwise 256ch 28x28 N=8 14 / 32 / 21 (at
    stride 1, which planar now takes).
-4. ``im2col`` otherwise. (A fourth algorithm, ``shifted``, im2col on the
+4. ``im2col`` otherwise, or ``direct`` where im2col's one-column blocks
+   would not fit the workspace limit. (A fourth algorithm, ``shifted``, im2col on the
    padded grid with each column row one contiguous copy, took the stride-1
    problems here until im2col gathered its columns through a table of
    offsets and balanced its blocks over the threads; it then lost every
@@ -75,6 +76,7 @@ numba.cuda.
 import functools
 import math
 
+from .cpu import workspace
 from .cpu import direct as cpu_direct, im2col as cpu_im2col, planar as cpu_planar, winograd as cpu_winograd
 from .devices import cuda_usable
 
@@ -104,12 +106,17 @@ def algorithms(device: str = "cpu") -> tuple[str, ...]:
     return tuple(registry(device))
 
 
-@functools.lru_cache(maxsize=4096)
 def choose(device: str, algo: str, spec, pass_name: str = "forward"):
     """The algorithm module that runs pass ``pass_name`` ("forward", "input" or "weight") of
     ``spec`` (a 3-d ConvSpec, ``ConvSpec.as_3d``) on ``device``.
 
-    Remembered per (device, algo, spec, pass): a training loop asks the same question every step."""
+    Remembered per (device, algo, spec, pass) and workspace limit (which decides what the
+    algorithms support): a training loop asks the same question every step."""
+    return _choose(device, algo, spec, pass_name, workspace.workspace_limit())
+
+
+@functools.lru_cache(maxsize=4096)
+def _choose(device, algo, spec, pass_name, workspace_limit):
     candidates = registry(device)
     runnable = [name for name, module in candidates.items() if module.supports(spec) is None]
     if algo == "auto":
@@ -134,7 +141,7 @@ def _auto_cpu(spec, runnable, pass_name):
     planar_limit = PLANAR_WEIGHT_PRODUCT_LIMIT if pass_name == "weight" else PLANAR_PRODUCT_LIMIT
     if "planar" in runnable and (product < DIRECT_PRODUCT_LIMIT or (taps > 1 and product < planar_limit)):
         return "planar"
-    if product < DIRECT_PRODUCT_LIMIT:
+    if product < DIRECT_PRODUCT_LIMIT or "im2col" not in runnable:
         return "direct"
     return "im2col"
 

@@ -5,16 +5,13 @@ import numpy as np
 import pytest
 
 import numbaconv as nc
-from numbaconv import reference
+from numbaconv import dispatch, reference
+from numbaconv.spec import ConvSpec
 from numbaconv.cpu import workspace
 
 from conftest import assert_close, random_array
 
 MIB = 2**20
-# The buffers the cap bounds, all threads together: the column blocks (winograd: its
-# transformed patches and products per tile block). The others scale with them or with one
-# sample (see README, "Workspace").
-CAPPED = {"columns", "winograd_patches", "winograd_products"}
 
 
 @pytest.fixture
@@ -80,27 +77,55 @@ def test_peak_sums_the_largest_borrow_per_thread_and_buffer():
 
 
 def test_a_small_limit_shrinks_the_blocks_and_keeps_results(rng, limit):
-    """A problem whose column blocks take about 4 MiB by default, under a 1 MiB limit."""
+    """A problem whose column blocks take about 4 MiB by default, under a 1 MiB limit: im2col's
+    blocks shrink and the result stays; every algorithm that still runs stays under it."""
     x, w, grad_y = random_array(rng, (4, 32, 40, 40)), random_array(rng, (32, 32, 3, 3)), random_array(rng, (4, 32, 40, 40))
     expected = {
         "forward": reference.conv2d(x, w, padding=1),
         "input": reference.conv2d_input(x.shape, w, grad_y, padding=1),
         "weight": reference.conv2d_weight(x, w.shape, grad_y, padding=1)}
-    default_peak = {}
-    for algo in nc.algorithms("cpu"):
-        for pass_name, call in _passes(x, w, grad_y, algo).items():
-            default_peak[algo, pass_name] = _peak(call)[1]
+    default_peak = {pass_name: _peak(call)[1] for pass_name, call in _passes(x, w, grad_y, "im2col").items()}
+    assert all(peak > MIB for peak in default_peak.values())
     limit(MIB)
-    for algo in nc.algorithms("cpu"):
-        for pass_name, call in _passes(x, w, grad_y, algo).items():
-            result, peak, by_buffer = _peak(call)
-            assert_close(result, expected[pass_name], np.float64, f"{algo} {pass_name}")
-            assert sum(by_buffer.get(name, 0) for name in CAPPED) <= MIB, (algo, pass_name, by_buffer)
-            if algo == "direct":
-                assert peak == 0
-            elif algo == "planar":        # its padded planes do not depend on the cap (README)
-                assert 0 < peak <= default_peak[algo, pass_name]
-            else:
-                assert 0 < peak < default_peak[algo, pass_name], (algo, pass_name)
-            if algo == "im2col" and pass_name != "weight":
-                assert peak <= MIB            # its column blocks are all it borrows
+    for pass_name, call in _passes(x, w, grad_y, "im2col").items():
+        result, peak, _ = _peak(call)
+        assert_close(result, expected[pass_name], np.float64, f"im2col {pass_name}")
+        assert 0 < peak <= MIB, (pass_name, peak)
+
+
+# Problems for the limit: 3x3 (every algorithm), grouped, pointwise (im2col's views), 5x5 strided.
+LIMITED_PROBLEMS = [((4, 32, 40, 40), (32, 32, 3, 3), dict(padding=1)),
+                    ((2, 16, 20, 20), (32, 4, 3, 3), dict(padding=1, groups=4)),
+                    ((2, 64, 24, 24), (32, 64, 1, 1), {}),
+                    ((2, 8, 30, 30), (16, 8, 5, 5), dict(stride=2, padding=2))]
+
+
+@pytest.mark.parametrize("limit_bytes", [64 * 1024, MIB, 4 * MIB])
+def test_every_algorithm_stays_under_the_limit_or_declines(rng, limit, limit_bytes):
+    """All the scratch a call borrows (every buffer, every thread) stays under the limit; an
+    algorithm that cannot fit says so (ValueError naming the limit) and "auto" still runs."""
+    limit(limit_bytes)
+    ran = set()
+    for x_shape, w_shape, options in LIMITED_PROBLEMS:
+        spec = ConvSpec.create(x_shape, w_shape, **options)
+        x, w, grad_y = random_array(rng, x_shape), random_array(rng, w_shape), random_array(rng, spec.y_shape)
+        expected = {"forward": reference.conv2d(x, w, **options),
+                    "input": reference.conv2d_input(x.shape, w, grad_y, **options),
+                    "weight": reference.conv2d_weight(x, w.shape, grad_y, **options)}
+        for algo in (*nc.algorithms("cpu"), "auto"):
+            reason = None if algo == "auto" else dispatch.REGISTRY["cpu"][algo].supports(spec.as_3d())
+            calls = {"forward": lambda: nc.conv2d(x, w, algo=algo, **options),
+                     "input": lambda: nc.conv2d_input(x.shape, w, grad_y, algo=algo, **options),
+                     "weight": lambda: nc.conv2d_weight(x, w.shape, grad_y, algo=algo, **options)}
+            for pass_name, call in calls.items():
+                if reason is not None:
+                    if "workspace limit" in reason:
+                        with pytest.raises(ValueError, match="workspace limit"):
+                            call()
+                    continue
+                result, peak, by_buffer = _peak(call)
+                assert_close(result, expected[pass_name], np.float64, f"{algo} {pass_name}")
+                assert peak <= limit_bytes, (algo, pass_name, spec, by_buffer)
+                ran.add(algo)
+    if limit_bytes >= 4 * MIB:   # not a test of declining alone
+        assert ran == {*nc.algorithms("cpu"), "auto"}

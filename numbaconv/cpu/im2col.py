@@ -27,12 +27,15 @@ fewer outputs than a block has columns): a batch of one runs on one thread.
 
 FLOPs: ``2 N K (C/g) prod(out) prod(kernel)`` per pass, all in BLAS. Memory
 traffic: x, w and y once each, plus the weight matrix once per block.
-Workspace: per thread, one column block and (weight gradient) one partial
-``grad_w``; the blocks together at most ``workspace.WORKSPACE_LIMIT_BYTES``
-(256 MiB) unless a single column is larger.
+Workspace: per thread, one column block with its offset table (and, where a
+block spans samples, a gathered output block) and, for the weight gradient, a
+partial ``grad_w`` and a product; all of it together at most
+``workspace.WORKSPACE_LIMIT_BYTES`` (256 MiB): the blocks get what the partials
+leave, and ``supports`` declines a problem whose one-column blocks would not fit.
 """
 import math
 
+import numba
 import numpy as np
 from numba import njit
 
@@ -42,8 +45,25 @@ from .common import valid_outputs
 
 
 def supports(spec):
-    """im2col runs every problem."""
-    return None
+    """im2col runs every problem whose scratch fits the workspace limit with one-column blocks
+    (counted in float64, with Numba's full thread count)."""
+    threads = numba.config.NUMBA_NUM_THREADS
+    return workspace.over_limit(_held_bytes(spec, "weight", 8, threads) + threads * _column_bytes(spec, 8))
+
+
+def _column_bytes(spec, itemsize):
+    """Scratch per column of a block: the column itself (``C * taps`` values), the output- or
+    input-shaped block gathered beside it where a block spans samples (``max(C, K)``) and the
+    table of source offsets (``taps`` int64)."""
+    taps = math.prod(spec.kernel_size)
+    return (spec.in_channels * taps + max(spec.in_channels, spec.out_channels)) * itemsize + 8 * taps
+
+
+def _held_bytes(spec, pass_name, itemsize, threads):
+    """Scratch besides the blocks: the weight gradient's partial sum and product per thread."""
+    if pass_name != "weight":
+        return 0
+    return 2 * threads * spec.out_channels * spec.group_in_channels * math.prod(spec.kernel_size) * itemsize
 
 
 @njit(nogil=True, cache=True)
@@ -109,7 +129,7 @@ def _unfold_or_fold(image, cols, source, first_column, fold, kernel_size, out_si
 class _Plan:
     """How one problem's column matrix is cut into blocks, and where each block's data lives."""
 
-    def __init__(self, spec, dtype, threads):
+    def __init__(self, spec, dtype, threads, pass_name="forward"):
         self.spec = spec
         self.groups = spec.groups
         self.rows = spec.group_in_channels * math.prod(spec.kernel_size)
@@ -117,7 +137,8 @@ class _Plan:
         self.columns = spec.batch * self.positions
         self.dtype = np.dtype(dtype)
         self.threads = threads
-        widest = workspace.block_columns(self.groups * self.rows * self.dtype.itemsize, threads, self.columns)
+        widest = workspace.block_columns(_column_bytes(spec, self.dtype.itemsize), threads, self.columns,
+                                         _held_bytes(spec, pass_name, self.dtype.itemsize, threads))
         # pointwise (1x1, stride 1, no padding): a sample's input is its column matrix, so blocks
         # within one sample are views of it, and the input gradient is written in place
         self.pointwise = (all(k == 1 for k in spec.kernel_size) and spec.in_size == spec.out_size
@@ -202,11 +223,13 @@ def forward(spec, x, w, out):
 
 
 def backward_weight(spec, x, grad_y, grad_w):
-    plan = _Plan(spec, x.dtype, thread_count())
+    plan = _Plan(spec, x.dtype, thread_count(), "weight")
+    shape = (spec.groups, spec.group_out_channels, plan.rows)
 
     def work(share):
-        partial = np.zeros((spec.groups, spec.group_out_channels, plan.rows), x.dtype)
-        product = np.empty_like(partial)
+        partial = workspace.borrow("im2col_partial", math.prod(shape), x.dtype).reshape(shape)
+        product = workspace.borrow("im2col_product", math.prod(shape), x.dtype).reshape(shape)
+        partial[...] = 0
         for first_column, count in share:
             cols = plan.unfold(x, first_column, count)
             grouped_matmul(plan.gather(grad_y, first_column, count), cols.transpose(0, 2, 1), product)

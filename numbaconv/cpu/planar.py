@@ -54,8 +54,10 @@ the NumPy matmul peak; Numba emits 256-bit vectors here); depthwise layers,
 one output channel a pass, by L1 loads (ten per nine multiply-adds) and the
 plane copies (33 GFLOP/s). Workspace per thread: one sample's group of padded
 planes plus two output planes, or for the weight gradient by columns one
-grid plus ``KW`` column copies per input channel of the group; ``supports``
-declines problems whose scratch would pass ``workspace.WORKSPACE_LIMIT_BYTES``.
+grid plus ``KW`` column copies per input channel of the group; besides, the
+weight gradient's float64 partial sums per thread or the input gradient's
+rotated weights. ``supports`` declines problems whose scratch would pass
+``workspace.WORKSPACE_LIMIT_BYTES`` (it does not shrink with the limit).
 Only stride 1 (any padding, dilation, groups and rank).
 """
 import functools
@@ -73,10 +75,8 @@ FUSED_TAPS = 9   # taps summed in one pass over a plane
 def supports(spec):
     if any(s != 1 for s in spec.stride):
         return f"needs stride 1 in every dim, got {spec.stride}"
-    needed = numba.config.NUMBA_NUM_THREADS * scratch_bytes(spec, np.float64)
-    if needed > workspace.WORKSPACE_LIMIT_BYTES:
-        return f"its padded planes would take {needed / 2**20:.0f} MiB of scratch"
-    return None
+    threads = numba.config.NUMBA_NUM_THREADS
+    return workspace.over_limit(threads * scratch_bytes(spec, np.float64) + _held_bytes(spec, threads))
 
 
 def scratch_bytes(spec, dtype):
@@ -86,6 +86,13 @@ def scratch_bytes(spec, dtype):
     grid = [n + d * (k - 1) + lo + hi for n, d, k, lo, hi in
             zip(spec.in_size, spec.dilation, spec.kernel_size, spec.pad_lo, spec.pad_hi)]
     return (planes * spec.kernel_size[-1] + 2) * math.prod(grid) * np.dtype(dtype).itemsize
+
+
+def _held_bytes(spec, threads):
+    """Scratch besides the planes, the larger of: the weight gradient's float64 partial sums per
+    thread, the input gradient's rotated weights (counted in float64)."""
+    taps = math.prod(spec.kernel_size)
+    return max(threads * spec.out_channels * spec.group_in_channels * taps, spec.in_channels * spec.group_out_channels * taps) * 8
 
 
 def weight_columns(spec):
@@ -430,7 +437,11 @@ def backward_input(spec, grad_y, w, grad_x):
     scratch = _scratch(group_out * math.prod(grid) + 2 * span, grad_y.dtype)
     # weights[g*Cg + c, j, t] = w[g*Kg + j, c, T-1-t]: rotated kernel, channel axes swapped
     rotated = w.reshape(spec.groups, group_out, group_in, -1)[..., ::-1]
-    weights = np.ascontiguousarray(rotated.transpose(0, 2, 1, 3)).reshape(spec.in_channels, group_out, -1)
+    taps = rotated.shape[-1]
+    weights = workspace.borrow("planar_weights", spec.in_channels * group_out * taps, w.dtype)
+    weights = weights.reshape(spec.groups, group_in, group_out, taps)
+    weights[...] = rotated.transpose(0, 2, 1, 3)
+    weights = weights.reshape(spec.in_channels, group_out, taps)
     _correlate_kernel(grad_y, weights, shifts, offset, grid, blocks, scratch, _fresh(), grad_x)
 
 
@@ -450,6 +461,8 @@ def _weight_gradient(spec, x, grad_y, grad_w, by_columns):
     columns = spec.kernel_size[2] if by_columns else 0
     planes = spec.group_in_channels * (size if columns else math.prod(grid))
     scratch = _scratch(planes + (math.prod(grid) if columns else 2 * size), x.dtype)
-    partial = np.zeros((scratch.shape[0], spec.out_channels, spec.group_in_channels, len(shifts)))
+    shape = (scratch.shape[0], spec.out_channels, spec.group_in_channels, len(shifts))
+    partial = workspace.borrow("planar_partial", math.prod(shape), np.float64).reshape(shape)
+    partial[...] = 0
     _weight_kernel(x, grad_y, shifts, offset, grid, columns, spec.dilation[2], blocks, scratch, _fresh(), partial)
-    grad_w[...] = partial.sum(axis=0).reshape(grad_w.shape)
+    np.sum(partial, axis=0, out=grad_w.reshape(shape[1:]))

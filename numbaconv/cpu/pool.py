@@ -78,8 +78,18 @@ def split(items, parts):
 
 
 def sum_over_threads(partial_sum, items, out):
-    """``out[...] = sum of partial_sum(share)`` over the threads' shares of ``items``."""
-    out[...] = sum(run_in_threads(partial_sum, split(items, thread_count())))
+    """``out[...] = sum of partial_sum(share)`` over the threads' shares of ``items``. Each
+    partial (its thread's workspace, which the thread's next share reuses) is added into
+    ``out`` as its share finishes, one at a time (NumPy lets go of the GIL while adding)."""
+    out[...] = 0
+    adding = threading.Lock()
+
+    def add(share):
+        partial = partial_sum(share)
+        with adding:
+            np.add(out, partial, out=out)
+
+    run_in_threads(add, split(items, thread_count()))
 
 
 def grouped_matmul(a, b, out):

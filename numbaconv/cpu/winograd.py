@@ -52,6 +52,7 @@ precision) adds a few ulp to U, nothing visible in these numbers.
 """
 import threading
 
+import numba
 import numpy as np
 from numba import njit
 
@@ -73,13 +74,21 @@ TRANSFORM_BLOCK_BYTES = 2**17   # the gathered taps of one block of channels in 
 
 
 def supports(spec):
+    """None if Winograd runs ``spec``, else why not: the kernel, stride and dilation it needs, or
+    scratch past the workspace limit even with the smallest chunks and blocks (counted in
+    float64, with Numba's full thread count)."""
     if spec.kernel_size != (1, 3, 3):
         return f"needs a 3x3 2-d kernel, got {spec.kernel_size[1:] if spec.kernel_size[0] == 1 else spec.kernel_size}"
     if spec.in_size[0] != 1 or spec.pad_lo[0] or spec.pad_hi[0]:
         return "handles 2-d problems only"
     if any(s != 1 for s in spec.stride) or any(d != 1 for d in spec.dilation):
         return f"needs stride 1 and dilation 1, got stride {spec.stride[1:]} and dilation {spec.dilation[1:]}"
-    return None
+    threads, filter_values = numba.config.NUMBA_NUM_THREADS, POINTS * spec.out_channels * spec.group_in_channels
+    (in_h, in_w), (out_h, out_w) = spec.in_size[1:], spec.out_size[1:]
+    passes = [_Tiling(spec.in_channels, spec.out_channels, out_h, out_w, np.float64, filter_values, threads=threads),
+              _Tiling(spec.out_channels, spec.in_channels, in_h, in_w, np.float64, filter_values, threads=threads),
+              _Tiling(spec.in_channels, spec.out_channels, out_h, out_w, np.float64, filter_values, True, threads)]
+    return workspace.over_limit(max(tiling.least_bytes() for tiling in passes))
 
 
 def tile_count(spec):
@@ -312,19 +321,41 @@ def _transformed_filters(w, groups, rotated=False):
 
 
 class _Tiling:
-    """The tiles of one problem (2-d arrays ``(N, C, H, W)`` in, ``(N, K, OH, OW)`` out), the sample
-    chunks whose channels-last copies fit CHANNELS_LAST_BYTES and the blocks of tile rows the
-    threads share, with the scratch arrays each needs."""
+    """The tiles of one pass (2-d arrays ``(N, C, H, W)`` in, ``(N, K, OH, OW)`` out, ``filter_values``
+    = 36 K C/g transformed filters), the sample chunks copied channels-last and the blocks of
+    tile rows the threads share, sized so that all the pass's scratch stays under the workspace
+    limit, with the scratch arrays each needs.
 
-    def __init__(self, channels, out_channels, out_h, out_w, dtype, copies_grad_y=False):
+    Scratch, all borrowed: the filters (36 K C/g values) and per thread a transform block of
+    taps (forward and input gradient), or the weight gradient's 36-point sums and product per
+    thread and their total; per thread the tile-row scratch of the transforms; the
+    channels-last copy of a chunk (at most CHANNELS_LAST_BYTES, at most half of what the
+    limit leaves); the rest for the blocks' patches and products."""
+
+    def __init__(self, channels, out_channels, out_h, out_w, dtype, filter_values, weight_pass=False, threads=None):
         self.tiles_h, self.tiles_w = -(-out_h // TILE), -(-out_w // TILE)
-        self.dtype, self.threads = np.dtype(dtype), thread_count()
+        self.dtype = np.dtype(dtype)
+        self.threads = thread_count() if threads is None else threads
         self.channels, self.out_channels = channels, out_channels
+        itemsize = self.dtype.itemsize
         # per sample: the input (4 tiles_h + 2 rows of 4 (tiles_w + 1) columns), maybe grad_y
         copied = (TILE * self.tiles_h + 2) * TILE * (self.tiles_w + 1) * channels
-        if copies_grad_y:
+        if weight_pass:
             copied += TILE * self.tiles_h * TILE * self.tiles_w * out_channels
-        self.samples_per_chunk = max(1, CHANNELS_LAST_BYTES // (copied * self.dtype.itemsize))
+        self.sample_bytes = copied * itemsize
+        self.tile_bytes = POINTS * (channels + out_channels) * itemsize   # its patch and product
+        if weight_pass:
+            held = (1 + 2 * self.threads) * filter_values * itemsize
+        else:
+            held = filter_values * itemsize + self.threads * max(TRANSFORM_BLOCK_BYTES, 9 * max(channels, out_channels) * itemsize)
+        tile_row = PATCH * TILE * (self.tiles_w + 1) * max(channels, out_channels) + TILE * TILE * self.tiles_w * out_channels
+        self.held_bytes = held + self.threads * tile_row * itemsize
+        room = workspace.workspace_limit() - self.held_bytes
+        self.samples_per_chunk = max(1, min(CHANNELS_LAST_BYTES, room // 2) // self.sample_bytes)
+
+    def least_bytes(self):
+        """Scratch with the smallest chunk and blocks: one sample, one tile row per thread."""
+        return self.held_bytes + self.sample_bytes + self.threads * self.tiles_w * self.tile_bytes
 
     def chunks(self, batch):
         return [(first, min(first + self.samples_per_chunk, batch)) for first in range(0, batch, self.samples_per_chunk)]
@@ -333,8 +364,9 @@ class _Tiling:
         """(first, stop) tile rows of a chunk of ``samples``: about BLOCK_BYTES of V and M each, at
         least one block per thread."""
         tile_rows = samples * self.tiles_h
-        bytes_per_tile = POINTS * (self.channels + self.out_channels) * self.dtype.itemsize
-        per_block = max(1, workspace.block_columns(bytes_per_tile, self.threads, tile_rows * self.tiles_w) // self.tiles_w)
+        reserved = self.held_bytes + self.samples_per_chunk * self.sample_bytes
+        per_block = max(1, workspace.block_columns(self.tile_bytes, self.threads, tile_rows * self.tiles_w, reserved)
+                        // self.tiles_w)
         # the same number of blocks for every thread, of near-equal sizes
         per_thread = -(-tile_rows // (self.threads * per_block))
         per_block = -(-tile_rows // (self.threads * per_thread))
@@ -370,7 +402,7 @@ def _winograd(x, u, y, pad_top, pad_left):
     read from ``(-pad_top, -pad_left)`` on (any sign), tile blocks shared out to the threads."""
     channels, out_channels = x.shape[1], y.shape[1]
     groups, group_in, group_out = u.shape[1:]
-    tiling = _Tiling(channels, out_channels, y.shape[2], y.shape[3], x.dtype)
+    tiling = _Tiling(channels, out_channels, y.shape[2], y.shape[3], x.dtype, u.size)
     for first, stop in tiling.chunks(x.shape[0]):
         padded = tiling.padded_input(x[first:stop], pad_top, pad_left)
         y_chunk = y[first:stop]
@@ -409,7 +441,8 @@ def backward_weight(spec, x, grad_y, grad_w):
     x, grad_y = _planes(x), _planes(grad_y)
     groups, group_out, group_in = spec.groups, spec.group_out_channels, spec.group_in_channels
     channels, out_channels = spec.in_channels, spec.out_channels
-    tiling = _Tiling(channels, out_channels, grad_y.shape[2], grad_y.shape[3], x.dtype, copies_grad_y=True)
+    tiling = _Tiling(channels, out_channels, grad_y.shape[2], grad_y.shape[3], x.dtype,
+                     POINTS * out_channels * group_in, weight_pass=True)
     shape = (POINTS, groups, group_out, group_in)
     total, adding = tiling.scratch("winograd_weight_total", shape), threading.Lock()
     total[...] = 0

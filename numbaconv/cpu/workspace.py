@@ -109,11 +109,20 @@ def set_workspace_limit(nbytes) -> int:
     return previous
 
 
-def block_columns(bytes_per_column: int, threads: int, total: int) -> int:
+def over_limit(nbytes: int):
+    """None if ``nbytes`` of scratch fit under the limit, else the reason (for ``supports``)."""
+    if nbytes <= WORKSPACE_LIMIT_BYTES:
+        return None
+    return (f"it needs at least {nbytes / 2**20:.1f} MiB of scratch, over the workspace limit of "
+            f"{WORKSPACE_LIMIT_BYTES / 2**20:.1f} MiB (numbaconv.set_workspace_limit)")
+
+
+def block_columns(bytes_per_column: int, threads: int, total: int, reserved: int = 0) -> int:
     """How many columns of a column matrix one block holds: about BLOCK_BYTES, at least
     MIN_BLOCK_COLUMNS, at most what keeps all threads' blocks under WORKSPACE_LIMIT_BYTES
-    (but one column always), and no more than there are."""
-    widest = max(1, WORKSPACE_LIMIT_BYTES // (threads * bytes_per_column))
+    less the ``reserved`` bytes of other scratch (but one column always), and no more than
+    there are."""
+    widest = max(1, (WORKSPACE_LIMIT_BYTES - reserved) // (threads * bytes_per_column))
     return max(1, min(max(BLOCK_BYTES // bytes_per_column, MIN_BLOCK_COLUMNS), widest, total))
 
 
