@@ -19,7 +19,7 @@ channels swapped within each group, on ``grad_y`` padded by ``2 - pad_lo``
 the rotated kernel). Weight gradient: the adjoint. With ``Y[t, k] = A dy[t, k]
 A^T`` (6x6 per 4x4 tile of ``grad_y``, zero past its edges), ``dU[p] (K, C) =
 sum over tiles of Y[p].T @ V[p]`` (BLAS reducing over each block's tiles, one
-sum per thread, the threads' sums then added up) and ``grad_w[k, c] = G^T
+product per block, added into one total a block at a time) and ``grad_w[k, c] = G^T
 dU[k, c] G``.
 
 Layout: the transforms run vectorised across channels, so the input (and
@@ -327,8 +327,8 @@ class _Tiling:
     limit, with the scratch arrays each needs.
 
     Scratch, all borrowed: the filters (36 K C/g values) and per thread a transform block of
-    taps (forward and input gradient), or the weight gradient's 36-point sums and product per
-    thread and their total; per thread the tile-row scratch of the transforms; the
+    taps (forward and input gradient), or the weight gradient's 36-point product per thread
+    and the total; per thread the tile-row scratch of the transforms; the
     channels-last copy of a chunk (at most CHANNELS_LAST_BYTES, at most half of what the
     limit leaves); the rest for the blocks' patches and products."""
 
@@ -345,7 +345,7 @@ class _Tiling:
         self.sample_bytes = copied * itemsize
         self.tile_bytes = POINTS * (channels + out_channels) * itemsize   # its patch and product
         if weight_pass:
-            held = (1 + 2 * self.threads) * filter_values * itemsize
+            held = (1 + self.threads) * filter_values * itemsize
         else:
             held = filter_values * itemsize + self.threads * max(TRANSFORM_BLOCK_BYTES, 9 * max(channels, out_channels) * itemsize)
         tile_row = PATCH * TILE * (self.tiles_w + 1) * max(channels, out_channels) + TILE * TILE * self.tiles_w * out_channels
@@ -436,8 +436,8 @@ def backward_input(spec, grad_y, w, grad_x):
 
 def backward_weight(spec, x, grad_y, grad_w):
     """``grad_w[k, c] = G^T (sum over tiles of Y[t, k] * V[t, c]) G``: the 36 products reduce over
-    each block's tiles in BLAS into a sum per thread; the sums are added up, and transformed
-    back in float64."""
+    each block's tiles in BLAS; each block's products are added into one total, which one
+    product with TAPS_TO_POINTS takes back to the taps."""
     x, grad_y = _planes(x), _planes(grad_y)
     groups, group_out, group_in = spec.groups, spec.group_out_channels, spec.group_in_channels
     channels, out_channels = spec.in_channels, spec.out_channels
@@ -451,8 +451,7 @@ def backward_weight(spec, x, grad_y, grad_w):
         padded_grad = tiling.channels_last("winograd_grad", grad_y[first:stop], TILE * tiling.tiles_h, tiling.tiles_w, 0, 0)
 
         def work(share):
-            sums, product = tiling.scratch("winograd_weight_sums", shape), tiling.scratch("winograd_weight_product", shape)
-            sums[...] = 0
+            product = tiling.scratch("winograd_weight_product", shape)
             for first_row, stop_row in share:
                 patches = tiling.input_tiles(padded, first_row, stop_row)
                 grads = tiling.scratch("winograd_products", (POINTS, patches.shape[1], out_channels))
@@ -461,9 +460,8 @@ def backward_weight(spec, x, grad_y, grad_w):
                 for g in range(groups):
                     np.matmul(grads[:, :, g * group_out:(g + 1) * group_out].transpose(0, 2, 1),
                               patches[:, :, g * group_in:(g + 1) * group_in], out=product[:, g])
-                sums += product
-            with adding:   # NumPy lets go of the GIL while it adds
-                total[...] += sums
+                with adding:   # NumPy lets go of the GIL while it adds
+                    np.add(total, product, out=total)
 
         run_in_threads(work, split(tiling.blocks(stop - first), tiling.threads))
     total = total.reshape(POINTS, out_channels, group_in)
