@@ -448,7 +448,7 @@ def format_table(rows: list[Row], torch_note: str | None = None) -> str:
     lines.append("vs torch = PyTorch time / this time on the same device (above 1: faster than PyTorch); "
                  "rel err = ||result - float64 truth|| / ||truth||;\n"
                  "ws MiB = scratch numbaconv's CPU algorithms borrowed in one call, all threads together "
-                 "(numbaconv.cpu.workspace; arrays they allocate otherwise are not counted).")
+                 "(numbaconv.cpu.workspace: all their scratch, under the workspace limit; the results are not counted).")
     if torch_note:
         lines.append(f"The 'vs torch' column is empty because {torch_note}; the truth is numbaconv.reference.")
     return "\n".join(lines)
