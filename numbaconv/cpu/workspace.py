@@ -6,10 +6,12 @@ the kernels borrow flat buffers from here; each thread keeps its own (calls
 from several Python threads never share one), grown on demand and kept
 until :func:`release`.
 
-The cap: the GEMM-based algorithms size their blocks with :func:`block_columns`
-so that all threads' column blocks together stay under the workspace limit,
-256 MiB unless ``$NUMBACONV_WORKSPACE_MIB`` (read at import) or
-:func:`set_workspace_limit` says otherwise.
+The cap: all the scratch one call borrows, every buffer of every thread,
+stays under the workspace limit, 256 MiB unless ``$NUMBACONV_WORKSPACE_MIB``
+(read at import) or :func:`set_workspace_limit` says otherwise. Each
+algorithm sets aside what does not shrink and sizes its blocks to the rest
+with :func:`block_columns`; its ``supports`` declines (:func:`over_limit`)
+a problem that would not fit even with one-column blocks.
 
 The peak: every borrow is recorded as the largest slice each (thread, name,
 dtype) has handed out since :func:`reset_peak`; :func:`peak_bytes` is their
@@ -87,18 +89,18 @@ def _limit_from_environment(default: int) -> int:
 
 # Limits shared by the GEMM-based algorithms.
 DEFAULT_WORKSPACE_LIMIT_BYTES = 256 * 2**20
-WORKSPACE_LIMIT_BYTES = _limit_from_environment(DEFAULT_WORKSPACE_LIMIT_BYTES)   # all threads' blocks
+WORKSPACE_LIMIT_BYTES = _limit_from_environment(DEFAULT_WORKSPACE_LIMIT_BYTES)   # all of a call's scratch
 BLOCK_BYTES = 2 * 2**20               # a column block that fits a core's L2 cache
 MIN_BLOCK_COLUMNS = 256               # narrower blocks make the BLAS products inefficient
 
 
 def workspace_limit() -> int:
-    """The cap, in bytes, on all threads' column blocks together."""
+    """The cap, in bytes, on all the scratch of one call, all threads together."""
     return WORKSPACE_LIMIT_BYTES
 
 
 def set_workspace_limit(nbytes) -> int:
-    """Set the cap on all threads' column blocks together (bytes, > 0; None restores the
+    """Set the cap on one call's scratch, all threads together (bytes, > 0; None restores the
     default of 256 MiB); returns the previous cap. Takes effect on the next call."""
     global WORKSPACE_LIMIT_BYTES
     if nbytes is None:
