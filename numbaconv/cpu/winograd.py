@@ -277,14 +277,18 @@ def _gather_taps(w, rotated, group_start, first, stop, taps):
     to output channel ``o`` of the group whose filters start at ``w[group_start]``, for
     ``first <= i < stop``; ``w`` is (K, C/g, 9). Not ``rotated``: the forward filters,
     ``w[group_start + o, i, t]``. ``rotated``: the input gradient's, channels swapped and
-    turned 180 degrees, ``w[group_start + i, o, 8 - t]``. Reads ``w`` in order."""
+    turned 180 degrees, ``w[group_start + i, o, 8 - t]``. Both loop orders read ``w`` in
+    order (across ``o`` one channel at a time it was a stride of ``9 C/g`` per tap)."""
     outs = taps.shape[1]
-    for o in range(outs):
+    if rotated:
         for i in range(first, stop):
-            for t in range(9):
-                if rotated:
+            for o in range(outs):
+                for t in range(9):
                     taps[i - first, o, t] = w[group_start + i, o, 8 - t]
-                else:
+    else:
+        for o in range(outs):
+            for i in range(first, stop):
+                for t in range(9):
                     taps[i - first, o, t] = w[group_start + o, i, t]
 
 
