@@ -286,7 +286,7 @@ def runs(implementation: Implementation, problem: Problem) -> bool:
     device, algo = label.split("/")
     if algo in ("auto", "tune"):
         return True
-    return dispatch.registry(device)[algo].supports(problem.layer.spec.as_3d()) is None
+    return algo in dispatch.runnable(device, problem.layer.spec.as_3d())
 
 
 def auto_choice(device: str, layer: Layer, pass_name: str = "forward") -> str:

@@ -118,7 +118,7 @@ def choose(device: str, algo: str, spec, pass_name: str = "forward"):
 @functools.lru_cache(maxsize=4096)
 def _choose(device, algo, spec, pass_name, workspace_limit):
     candidates = registry(device)
-    runnable = [name for name, module in candidates.items() if module.supports(spec) is None]
+    runnable = _runnable(device, spec, workspace_limit)
     if algo == "auto":
         return candidates[_auto_cuda(spec) if device == "cuda" else _auto_cpu(spec, runnable, pass_name)]
     if algo not in candidates:
@@ -127,8 +127,19 @@ def _choose(device, algo, spec, pass_name, workspace_limit):
     reason = candidates[algo].supports(spec)
     if reason is not None:
         raise ValueError(f"algo {algo!r} cannot run this problem ({reason}); "
-                         f"algorithms that can: {tuple(runnable)}")
+                         f"algorithms that can: {runnable}")
     return candidates[algo]
+
+
+def runnable(device: str, spec) -> tuple[str, ...]:
+    """Names of the algorithms on ``device`` whose ``supports`` accepts ``spec`` (3-d) under the
+    current workspace limit. Remembered per limit: ``algo="tune"`` asks on every call."""
+    return _runnable(device, spec, workspace.workspace_limit())
+
+
+@functools.lru_cache(maxsize=4096)
+def _runnable(device, spec, workspace_limit):
+    return tuple(name for name, module in registry(device).items() if module.supports(spec) is None)
 
 
 def _auto_cpu(spec, runnable, pass_name):

@@ -190,9 +190,9 @@ def _time_algorithms(device: str, spec3d: ConvSpec, run) -> dict:
     """A plan: the fastest of the algorithms that support ``spec3d``, each timed by ``run(module)``."""
     synchronize = _synchronizer(device)
     seconds = {}
-    for name, module in dispatch.registry(device).items():
-        if module.supports(spec3d) is None:
-            seconds[name] = measure(lambda: (run(module), synchronize()))
+    modules = dispatch.registry(device)
+    for name in dispatch.runnable(device, spec3d):
+        seconds[name] = measure(lambda: (run(modules[name]), synchronize()))
     STATS["timed"] += 1
     return {"algo": min(seconds, key=seconds.get), "ms": {name: t * 1e3 for name, t in seconds.items()}}
 
@@ -214,7 +214,7 @@ def winner(device: str, pass_name: str, spec3d: ConvSpec, dtype, run):
     modules = dispatch.registry(device)
     plan = cache.get(key)
     # a plan naming an algorithm that no longer exists or runs the problem is timed again
-    if plan is None or plan["algo"] not in modules or modules[plan["algo"]].supports(spec3d) is not None:
+    if plan is None or plan["algo"] not in dispatch.runnable(device, spec3d):
         plan = _time_algorithms(device, spec3d, run)
         cache.put(key, plan)
     return modules[plan["algo"]]

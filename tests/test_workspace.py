@@ -126,6 +126,8 @@ def test_every_algorithm_stays_under_the_limit_or_declines(rng, limit, limit_byt
                 result, peak, by_buffer = _peak(call)
                 assert_close(result, expected[pass_name], np.float64, f"{algo} {pass_name}")
                 assert peak <= limit_bytes, (algo, pass_name, spec, by_buffer)
+                if algo == "direct":
+                    assert peak == 0          # it borrows nothing (README, "Workspace")
                 ran.add(algo)
     if limit_bytes >= 4 * MIB:   # not a test of declining alone
         assert ran == {*nc.algorithms("cpu"), "auto"}

@@ -92,7 +92,9 @@ def _held_bytes(spec, threads):
     """Scratch besides the planes, the larger of: the weight gradient's float64 partial sums per
     thread, the input gradient's rotated weights (counted in float64)."""
     taps = math.prod(spec.kernel_size)
-    return max(threads * spec.out_channels * spec.group_in_channels * taps, spec.in_channels * spec.group_out_channels * taps) * 8
+    partial_sums = threads * spec.out_channels * spec.group_in_channels * taps
+    rotated_weights = spec.in_channels * spec.group_out_channels * taps
+    return max(partial_sums, rotated_weights) * 8
 
 
 def weight_columns(spec):
