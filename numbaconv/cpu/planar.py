@@ -19,6 +19,9 @@ thousands long and vectorise, where loops over one output row (28 wide) ran
 mostly in their scalar remainders. Nine taps go together in one pass over
 ``wide`` (a 3x3 kernel is one pass per input channel), and two output
 channels share each pass, so each load of the grid feeds 18 multiply-adds.
+The weight gradient's dot products take one output channel a pass: nine
+vector sums fit the registers, eighteen did not (two channels a pass spilled
+them: 34-37 against 57-61 GFLOP/s on one core, spans of 1088-4096).
 Entries ``q`` with ``ow >= OW`` (or ``oh >= OH``) are not outputs: the
 forward pass skips them when it copies ``wide`` into ``y``, the weight
 gradient gives them zero ``grad_y``. They cost ``Q / P - 1`` extra FLOPs
@@ -284,52 +287,6 @@ def _tap_dots(wide, flat, shifts, sums):
         sums[tap] += dot
 
 
-@njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
-def _tap_dots_pair(wide_a, wide_b, flat, shifts, sums_a, sums_b):
-    """:func:`_tap_dots` for two planes ``wide_a``, ``wide_b`` at once: each load of ``flat`` feeds both."""
-    span, taps = wide_a.size, shifts.size
-    zero = wide_a.dtype.type(0)
-    t = 0
-    while t + FUSED_TAPS <= taps:
-        a0, a1, a2, a3, a4, a5, a6, a7, a8 = _nine_views(flat, shifts, t, span)
-        d0 = d1 = d2 = d3 = d4 = d5 = d6 = d7 = d8 = zero
-        e0 = e1 = e2 = e3 = e4 = e5 = e6 = e7 = e8 = zero
-        for q in range(span):
-            g, h = wide_a[q], wide_b[q]
-            x0, x1, x2, x3, x4, x5, x6, x7, x8 = a0[q], a1[q], a2[q], a3[q], a4[q], a5[q], a6[q], a7[q], a8[q]
-            d0 += g * x0
-            d1 += g * x1
-            d2 += g * x2
-            d3 += g * x3
-            d4 += g * x4
-            d5 += g * x5
-            d6 += g * x6
-            d7 += g * x7
-            d8 += g * x8
-            e0 += h * x0
-            e1 += h * x1
-            e2 += h * x2
-            e3 += h * x3
-            e4 += h * x4
-            e5 += h * x5
-            e6 += h * x6
-            e7 += h * x7
-            e8 += h * x8
-        for i, (dot_a, dot_b) in enumerate(((d0, e0), (d1, e1), (d2, e2), (d3, e3), (d4, e4), (d5, e5),
-                                            (d6, e6), (d7, e7), (d8, e8))):
-            sums_a[t + i] += dot_a
-            sums_b[t + i] += dot_b
-        t += FUSED_TAPS
-    for tap in range(t, taps):
-        source = flat[shifts[tap]:shifts[tap] + span]
-        dot_a = dot_b = zero
-        for q in range(span):
-            dot_a += wide_a[q] * source[q]
-            dot_b += wide_b[q] * source[q]
-        sums_a[tap] += dot_a
-        sums_b[tap] += dot_b
-
-
 @njit(parallel=True, cache=True)
 def _correlate_kernel(source, weights, shifts, offset, grid, blocks, scratch, fresh, out):
     """``out[n, o] = sum over s in o's group and taps t of weights[o, s, t] * source[n, s]`` shifted
@@ -385,7 +342,7 @@ def _weight_kernel(x, grad_y, shifts, offset, grid, columns, dilation_w, blocks,
         planes_at = grid_size
     else:
         plane_size, slices, slice_step = grid_size, 1, 0
-        slice_size = (scratch.shape[1] - group_in * grid_size) // 2
+        slice_size = scratch.shape[1] - group_in * grid_size
         planes_at = 0
     for item in prange(batch * groups * blocks):
         n, g, b = item // (groups * blocks), item // blocks % groups, item % blocks
@@ -403,28 +360,18 @@ def _weight_kernel(x, grad_y, shifts, offset, grid, columns, dilation_w, blocks,
                     target = plane[(tw * rows + row) * out_w:(tw * rows + row + 1) * out_w]
                     for i in range(out_w):
                         target[i] = source[i]
-        k, stop = g * group_out + b * block, g * group_out + min(group_out, (b + 1) * block)
-        while k < stop:   # two output channels at a time, then one
-            pair = k + 1 < stop
+        for k in range(g * group_out + b * block, g * group_out + min(group_out, (b + 1) * block)):
             if columns:
-                grad_a, grad_b = grad_y[n, k].reshape(-1), grad_y[n, k + 1 if pair else k].reshape(-1)
+                grad = grad_y[n, k].reshape(-1)
             else:
                 # grad_y on the output grid: the entries that are not outputs stay zero
-                grad_a, grad_b = own[group_in * grid_size:][:slice_size], own[group_in * grid_size + slice_size:]
-                _move(grad_y[n, k], grad_a, (0, 0, 0), grid, True)
-                if pair:
-                    _move(grad_y[n, k + 1], grad_b, (0, 0, 0), grid, True)
+                grad = own[group_in * grid_size:][:slice_size]
+                _move(grad_y[n, k], grad, (0, 0, 0), grid, True)
             for c in range(group_in):
                 plane = own[planes_at + c * plane_size:planes_at + (c + 1) * plane_size]
                 for index in range(slices):
                     first = index * slice_size
-                    source = plane[index * slice_step:]
-                    if pair:
-                        _tap_dots_pair(grad_a[first:first + slice_size], grad_b[first:first + slice_size],
-                                       source, shifts, partial[thread, k, c], partial[thread, k + 1, c])
-                    else:
-                        _tap_dots(grad_a[first:first + slice_size], source, shifts, partial[thread, k, c])
-            k += 2 if pair else 1
+                    _tap_dots(grad[first:first + slice_size], plane[index * slice_step:], shifts, partial[thread, k, c])
 
 
 def forward(spec, x, w, out):
@@ -462,7 +409,7 @@ def _weight_gradient(spec, x, grad_y, grad_w, by_columns):
                                                numba.get_num_threads())
     columns = spec.kernel_size[2] if by_columns else 0
     planes = spec.group_in_channels * (size if columns else math.prod(grid))
-    scratch = _scratch(planes + (math.prod(grid) if columns else 2 * size), x.dtype)
+    scratch = _scratch(planes + (math.prod(grid) if columns else size), x.dtype)
     shape = (scratch.shape[0], spec.out_channels, spec.group_in_channels, len(shifts))
     partial = workspace.borrow("planar_partial", math.prod(shape), np.float64).reshape(shape)
     partial[...] = 0
