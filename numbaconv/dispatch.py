@@ -19,9 +19,8 @@ AMD EPYC that replaced it.
    vs 5.8 / 7.0 / 7.1; but 512ch 7x7 N=8 (32) 32 / 38 / 56 vs 24 / 26 / 28,
    256ch 14x14 N=2 (32) 7.7 / 8.4 / 8.9 vs 4.9 / 5.5 / 6.1, batch-1 16ch
    32x32 (64) 0.25 vs 0.22 and 3->64 56x56 3.3 / 4.0 / 4.1 vs 3.1 / 3.6 / 3.7.
-2. ``planar`` at stride 1 when ``P < PLANAR_PRODUCT_LIMIT`` (for the weight
-   gradient ``P < PLANAR_WEIGHT_PRODUCT_LIMIT``) and the kernel has more than
-   one tap, or ``P < DIRECT_PRODUCT_LIMIT`` (depthwise 1x1): where
+2. ``planar`` at stride 1 when ``P < PLANAR_PRODUCT_LIMIT`` and the kernel has more
+   than one tap, or ``P < DIRECT_PRODUCT_LIMIT`` (depthwise 1x1): where
    the GEMM algorithms' products are too small to pay for building their
    columns. Measured (float32, 2 cores, ms, forward / input / weight, planar
    vs the best of shifted, winograd and im2col, each pair in one run of
@@ -38,11 +37,11 @@ AMD EPYC that replaced it.
    but 64ch 14x14 N=8 (P = 36864) 1.42 / 1.35 / 1.46 vs 1.38 / 1.31 / 1.34
    and 256ch 14x14 (P = 589824) 21 / 23 / 25 vs 14 / 13 / 15; a 1x1
    kernel (one tap a pass) lost 256 -> 64 at 56x56 (P = 16384) 23 vs 14.
-   The weight gradient's limit is lower since im2col gathers its columns
-   through an offset table (AMD EPYC, ``numbaconv bench --suite full``, ms,
-   planar vs im2col): LeNet's 20 -> 20 5x5 (P = 10000) 5.1 vs 3.9 and video
-   16 -> 32 3x3x3 (P = 13824) 12.1 vs 7.6, but batch-1 16ch (P = 2304) 0.22
-   vs 0.55, LeNet's 1 -> 20 5x5 (P = 500) 1.4 vs 3.8 and depthwise 256ch 1.3 vs 21.
+   The weight gradient's limit was lower (4096) until planar's dot products
+   went one output channel a pass (AMD EPYC, ``numbaconv bench``, ms, planar
+   vs im2col, weight gradient): video 16 -> 32 3x3x3 (P = 13824) 4.0-4.4 vs
+   5.9-6.4, LeNet's 20 -> 20 5x5 (P = 10000) 2.6-3.8 vs 3.1-4.0 (a toss-up
+   through the noise), 64ch 56x56 (P = 36864) 21 vs 27 (winograd takes it).
 3. ``direct`` when ``P < DIRECT_PRODUCT_LIMIT`` (strided depthwise
    convolutions): with so few rows and columns the GEMM algorithms spend more
    on moving columns than on arithmetic. Measured (float32, 2 cores, ms,
@@ -85,7 +84,6 @@ REGISTRY = {
 }
 DIRECT_PRODUCT_LIMIT = 32
 PLANAR_PRODUCT_LIMIT = 32768
-PLANAR_WEIGHT_PRODUCT_LIMIT = 4096
 WINOGRAD_MIN_CHANNELS = 8
 WINOGRAD_MIN_TILES = 128
 CUDA_DIRECT_REDUCTION_LIMIT = 16
@@ -106,21 +104,20 @@ def algorithms(device: str = "cpu") -> tuple[str, ...]:
     return tuple(registry(device))
 
 
-def choose(device: str, algo: str, spec, pass_name: str = "forward"):
-    """The algorithm module that runs pass ``pass_name`` ("forward", "input" or "weight") of
-    ``spec`` (a 3-d ConvSpec, ``ConvSpec.as_3d``) on ``device``.
+def choose(device: str, algo: str, spec):
+    """The algorithm module that runs ``spec`` (a 3-d ConvSpec, ``ConvSpec.as_3d``) on ``device``.
 
-    Remembered per (device, algo, spec, pass) and workspace limit (which decides what the
+    Remembered per (device, algo, spec) and workspace limit (which decides what the
     algorithms support): a training loop asks the same question every step."""
-    return _choose(device, algo, spec, pass_name, workspace.workspace_limit())
+    return _choose(device, algo, spec, workspace.workspace_limit())
 
 
 @functools.lru_cache(maxsize=4096)
-def _choose(device, algo, spec, pass_name, workspace_limit):
+def _choose(device, algo, spec, workspace_limit):
     candidates = registry(device)
     runnable = _runnable(device, spec, workspace_limit)
     if algo == "auto":
-        return candidates[_auto_cuda(spec) if device == "cuda" else _auto_cpu(spec, runnable, pass_name)]
+        return candidates[_auto_cuda(spec) if device == "cuda" else _auto_cpu(spec, runnable)]
     if algo not in candidates:
         raise ValueError(f"unknown algo {algo!r} for device {device!r}; "
                          f"choose 'auto', 'tune' or one of {tuple(candidates)}")
@@ -142,15 +139,14 @@ def _runnable(device, spec, workspace_limit):
     return tuple(name for name, module in registry(device).items() if module.supports(spec) is None)
 
 
-def _auto_cpu(spec, runnable, pass_name):
+def _auto_cpu(spec, runnable):
     """The CPU algorithm "auto" picks (rule in the module docstring)."""
     taps = math.prod(spec.kernel_size)
     product = spec.group_out_channels * spec.group_in_channels * taps
     if ("winograd" in runnable and spec.group_in_channels >= WINOGRAD_MIN_CHANNELS
             and cpu_winograd.tile_count(spec) >= WINOGRAD_MIN_TILES):
         return "winograd"
-    planar_limit = PLANAR_WEIGHT_PRODUCT_LIMIT if pass_name == "weight" else PLANAR_PRODUCT_LIMIT
-    if "planar" in runnable and (product < DIRECT_PRODUCT_LIMIT or (taps > 1 and product < planar_limit)):
+    if "planar" in runnable and (product < DIRECT_PRODUCT_LIMIT or (taps > 1 and product < PLANAR_PRODUCT_LIMIT)):
         return "planar"
     if product < DIRECT_PRODUCT_LIMIT or "im2col" not in runnable:
         return "direct"

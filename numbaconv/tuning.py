@@ -226,8 +226,8 @@ def runner(device: str, algo: str, spec3d: ConvSpec, dtype):
     ``dispatch.choose``, which checks them at once, before anything runs."""
     if algo == "tune":
         return lambda pass_name, call: call(winner(device, pass_name, spec3d, dtype, call))
-    dispatch.choose(device, algo, spec3d)
-    return lambda pass_name, call: call(dispatch.choose(device, algo, spec3d, pass_name))
+    algorithm = dispatch.choose(device, algo, spec3d)
+    return lambda pass_name, call: call(algorithm)
 
 
 def _parse_problem(problem):

@@ -95,7 +95,7 @@ def _held_bytes(spec, threads):
     """Scratch besides the planes, the larger of: the weight gradient's float64 partial sums per
     thread, the input gradient's rotated weights (counted in float64)."""
     taps = math.prod(spec.kernel_size)
-    partial_sums = threads * spec.out_channels * spec.group_in_channels * taps
+    partial_sums = threads * spec.out_channels * spec.group_in_channels * weight_taps(taps)
     rotated_weights = spec.in_channels * spec.group_out_channels * taps
     return max(partial_sums, rotated_weights) * 8
 
@@ -136,10 +136,22 @@ def _plan(spec, pass_name, threads):
         size = ((out[0] - 1) * grid[1] + out[1] - 1) * grid[2] + out[2]
         shifts = [(td * dil_d * grid[1] + th * dil_h) * grid[2] + tw * dil_w
                   for td in range(k_d) for th in range(k_h) for tw in range(k_w)]
+    if pass_name.startswith("weight"):
+        # the last taps' dot products as one more fused pass, at shift 0, their sums dropped
+        shifts += [0] * (weight_taps(len(shifts)) - len(shifts))
     # one block per thread where samples x groups are fewer than threads: each block copies
     # its group's planes again
     blocks = min(group_out, -(-threads // (spec.batch * spec.groups)))
     return offset, grid, size, np.array(shifts, np.int64), blocks
+
+
+def weight_taps(taps):
+    """Taps the weight gradient sums over: ``taps`` rounded up to a multiple of nine where at
+    least five would be left over, which then share one fused pass (plus dummy taps) instead
+    of a pass each. LeNet's 20 -> 20 5x5 (25 taps, seven left) on one thread: 5.7 -> 4.8 ms;
+    16ch 7x7 (49, four left): no gain."""
+    left = taps % FUSED_TAPS
+    return taps + FUSED_TAPS - left if left >= 5 else taps
 
 
 def _fresh():
@@ -414,4 +426,4 @@ def _weight_gradient(spec, x, grad_y, grad_w, by_columns):
     partial = workspace.borrow("planar_partial", math.prod(shape), np.float64).reshape(shape)
     partial[...] = 0
     _weight_kernel(x, grad_y, shifts, offset, grid, columns, spec.dilation[2], blocks, scratch, _fresh(), partial)
-    np.sum(partial, axis=0, out=grad_w.reshape(shape[1:]))
+    np.sum(partial[..., :math.prod(spec.kernel_size)], axis=0, out=grad_w.reshape(shape[1:3] + (-1,)))
