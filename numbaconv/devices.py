@@ -55,8 +55,9 @@ def available_devices() -> tuple[str, ...]:
 
 def on_gpu(array) -> bool:
     """True for GPU arrays: Numba device arrays and anything with the CUDA Array Interface."""
-    return array is not None and (hasattr(array, "__cuda_array_interface__")
-                                  or getattr(array, "__cuda_ndarray__", False))
+    if array is None or type(array) is np.ndarray:   # the common case, without attribute lookups
+        return False
+    return hasattr(array, "__cuda_array_interface__") or bool(getattr(array, "__cuda_ndarray__", False))
 
 
 def _no_gpu_error():

@@ -107,12 +107,18 @@ SPEC_CACHE_SIZE = 4096
 _SPEC_CACHE = {}
 
 
-def _cache_key(value):
-    """``value`` with the type of every element beside it: ``stride=1.0`` must not hit ``stride=1``."""
-    if isinstance(value, (tuple, list)):
-        return type(value), tuple(_cache_key(item) for item in value)
-    hash(value)
-    return type(value), value
+def _plain(value) -> bool:
+    """True for a plain int, str or None, or a tuple of plain ints and such tuples: values that
+    are equal only when they mean the same (``stride=1.0`` or ``True`` must not hit ``stride=1``)."""
+    kind = type(value)
+    if kind is int or kind is str:
+        return True
+    if kind is tuple:
+        for item in value:
+            if type(item) is not int and not (type(item) is tuple and _plain(item)):
+                return False
+        return True
+    return value is None
 
 
 @dataclass(frozen=True)
@@ -147,15 +153,14 @@ class ConvSpec:
 
         ``rank`` is the number of spatial dims (1, 2 or 3); when omitted it
         is taken from ``len(x_shape) - 2``. Resolved specs are remembered by
-        the arguments' values and types (a call repeated in a training loop
-        skips the validation, which cost about 0.1 ms); arguments that cannot
-        be hashed are resolved every time.
+        the arguments (a call repeated in a training loop skips the validation,
+        which costs about 0.1 ms) when they are plain ints, strings and tuples
+        of ints; others (lists, NumPy integers, floats) are resolved every time.
         """
-        try:
-            key = _cache_key((x_shape, w_shape, stride, padding, dilation, groups, rank))
-            spec = _SPEC_CACHE.get(key)
-        except TypeError:
+        key = (x_shape, w_shape, stride, padding, dilation, groups, rank)
+        if not all(map(_plain, key)):
             return cls._resolve(x_shape, w_shape, stride, padding, dilation, groups, rank)
+        spec = _SPEC_CACHE.get(key)
         if spec is None:
             spec = cls._resolve(x_shape, w_shape, stride, padding, dilation, groups, rank)
             if len(_SPEC_CACHE) >= SPEC_CACHE_SIZE:

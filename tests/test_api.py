@@ -191,7 +191,7 @@ def test_concurrent_calls_agree_and_restore_blas_threads(rng):
 
 
 def test_remembered_specs_do_not_hide_bad_arguments(rng):
-    """The spec cache keys on types too: a float stride after an equal int one still fails."""
+    """The spec cache takes only plain ints and tuples: a float stride after an equal int one still fails."""
     x, w = random_array(rng, (1, 2, 6, 6)), random_array(rng, (3, 2, 3, 3))
     expected = nc.reference.conv2d(x, w, stride=2, padding=1)
     assert_close(nc.conv2d(x, w, stride=2, padding=1), expected, np.float64)
@@ -199,7 +199,10 @@ def test_remembered_specs_do_not_hide_bad_arguments(rng):
         nc.conv2d(x, w, stride=2.0, padding=1)
     with pytest.raises(TypeError, match="stride"):
         nc.conv2d(x, w, stride=True, padding=1)
-    # lists are keyed by their items, and still validated on a miss
+    with pytest.raises(TypeError, match="stride"):
+        nc.conv2d(x, w, stride=(2, 2.0), padding=1)
+    # lists and NumPy integers are validated on every call
+    assert_close(nc.conv2d(x, w, stride=np.int64(2), padding=(np.int32(1), 1)), expected, np.float64)
     assert_close(nc.conv2d(x, w, stride=[2, 2], padding=[[1, 1], [1, 1]]), expected, np.float64)
     with pytest.raises(TypeError, match="stride"):
         nc.conv2d(x, w, stride=[2, 2.0], padding=1)
