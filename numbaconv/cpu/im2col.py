@@ -40,7 +40,7 @@ import numpy as np
 from numba import njit
 
 from . import workspace
-from .pool import grouped_matmul, run_in_threads, split, sum_over_threads, thread_count
+from .pool import deal, grouped_matmul, run_in_threads, sum_over_threads, thread_count
 from .common import valid_outputs
 
 
@@ -222,7 +222,7 @@ def forward(spec, x, w, out):
             for b, p0, p1, j in plan.segments(first_column, count):
                 grouped_matmul(w_matrix, cols[:, :, j:j + p1 - p0], plan.by_group(out, b)[:, :, p0:p1])
 
-    run_in_threads(work, split(plan.blocks(), threads))
+    run_in_threads(work, deal(plan.blocks(), threads))
 
 
 def backward_weight(spec, x, grad_y, grad_w):
@@ -251,7 +251,7 @@ def backward_input(spec, grad_y, w, grad_x):
                 grouped_matmul(w_transposed, plan.gather(grad_y, first_column, count),
                                plan.gather(grad_x, first_column, count))
 
-        run_in_threads(work_in_place, split(plan.blocks(), plan.threads))
+        run_in_threads(work_in_place, deal(plan.blocks(), plan.threads))
         return
 
     # a thread folds whole samples: several per block where a sample has fewer outputs than a

@@ -57,7 +57,7 @@ import numpy as np
 from numba import njit
 
 from . import workspace
-from .pool import run_in_threads, split, thread_count
+from .pool import deal, run_in_threads, split, thread_count
 
 TILE = 4                       # output tile side (m)
 PATCH = TILE + 2               # input patch side (alpha = m + r - 1)
@@ -422,7 +422,7 @@ def _winograd(x, u, y, pad_top, pad_left):
                 _output_tiles(products, first_row, stop_row, tiling.tiles_h, y_chunk,
                               tiling.tile_row_scratch("winograd_half", PATCH), tiling.tile_row_scratch("winograd_rows", TILE))
 
-        run_in_threads(work, split(tiling.blocks(stop - first), tiling.threads))
+        run_in_threads(work, deal(tiling.blocks(stop - first), tiling.threads))
 
 
 def _planes(array):
@@ -468,7 +468,7 @@ def backward_weight(spec, x, grad_y, grad_w):
                 with adding:   # NumPy lets go of the GIL while it adds
                     np.add(total, product, out=total)
 
-        run_in_threads(work, split(tiling.blocks(stop - first), tiling.threads))
+        run_in_threads(work, deal(tiling.blocks(stop - first), tiling.threads))
     total = total.reshape(POINTS, out_channels, group_in)
     grad_w = grad_w.reshape(out_channels, group_in, 9)
     taps_by_points = TAPS_TO_POINTS.astype(total.dtype)
