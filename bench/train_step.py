@@ -8,6 +8,12 @@ forward, input gradient and weight gradient against PyTorch's (numbaconv with
 ``algo="auto"``, as the layers run it, and the fastest of its algorithms), and
 the Python overhead of one call on a tiny problem.
 
+The step is timed twice, each time in a fresh process: with the OpenMP wait
+policy the environment gives (PyTorch's workers then spin for milliseconds
+after each of its operations, on the cores numbaconv's threads need next), and
+with ``OMP_WAIT_POLICY=PASSIVE`` (they sleep at once), which an OpenMP runtime
+reads only when it loads.
+
     python bench/train_step.py [--repeats 7]
 
 Needs PyTorch.
@@ -15,6 +21,7 @@ Needs PyTorch.
 import argparse
 import math
 import os
+import subprocess
 import sys
 import time
 
@@ -84,19 +91,37 @@ def call_overhead(repeats):
                     "numbaconv.torch.conv2d": lambda: nct.conv2d(xt, wt)}, repeats, 200)
 
 
-def main(repeats=7):
+def step_times(repeats):
+    """(torch ms, numbaconv ms) per training step, the two models alternating."""
     torch.manual_seed(0)
     models = {"torch.nn.Conv2d": build_cnn(torch.nn.Conv2d, SIZE),
               "numbaconv.torch.Conv2d": build_cnn(nct.Conv2d, SIZE)}
     models["numbaconv.torch.Conv2d"].load_state_dict(models["torch.nn.Conv2d"].state_dict())
     x = torch.randn(BATCH, 1, SIZE, SIZE)
     labels = torch.randint(0, 10, (BATCH,))
+    step = time_training_steps(models, x, labels, steps=3, repeats=repeats)
+    return step["torch.nn.Conv2d"] * 1e3, step["numbaconv.torch.Conv2d"] * 1e3
+
+
+def step_in_fresh_process(repeats, **environment):
+    """step_times in a new Python process with ``environment`` added to this one's."""
+    command = [sys.executable, os.path.abspath(__file__), "--step-only", "--repeats", str(repeats)]
+    result = subprocess.run(command, env={**os.environ, **environment}, capture_output=True, text=True, check=True)
+    return tuple(float(ms) for ms in result.stdout.split())
+
+
+def main(repeats=7):
     print(f"seed 004's CNN, batch {BATCH} of 1x{SIZE}x{SIZE}, float32, SGD step; torch threads "
           f"{torch.get_num_threads()}, best of {repeats} alternating repeats after warm-up")
-    step = time_training_steps(models, x, labels, steps=3, repeats=repeats)
-    torch_ms, ours_ms = step["torch.nn.Conv2d"] * 1e3, step["numbaconv.torch.Conv2d"] * 1e3
-    print(f"training step: torch.nn.Conv2d {torch_ms:.1f} ms, numbaconv.torch.Conv2d {ours_ms:.1f} ms, "
-          f"ratio (torch / numbaconv) {torch_ms / ours_ms:.2f}\n")
+    policy = os.environ.get("OMP_WAIT_POLICY", "unset")
+    steps = {}
+    for label, environment in ((f"OMP_WAIT_POLICY {policy}", {}),
+                               ("OMP_WAIT_POLICY=PASSIVE", {"OMP_WAIT_POLICY": "PASSIVE"})):
+        torch_ms, ours_ms = steps[label] = step_in_fresh_process(repeats, **environment)
+        print(f"training step, {label}: torch.nn.Conv2d {torch_ms:.1f} ms, numbaconv.torch.Conv2d "
+              f"{ours_ms:.1f} ms, ratio (torch / numbaconv) {torch_ms / ours_ms:.2f}")
+    print(f"\nconvolutions alone, in this process (OMP_WAIT_POLICY {policy})")
+    torch_ms, ours_ms = steps[f"OMP_WAIT_POLICY {policy}"]
 
     # The first layer's input gradient is never needed (the image does not require grad).
     layers = [("conv1 1->32", (BATCH, 1, SIZE, SIZE), (32, 1, 3, 3), ("forward", "weight grad")),
@@ -126,4 +151,9 @@ def main(repeats=7):
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7, help="alternating repeats (default 7)")
-    main(parser.parse_args().repeats)
+    parser.add_argument("--step-only", action="store_true", help="print the two step times in ms and stop")
+    arguments = parser.parse_args()
+    if arguments.step_only:
+        print(*step_times(arguments.repeats))
+    else:
+        main(arguments.repeats)
