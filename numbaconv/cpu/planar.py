@@ -114,7 +114,8 @@ def _plan(spec, pass_name, threads):
     "weight-columns", the weight gradient by columns whatever :func:`weight_columns` says) of
     ``spec``: where the source planes sit in the zero grid, the grid's size, the span of ``q``
     (or, for a weight gradient by columns, the size of one channel's column copies), the taps'
-    shifts in the grid (or the column copies), and the output-channel blocks per (sample,
+    shifts in the grid (or the column copies; for the weight passes :func:`weight_taps` of
+    them, the dummies at shift 0), and the output-channel blocks per (sample,
     group). Remembered: a training loop asks every step."""
     (k_d, k_h, k_w), (dil_d, dil_h, dil_w) = spec.kernel_size, spec.dilation
     if pass_name == "input":
