@@ -83,8 +83,8 @@ def deal(items, parts):
     spinning after an operation) draws fewer. Winograd's forward of the training step's conv2
     (32 -> 64, 26x26, N=64) right after a ``torch.relu``: 14.1-15.5 and 11.6-12.7 ms dealt
     against 15.6-18.0 and 13.7-15.4 ms split (best-median, two runs each; 8-11 ms alone
-    either way). Where the grouping of items into shares changes a result's rounding (weight
-    gradients summed per share), callers keep :func:`split`: the same every run."""
+    either way). :func:`sum_over_threads` keeps :func:`split`: its per-thread partial sums
+    would group the items differently, and so round differently, from run to run."""
     remaining, drawing = iter(items), threading.Lock()
 
     def share():
