@@ -121,9 +121,8 @@ def _choose(device, algo, spec, workspace_limit):
     if algo not in candidates:
         raise ValueError(f"unknown algo {algo!r} for device {device!r}; "
                          f"choose 'auto', 'tune' or one of {tuple(candidates)}")
-    reason = candidates[algo].supports(spec)
-    if reason is not None:
-        raise ValueError(f"algo {algo!r} cannot run this problem ({reason}); "
+    if algo not in runnable:
+        raise ValueError(f"algo {algo!r} cannot run this problem ({candidates[algo].supports(spec)}); "
                          f"algorithms that can: {runnable}")
     return candidates[algo]
 
