@@ -82,18 +82,23 @@ def test_kernels_leave_inputs_alone(rng, algo):
         np.testing.assert_array_equal(original, array)
 
 
+@pytest.mark.parametrize("run_min_width", [1, 10**6], ids=["rows-in-runs", "rows-gathered"])
 @pytest.mark.parametrize("block_columns", [1, 5, 37])
 @pytest.mark.parametrize("algo, case_names", [("im2col", ["2d-stride-gt-kernel", "3d-mixed", "2d-1x1-groups",
-                                                          "2d-dilation", "1d-groups-same", "2d-basic"])])
-def test_column_blocks_cut_anywhere(rng, monkeypatch, algo, case_names, block_columns):
-    """Column blocks that split output rows and samples at odd places still give exact results."""
-    from numbaconv.cpu import workspace
+                                                          "2d-dilation", "1d-groups-same", "2d-basic",
+                                                          "2d-asymmetric-pad", "2d-same-stride2", "1d-long"])])
+def test_column_blocks_cut_anywhere(rng, monkeypatch, algo, case_names, block_columns, run_min_width):
+    """Column blocks that split output rows and samples at odd places still give exact results,
+    whether im2col unfolds the rows run by run or gathers them."""
+    from numbaconv.cpu import im2col, workspace
     monkeypatch.setattr(workspace, "BLOCK_BYTES", 1)
     monkeypatch.setattr(workspace, "MIN_BLOCK_COLUMNS", block_columns)
+    monkeypatch.setattr(im2col, "RUN_MIN_WIDTH", run_min_width)
     module = dispatch.REGISTRY["cpu"][algo]
     for case in (c for c in CASES if c[0] in case_names):
         spec, x, w, grad_y = random_problem(rng, case, np.float64)
-        assert module._Plan(spec.as_3d(), np.float64, 2).block <= block_columns
+        plan = module._Plan(spec.as_3d(), np.float64, 2)
+        assert plan.block <= block_columns and plan.gathers_rows == (run_min_width > 1)
         check_passes(module, spec, x, w, grad_y, np.float64)
 
 

@@ -43,6 +43,9 @@ from . import workspace
 from .pool import deal, grouped_matmul, run_in_threads, sum_over_threads, thread_count
 from .common import valid_outputs
 
+RUN_MIN_WIDTH = 16   # output rows at least this wide are copied run by run, narrower ones gathered
+_RUN_BYTES = 5 * 8   # one entry of the table of row runs: five int64
+
 
 def supports(spec):
     """im2col runs every problem whose scratch fits the workspace limit with one-column blocks
@@ -53,46 +56,48 @@ def supports(spec):
 
 def _column_bytes(spec, itemsize):
     """Scratch per column of a block: the column itself (``C * taps`` values), the output- or
-    input-shaped block gathered beside it where a block spans samples (``max(C, K)``) and the
-    table of source offsets (``taps`` int64)."""
+    input-shaped block gathered beside it where a block spans samples (``max(C, K)``), the table
+    of source offsets where rows are gathered (``taps`` int64) and the column's share of the
+    table of row runs (:func:`_most_runs`; its fixed part is in :func:`_held_bytes`)."""
     taps = math.prod(spec.kernel_size)
-    return (spec.in_channels * taps + max(spec.in_channels, spec.out_channels)) * itemsize + 8 * taps
+    offsets = 8 * taps if _gathers(spec) else 0
+    run_share = -(-_RUN_BYTES * taps // spec.out_size[2])
+    return (spec.in_channels * taps + max(spec.in_channels, spec.out_channels)) * itemsize + offsets + run_share
+
+
+def _gathers(spec):
+    """Whether the problem's output rows are narrow enough to unfold by gathers (``_unfold_or_fold``)."""
+    return spec.out_size[2] < RUN_MIN_WIDTH
+
+
+def _most_runs(spec, count):
+    """Row runs a block of ``count`` columns can span: a part row at each end, whole rows between."""
+    return count // spec.out_size[2] + 2
 
 
 def _held_bytes(spec, pass_name, itemsize, threads):
-    """Scratch besides the blocks: the weight gradient's partial sum and product per thread."""
+    """Scratch besides the blocks, per thread: the run table's fixed part (two runs a tap) and, for
+    the weight gradient, a partial sum and a product."""
+    taps = math.prod(spec.kernel_size)
+    runs = 2 * _RUN_BYTES * taps
     if pass_name != "weight":
-        return 0
-    return 2 * threads * spec.out_channels * spec.group_in_channels * math.prod(spec.kernel_size) * itemsize
+        return threads * runs
+    return threads * (runs + 2 * spec.out_channels * spec.group_in_channels * taps * itemsize)
 
 
 @njit(nogil=True, cache=True)
-def _unfold_or_fold(image, cols, source, first_column, fold, kernel_size, out_size, stride, dilation, pad_lo):
-    """Move data between ``image`` (N, C, D, H, W) and the column block ``cols`` (G, R, count).
-
-    ``cols[g, r, j]`` belongs to global column ``first_column + j``; ``source`` is
-    scratch for ``taps * count`` int64 offsets. With
-    ``fold`` false, fill the block from the image (im2col; zeros where the
-    window lies in the padding); with ``fold`` true, add the block onto the
-    image elements those entries came from (col2im). One thread owns the
-    block, so folding needs no atomics. A table of source offsets per tap
-    and column, shared by all channels, makes every row one gather with
-    sequential writes: views made per output-row run cost more than the
-    copies on small images (512 channels at 7x7, a 196-column block: 4.4 ms
-    with per-run views, 2.5 ms with run-by-run offsets, 0.93 ms gathered). The
-    gathers index with unsigned integers, which skips Numba's negative-index
-    wraparound (unfold 14-38% faster on the bench layers' blocks).
-    """
-    in_channels, in_d, in_h, in_w = image.shape[1], image.shape[2], image.shape[3], image.shape[4]
-    count = cols.shape[2]
+def _row_runs(runs, first_column, count, in_shape, kernel_size, out_size, stride, dilation, pad_lo):
+    """Cut the columns ``[first_column, first_column + count)`` into runs along output rows and
+    return how many there are. ``runs[tap, r]`` holds, for run ``r`` and ``tap``: the run's first
+    column in the block ``j``, its length, the part ``[lead, valid_stop)`` of the run whose
+    input lies inside the image (zeros elsewhere), and the flat offset in the image of the
+    channel-0 element the first valid column reads (its neighbours follow ``stride[2]`` apart)."""
+    in_channels, in_d, in_h, in_w = in_shape
     k_d, k_h, k_w = kernel_size
     out_d, out_h, out_w = out_size
     taps = k_d * k_h * k_w
     positions = out_d * out_h * out_w
-    plane = in_d * in_h * in_w
-    # source[tap, j] (scratch, taps x count): the flat offset in image of the channel-0
-    # element column j reads at tap, or -1 in the padding; made per run of an output row
-    j = 0
+    run = j = 0
     while j < count:
         b, p = (first_column + j) // positions, (first_column + j) % positions
         ow, oh, od = p % out_w, p // out_w % out_h, p // (out_w * out_h)
@@ -109,24 +114,92 @@ def _unfold_or_fold(image, cols, source, first_column, fold, kernel_size, out_si
             i_d = od * stride[0] - pad_lo[0] + td * dilation[0]
             i_h = oh * stride[1] - pad_lo[1] + th * dilation[1]
             row_start = ((b * in_channels * in_d + i_d) * in_h + i_h) * in_w - pad_lo[2] + tw * dilation[2]
-            for o in range(ow, ow + length):
-                source[tap, j + o - ow] = row_start + o * stride[2] if first <= o < stop else -1
+            runs[tap, run, 0] = j
+            runs[tap, run, 1] = length
+            runs[tap, run, 2] = first - ow
+            runs[tap, run, 3] = stop - ow
+            runs[tap, run, 4] = row_start + first * stride[2] if stop > first else 0
+        run += 1
         j += length
-    # row (g, c * taps + tap) of cols is row channel * taps + tap of the flat block
+    return run
+
+
+@njit(nogil=True, cache=True)
+def _unfold_or_fold(image, cols, runs, source, first_column, fold, gather, kernel_size, out_size, stride,
+                    dilation, pad_lo):
+    """Move data between ``image`` (N, C, D, H, W) and the column block ``cols`` (G, R, count).
+
+    ``cols[g, r, j]`` belongs to global column ``first_column + j``. With
+    ``fold`` false, fill the block from the image (im2col; zeros where the
+    window lies in the padding); with ``fold`` true, add the block onto the
+    image elements those entries came from (col2im). One thread owns the
+    block, so folding needs no atomics. ``runs`` is scratch for the table of
+    :func:`_row_runs`, shared by all channels.
+
+    Without ``gather``, rows are copied run by run (a stride known to be 1
+    or 2 lets the loops vectorise); with it (``_Plan`` asks for it where
+    output rows are narrower than ``RUN_MIN_WIDTH``), each row of the block
+    is gathered in one long loop rather than many short ones, with a table
+    of source offsets per tap and column in ``source`` (``taps * count``
+    int64). Unfolding one thread's blocks, in ms
+    (gathered / run by run): 7x7 stride-2 stem at 112 wide 12.4 / 6.0, 3x3 at
+    56 wide 7.2 / 3.5, LeNet 5x5 at 28 wide 2.6 / 1.5, 1-d k9 stride 2 5.3 / 2.8;
+    but at 14 wide (stride 2) 1.1 / 1.3, at 10 wide 2.0 / 2.1, at 7 wide 0.74 /
+    0.83 (folding alike). (Views made per run cost more than either: 4.4 ms
+    against 0.93 gathered at 7x7.) The loops index with unsigned integers,
+    which skips Numba's negative-index wraparound (unfold 14-38% faster).
+    """
+    in_channels = image.shape[1]
+    plane = image.shape[2] * image.shape[3] * image.shape[4]
+    count = cols.shape[2]
+    taps = kernel_size[0] * kernel_size[1] * kernel_size[2]
+    step = stride[2]
+    run_count = _row_runs(runs, first_column, count, (in_channels, image.shape[2], image.shape[3], image.shape[4]),
+                          kernel_size, out_size, stride, dilation, pad_lo)
     image_flat, cols_flat = image.reshape(-1), cols.reshape(-1)
+    if gather:
+        # source[tap, j]: the flat offset of the channel-0 element column j reads, -1 in the padding
+        for tap in range(taps):
+            for r in range(run_count):
+                j, length, lead, valid_stop = runs[tap, r, 0], runs[tap, r, 1], runs[tap, r, 2], runs[tap, r, 3]
+                start = runs[tap, r, 4]
+                for o in range(length):
+                    source[tap, j + o] = start + (o - lead) * step if lead <= o < valid_stop else -1
     for channel in range(in_channels):
         channel_start = channel * plane
         for tap in range(taps):
             row = cols_flat[(channel * taps + tap) * count:(channel * taps + tap + 1) * count]
-            offsets = source[tap]
-            if fold:
+            if gather:
+                offsets = source[tap]
                 for j in range(count):
-                    if offsets[j] >= 0:
-                        image_flat[np.uint64(channel_start + offsets[j])] += row[j]
-            else:
-                for j in range(count):
-                    offset = offsets[j]
-                    row[j] = image_flat[np.uint64(channel_start + offset)] if offset >= 0 else 0
+                    if fold:
+                        if offsets[j] >= 0:
+                            image_flat[np.uint64(channel_start + offsets[j])] += row[j]
+                    else:
+                        row[j] = image_flat[np.uint64(channel_start + offsets[j])] if offsets[j] >= 0 else 0
+                continue
+            for r in range(run_count):
+                j, length, lead, valid_stop = runs[tap, r, 0], runs[tap, r, 1], runs[tap, r, 2], runs[tap, r, 3]
+                start = runs[tap, r, 4]
+                into_row = np.uint64(j + lead)
+                into_image = np.uint64(channel_start + start)
+                if fold:
+                    for o in range(valid_stop - lead):
+                        image_flat[into_image + np.uint64(o * step)] += row[into_row + np.uint64(o)]
+                    continue
+                for o in range(j, j + lead):
+                    row[o] = 0
+                if step == 1:
+                    for o in range(valid_stop - lead):
+                        row[into_row + np.uint64(o)] = image_flat[into_image + np.uint64(o)]
+                elif step == 2:
+                    for o in range(valid_stop - lead):
+                        row[into_row + np.uint64(o)] = image_flat[into_image + np.uint64(2 * o)]
+                else:
+                    for o in range(valid_stop - lead):
+                        row[into_row + np.uint64(o)] = image_flat[into_image + np.uint64(o * step)]
+                for o in range(j + valid_stop, j + length):
+                    row[o] = 0
 
 
 class _Plan:
@@ -140,6 +213,7 @@ class _Plan:
         self.columns = spec.batch * self.positions
         self.dtype = np.dtype(dtype)
         self.threads = threads
+        self.gathers_rows = _gathers(spec)
         widest = workspace.block_columns(_column_bytes(spec, self.dtype.itemsize), threads, self.columns,
                                          _held_bytes(spec, pass_name, self.dtype.itemsize, threads))
         # pointwise (1x1, stride 1, no padding): a sample's input is its column matrix, so blocks
@@ -180,9 +254,12 @@ class _Plan:
 
     def _move(self, image, cols, first_column, fold):
         s = self.spec
-        source = workspace.borrow("offsets", math.prod(s.kernel_size) * cols.shape[2], np.int64)
-        _unfold_or_fold(image, cols, source.reshape(-1, cols.shape[2]), first_column, fold, s.kernel_size,
-                        s.out_size, s.stride, s.dilation, s.pad_lo)
+        count = cols.shape[2]
+        taps = math.prod(s.kernel_size)
+        runs = workspace.borrow("runs", taps * _most_runs(s, count) * 5, np.int64).reshape(taps, -1, 5)
+        source = workspace.borrow("offsets", taps * count if self.gathers_rows else 0, np.int64)
+        _unfold_or_fold(image, cols, runs, source.reshape(taps, -1), first_column, fold, self.gathers_rows,
+                        s.kernel_size, s.out_size, s.stride, s.dilation, s.pad_lo)
 
     def segments(self, first_column, count):
         """The block's columns cut at sample boundaries: (sample, first_position, stop_position, j)."""
