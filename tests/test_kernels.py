@@ -1,4 +1,6 @@
 """Every CPU algorithm x pass x dtype against the float64 reference, with poisoned outputs."""
+import math
+
 import numpy as np
 import pytest
 
@@ -82,23 +84,33 @@ def test_kernels_leave_inputs_alone(rng, algo):
         np.testing.assert_array_equal(original, array)
 
 
-@pytest.mark.parametrize("run_min_width", [1, 10**6], ids=["rows-in-runs", "rows-gathered"])
+@pytest.mark.parametrize("run_min_width, wide_most_waste", [(1, 1.5), (10**6, 0), (10**6, math.inf)],
+                         ids=["rows-in-runs", "rows-gathered", "forward-over-wide-columns"])
 @pytest.mark.parametrize("block_columns", [1, 5, 37])
 @pytest.mark.parametrize("algo, case_names", [("im2col", ["2d-stride-gt-kernel", "3d-mixed", "2d-1x1-groups",
                                                           "2d-dilation", "1d-groups-same", "2d-basic",
-                                                          "2d-asymmetric-pad", "2d-same-stride2", "1d-long"])])
-def test_column_blocks_cut_anywhere(rng, monkeypatch, algo, case_names, block_columns, run_min_width):
+                                                          "2d-asymmetric-pad", "2d-same-stride2", "1d-long",
+                                                          "3d-few-channels-dilated", "2d-3x3-pad-beyond-kernel"])])
+def test_column_blocks_cut_anywhere(rng, monkeypatch, algo, case_names, block_columns, run_min_width,
+                                    wide_most_waste):
     """Column blocks that split output rows and samples at odd places still give exact results,
-    whether im2col unfolds the rows run by run or gathers them."""
+    whether im2col unfolds the rows run by run or gathers them, and where the forward of a
+    stride-1 problem runs over wide columns."""
     from numbaconv.cpu import im2col, workspace
     monkeypatch.setattr(workspace, "BLOCK_BYTES", 1)
     monkeypatch.setattr(workspace, "MIN_BLOCK_COLUMNS", block_columns)
     monkeypatch.setattr(im2col, "RUN_MIN_WIDTH", run_min_width)
+    monkeypatch.setattr(im2col, "WIDE_MOST_WASTE", wide_most_waste)
     module = dispatch.REGISTRY["cpu"][algo]
     for case in (c for c in CASES if c[0] in case_names):
         spec, x, w, grad_y = random_problem(rng, case, np.float64)
-        plan = module._Plan(spec.as_3d(), np.float64, 2)
+        spec3d = spec.as_3d()
+        plan = module._Plan(spec3d, np.float64, 2)
         assert plan.block <= block_columns and plan.gathers_rows == (run_min_width > 1)
+        wide = module._wide_plan(spec3d, np.float64, 2)
+        stride_one = all(s == 1 for s in spec.stride)
+        assert (wide is not None) == (wide_most_waste == math.inf and stride_one)
+        assert wide is None or wide.block <= block_columns
         check_passes(module, spec, x, w, grad_y, np.float64)
 
 
