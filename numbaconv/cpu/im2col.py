@@ -188,11 +188,12 @@ def _unfold_or_fold(image, cols, runs, source, first_column, fold, gather, kerne
             row = cols_flat[(channel * taps + tap) * count:(channel * taps + tap + 1) * count]
             if gather:
                 offsets = source[tap]
-                for j in range(count):
-                    if fold:
+                if fold:
+                    for j in range(count):
                         if offsets[j] >= 0:
                             image_flat[np.uint64(channel_start + offsets[j])] += row[j]
-                    else:
+                else:
+                    for j in range(count):
                         row[j] = image_flat[np.uint64(channel_start + offsets[j])] if offsets[j] >= 0 else 0
                 continue
             for r in range(run_count):
