@@ -268,16 +268,33 @@ def _compact_wide(wide, out, first_column, span, padded_size):
         j += run
 
 
-class _Plan:
+def _cut(first, stop, width):
+    """(start, count) of the blocks at most ``width`` columns wide covering ``[first, stop)``."""
+    return [(start, min(width, stop - start)) for start in range(first, stop, width)]
+
+
+class _ColumnBlocks:
+    """What every plan of a column matrix shares: its ``groups`` of ``rows`` channel-taps each."""
+
+    def __init__(self, spec, dtype):
+        self.spec = spec
+        self.dtype = np.dtype(dtype)
+        self.groups = spec.groups
+        self.rows = spec.group_in_channels * math.prod(spec.kernel_size)
+
+    def column_block(self, count):
+        """This thread's scratch for ``count`` columns, (groups, rows, count)."""
+        size = self.groups * self.rows * count
+        return workspace.borrow("columns", size, self.dtype).reshape(self.groups, self.rows, count)
+
+
+class _Plan(_ColumnBlocks):
     """How one problem's column matrix is cut into blocks, and where each block's data lives."""
 
     def __init__(self, spec, dtype, threads, pass_name="forward"):
-        self.spec = spec
-        self.groups = spec.groups
-        self.rows = spec.group_in_channels * math.prod(spec.kernel_size)
+        super().__init__(spec, dtype)
         self.positions = math.prod(spec.out_size)
         self.columns = spec.batch * self.positions
-        self.dtype = np.dtype(dtype)
         self.threads = threads
         self.gathers_rows = _gathers(spec)
         widest = workspace.block_columns(_column_bytes(spec, self.dtype.itemsize), threads, self.columns,
@@ -296,17 +313,11 @@ class _Plan:
         sample boundaries too)."""
         stop = self.columns if stop is None else stop
         if not self.pointwise:
-            return [(start, min(self.block, stop - start)) for start in range(first, stop, self.block)]
+            return _cut(first, stop, self.block)
         blocks = []
         for sample in range(first // self.positions, -(-stop // self.positions)):
-            low, high = max(first, sample * self.positions), min(stop, (sample + 1) * self.positions)
-            blocks += [(start, min(self.block, high - start)) for start in range(low, high, self.block)]
+            blocks += _cut(max(first, sample * self.positions), min(stop, (sample + 1) * self.positions), self.block)
         return blocks
-
-    def column_block(self, count):
-        """This thread's scratch for ``count`` columns, (groups, rows, count)."""
-        size = self.groups * self.rows * count
-        return workspace.borrow("columns", size, self.dtype).reshape(self.groups, self.rows, count)
 
     def unfold(self, x, first_column, count):
         if self.pointwise:
@@ -354,16 +365,13 @@ class _Plan:
         return block
 
 
-class _WidePlan:
+class _WidePlan(_ColumnBlocks):
     """The forward of a stride-1 problem over wide columns (``_unfold_wide``): a sample's
     wide columns are the positions ``q = (d * H_pad + h) * W_pad + w`` of its padded input plane
     from the first output to the last, ``span`` of them, of which ``prod(out)`` are outputs."""
 
     def __init__(self, spec, dtype, threads):
-        self.spec = spec
-        self.dtype = np.dtype(dtype)
-        self.groups = spec.groups
-        self.rows = spec.group_in_channels * math.prod(spec.kernel_size)
+        super().__init__(spec, dtype)
         self.padded_size = tuple(n + lo + hi for n, lo, hi in zip(spec.in_size, spec.pad_lo, spec.pad_hi))
         (out_d, out_h, out_w), (_, pad_h, pad_w) = spec.out_size, self.padded_size
         self.span = ((out_d - 1) * pad_h + out_h - 1) * pad_w + out_w
@@ -379,7 +387,7 @@ class _WidePlan:
 
     def blocks(self):
         """(first_column, count) of the blocks of wide columns, cut anywhere (samples included)."""
-        return [(start, min(self.block, self.columns - start)) for start in range(0, self.columns, self.block)]
+        return _cut(0, self.columns, self.block)
 
     def source(self, x):
         """``x`` with its zero padding, in this thread's scratch (``x`` itself without padding)."""
@@ -416,8 +424,7 @@ def forward(spec, x, w, out):
 
         def work_wide(share):
             for first_column, count in share:
-                cols = workspace.borrow("columns", wide.groups * wide.rows * count, wide.dtype).reshape(
-                    wide.groups, wide.rows, count)
+                cols = wide.column_block(count)
                 _unfold_wide(source, cols, first_column, wide.span, wide.shifts)
                 products = workspace.borrow("wide_products", spec.out_channels * count, wide.dtype).reshape(
                     wide.groups, spec.group_out_channels, count)
