@@ -4,7 +4,13 @@ Along one spatial dim, output position ``o`` and kernel tap ``t`` read input
 position ``i = o * stride - pad_lo + t * dilation``; taps that land in the
 zero padding contribute nothing, so every kernel loops only over the outputs
 whose input position is inside ``[0, in_len)``.
+
+At stride 1 on a zero-padded grid, the planar algorithm and im2col's wide
+columns number outputs by the flat grid index of their window's corner
+(:func:`grid_walk`).
 """
+import itertools
+
 from numba import njit
 
 
@@ -18,3 +24,16 @@ def valid_outputs(tap, in_len, out_len, stride, dilation, pad_lo):
     stop = min(out_len, (in_len - 1 - offset) // stride + 1)
     return first, stop
 
+
+
+def grid_walk(grid, out_size, kernel_size, dilation):
+    """``(span, shifts)`` of a stride-1 correlation over a zero-padded grid ``(D, H, W)``, its
+    outputs numbered by the flat index ``q = (od * H + oh) * W + ow`` of their window's corner:
+    ``span = ((OD - 1) * H + OH - 1) * W + OW`` positions from the first output to the last
+    (those with ``ow >= OW`` or ``oh >= OH`` are not outputs), and the shift of each tap
+    (row-major) from ``q``, ``(td * dd * H + th * dh) * W + tw * dw``."""
+    (out_d, out_h, out_w), (_, height, width) = out_size, grid
+    span = ((out_d - 1) * height + out_h - 1) * width + out_w
+    shifts = [(td * dilation[0] * height + th * dilation[1]) * width + tw * dilation[2]
+              for td, th, tw in itertools.product(*map(range, kernel_size))]
+    return span, shifts

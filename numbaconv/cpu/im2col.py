@@ -57,7 +57,7 @@ from numba import njit
 
 from . import workspace
 from .pool import deal, grouped_matmul, run_in_threads, sum_over_threads, thread_count
-from .common import valid_outputs
+from .common import grid_walk, valid_outputs
 
 RUN_MIN_WIDTH = 16   # output rows at least this wide are copied run by run, narrower ones gathered
 _RUN_BYTES = 5 * 8   # one entry of the table of row runs: five int64
@@ -373,11 +373,9 @@ class _WidePlan(_ColumnBlocks):
     def __init__(self, spec, dtype, threads):
         super().__init__(spec, dtype)
         self.padded_size = tuple(n + lo + hi for n, lo, hi in zip(spec.in_size, spec.pad_lo, spec.pad_hi))
-        (out_d, out_h, out_w), (_, pad_h, pad_w) = spec.out_size, self.padded_size
-        self.span = ((out_d - 1) * pad_h + out_h - 1) * pad_w + out_w
+        self.span, shifts = grid_walk(self.padded_size, spec.out_size, spec.kernel_size, spec.dilation)
         self.columns = spec.batch * self.span
-        self.shifts = np.array([(td * spec.dilation[0] * pad_h + th * spec.dilation[1]) * pad_w + tw * spec.dilation[2]
-                                for td, th, tw in np.ndindex(*spec.kernel_size)], dtype=np.int64)
+        self.shifts = np.array(shifts, dtype=np.int64)
         self.padded = any(spec.pad_lo) or any(spec.pad_hi)
         self.padded_bytes = (spec.batch * spec.in_channels * math.prod(self.padded_size) * self.dtype.itemsize
                              if self.padded else 0)

@@ -71,6 +71,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import workspace
+from .common import grid_walk
 
 FUSED_TAPS = 9   # taps summed in one pass over a plane
 
@@ -117,7 +118,7 @@ def _plan(spec, pass_name, threads):
     shifts in the grid (or the column copies; for the weight passes :func:`weight_taps` of
     them, the dummies at shift 0), and the output-channel blocks per (sample,
     group). Remembered: a training loop asks every step."""
-    (k_d, k_h, k_w), (dil_d, dil_h, dil_w) = spec.kernel_size, spec.dilation
+    (k_d, k_h, k_w), (dil_d, dil_h, _) = spec.kernel_size, spec.dilation
     if pass_name == "input":
         extent = [d * (k - 1) for d, k in zip(spec.dilation, spec.kernel_size)]
         offset = tuple(e - lo for e, lo in zip(extent, spec.pad_lo))
@@ -134,9 +135,7 @@ def _plan(spec, pass_name, threads):
         shifts = [tw * rows * out[2] + (td * dil_d * grid[1] + th * dil_h) * out[2]
                   for td in range(k_d) for th in range(k_h) for tw in range(k_w)]
     else:
-        size = ((out[0] - 1) * grid[1] + out[1] - 1) * grid[2] + out[2]
-        shifts = [(td * dil_d * grid[1] + th * dil_h) * grid[2] + tw * dil_w
-                  for td in range(k_d) for th in range(k_h) for tw in range(k_w)]
+        size, shifts = grid_walk(grid, out, spec.kernel_size, spec.dilation)
     if pass_name.startswith("weight"):
         # the last taps' dot products as one more fused pass, at shift 0, their sums dropped
         shifts += [0] * (weight_taps(len(shifts)) - len(shifts))
