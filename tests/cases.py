@@ -8,7 +8,8 @@ kernels (strided, and grouped at stride 1 with outputs enough for im2col's
 pointwise views), kernel equal to the input, kernels larger than the
 unpadded input, and batch 1 and more; 3x3 stride-1
 cases whose outputs do not fill Winograd's 4x4 tiles, with padding on one
-side only and padding wider than the kernel; stride-1 problems with many more
+side only and padding wider than the kernel, and with few tiles for many filters
+(Winograd by filter blocks); stride-1 problems with many more
 output than input channels per group (planar's weight gradient by columns).
 """
 CASES = [
@@ -30,6 +31,7 @@ CASES = [
     ("2d-3x3-asymmetric-groups", (2, 4, 9, 7), (6, 2, 3, 3), 1, ((2, 0), (0, 1)), 1, 2),
     ("2d-3x3-pad-beyond-kernel", (1, 3, 5, 6), (4, 3, 3, 3), 1, 3, 1, 1),
     ("2d-3x3-many-tiles", (3, 8, 20, 17), (8, 8, 3, 3), 1, 1, 1, 1),
+    ("2d-3x3-wide-few-tiles", (1, 40, 5, 6), (36, 40, 3, 3), 1, 1, 1, 1),
     ("1d-strided-dilated", (2, 3, 13), (4, 3, 3), 2, ((2, 1),), 2, 1),
     ("1d-groups-same", (3, 6, 10), (9, 2, 4), 1, "same", 1, 3),
     ("1d-long", (1, 2, 64), (3, 2, 5), 3, 2, 1, 1),

@@ -132,6 +132,22 @@ def test_winograd_tile_blocks_cut_anywhere(rng, monkeypatch, block_columns):
         check_passes(dispatch.REGISTRY["cpu"]["winograd"], spec, x, w, grad_y, np.float64)
 
 
+def test_winograd_filter_blocks_cover_every_channel(rng, monkeypatch):
+    """Few tiles for many filters: forward and input gradient go filter block by filter block
+    (blocks of 8 output channels here, the last one short) and still give exact results."""
+    from numbaconv.cpu import winograd, workspace
+    monkeypatch.setattr(workspace, "BLOCK_BYTES", 1)
+    blocked = []
+    by_blocks = winograd._winograd_filter_blocks
+    monkeypatch.setattr(winograd, "_winograd_filter_blocks", lambda *args: (blocked.append(args[3].shape),
+                                                                            by_blocks(*args)))
+    case = next(c for c in CASES if c[0] == "2d-3x3-wide-few-tiles")
+    spec, x, w, grad_y = random_problem(rng, case, np.float64)
+    check_passes(dispatch.REGISTRY["cpu"]["winograd"], spec, x, w, grad_y, np.float64)
+    assert blocked == [spec.y_shape, spec.x_shape]
+    assert winograd._filter_block_outs(spec.in_channels, 8) == 8
+
+
 def test_winograd_weight_gradient_adds_up_every_thread(rng):
     """Wide channels, several threads finishing together: every thread's 6x6 sums reach the
     result (NumPy lets go of the GIL while adding, so the adds must be serialised)."""

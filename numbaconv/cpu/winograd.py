@@ -27,19 +27,26 @@ Layout: the transforms run vectorised across channels, so the input (and
 at a time, at most ``CHANNELS_LAST_BYTES``), with each row's columns dealt out
 by their place in a tile so that one call transforms a whole row of tiles.
 Blocks are whole tile rows, about ``workspace.BLOCK_BYTES`` of ``V`` and ``M``,
-the same number per thread. (Indexing flat arrays as ``a[offset + j]`` kept
+the same number per thread. Where there are few tiles for many filters (at
+least FILTER_BLOCKS_TILE_RATIO output channels per tile: wide layers at 7x7 and
+14x14, small batches) ``U`` would be the largest array (38 MB at 512 -> 512
+channels, against 2.4 MB of ``V`` for N=8), so the blocks go the other way:
+all tiles' ``V`` first, then each thread takes blocks of output channels,
+transforms their filters and multiplies all tiles with them while that part
+of ``U`` is in cache (:func:`_winograd_filter_blocks`). The filter transform
+runs vectorised across filters like the tile transforms. (Indexing flat arrays as ``a[offset + j]`` kept
 the transforms scalar: Numba's negative-index wraparound hid the pattern from
 LLVM's vectoriser; the transforms index slices from 0.)
 
 FLOPs: ``2 * 36 * K * (C/g) * tiles`` in BLAS, ``tiles = N ceil(OH/4) ceil(OW/4)``
 (about 0.44x the direct count when OH and OW are multiples of 4; edge tiles
 compute outputs past the end and drop them), plus about 12 adds per element
-of ``V`` and ``M`` for the transforms and ``648 K C/g`` for the filters (one
-BLAS product of TAPS_TO_POINTS with the taps).
+of ``V`` and ``M`` for the transforms and about ``100 K C/g`` for the filters.
 Memory traffic: x and y about twice (the channels-last copy), ``V`` and ``M``
 per block in cache, ``U`` (``36 K C/g`` elements) written once and read once
-per block: for wide layers with few tiles (512 channels at 7x7) the filter
-transform and this traffic bound the speed.
+per block; by filter blocks, ``V`` and ``M`` once each and ``U`` in cache. With
+few tiles the products are skinny (32 rows at 512 channels, 7x7, N=8: 60-65
+GFLOP/s on one core) and bound the speed.
 
 Accuracy: the transforms scale by up to 8 (and the filter transform divides
 by 24), so float32 results carry about 10x the rounding of a direct sum:
@@ -47,7 +54,10 @@ norm-relative errors of 1e-6 to 3e-6 for the forward and input gradient and
 7e-7 to 3e-6 for the weight gradient (bench layers up to 512 channels, and
 N=32 64ch 56x56), against 2e-7 to 4e-7 for the GEMM algorithms. That is
 within the 1e-5 every algorithm is held to, so Winograd needs no looser bound
-(issue 5 allowed 1e-4). The filter transform (9-term sums in the working
+(issue 5 allowed 1e-4); measured again after the filter transform moved from
+BLAS to the two-stage transform (512 channels at 7x7, N=8 and N=1, 256 at
+14x14, 64 at 56x56): forward and input 1.7e-6 to 2.9e-6, weight 6e-7 to
+2.7e-6. The filter transform (sums of up to 3 terms a stage in the working
 precision) adds a few ulp to U, nothing visible in these numbers.
 """
 import threading
@@ -71,6 +81,8 @@ FILTER_TRANSFORM = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1
 # its transpose takes the weight gradient's 36 sums back to the 9 taps.
 TAPS_TO_POINTS = np.kron(FILTER_TRANSFORM, FILTER_TRANSFORM)
 TRANSFORM_BLOCK_BYTES = 2**17   # the gathered taps of one block of channels in the filter transform
+FILTER_CHUNK = 512              # filters transformed together (their 18 intermediate rows stay in L1)
+FILTER_BLOCKS_TILE_RATIO = 4    # by filter blocks from 4 output channels per tile (_by_filter_blocks)
 
 
 def supports(spec):
@@ -199,7 +211,7 @@ def _to_channels_last(image, first, stop, pad_top, pad_left, out):
 
 
 @njit(nogil=True, cache=True)
-def _input_tiles(padded, first_row, stop_row, tiles_h, patches, half):
+def _input_tiles(padded, first_row, stop_row, tiles_h, patches, half, first_tile):
     """``patches[p, j, c] = (B^T d B)[p]`` for ``d`` the 6x6 patch of ``padded`` (N, 4 tiles_h + 2,
     4, tiles_w + 1, C; from _to_channels_last) under tile ``j`` of the tile rows
     ``first_row <= n * tiles_h + th < stop_row``. Scratch ``half`` (6, 4, tiles_w + 1, C)."""
@@ -207,7 +219,7 @@ def _input_tiles(padded, first_row, stop_row, tiles_h, patches, half):
     count, tiles_w = patches.shape[1], padded.shape[3] - 1
     row_size, phase_size, tile_row_size = TILE * slots * channels, slots * channels, tiles_w * channels
     padded_flat, patches_flat, half_flat = padded.reshape(-1), patches.reshape(-1), half.reshape(-1)
-    j = 0
+    j = first_tile
     for tile_row in range(first_row, stop_row):
         n, th = tile_row // tiles_h, tile_row % tiles_h
         # columns, the whole tile row at once: half[i, q] = sum_a B^T[i, a] padded[n, 4 th + a, q]
@@ -246,7 +258,7 @@ def _gradient_tiles(padded, first_row, stop_row, tiles_h, tiles, half):
 
 
 @njit(nogil=True, cache=True)
-def _output_tiles(products, first_row, stop_row, tiles_h, y, half, rows):
+def _output_tiles(products, first_row, stop_row, tiles_h, y, half, rows, first_tile):
     """``y[n, k, 4 th + i, 4 tw + i2] = (A^T M A)[i, i2]`` with ``M[p] = products[p, j, k]`` for
     the tiles of _input_tiles; outputs past ``y``'s edges are dropped. Scratch ``half``
     (6, 4, tiles_w, K) and ``rows`` (4, 4, tiles_w, K): one tile row, channels-last."""
@@ -254,7 +266,7 @@ def _output_tiles(products, first_row, stop_row, tiles_h, y, half, rows):
     count, tiles_w = products.shape[1], rows.shape[2]
     row_size, tile_row_size = TILE * tiles_w * out_channels, tiles_w * out_channels
     products_flat, rows_flat, half_flat = products.reshape(-1), rows.reshape(-1), half.reshape(-1)
-    j = 0
+    j = first_tile
     for tile_row in range(first_row, stop_row):
         n, th = tile_row // tiles_h, tile_row % tiles_h
         # rows of M, across the tiles: half[a, i2, tw] = sum_b A^T[i2, b] M[6 a + b, j + tw]
@@ -272,58 +284,104 @@ def _output_tiles(products, first_row, stop_row, tiles_h, y, half, rows):
         j += tiles_w
 
 
+@njit(inline="always", cache=True)
+def _filter_rows(src, dst):
+    """``dst[i] = sum_a G[i, a] * src[a]``: three rows to six (G = FILTER_TRANSFORM)."""
+    g0, g1, g2 = src
+    o0, o1, o2, o3, o4, o5 = dst
+    quarter, sixth = g0.dtype.type(1 / 4), g0.dtype.type(1 / 6)
+    twelfth, twenty_fourth = g0.dtype.type(1 / 12), g0.dtype.type(1 / 24)
+    for j in range(g0.shape[0]):
+        outer = g0[j] + g2[j]
+        near = twenty_fourth * g0[j] + sixth * g2[j]
+        o0[j] = quarter * g0[j]                             # g0 / 4
+        o1[j] = -sixth * (outer + g1[j])                    # -(g0 + g1 + g2) / 6
+        o2[j] = sixth * (g1[j] - outer)                     # -(g0 - g1 + g2) / 6
+        o3[j] = near + twelfth * g1[j]                      # g0 / 24 + g1 / 12 + g2 / 6
+        o4[j] = near - twelfth * g1[j]                      # g0 / 24 - g1 / 12 + g2 / 6
+        o5[j] = g2[j]
+
+
 @njit(nogil=True, cache=True)
-def _gather_taps(w, rotated, group_start, first, stop, taps):
-    """``taps[i - first, o, t]`` = tap ``t`` (row-major 3x3) of the filter from input channel ``i``
-    to output channel ``o`` of the group whose filters start at ``w[group_start]``, for
-    ``first <= i < stop``; ``w`` is (K, C/g, 9). Not ``rotated``: the forward filters,
-    ``w[group_start + o, i, t]``. ``rotated``: the input gradient's, channels swapped and
-    turned 180 degrees, ``w[group_start + i, o, 8 - t]``. Both loop orders read ``w`` in
-    order (across ``o`` one channel at a time it was a stride of ``9 C/g`` per tap)."""
-    outs = taps.shape[1]
-    if rotated:
-        for i in range(first, stop):
-            for o in range(outs):
-                for t in range(9):
-                    taps[i - first, o, t] = w[group_start + i, o, 8 - t]
-    else:
+def _transform_filters(w, rotated, group_start, in_first, in_stop, out_first, out_stop, taps, half, points, first,
+                       step):
+    """U = G f G^T for the filters from input channels ``in_first <= i < in_stop`` to output
+    channels ``out_first <= o < out_stop`` of the group whose filters start at ``w[group_start]``
+    (``w`` (K, C/g, 9)): ``points[first + p * step + (i - in_first) * outs + o - out_first]`` =
+    U[p] of filter (i, o), outs = out_stop - out_first. Not ``rotated``: the forward filters,
+    ``w[group_start + o, i]``; ``rotated``: the input gradient's, channels swapped and turned 180
+    degrees, ``w[group_start + i, o, ::-1]``. Scratch ``taps`` (9, ins * outs), ``half`` (18, n)
+    for n filters at a time. The taps are gathered tap-major, then transformed across the
+    filters, columns then rows, like the tiles."""
+    ins, outs = in_stop - in_first, out_stop - out_first   # taps rows may be longer than ins * outs
+    for i in range(ins):   # writes in order (reading w across o: 5.3 -> 1.1 ms for 512 x 512, one thread)
         for o in range(outs):
-            for i in range(first, stop):
+            if rotated:
                 for t in range(9):
-                    taps[i - first, o, t] = w[group_start + o, i, t]
+                    taps[t, i * outs + o] = w[group_start + in_first + i, out_first + o, 8 - t]
+            else:
+                for t in range(9):
+                    taps[t, i * outs + o] = w[group_start + out_first + o, in_first + i, t]
+    filters, chunk = ins * outs, half.shape[1]
+    taps_flat, half_flat = taps.reshape(-1), half.reshape(-1)
+    for start in range(0, filters, chunk):
+        count = min(chunk, filters - start)
+        # columns: half[3 i + b] = sum_a G[i, a] taps[3 a + b]
+        for b in range(3):
+            at = b * taps.shape[1] + start
+            _filter_rows((_row(taps_flat, at, count), _row(taps_flat, at + 3 * taps.shape[1], count),
+                          _row(taps_flat, at + 6 * taps.shape[1], count)), _six_rows(half_flat, b * chunk, 3 * chunk, count))
+        # rows: U[6 i + i2] = sum_b G[i2, b] half[3 i + b]
+        for i in range(PATCH):
+            at = 3 * i * chunk
+            _filter_rows((_row(half_flat, at, count), _row(half_flat, at + chunk, count), _row(half_flat, at + 2 * chunk, count)),
+                         _six_rows(points, first + PATCH * i * step + start, step, count))
+
+
+def unaliased(length):
+    """A row length at least ``length`` (elements) whose rows start in different L1 cache sets:
+    rows a multiple of 4 KiB apart share the sets (8 ways), and gathering nine tap rows of
+    512 x 24 filters that way took 4.0 ms against 0.9 (one thread, 512 -> 512 channels)."""
+    return -(-length // 1024) * 1024 + 16
+
+
+def _transform_block(w, rotated, group_start, ins, outs, points, first, step):
+    """:func:`_transform_filters` of ``ins`` x ``outs`` (ranges) with this thread's scratch."""
+    filters = unaliased(len(ins) * len(outs))
+    taps = workspace.borrow("winograd_taps", 9 * filters, w.dtype).reshape(9, filters)
+    half = workspace.borrow("winograd_filter_half", 18 * FILTER_CHUNK, w.dtype).reshape(18, FILTER_CHUNK)
+    _transform_filters(w, rotated, group_start, ins.start, ins.stop, outs.start, outs.stop, taps, half, points, first, step)
 
 
 def _transformed_filters(w, groups, rotated=False):
     """U (36, g, ins, outs) = G f G^T for each filter ``f`` of ``w (K, C/g, 3, 3)`` (not ``rotated``:
     ins = C/g, outs = K/g; ``rotated``, the input gradient's: ins = K/g, outs = C/g), laid out
-    for the products ``V[p] (T, ins) @ U[p] (ins, outs)``. A block of input channels at a time:
-    the taps gathered, then one BLAS product with TAPS_TO_POINTS writing U in place.
+    for the products ``V[p] (T, ins) @ U[p] (ins, outs)``, a block of input channels at a time
+    (:func:`_transform_filters`).
 
-    FLOPs ``2 * 36 * 9 * K * C/g`` (in BLAS); memory: ``w`` read once, U (``36 K C/g``
-    elements) written once. Accuracy: U within a few ulp of G f G^T (9-term sums in the
-    working precision). (Computed point by point in Numba, in float64, 9 vectors in and 6 out a
-    step, the transform stayed scalar: 22 ms on one thread for 512 channels.)"""
+    FLOPs about ``100 K C/g`` (two 3-to-6 transforms of 9 and 18 values per filter); memory:
+    ``w`` read once, U (``36 K C/g`` elements) written once. Accuracy: U within a few ulp of G f
+    G^T (sums of up to 3 terms a stage, in the working precision). (This replaced one BLAS product
+    of TAPS_TO_POINTS with the taps, 648 flops a filter: 512 -> 512 channels on one thread, blocks
+    of 32 output channels in cache, 6.5 ms (gather 0.8 + BLAS 5.7) -> 3.0-3.7 ms. The whole U
+    at once, 38 MB, is bound by memory: 6.7 -> 4.7-5.0 ms on 2 cores.)"""
     out_channels, group_in = w.shape[:2]
     group_out = out_channels // groups
     ins, outs = (group_out, group_in) if rotated else (group_in, group_out)
     w = w.reshape(out_channels, group_in, 9)
-    points_by_taps = TAPS_TO_POINTS.astype(w.dtype)
     # a reused buffer: a fresh 38 MB array (512 channels) cost more in page faults than the transform
     filters = workspace.borrow("winograd_filters", POINTS * out_channels * group_in, w.dtype)
-    filters = filters.reshape(POINTS, groups, ins, outs)
+    points = filters.reshape(POINTS, groups, ins, outs)
     block = max(1, TRANSFORM_BLOCK_BYTES // (9 * outs * w.dtype.itemsize))
 
     def work(share):
         for g in range(groups):
             for first in range(share.start, share.stop, block):
-                count = min(block, share.stop - first)
-                taps = workspace.borrow("winograd_taps", count * outs * 9, w.dtype).reshape(count, outs, 9)
-                _gather_taps(w, rotated, g * group_out, first, first + count, taps)
-                np.matmul(points_by_taps, taps.reshape(-1, 9).T,
-                          out=filters[:, g, first:first + count].reshape(POINTS, -1))
+                _transform_block(w, rotated, g * group_out, range(first, min(first + block, share.stop)), range(outs),
+                                 filters, (g * ins + first) * outs, groups * ins * outs)
 
     run_in_threads(work, split(range(ins), thread_count()))
-    return filters
+    return points
 
 
 class _Tiling:
@@ -395,7 +453,7 @@ class _Tiling:
     def input_tiles(self, padded, first_row, stop_row):
         patches = self.scratch("winograd_patches", (POINTS, (stop_row - first_row) * self.tiles_w, self.channels))
         _input_tiles(padded, first_row, stop_row, self.tiles_h, patches,
-                     self.scratch("winograd_half", (PATCH, TILE, self.tiles_w + 1, self.channels)))
+                     self.scratch("winograd_half", (PATCH, TILE, self.tiles_w + 1, self.channels)), 0)
         return patches
 
     def tile_row_scratch(self, name, rows):
@@ -421,7 +479,7 @@ def _winograd(x, u, y, pad_top, pad_left):
                     np.matmul(patches[:, :, g * group_in:(g + 1) * group_in], u[:, g],
                               out=products[:, :, g * group_out:(g + 1) * group_out])
                 _output_tiles(products, first_row, stop_row, tiling.tiles_h, y_chunk,
-                              tiling.tile_row_scratch("winograd_half", PATCH), tiling.tile_row_scratch("winograd_rows", TILE))
+                              tiling.tile_row_scratch("winograd_half", PATCH), tiling.tile_row_scratch("winograd_rows", TILE), 0)
 
         run_in_threads(work, deal(tiling.blocks(stop - first), tiling.threads))
 
@@ -431,13 +489,90 @@ def _planes(array):
     return array.reshape(array.shape[0], array.shape[1], array.shape[3], array.shape[4])
 
 
+def _filter_block_outs(ins, itemsize):
+    """Output channels per filter block: U of about ``workspace.BLOCK_BYTES``, rounded up to a
+    multiple of 8. (One thread, 512 -> 512 channels, 32 tiles, ms, filter transform + products:
+    blocks of 16 outputs 4.0 + 11.0, 24 3.7 + 10.4, 32 3.0 + 9.2, 64 3.8 + 9.6, 128 3.4 +
+    10.2; 256 channels, 2 cores: 64 won against 32 and 128.)"""
+    return -(-workspace.BLOCK_BYTES // (POINTS * ins * itemsize) // 8) * 8
+
+
+def _by_filter_blocks(tiling, groups, batch):
+    """Whether the pass runs filter block by filter block (:func:`_winograd_filter_blocks`): one
+    group, at least FILTER_BLOCKS_TILE_RATIO output channels per tile (U, 36 K C values, is
+    then several times the tiles' V, 36 T C), and all the tiles' V and M within the workspace
+    limit (counting a whole U, as the tile blocks would hold: an over-estimate)."""
+    tiles = batch * tiling.tiles_h * tiling.tiles_w
+    return (groups == 1 and tiles * FILTER_BLOCKS_TILE_RATIO <= tiling.out_channels
+            and workspace.over_limit(_filter_blocks_bytes(tiling, batch)) is None)
+
+
+def _filter_blocks_bytes(tiling, batch):
+    tiles = batch * tiling.tiles_h * tiling.tiles_w
+    outs = _filter_block_outs(tiling.channels, tiling.dtype.itemsize)
+    per_thread = (9 + POINTS) * tiling.channels * outs + 18 * FILTER_CHUNK
+    return (batch * tiling.sample_bytes + tiling.held_bytes
+            + (tiles * tiling.tile_bytes + tiling.threads * per_thread * tiling.dtype.itemsize))
+
+
+def _winograd_filter_blocks(x, w, rotated, y, tiling, pad_top, pad_left):
+    """:func:`_winograd` for few tiles and many filters (one group): all tiles' V first, then each
+    thread takes blocks of output channels, transforming the block's filters (U stays in cache:
+    36 K C values of a wide layer, 38 MB at 512 channels, went through memory twice) and
+    multiplying all the tiles with them; then the output tiles. Against the tile blocks with the
+    earlier, BLAS filter transform (2 cores, ms, forward / input gradient, interleaved, best of
+    10): 512 -> 512 at 7x7 N=8 (32 tiles) 14.4 / 13.1 -> 11.4 / 10.1, N=1 11.9 / 10.9 -> 4.4 /
+    4.7; 256 -> 512 at 7x7 N=4 6.3 / 6.8 -> 3.7 / 5.0; 256 -> 256 at 14x14 N=2 5.3 / 4.7 -> 4.2 /
+    4.2. Against the tile blocks with this filter transform (forward, best of 12), by output
+    channels per tile: 512 -> 512 7x7 N=8 (16 per tile) 9.5 vs 11.2, N=16 (8) 15.3 vs 15.1, 256 ->
+    256 14x14 N=4 (4) 6.3 vs 6.8, N=8 (2) 8.5 vs 7.8, 128 -> 128 28x28 N=8 (0.3) 10.0 vs 6.9:
+    hence FILTER_BLOCKS_TILE_RATIO."""
+    batch, channels, out_channels = x.shape[0], x.shape[1], y.shape[1]
+    tiles_h, tile_rows = tiling.tiles_h, batch * tiling.tiles_h
+    padded = tiling.padded_input(x, pad_top, pad_left)
+    patches = tiling.scratch("winograd_all_patches", (POINTS, tile_rows * tiling.tiles_w, channels))
+    products = tiling.scratch("winograd_all_products", (POINTS, patches.shape[1], out_channels))
+
+    def input_tiles(rows):
+        _input_tiles(padded, rows.start, rows.stop, tiles_h, patches,
+                     tiling.scratch("winograd_half", (PATCH, TILE, tiling.tiles_w + 1, channels)), rows.start * tiling.tiles_w)
+
+    def multiply(blocks):
+        for outs in blocks:
+            stride = unaliased(channels * len(outs))
+            filters = workspace.borrow("winograd_filter_block", POINTS * stride, x.dtype)
+            _transform_block(w, rotated, 0, range(channels), outs, filters, 0, stride)
+            block = filters.reshape(POINTS, stride)[:, :channels * len(outs)].reshape(POINTS, channels, len(outs))
+            np.matmul(patches, block, out=products[:, :, outs.start:outs.stop])
+
+    def output_tiles(rows):
+        _output_tiles(products, rows.start, rows.stop, tiles_h, y, tiling.tile_row_scratch("winograd_half", PATCH),
+                      tiling.tile_row_scratch("winograd_rows", TILE), rows.start * tiling.tiles_w)
+
+    step = _filter_block_outs(channels, x.dtype.itemsize)
+    run_in_threads(input_tiles, split(range(tile_rows), tiling.threads))
+    run_in_threads(multiply, deal([range(k, min(k + step, out_channels)) for k in range(0, out_channels, step)],
+                                  tiling.threads))
+    run_in_threads(output_tiles, split(range(tile_rows), tiling.threads))
+
+
+def _convolve(x, w, groups, rotated, y, pad_top, pad_left):
+    """``y = conv(x)`` with the filters of ``w`` (``rotated``: the input gradient's), by filter
+    blocks or by tile blocks."""
+    channels, out_channels = x.shape[1], y.shape[1]
+    tiling = _Tiling(channels, out_channels, y.shape[2], y.shape[3], x.dtype, POINTS * w.shape[0] * w.shape[1])
+    if _by_filter_blocks(tiling, groups, x.shape[0]):
+        _winograd_filter_blocks(x, w.reshape(w.shape[0], w.shape[1], 9), rotated, y, tiling, pad_top, pad_left)
+    else:
+        _winograd(x, _transformed_filters(w, groups, rotated), y, pad_top, pad_left)
+
+
 def forward(spec, x, w, out):
-    _winograd(_planes(x), _transformed_filters(w, spec.groups), _planes(out), spec.pad_lo[1], spec.pad_lo[2])
+    _convolve(_planes(x), w, spec.groups, False, _planes(out), spec.pad_lo[1], spec.pad_lo[2])
 
 
 def backward_input(spec, grad_y, w, grad_x):
-    _winograd(_planes(grad_y), _transformed_filters(w, spec.groups, rotated=True), _planes(grad_x),
-              2 - spec.pad_lo[1], 2 - spec.pad_lo[2])
+    _convolve(_planes(grad_y), w, spec.groups, True, _planes(grad_x), 2 - spec.pad_lo[1], 2 - spec.pad_lo[2])
 
 
 def backward_weight(spec, x, grad_y, grad_w):
