@@ -289,9 +289,9 @@ def runs(implementation: Implementation, problem: Problem) -> bool:
     return algo in dispatch.runnable(device, problem.layer.spec.as_3d())
 
 
-def auto_choice(device: str, layer: Layer) -> str:
-    """The algorithm ``algo="auto"`` picks for ``layer`` on ``device``."""
-    chosen = dispatch.choose(device, "auto", layer.spec.as_3d())
+def auto_choice(device: str, layer: Layer, pass_name: str) -> str:
+    """The algorithm ``algo="auto"`` picks for one pass of ``layer`` on ``device``."""
+    chosen = dispatch.choose(device, "auto", layer.spec.as_3d(), pass_name)
     return next(name for name, module in dispatch.registry(device).items() if module is chosen)
 
 
@@ -370,7 +370,7 @@ def measure(problem: Problem, pass_name: str, candidates, torch=None, *, peak_gf
     layer = problem.layer
     expected = truth(problem, pass_name, torch)
     tolerance = TOLERANCE[problem.dtype]
-    picks = {device: auto_choice(device, layer) for device in {c.device for c in candidates}}
+    picks = {device: auto_choice(device, layer, pass_name) for device in {c.device for c in candidates}}
     rows, timed = [], []
     for candidate in candidates:
         call = candidate.prepare(problem, pass_name)

@@ -19,6 +19,18 @@ AMD EPYC that replaced it.
    vs 5.8 / 7.0 / 7.1; but 512ch 7x7 N=8 (32) 32 / 38 / 56 vs 24 / 26 / 28,
    256ch 14x14 N=2 (32) 7.7 / 8.4 / 8.9 vs 4.9 / 5.5 / 6.1, batch-1 16ch
    32x32 (64) 0.25 vs 0.22 and 3->64 56x56 3.3 / 4.0 / 4.1 vs 3.1 / 3.6 / 3.7.
+   Since Winograd goes by filter blocks where tiles are few (cpu/winograd.py),
+   the forward and input passes also take it from ``WINOGRAD_WIDE_MIN_TILES``
+   tiles when they reduce over at least ``WINOGRAD_WIDE_MIN_CHANNELS`` channels
+   per group; ``auto`` picks per pass. Measured on the AMD EPYC (float32, 2
+   cores, ms, forward / input + weight, winograd vs im2col, best of 8): 512ch
+   7x7 N=8 (32 tiles) 11.1 / 37.5 vs 15.4 / 31.4; 256ch 14x14 N=2 (32) 3.3 /
+   11.0 vs 4.2 / 8.6, N=4 (64) 5.2 / 13.0 vs 13.0 / 14.2; 128ch 28x28 N=1 (49)
+   1.8 / 4.6 vs 1.9 / 6.0 (taken by neither rule); but 128ch 14x14 N=2 (32) 2.0 vs 1.35, 64ch
+   14x14 N=2 (32) 0.81 vs 0.57, 512ch 7x7 N=1 (4) 4.9 vs 4.0 and 256 -> 512
+   7x7 N=4 (16) 5.5 vs 4.5. The weight gradient of few tiles stays with
+   im2col (512ch 7x7 N=8, one run of ``numbaconv bench``: forward / input /
+   weight 12.8 / 11.6 / 25.7 vs 18.7 / 16.2 / 19.4).
 2. ``planar`` at stride 1 when ``P < PLANAR_PRODUCT_LIMIT`` and the kernel has more
    than one tap, or ``P < DIRECT_PRODUCT_LIMIT`` (depthwise 1x1): where
    the GEMM algorithms' products are too small to pay for building their
@@ -86,6 +98,8 @@ DIRECT_PRODUCT_LIMIT = 32
 PLANAR_PRODUCT_LIMIT = 32768
 WINOGRAD_MIN_CHANNELS = 8
 WINOGRAD_MIN_TILES = 128
+WINOGRAD_WIDE_MIN_TILES = 32
+WINOGRAD_WIDE_MIN_CHANNELS = 256
 CUDA_DIRECT_REDUCTION_LIMIT = 16
 
 
@@ -104,20 +118,21 @@ def algorithms(device: str = "cpu") -> tuple[str, ...]:
     return tuple(registry(device))
 
 
-def choose(device: str, algo: str, spec):
-    """The algorithm module that runs ``spec`` (a 3-d ConvSpec, ``ConvSpec.as_3d``) on ``device``.
+def choose(device: str, algo: str, spec, pass_name: str = "forward"):
+    """The algorithm module that runs one pass ("forward", "input" or "weight") of ``spec`` (a 3-d
+    ConvSpec, ``ConvSpec.as_3d``) on ``device``.
 
-    Remembered per (device, algo, spec) and workspace limit (which decides what the
+    Remembered per (device, algo, spec, pass) and workspace limit (which decides what the
     algorithms support): a training loop asks the same question every step."""
-    return _choose(device, algo, spec, workspace.workspace_limit())
+    return _choose(device, algo, spec, pass_name, workspace.workspace_limit())
 
 
 @functools.lru_cache(maxsize=4096)
-def _choose(device, algo, spec, workspace_limit):
+def _choose(device, algo, spec, pass_name, workspace_limit):
     candidates = registry(device)
     runnable = _runnable(device, spec, workspace_limit)
     if algo == "auto":
-        return candidates[_auto_cuda(spec) if device == "cuda" else _auto_cpu(spec, runnable)]
+        return candidates[_auto_cuda(spec) if device == "cuda" else _auto_cpu(spec, runnable, pass_name)]
     if algo not in candidates:
         raise ValueError(f"unknown algo {algo!r} for device {device!r}; "
                          f"choose 'auto', 'tune' or one of {tuple(candidates)}")
@@ -138,18 +153,29 @@ def _runnable(device, spec, workspace_limit):
     return tuple(name for name, module in registry(device).items() if module.supports(spec) is None)
 
 
-def _auto_cpu(spec, runnable):
-    """The CPU algorithm "auto" picks (rule in the module docstring)."""
+def _auto_cpu(spec, runnable, pass_name):
+    """The CPU algorithm "auto" picks for one pass (rule in the module docstring)."""
     taps = math.prod(spec.kernel_size)
     product = spec.group_out_channels * spec.group_in_channels * taps
-    if ("winograd" in runnable and spec.group_in_channels >= WINOGRAD_MIN_CHANNELS
-            and cpu_winograd.tile_count(spec) >= WINOGRAD_MIN_TILES):
+    if "winograd" in runnable and _winograd_pays(spec, pass_name):
         return "winograd"
     if "planar" in runnable and (product < DIRECT_PRODUCT_LIMIT or (taps > 1 and product < PLANAR_PRODUCT_LIMIT)):
         return "planar"
     if product < DIRECT_PRODUCT_LIMIT or "im2col" not in runnable:
         return "direct"
     return "im2col"
+
+
+def _winograd_pays(spec, pass_name):
+    """Rule 1 of the module docstring: enough channels and tiles (or, for the forward and input
+    passes, the wide layers with few tiles that go by filter blocks)."""
+    tiles = cpu_winograd.tile_count(spec)
+    if spec.group_in_channels < WINOGRAD_MIN_CHANNELS:
+        return False
+    if tiles >= WINOGRAD_MIN_TILES:
+        return True
+    wide = spec.group_in_channels if pass_name == "forward" else spec.group_out_channels
+    return pass_name != "weight" and tiles >= WINOGRAD_WIDE_MIN_TILES and wide >= WINOGRAD_WIDE_MIN_CHANNELS
 
 
 def _auto_cuda(spec):

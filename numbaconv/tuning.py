@@ -223,11 +223,12 @@ def winner(device: str, pass_name: str, spec3d: ConvSpec, dtype, run):
 def runner(device: str, algo: str, spec3d: ConvSpec, dtype):
     """``run(pass_name, call)``: ``call(module)`` on the algorithm ``algo`` means for that pass;
     ``"tune"`` looks the pass's plan up (making it first if needed), other names go to
-    ``dispatch.choose``, which checks them at once, before anything runs."""
+    ``dispatch.choose`` (per pass: "auto" may pick a different algorithm for each), which checks
+    them at once, before anything runs."""
     if algo == "tune":
         return lambda pass_name, call: call(winner(device, pass_name, spec3d, dtype, call))
-    algorithm = dispatch.choose(device, algo, spec3d)
-    return lambda pass_name, call: call(algorithm)
+    dispatch.choose(device, algo, spec3d, "forward")
+    return lambda pass_name, call: call(dispatch.choose(device, algo, spec3d, pass_name))
 
 
 def _parse_problem(problem):

@@ -123,7 +123,7 @@ def test_every_algorithm_through_the_public_api(rng):
         assert_close(y, expected, np.float64, algo)
 
 
-def test_auto_rule():
+def test_auto_rule(monkeypatch):
     from numbaconv import dispatch
     from numbaconv.spec import ConvSpec
     picks = [
@@ -141,12 +141,28 @@ def test_auto_rule():
         ("im2col", ConvSpec.create((8, 128, 56, 56), (64, 128, 1, 1))),       # one tap: pointwise views
         ("winograd", ConvSpec.create((8, 128, 28, 28), (128, 128, 3, 3), padding=1)),
         ("winograd", ConvSpec.create((8, 64, 56, 56), (32, 64, 3, 3), padding=1)),   # P = 18432, many tiles
-        ("im2col", ConvSpec.create((8, 512, 7, 7), (512, 512, 3, 3), padding=1)),  # too few tiles
+        ("im2col", ConvSpec.create((2, 128, 14, 14), (128, 128, 3, 3), padding=1)),  # 32 tiles, 128 channels
         ("im2col", ConvSpec.create((1, 8, 56, 56), (8, 8, 3, 3), stride=2, padding=1)),
         ("im2col", ConvSpec.create((1, 64, 7, 7), (64, 64, 7, 7), padding=3)),   # large kernel, small image
     ]
     for algo, spec in picks:
-        assert dispatch.choose("cpu", "auto", spec.as_3d()) is dispatch.REGISTRY["cpu"][algo], algo
+        for pass_name in ("forward", "input", "weight"):
+            assert dispatch.choose("cpu", "auto", spec.as_3d(), pass_name) is dispatch.REGISTRY["cpu"][algo], algo
+    # 32 tiles, 512 channels: Winograd by filter blocks for the forward and input passes only
+    wide = ConvSpec.create((8, 512, 7, 7), (512, 512, 3, 3), padding=1).as_3d()
+    picked = [dispatch.choose("cpu", "auto", wide, pass_name) for pass_name in ("forward", "input", "weight")]
+    assert picked == [dispatch.REGISTRY["cpu"][algo] for algo in ("winograd", "winograd", "im2col")]
+    functional_runs = []
+    for algo in ("winograd", "im2col"):
+        module = dispatch.REGISTRY["cpu"][algo]
+        for pass_name in ("backward_input", "backward_weight"):
+            original = getattr(module, pass_name)
+            monkeypatch.setattr(module, pass_name, lambda *args, original=original, label=f"{algo}.{pass_name}":
+                                (functional_runs.append(label), original(*args))[1])
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((2, 256, 16, 16)), rng.standard_normal((256, 256, 3, 3))   # 32 tiles
+    nc.conv2d_backward(rng.standard_normal(x.shape), x, w, padding=1)
+    assert functional_runs == ["winograd.backward_input", "im2col.backward_weight"]
 
 
 def test_bad_device_names_are_refused(monkeypatch):

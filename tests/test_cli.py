@@ -61,7 +61,7 @@ def test_bench_without_torch_by_choice(capsys):
     assert code == 0
     assert "left out (--without-torch)" in out
     rows = [line for line in out.splitlines() if line.startswith("batch1_16ch")]
-    assert [row.split()[2] for row in rows] == [f"cpu/auto={bench.auto_choice('cpu', bench.LAYERS['batch1_16ch'])}", "cpu/reference"]
+    assert [row.split()[2] for row in rows] == [f"cpu/auto={bench.auto_choice('cpu', bench.LAYERS['batch1_16ch'], 'weight')}", "cpu/reference"]
 
 
 def _break_direct_forward(monkeypatch):
