@@ -34,9 +34,10 @@ channels, against 2.4 MB of ``V`` for N=8), so the blocks go the other way:
 all tiles' ``V`` first, then each thread takes blocks of output channels,
 transforms their filters and multiplies all tiles with them while that part
 of ``U`` is in cache (:func:`_winograd_filter_blocks`). The filter transform
-runs vectorised across filters like the tile transforms. (Indexing flat arrays as ``a[offset + j]`` kept
-the transforms scalar: Numba's negative-index wraparound hid the pattern from
-LLVM's vectoriser; the transforms index slices from 0.)
+runs vectorised across filters like the tile transforms. (Indexing flat
+arrays as ``a[offset + j]`` kept the transforms scalar: Numba's negative-index
+wraparound hid the pattern from LLVM's vectoriser; the transforms index
+slices from 0.)
 
 FLOPs: ``2 * 36 * K * (C/g) * tiles`` in BLAS, ``tiles = N ceil(OH/4) ceil(OW/4)``
 (about 0.44x the direct count when OH and OW are multiples of 4; edge tiles
@@ -338,7 +339,7 @@ def _transform_filters(w, rotated, group_start, in_first, in_stop, out_first, ou
                          _six_rows(points, first + PATCH * i * step + start, step, count))
 
 
-def unaliased(length):
+def _unaliased(length):
     """A row length at least ``length`` (elements) whose rows start in different L1 cache sets:
     rows a multiple of 4 KiB apart share the sets (8 ways), and gathering nine tap rows of
     512 x 24 filters that way took 4.0 ms against 0.9 (one thread, 512 -> 512 channels)."""
@@ -347,7 +348,7 @@ def unaliased(length):
 
 def _transform_block(w, rotated, group_start, ins, outs, points, first, step):
     """:func:`_transform_filters` of ``ins`` x ``outs`` (ranges) with this thread's scratch."""
-    filters = unaliased(len(ins) * len(outs))
+    filters = _unaliased(len(ins) * len(outs))
     taps = workspace.borrow("winograd_taps", 9 * filters, w.dtype).reshape(9, filters)
     half = workspace.borrow("winograd_filter_half", 18 * FILTER_CHUNK, w.dtype).reshape(18, FILTER_CHUNK)
     _transform_filters(w, rotated, group_start, ins.start, ins.stop, outs.start, outs.stop, taps, half, points, first, step)
@@ -539,7 +540,7 @@ def _winograd_filter_blocks(x, w, rotated, y, tiling, pad_top, pad_left):
 
     def multiply(blocks):
         for outs in blocks:
-            stride = unaliased(channels * len(outs))
+            stride = _unaliased(channels * len(outs))
             filters = workspace.borrow("winograd_filter_block", POINTS * stride, x.dtype)
             _transform_block(w, rotated, 0, range(channels), outs, filters, 0, stride)
             block = filters.reshape(POINTS, stride)[:, :channels * len(outs)].reshape(POINTS, channels, len(outs))
