@@ -28,9 +28,9 @@ AMD EPYC that replaced it.
    11.0 vs 4.2 / 8.6, N=4 (64) 5.2 / 13.0 vs 13.0 / 14.2; 128ch 28x28 N=1 (49)
    1.8 / 4.6 vs 1.9 / 6.0 (a toss-up, left to im2col); but 128ch 14x14 N=2
    (32) 2.0 vs 1.35, 64ch 14x14 N=2 (32) 0.81 vs 0.57, 512ch 7x7 N=1 (4) 4.9
-   vs 4.0 and 256 -> 512 7x7 N=4 (16) 5.5 vs 4.5. The weight gradient of few tiles stays with
-   im2col (512ch 7x7 N=8, one run of ``numbaconv bench``: forward / input /
-   weight 12.8 / 11.6 / 25.7 vs 18.7 / 16.2 / 19.4).
+   vs 4.0 and 256 -> 512 7x7 N=4 (16) 5.5 vs 4.5. The weight gradient of few
+   tiles stays with im2col (512ch 7x7 N=8, one run of ``numbaconv bench``:
+   forward / input / weight 12.8 / 11.6 / 25.7 vs 18.7 / 16.2 / 19.4).
 2. ``planar`` at stride 1 when ``P < PLANAR_PRODUCT_LIMIT`` and the kernel has more
    than one tap, or ``P < DIRECT_PRODUCT_LIMIT`` (depthwise 1x1): where
    the GEMM algorithms' products are too small to pay for building their
@@ -174,8 +174,10 @@ def _winograd_pays(spec, pass_name):
         return False
     if tiles >= WINOGRAD_MIN_TILES:
         return True
-    wide = spec.group_in_channels if pass_name == "forward" else spec.group_out_channels
-    return pass_name != "weight" and tiles >= WINOGRAD_WIDE_MIN_TILES and wide >= WINOGRAD_WIDE_MIN_CHANNELS
+    if pass_name == "weight":
+        return False
+    reduced = spec.group_in_channels if pass_name == "forward" else spec.group_out_channels
+    return tiles >= WINOGRAD_WIDE_MIN_TILES and reduced >= WINOGRAD_WIDE_MIN_CHANNELS
 
 
 def _auto_cuda(spec):

@@ -462,12 +462,12 @@ class _Tiling:
         return self.scratch(name, (rows, TILE, self.tiles_w, self.out_channels))
 
 
-def _winograd(x, u, y, pad_top, pad_left):
+def _winograd(x, u, y, tiling, pad_top, pad_left):
     """``y (N, K, OH, OW) = conv(x (N, C, H, W))`` through transformed filters ``u``, the input
-    read from ``(-pad_top, -pad_left)`` on (any sign), tile blocks shared out to the threads."""
-    channels, out_channels = x.shape[1], y.shape[1]
+    read from ``(-pad_top, -pad_left)`` on (any sign), tile blocks of ``tiling`` shared out to the
+    threads."""
+    out_channels = y.shape[1]
     groups, group_in, group_out = u.shape[1:]
-    tiling = _Tiling(channels, out_channels, y.shape[2], y.shape[3], x.dtype, u.size)
     for first, stop in tiling.chunks(x.shape[0]):
         padded = tiling.padded_input(x[first:stop], pad_top, pad_left)
         y_chunk = y[first:stop]
@@ -565,7 +565,7 @@ def _convolve(x, w, groups, rotated, y, pad_top, pad_left):
     if _by_filter_blocks(tiling, groups, x.shape[0]):
         _winograd_filter_blocks(x, w.reshape(w.shape[0], w.shape[1], 9), rotated, y, tiling, pad_top, pad_left)
     else:
-        _winograd(x, _transformed_filters(w, groups, rotated), y, pad_top, pad_left)
+        _winograd(x, _transformed_filters(w, groups, rotated), y, tiling, pad_top, pad_left)
 
 
 def forward(spec, x, w, out):
