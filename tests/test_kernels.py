@@ -133,33 +133,41 @@ def test_winograd_tile_blocks_cut_anywhere(rng, monkeypatch, block_columns):
 
 
 def test_winograd_filter_blocks_cover_every_channel(rng, monkeypatch):
-    """Few tiles for many filters: forward and input gradient go filter block by filter block
-    (blocks of 8 output channels here, the last one short) and still give exact results."""
+    """Few tiles for many filters: every pass goes filter block by filter block (blocks of 8
+    output channels here, the last one short) and still gives exact results."""
     from numbaconv.cpu import winograd, workspace
     monkeypatch.setattr(workspace, "BLOCK_BYTES", 1)
     blocked = []
-    by_blocks = winograd._winograd_filter_blocks
-    monkeypatch.setattr(winograd, "_winograd_filter_blocks", lambda *args: (blocked.append(args[3].shape),
-                                                                            by_blocks(*args)))
+    for name, result in (("_winograd_filter_blocks", 3), ("_weight_by_filter_blocks", 2)):   # y's or grad_w's place
+        by_blocks = getattr(winograd, name)
+        monkeypatch.setattr(winograd, name, lambda *args, by_blocks=by_blocks, name=name, result=result: (
+            blocked.append((name, args[result].shape)), by_blocks(*args)))
     case = next(c for c in CASES if c[0] == "2d-3x3-wide-few-tiles")
     spec, x, w, grad_y = random_problem(rng, case, np.float64)
     check_passes(dispatch.REGISTRY["cpu"]["winograd"], spec, x, w, grad_y, np.float64)
-    assert blocked == [spec.y_shape, spec.x_shape]
+    assert blocked == [("_winograd_filter_blocks", spec.y_shape), ("_winograd_filter_blocks", spec.x_shape),
+                       ("_weight_by_filter_blocks", spec.as_3d().w_shape)]
     assert winograd._filter_block_outs(spec.in_channels, 8) == 8
 
 
 def test_winograd_weight_gradient_adds_up_every_thread(rng):
-    """Wide channels, several threads finishing together: every thread's 6x6 sums reach the
-    result (NumPy lets go of the GIL while adding, so the adds must be serialised)."""
-    spec = ConvSpec.create((4, 96, 12, 12), (96, 96, 3, 3), padding=1)
+    """Many tiles, so every thread sums its blocks into a partial of its own: every partial
+    reaches the result, added in thread order, so repeated runs give the same bits."""
+    from numbaconv.cpu import winograd
+    spec = ConvSpec.create((4, 16, 24, 24), (16, 16, 3, 3), padding=1)
+    tiling = winograd._Tiling(16, 16, 24, 24, np.float64, 36 * 16 * 16, weight_pass=True)
+    assert not winograd._weight_by_filter_blocks_pays(tiling, 1, spec.batch)
     x, w = rng.standard_normal(spec.x_shape), rng.standard_normal(spec.w_shape)
     grad_y = rng.standard_normal(spec.y_shape)
     expected = reference.backward_weight(spec, x, grad_y)
-    for _ in range(5):
+    results = []
+    for _ in range(3):
         grad_w = poisoned(spec.w_shape, np.float64)
         dispatch.REGISTRY["cpu"]["winograd"].backward_weight(
             spec.as_3d(), x[:, :, None], grad_y[:, :, None], grad_w.reshape(spec.as_3d().w_shape))
         assert_close(grad_w, expected, np.float64, "weight gradient")
+        results.append(grad_w)
+    assert all(np.array_equal(result, results[0]) for result in results)
 
 
 def test_planar_on_one_thread(rng):

@@ -62,6 +62,12 @@ class _SingleThreadedBlas:
 _single_threaded_blas = _SingleThreadedBlas()
 
 
+def single_threaded_blas():
+    """Context manager: BLAS held to one thread inside (for kernels that call it from threads of
+    their own, such as ``prange`` bodies calling ``blas.gemm``)."""
+    return _single_threaded_blas.held()
+
+
 def thread_count() -> int:
     """Threads to share work among: Numba's current setting (``numba.set_num_threads``)."""
     return numba.get_num_threads()

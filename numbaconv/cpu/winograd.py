@@ -11,16 +11,30 @@ Cut the output into 4x4 tiles. Tile ``t`` of sample ``n`` needs a 6x6 patch
 so each output costs 36/16 = 2.25 multiplications per input channel instead
 of 9, and they happen inside BLAS: for each of the 36 points ``p`` a product
 ``M[p] (T, K) = V[p] (T, C) @ U[p] (C, K)`` over a block of ``T`` tiles
-(per group with ``groups > 1``), the 36 in one stacked ``np.matmul``.
+(per group with ``groups > 1``), called from the Numba kernels (``blas.gemm``).
 
 Input gradient: the same transform with the 180-degree-rotated kernel,
 channels swapped within each group, on ``grad_y`` padded by ``2 - pad_lo``
 (seed 000: the input gradient is the full correlation of ``grad_y`` with
 the rotated kernel). Weight gradient: the adjoint. With ``Y[t, k] = A dy[t, k]
 A^T`` (6x6 per 4x4 tile of ``grad_y``, zero past its edges), ``dU[p] (K, C) =
-sum over tiles of Y[p].T @ V[p]`` (BLAS reducing over each block's tiles, one
-product per block, added into one total a block at a time) and ``grad_w[k, c] = G^T
-dU[k, c] G``.
+sum over tiles of Y[p].T @ V[p]`` (BLAS reducing over each block's tiles into a
+partial sum per thread, the partials added in thread order) and ``grad_w[k, c] =
+G^T dU[k, c] G``; with few tiles for many filters (partials larger than all
+the tiles' V and Y) each thread sums all tiles for a block of output channels
+instead (:func:`_weight_by_filter_blocks_pays`).
+
+Threads: every stage is a ``prange`` over the threads, each taking a
+consecutive share, calling BLAS (held to one thread) from inside. The
+threads are Numba's OpenMP workers, which PyTorch shares in a process that
+loads both; the earlier Python thread pool took turns on the cores with
+PyTorch's workers spinning after each of its operations (see ``blas``).
+32 -> 64 channels at 26x26, N=64 (the training step's conv2), ms on 2 cores,
+best / median of 8 right after a ``torch.nn.functional.conv2d``, Python pool
+-> ``prange``: forward 11.0 / 15.9 -> 6.8 / 8.3, input gradient 14.4 / 16.4
+-> 10.1 / 10.6, weight gradient 12.7 / 15.7 -> 10.0 / 11.1; 64 channels at
+56x56 N=8: 11.7 / 14.2 -> 8.4 / 8.8, 13.7 / 15.4 -> 7.3 / 8.6, 12.1 / 14.5
+-> 8.9 / 10.5.
 
 Layout: the transforms run vectorised across channels, so the input (and
 ``grad_y``) is first copied channels-last and zero-padded (a chunk of samples
@@ -61,14 +75,13 @@ BLAS to the two-stage transform (512 channels at 7x7, N=8 and N=1, 256 at
 2.7e-6. The filter transform (sums of up to 3 terms a stage in the working
 precision) adds a few ulp to U, nothing visible in these numbers.
 """
-import threading
-
 import numba
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from . import workspace
-from .pool import deal, run_in_threads, split, thread_count
+from .blas import gemm
+from .pool import single_threaded_blas, thread_count
 
 TILE = 4                       # output tile side (m)
 PATCH = TILE + 2               # input patch side (alpha = m + r - 1)
@@ -238,15 +251,15 @@ def _input_tiles(padded, first_row, stop_row, tiles_h, patches, half, first_tile
 
 
 @njit(nogil=True, cache=True)
-def _gradient_tiles(padded, first_row, stop_row, tiles_h, tiles, half):
+def _gradient_tiles(padded, first_row, stop_row, tiles_h, tiles, half, first_tile):
     """``tiles[p, j, k] = (A g A^T)[p]`` for ``g`` the 4x4 tile ``j`` of ``padded`` (N, 4 tiles_h,
     4, tiles_w, K; a grad_y from _to_channels_last, zero past its edges), tile rows as in
-    _input_tiles. Scratch ``half`` (6, 4, tiles_w, K)."""
+    _input_tiles, from tile ``first_tile``. Scratch ``half`` (6, 4, tiles_w, K)."""
     slots, channels = padded.shape[3], padded.shape[4]
     count = tiles.shape[1]
     row_size, tile_row_size = TILE * slots * channels, slots * channels
     padded_flat, tiles_flat, half_flat = padded.reshape(-1), tiles.reshape(-1), half.reshape(-1)
-    j = 0
+    j = first_tile
     for tile_row in range(first_row, stop_row):
         n, th = tile_row // tiles_h, tile_row % tiles_h
         # rows of the tiles: half[i, q] = sum_a A[i, a] g[4 th + a, q]; then their columns
@@ -339,6 +352,7 @@ def _transform_filters(w, rotated, group_start, in_first, in_stop, out_first, ou
                          _six_rows(points, first + PATCH * i * step + start, step, count))
 
 
+@njit(cache=True)
 def _unaliased(length):
     """A row length at least ``length`` (elements) whose rows start in different L1 cache sets:
     rows a multiple of 4 KiB apart share the sets (8 ways), and gathering nine tap rows of
@@ -346,12 +360,27 @@ def _unaliased(length):
     return -(-length // 1024) * 1024 + 16
 
 
-def _transform_block(w, rotated, group_start, ins, outs, points, first, step):
-    """:func:`_transform_filters` of ``ins`` x ``outs`` (ranges) with this thread's scratch."""
-    filters = _unaliased(len(ins) * len(outs))
-    taps = workspace.borrow("winograd_taps", 9 * filters, w.dtype).reshape(9, filters)
-    half = workspace.borrow("winograd_filter_half", 18 * FILTER_CHUNK, w.dtype).reshape(18, FILTER_CHUNK)
-    _transform_filters(w, rotated, group_start, ins.start, ins.stop, outs.start, outs.stop, taps, half, points, first, step)
+@njit(inline="always", cache=True)
+def _share(count, thread, threads):
+    """``[first, stop)`` of ``thread``'s near-equal, consecutive share of ``count`` items."""
+    return count * thread // threads, count * (thread + 1) // threads
+
+
+@njit(parallel=True, cache=True)
+def _filters_by_threads(w, rotated, groups, ins, outs, block, taps, half, points):
+    """:func:`_transform_filters` of every filter, the threads taking consecutive shares of the
+    ``ins`` input channels, ``block`` at a time; ``points`` (36, g, ins, outs) flat. Scratch per
+    thread: ``taps`` rows, ``half`` rows (18 * FILTER_CHUNK)."""
+    threads, group_start_step = taps.shape[0], w.shape[0] // groups
+    for thread in prange(threads):
+        first_in, stop_in = _share(ins, thread, threads)
+        for g in range(groups):
+            for first in range(first_in, stop_in, block):
+                stop = min(first + block, stop_in)
+                filters = _unaliased((stop - first) * outs)
+                _transform_filters(w, rotated, g * group_start_step, first, stop, 0, outs,
+                                   taps[thread, :9 * filters].reshape(9, filters), half[thread].reshape(18, FILTER_CHUNK),
+                                   points, (g * ins + first) * outs, groups * ins * outs)
 
 
 def _transformed_filters(w, groups, rotated=False):
@@ -369,20 +398,19 @@ def _transformed_filters(w, groups, rotated=False):
     out_channels, group_in = w.shape[:2]
     group_out = out_channels // groups
     ins, outs = (group_out, group_in) if rotated else (group_in, group_out)
-    w = w.reshape(out_channels, group_in, 9)
+    threads = thread_count()
     # a reused buffer: a fresh 38 MB array (512 channels) cost more in page faults than the transform
     filters = workspace.borrow("winograd_filters", POINTS * out_channels * group_in, w.dtype)
-    points = filters.reshape(POINTS, groups, ins, outs)
-    block = max(1, TRANSFORM_BLOCK_BYTES // (9 * outs * w.dtype.itemsize))
+    block = max(1, min(ins, TRANSFORM_BLOCK_BYTES // (9 * outs * w.dtype.itemsize)))
+    taps = _per_thread("winograd_taps", threads, 9 * _unaliased(block * outs), w.dtype)
+    half = _per_thread("winograd_filter_half", threads, 18 * FILTER_CHUNK, w.dtype)
+    _filters_by_threads(w.reshape(out_channels, group_in, 9), rotated, groups, ins, outs, block, taps, half, filters)
+    return filters.reshape(POINTS, groups, ins, outs)
 
-    def work(share):
-        for g in range(groups):
-            for first in range(share.start, share.stop, block):
-                _transform_block(w, rotated, g * group_out, range(first, min(first + block, share.stop)), range(outs),
-                                 filters, (g * ins + first) * outs, groups * ins * outs)
 
-    run_in_threads(work, split(range(ins), thread_count()))
-    return points
+def _per_thread(name, threads, size, dtype):
+    """Scratch of ``size`` elements for each of ``threads`` threads, as rows of one borrowed buffer."""
+    return workspace.borrow(name, threads * size, dtype).reshape(threads, size)
 
 
 class _Tiling:
@@ -392,8 +420,8 @@ class _Tiling:
     limit, with the scratch arrays each needs.
 
     Scratch, all borrowed: the filters (36 K C/g values) and per thread a transform block of
-    taps (forward and input gradient), or the weight gradient's 36-point product per thread
-    and the total; per thread the tile-row scratch of the transforms; the
+    taps (forward and input gradient), or the weight gradient's 36-point partial sum per thread;
+    per thread the tile-row scratch of the transforms; the
     channels-last copy of a chunk (at most CHANNELS_LAST_BYTES, at most half of what the
     limit leaves); the rest for the blocks' patches and products."""
 
@@ -410,13 +438,21 @@ class _Tiling:
         self.sample_bytes = copied * itemsize
         self.tile_bytes = POINTS * (channels + out_channels) * itemsize   # its patch and product
         if weight_pass:
-            held = (1 + self.threads) * filter_values * itemsize
+            held = self.threads * filter_values * itemsize
         else:
             held = filter_values * itemsize + self.threads * max(TRANSFORM_BLOCK_BYTES, 9 * max(channels, out_channels) * itemsize)
-        tile_row = PATCH * TILE * (self.tiles_w + 1) * max(channels, out_channels) + TILE * TILE * self.tiles_w * out_channels
-        self.held_bytes = held + self.threads * tile_row * itemsize
+        self.held_bytes = held + self.threads * (self.half_size() + self.rows_size()) * itemsize
         room = workspace.workspace_limit() - self.held_bytes
         self.samples_per_chunk = max(1, min(CHANNELS_LAST_BYTES, room // 2) // self.sample_bytes)
+
+    def half_size(self):
+        """Elements of a thread's scratch for the middle stage of the tile transforms, (6, 4,
+        tiles_w + 1, C) for the input's or (6, 4, tiles_w, K) for the output's."""
+        return PATCH * TILE * (self.tiles_w + 1) * max(self.channels, self.out_channels)
+
+    def rows_size(self):
+        """Elements of a thread's tile row of outputs, (4, 4, tiles_w, K)."""
+        return TILE * TILE * self.tiles_w * self.out_channels
 
     def least_bytes(self):
         """Scratch with the smallest chunk and blocks: one sample, one tile row per thread."""
@@ -425,64 +461,91 @@ class _Tiling:
     def chunks(self, batch):
         return [(first, min(first + self.samples_per_chunk, batch)) for first in range(0, batch, self.samples_per_chunk)]
 
-    def blocks(self, samples):
-        """(first, stop) tile rows of a chunk of ``samples``: about BLOCK_BYTES of V and M each, at
-        least one block per thread."""
+    def block_rows(self, samples):
+        """Tile rows per block in a chunk of ``samples``: about BLOCK_BYTES of V and M each, and
+        the same number of near-equal blocks for every thread."""
         tile_rows = samples * self.tiles_h
         reserved = self.held_bytes + self.samples_per_chunk * self.sample_bytes
         per_block = max(1, workspace.block_columns(self.tile_bytes, self.threads, tile_rows * self.tiles_w, reserved)
                         // self.tiles_w)
-        # the same number of blocks for every thread, of near-equal sizes
         per_thread = -(-tile_rows // (self.threads * per_block))
-        per_block = -(-tile_rows // (self.threads * per_thread))
-        return [(first, min(first + per_block, tile_rows)) for first in range(0, tile_rows, per_block)]
+        return -(-tile_rows // (self.threads * per_thread))
 
-    def scratch(self, name, shape):
-        return workspace.borrow(name, int(np.prod(shape)), self.dtype).reshape(shape)
+    def per_thread(self, name, size):
+        return _per_thread(name, self.threads, size, self.dtype)
+
+    def block_scratch(self, block_rows, weight_pass=False):
+        """The threads' scratch for blocks of ``block_rows`` tile rows: patches, products (or grad_y's
+        tiles), the transforms' middle stage and, but for the weight gradient, a tile row of outputs."""
+        tiles = block_rows * self.tiles_w
+        scratch = (self.per_thread("winograd_patches", POINTS * tiles * self.channels),
+                   self.per_thread("winograd_products", POINTS * tiles * self.out_channels),
+                   self.per_thread("winograd_half", self.half_size()))
+        return scratch if weight_pass else scratch + (self.per_thread("winograd_rows", self.rows_size()),)
 
     def channels_last(self, name, image, rows, slots, pad_top, pad_left):
         """``image (S, C, H, W)`` copied by the threads to a zero-padded ``(S, rows, 4, slots, C)``
         (see _to_channels_last)."""
-        out = self.scratch(name, (image.shape[0], rows, TILE, slots, image.shape[1]))
-        run_in_threads(lambda share: _to_channels_last(image, share.start, share.stop, pad_top, pad_left, out),
-                       split(range(image.shape[0]), self.threads))
+        out = workspace.borrow(name, image.shape[0] * rows * TILE * slots * image.shape[1], self.dtype).reshape(
+            image.shape[0], rows, TILE, slots, image.shape[1])
+        _channels_last_by_threads(image, pad_top, pad_left, out, self.threads)
         return out
 
     def padded_input(self, image, pad_top, pad_left):
         return self.channels_last("winograd_input", image, TILE * self.tiles_h + 2, self.tiles_w + 1, pad_top, pad_left)
 
-    def input_tiles(self, padded, first_row, stop_row):
-        patches = self.scratch("winograd_patches", (POINTS, (stop_row - first_row) * self.tiles_w, self.channels))
-        _input_tiles(padded, first_row, stop_row, self.tiles_h, patches,
-                     self.scratch("winograd_half", (PATCH, TILE, self.tiles_w + 1, self.channels)), 0)
-        return patches
 
-    def tile_row_scratch(self, name, rows):
-        """``(rows, 4, tiles_w, K)``: one tile row of output-sized tiles, channels-last."""
-        return self.scratch(name, (rows, TILE, self.tiles_w, self.out_channels))
+@njit(parallel=True, cache=True)
+def _channels_last_by_threads(image, pad_top, pad_left, out, threads):
+    """:func:`_to_channels_last` of all of ``image``, the threads taking consecutive samples."""
+    for thread in prange(threads):
+        first, stop = _share(image.shape[0], thread, threads)
+        _to_channels_last(image, first, stop, pad_top, pad_left, out)
+
+
+@njit(inline="always", cache=True)
+def _scratch(rows, thread, shape):
+    """``thread``'s row of per-thread scratch ``rows``, its first elements shaped ``shape``."""
+    size = 1
+    for extent in shape:
+        size *= extent
+    return rows[thread, :size].reshape(shape)
+
+
+@njit(parallel=True, cache=True)
+def _tile_blocks(padded, u, y, tiles_h, block_rows, patches, products, half, rows):
+    """``y (S, K, OH, OW) = conv(x)`` for a chunk of samples whose input ``padded`` came from
+    _to_channels_last, through transformed filters ``u`` (36, g, C/g, K/g): the threads take
+    consecutive blocks of ``block_rows`` tile rows; per block, V (_input_tiles), the 36 x g
+    products M[p] = V[p] @ U[p] in BLAS and the output tiles (_output_tiles). Scratch rows per
+    thread: ``patches``, ``products``, ``half``, ``rows``."""
+    threads, channels, out_channels = patches.shape[0], padded.shape[4], y.shape[1]
+    tiles_w = padded.shape[3] - 1
+    groups, group_in, group_out = u.shape[1], u.shape[2], u.shape[3]
+    tile_rows = y.shape[0] * tiles_h
+    for thread in prange(threads):
+        first_block, stop_block = _share(-(-tile_rows // block_rows), thread, threads)
+        for block in range(first_block, stop_block):
+            first, stop = block * block_rows, min((block + 1) * block_rows, tile_rows)
+            count = (stop - first) * tiles_w
+            v = _scratch(patches, thread, (POINTS, count, channels))
+            _input_tiles(padded, first, stop, tiles_h, v, _scratch(half, thread, (PATCH, TILE, tiles_w + 1, channels)), 0)
+            m = _scratch(products, thread, (POINTS, count, out_channels))
+            for p in range(POINTS):
+                for g in range(groups):
+                    gemm(v[p, :, g * group_in:(g + 1) * group_in], u[p, g], m[p, :, g * group_out:(g + 1) * group_out], 0.0)
+            _output_tiles(m, first, stop, tiles_h, y, _scratch(half, thread, (PATCH, TILE, tiles_w, out_channels)),
+                          _scratch(rows, thread, (TILE, TILE, tiles_w, out_channels)), 0)
 
 
 def _winograd(x, u, y, tiling, pad_top, pad_left):
     """``y (N, K, OH, OW) = conv(x (N, C, H, W))`` through transformed filters ``u``, the input
-    read from ``(-pad_top, -pad_left)`` on (any sign), tile blocks of ``tiling`` shared out to the
-    threads."""
-    out_channels = y.shape[1]
-    groups, group_in, group_out = u.shape[1:]
+    read from ``(-pad_top, -pad_left)`` on (any sign), by tile blocks (:func:`_tile_blocks`), a
+    chunk of samples at a time."""
     for first, stop in tiling.chunks(x.shape[0]):
         padded = tiling.padded_input(x[first:stop], pad_top, pad_left)
-        y_chunk = y[first:stop]
-
-        def work(share):
-            for first_row, stop_row in share:
-                patches = tiling.input_tiles(padded, first_row, stop_row)
-                products = tiling.scratch("winograd_products", (POINTS, patches.shape[1], out_channels))
-                for g in range(groups):   # the 36 points in one call: less overhead than 36 calls
-                    np.matmul(patches[:, :, g * group_in:(g + 1) * group_in], u[:, g],
-                              out=products[:, :, g * group_out:(g + 1) * group_out])
-                _output_tiles(products, first_row, stop_row, tiling.tiles_h, y_chunk,
-                              tiling.tile_row_scratch("winograd_half", PATCH), tiling.tile_row_scratch("winograd_rows", TILE), 0)
-
-        run_in_threads(work, deal(tiling.blocks(stop - first), tiling.threads))
+        block_rows = tiling.block_rows(stop - first)
+        _tile_blocks(padded, u, y[first:stop], tiling.tiles_h, block_rows, *tiling.block_scratch(block_rows))
 
 
 def _planes(array):
@@ -508,12 +571,66 @@ def _by_filter_blocks(tiling, groups, batch):
             and workspace.over_limit(_filter_blocks_bytes(tiling, batch)) is None)
 
 
+def _weight_by_filter_blocks_pays(tiling, groups, batch):
+    """Whether the weight gradient runs by filter blocks (:func:`_weight_by_filter_blocks`): one
+    group, the threads' partial sums (36 K C values each) more than all the tiles' V and Y (36 T
+    (C + K)), and all of those within the workspace limit. Measured (2 cores, ms, tile blocks /
+    filter blocks, best of 6): 512 -> 512 at 7x7 N=8 (partials / tiles' V and Y: 16) 40.5 /
+    17.4, 256 at 14x14 N=8 (2) 16.6 / 10.8, N=16 (1) 17.9 / 19.9, 128 at 28x28 N=4 (0.65) 5.2 /
+    5.9, N=8 (0.33) 8.9 / 12.3; 32 -> 64 at 26x26 N=64 (0.02) 13.0 / 22.9."""
+    tiles = batch * tiling.tiles_h * tiling.tiles_w
+    return (groups == 1 and tiling.threads * tiling.out_channels * tiling.channels > tiles * (tiling.channels + tiling.out_channels)
+            and workspace.over_limit(_filter_blocks_bytes(tiling, batch)) is None)
+
+
 def _filter_blocks_bytes(tiling, batch):
     tiles = batch * tiling.tiles_h * tiling.tiles_w
     outs = _filter_block_outs(tiling.channels, tiling.dtype.itemsize)
     per_thread = (9 + POINTS) * tiling.channels * outs + 18 * FILTER_CHUNK
     return (batch * tiling.sample_bytes + tiling.held_bytes
             + (tiles * tiling.tile_bytes + tiling.threads * per_thread * tiling.dtype.itemsize))
+
+
+@njit(parallel=True, cache=True)
+def _all_input_tiles(padded, tiles_h, patches, half):
+    """_input_tiles of every tile row of ``padded`` into ``patches`` (36, all tiles, C), the threads
+    taking consecutive tile rows. Scratch ``half`` rows per thread."""
+    threads, channels, tiles_w = half.shape[0], padded.shape[4], padded.shape[3] - 1
+    for thread in prange(threads):
+        first, stop = _share(padded.shape[0] * tiles_h, thread, threads)
+        _input_tiles(padded, first, stop, tiles_h, patches, _scratch(half, thread, (PATCH, TILE, tiles_w + 1, channels)),
+                     first * tiles_w)
+
+
+@njit(parallel=True, cache=True)
+def _all_output_tiles(products, tiles_h, y, half, rows):
+    """_output_tiles of every tile row of ``products`` (36, all tiles, K) into ``y``, the threads
+    taking consecutive tile rows. Scratch rows per thread ``half`` and ``rows``."""
+    threads, out_channels, tiles_w = half.shape[0], y.shape[1], -(-y.shape[3] // TILE)
+    for thread in prange(threads):
+        first, stop = _share(y.shape[0] * tiles_h, thread, threads)
+        _output_tiles(products, first, stop, tiles_h, y, _scratch(half, thread, (PATCH, TILE, tiles_w, out_channels)),
+                      _scratch(rows, thread, (TILE, TILE, tiles_w, out_channels)), first * tiles_w)
+
+
+@njit(parallel=True, cache=True)
+def _multiply_filter_blocks(w, rotated, patches, products, block_outs, taps, half, filters):
+    """``products[p, :, outs] = patches[p] @ U[p][:, outs]`` for every block of ``block_outs``
+    output channels, the threads taking consecutive blocks and transforming each block's filters
+    (``w`` (K, C, 9), one group; :func:`_transform_filters`) just before using them. Scratch rows
+    per thread: ``taps``, ``half``, ``filters`` (36 rows of _unaliased(C * block_outs))."""
+    threads, channels, out_channels = taps.shape[0], patches.shape[2], products.shape[2]
+    for thread in prange(threads):
+        first_block, stop_block = _share(-(-out_channels // block_outs), thread, threads)
+        for block in range(first_block, stop_block):
+            first, stop = block * block_outs, min((block + 1) * block_outs, out_channels)
+            size, step = channels * (stop - first), _unaliased(channels * (stop - first))
+            points = filters[thread]
+            _transform_filters(w, rotated, 0, 0, channels, first, stop, _scratch(taps, thread, (9, step)),
+                               _scratch(half, thread, (18, FILTER_CHUNK)), points, 0, step)
+            for p in range(POINTS):
+                gemm(patches[p], points[p * step:p * step + size].reshape(channels, stop - first),
+                     products[p, :, first:stop], 0.0)
 
 
 def _winograd_filter_blocks(x, w, rotated, y, tiling, pad_top, pad_left):
@@ -529,32 +646,19 @@ def _winograd_filter_blocks(x, w, rotated, y, tiling, pad_top, pad_left):
     256 14x14 N=4 (4) 6.3 vs 6.8, N=8 (2) 8.5 vs 7.8, 128 -> 128 28x28 N=8 (0.3) 10.0 vs 6.9:
     hence FILTER_BLOCKS_TILE_RATIO."""
     batch, channels, out_channels = x.shape[0], x.shape[1], y.shape[1]
-    tiles_h, tile_rows = tiling.tiles_h, batch * tiling.tiles_h
     padded = tiling.padded_input(x, pad_top, pad_left)
-    patches = tiling.scratch("winograd_all_patches", (POINTS, tile_rows * tiling.tiles_w, channels))
-    products = tiling.scratch("winograd_all_products", (POINTS, patches.shape[1], out_channels))
-
-    def input_tiles(rows):
-        _input_tiles(padded, rows.start, rows.stop, tiles_h, patches,
-                     tiling.scratch("winograd_half", (PATCH, TILE, tiling.tiles_w + 1, channels)), rows.start * tiling.tiles_w)
-
-    def multiply(blocks):
-        for outs in blocks:
-            stride = _unaliased(channels * len(outs))
-            filters = workspace.borrow("winograd_filter_block", POINTS * stride, x.dtype)
-            _transform_block(w, rotated, 0, range(channels), outs, filters, 0, stride)
-            block = filters.reshape(POINTS, stride)[:, :channels * len(outs)].reshape(POINTS, channels, len(outs))
-            np.matmul(patches, block, out=products[:, :, outs.start:outs.stop])
-
-    def output_tiles(rows):
-        _output_tiles(products, rows.start, rows.stop, tiles_h, y, tiling.tile_row_scratch("winograd_half", PATCH),
-                      tiling.tile_row_scratch("winograd_rows", TILE), rows.start * tiling.tiles_w)
-
-    step = _filter_block_outs(channels, x.dtype.itemsize)
-    run_in_threads(input_tiles, split(range(tile_rows), tiling.threads))
-    run_in_threads(multiply, deal([range(k, min(k + step, out_channels)) for k in range(0, out_channels, step)],
-                                  tiling.threads))
-    run_in_threads(output_tiles, split(range(tile_rows), tiling.threads))
+    tiles = batch * tiling.tiles_h * tiling.tiles_w
+    patches = workspace.borrow("winograd_all_patches", POINTS * tiles * channels, x.dtype).reshape(POINTS, tiles, channels)
+    products = workspace.borrow("winograd_all_products", POINTS * tiles * out_channels, x.dtype).reshape(
+        POINTS, tiles, out_channels)
+    half = tiling.per_thread("winograd_half", tiling.half_size())
+    _all_input_tiles(padded, tiling.tiles_h, patches, half)
+    block_outs = _filter_block_outs(channels, x.dtype.itemsize)
+    step = _unaliased(channels * block_outs)
+    _multiply_filter_blocks(w, rotated, patches, products, block_outs, tiling.per_thread("winograd_taps", 9 * step),
+                            tiling.per_thread("winograd_filter_half", 18 * FILTER_CHUNK),
+                            tiling.per_thread("winograd_filter_block", POINTS * step))
+    _all_output_tiles(products, tiling.tiles_h, y, half, tiling.per_thread("winograd_rows", tiling.rows_size()))
 
 
 def _convolve(x, w, groups, rotated, y, pad_top, pad_left):
@@ -562,10 +666,11 @@ def _convolve(x, w, groups, rotated, y, pad_top, pad_left):
     blocks or by tile blocks."""
     channels, out_channels = x.shape[1], y.shape[1]
     tiling = _Tiling(channels, out_channels, y.shape[2], y.shape[3], x.dtype, POINTS * w.shape[0] * w.shape[1])
-    if _by_filter_blocks(tiling, groups, x.shape[0]):
-        _winograd_filter_blocks(x, w.reshape(w.shape[0], w.shape[1], 9), rotated, y, tiling, pad_top, pad_left)
-    else:
-        _winograd(x, _transformed_filters(w, groups, rotated), y, tiling, pad_top, pad_left)
+    with single_threaded_blas():
+        if _by_filter_blocks(tiling, groups, x.shape[0]):
+            _winograd_filter_blocks(x, w.reshape(w.shape[0], w.shape[1], 9), rotated, y, tiling, pad_top, pad_left)
+        else:
+            _winograd(x, _transformed_filters(w, groups, rotated), y, tiling, pad_top, pad_left)
 
 
 def forward(spec, x, w, out):
@@ -576,42 +681,115 @@ def backward_input(spec, grad_y, w, grad_x):
     _convolve(_planes(grad_y), w, spec.groups, True, _planes(grad_x), 2 - spec.pad_lo[1], 2 - spec.pad_lo[2])
 
 
+@njit(parallel=True, cache=True)
+def _weight_blocks(padded, padded_grad, tiles_h, block_rows, patches, grads, half, partials):
+    """``partials[thread, p, g] += sum over the thread's tiles of Y[p].T @ V[p]`` (group ``g``'s
+    channels) for a chunk of samples: ``padded`` the input and ``padded_grad`` grad_y from
+    _to_channels_last, the threads taking consecutive blocks of ``block_rows`` tile rows. Scratch
+    rows per thread: ``patches``, ``grads`` (grad_y's tiles), ``half``."""
+    threads, channels, out_channels = patches.shape[0], padded.shape[4], padded_grad.shape[4]
+    tiles_w = padded.shape[3] - 1
+    groups, group_out, group_in = partials.shape[2], partials.shape[3], partials.shape[4]
+    tile_rows = padded.shape[0] * tiles_h
+    for thread in prange(threads):
+        first_block, stop_block = _share(-(-tile_rows // block_rows), thread, threads)
+        for block in range(first_block, stop_block):
+            first, stop = block * block_rows, min((block + 1) * block_rows, tile_rows)
+            count = (stop - first) * tiles_w
+            v = _scratch(patches, thread, (POINTS, count, channels))
+            _input_tiles(padded, first, stop, tiles_h, v, _scratch(half, thread, (PATCH, TILE, tiles_w + 1, channels)), 0)
+            y = _scratch(grads, thread, (POINTS, count, out_channels))
+            _gradient_tiles(padded_grad, first, stop, tiles_h, y,
+                            _scratch(half, thread, (PATCH, TILE, tiles_w, out_channels)), 0)
+            for p in range(POINTS):
+                for g in range(groups):
+                    gemm(y[p, :, g * group_out:(g + 1) * group_out].T, v[p, :, g * group_in:(g + 1) * group_in],
+                         partials[thread, p, g], 1.0)
+
+
+@njit(parallel=True, cache=True)
+def _partials_to_taps(partials, taps_by_points, grad_w, threads):
+    """``grad_w[r, t] = sum over threads' partials and points p of partials[., p, r] *
+    taps_by_points[p, t]`` (r runs over the K C/g filters): the threads take consecutive filters,
+    adding the partials in their order."""
+    filters = grad_w.shape[0]
+    for thread in prange(threads):
+        first, stop = _share(filters, thread, threads)
+        for partial in range(partials.shape[0]):
+            gemm(partials[partial, :, first:stop].T, taps_by_points, grad_w[first:stop], 0.0 if partial == 0 else 1.0)
+
+
+@njit(parallel=True, cache=True)
+def _all_gradient_tiles(padded_grad, tiles_h, grads, half):
+    """_gradient_tiles of every tile row of ``padded_grad`` into ``grads`` (36, all tiles, K), the
+    threads taking consecutive tile rows. Scratch ``half`` rows per thread."""
+    threads, out_channels, tiles_w = half.shape[0], padded_grad.shape[4], padded_grad.shape[3]
+    for thread in prange(threads):
+        first, stop = _share(padded_grad.shape[0] * tiles_h, thread, threads)
+        _gradient_tiles(padded_grad, first, stop, tiles_h, grads,
+                        _scratch(half, thread, (PATCH, TILE, tiles_w, out_channels)), first * tiles_w)
+
+
+@njit(parallel=True, cache=True)
+def _weight_filter_blocks(patches, grads, block_outs, taps_by_points, sums, grad_w):
+    """``grad_w[k, c] = G^T (sum over all tiles of Y[p, k] V[p, c]) G`` (one group; ``patches`` V
+    and ``grads`` Y of all tiles, ``grad_w`` (K, C, 9)), the threads taking consecutive blocks of
+    ``block_outs`` output channels: each block's 36 sums (rows of ``sums`` per thread) go back to
+    the taps while they are in cache."""
+    threads, channels, out_channels = sums.shape[0], patches.shape[2], grads.shape[2]
+    for thread in prange(threads):
+        first_block, stop_block = _share(-(-out_channels // block_outs), thread, threads)
+        for block in range(first_block, stop_block):
+            first, stop = block * block_outs, min((block + 1) * block_outs, out_channels)
+            block_sums = _scratch(sums, thread, (POINTS, (stop - first) * channels))
+            for p in range(POINTS):
+                gemm(grads[p, :, first:stop].T, patches[p], block_sums[p].reshape(stop - first, channels), 0.0)
+            gemm(block_sums.T, taps_by_points, grad_w[first:stop].reshape((stop - first) * channels, 9), 0.0)
+
+
+def _weight_by_filter_blocks(x, grad_y, grad_w, tiling, pad_top, pad_left):
+    """The weight gradient of few tiles and many filters (one group): all tiles' V and Y, then
+    :func:`_weight_filter_blocks` (no per-thread partial sums of 36 K C values: 38 MB each at 512
+    channels)."""
+    batch, channels, out_channels = x.shape[0], x.shape[1], grad_y.shape[1]
+    tiles = batch * tiling.tiles_h * tiling.tiles_w
+    padded = tiling.padded_input(x, pad_top, pad_left)
+    padded_grad = tiling.channels_last("winograd_grad", grad_y, TILE * tiling.tiles_h, tiling.tiles_w, 0, 0)
+    patches = workspace.borrow("winograd_all_patches", POINTS * tiles * channels, x.dtype).reshape(POINTS, tiles, channels)
+    grads = workspace.borrow("winograd_all_products", POINTS * tiles * out_channels, x.dtype).reshape(
+        POINTS, tiles, out_channels)
+    half = tiling.per_thread("winograd_half", tiling.half_size())
+    _all_input_tiles(padded, tiling.tiles_h, patches, half)
+    _all_gradient_tiles(padded_grad, tiling.tiles_h, grads, half)
+    block_outs = _filter_block_outs(channels, x.dtype.itemsize)
+    _weight_filter_blocks(patches, grads, block_outs, TAPS_TO_POINTS.astype(x.dtype),
+                          tiling.per_thread("winograd_filter_block", POINTS * channels * block_outs),
+                          grad_w.reshape(out_channels, channels, 9))
+
+
 def backward_weight(spec, x, grad_y, grad_w):
-    """``grad_w[k, c] = G^T (sum over tiles of Y[t, k] * V[t, c]) G``: the 36 products reduce over
-    each block's tiles in BLAS; each block's products are added into one total, which one
-    product with TAPS_TO_POINTS takes back to the taps."""
+    """``grad_w[k, c] = G^T (sum over tiles of Y[t, k] * V[t, c]) G``. By tile blocks: the 36
+    products reduce over each block's tiles in BLAS, into a partial sum per thread; the partials
+    are added in thread order (the same rounding every run) as they go back to the taps. By
+    filter blocks (few tiles, many filters, :func:`_by_filter_blocks`): each thread sums all
+    tiles for a block of output channels (:func:`_weight_filter_blocks`)."""
     x, grad_y = _planes(x), _planes(grad_y)
     groups, group_out, group_in = spec.groups, spec.group_out_channels, spec.group_in_channels
     channels, out_channels = spec.in_channels, spec.out_channels
     tiling = _Tiling(channels, out_channels, grad_y.shape[2], grad_y.shape[3], x.dtype,
                      POINTS * out_channels * group_in, weight_pass=True)
-    shape = (POINTS, groups, group_out, group_in)
-    total, adding = tiling.scratch("winograd_weight_total", shape), threading.Lock()
-    total[...] = 0
-    for first, stop in tiling.chunks(x.shape[0]):
-        padded = tiling.padded_input(x[first:stop], spec.pad_lo[1], spec.pad_lo[2])
-        padded_grad = tiling.channels_last("winograd_grad", grad_y[first:stop], TILE * tiling.tiles_h, tiling.tiles_w, 0, 0)
-
-        def work(share):
-            product = tiling.scratch("winograd_weight_product", shape)
-            for first_row, stop_row in share:
-                patches = tiling.input_tiles(padded, first_row, stop_row)
-                grads = tiling.scratch("winograd_products", (POINTS, patches.shape[1], out_channels))
-                _gradient_tiles(padded_grad, first_row, stop_row, tiling.tiles_h, grads,
-                                tiling.tile_row_scratch("winograd_half", PATCH))
-                for g in range(groups):
-                    np.matmul(grads[:, :, g * group_out:(g + 1) * group_out].transpose(0, 2, 1),
-                              patches[:, :, g * group_in:(g + 1) * group_in], out=product[:, g])
-                with adding:   # NumPy lets go of the GIL while it adds
-                    np.add(total, product, out=total)
-
-        run_in_threads(work, deal(tiling.blocks(stop - first), tiling.threads))
-    total = total.reshape(POINTS, out_channels, group_in)
-    grad_w = grad_w.reshape(out_channels, group_in, 9)
-    taps_by_points = TAPS_TO_POINTS.astype(total.dtype)
-
-    def back_to_taps(share):   # grad_w[k, c, t] = sum_p TAPS_TO_POINTS[p, t] total[p, k, c]
-        rows = slice(share.start, share.stop)
-        np.matmul(total[:, rows].reshape(POINTS, -1).T, taps_by_points, out=grad_w[rows].reshape(-1, 9))
-
-    run_in_threads(back_to_taps, split(range(out_channels), tiling.threads))
+    with single_threaded_blas():
+        if _weight_by_filter_blocks_pays(tiling, groups, x.shape[0]):
+            _weight_by_filter_blocks(x, grad_y, grad_w, tiling, spec.pad_lo[1], spec.pad_lo[2])
+            return
+        shape = (tiling.threads, POINTS, groups, group_out, group_in)
+        partials = workspace.borrow("winograd_weight_partials", int(np.prod(shape)), x.dtype).reshape(shape)
+        partials[...] = 0
+        for first, stop in tiling.chunks(x.shape[0]):
+            padded = tiling.padded_input(x[first:stop], spec.pad_lo[1], spec.pad_lo[2])
+            padded_grad = tiling.channels_last("winograd_grad", grad_y[first:stop], TILE * tiling.tiles_h, tiling.tiles_w, 0, 0)
+            block_rows = tiling.block_rows(stop - first)
+            _weight_blocks(padded, padded_grad, tiling.tiles_h, block_rows,
+                           *tiling.block_scratch(block_rows, weight_pass=True), partials)
+        _partials_to_taps(partials.reshape(tiling.threads, POINTS, -1), TAPS_TO_POINTS.astype(x.dtype),
+                          grad_w.reshape(-1, 9), tiling.threads)
