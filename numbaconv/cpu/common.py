@@ -37,3 +37,19 @@ def grid_walk(grid, out_size, kernel_size, dilation):
     shifts = [(td * dilation[0] * height + th * dilation[1]) * width + tw * dilation[2]
               for td, th, tw in itertools.product(*map(range, kernel_size))]
     return span, shifts
+
+
+@njit(inline="always", cache=True)
+def share(count, thread, threads):
+    """``[first, stop)`` of ``thread``'s near-equal, consecutive share of ``count`` items (the
+    ``prange`` kernels give each thread one share)."""
+    return count * thread // threads, count * (thread + 1) // threads
+
+
+@njit(inline="always", cache=True)
+def scratch(rows, thread, shape):
+    """``thread``'s row of per-thread scratch ``rows``, its first elements shaped ``shape``."""
+    size = 1
+    for extent in shape:
+        size *= extent
+    return rows[thread, :size].reshape(shape)

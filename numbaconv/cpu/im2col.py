@@ -16,12 +16,14 @@ so unfolding costs cache writes rather than memory traffic; the blocks are
 made equal and as many as a multiple of the threads. A pointwise problem
 (1x1 kernel, stride 1, no padding, at least ``MIN_BLOCK_COLUMNS`` outputs a
 sample) needs no unfolding: its blocks are views of the input, and its input
-gradient is written in place. The blocks are shared out to a pool of
-threads; each thread unfolds its block with a ``nogil`` Numba kernel and
-multiplies it with a single-threaded BLAS call.
-(A Numba ``prange`` unfold followed by a multi-threaded BLAS product was up
-to 2x slower on 2 cores: each pool's idle workers spin on the cores the
-other pool needs.) The input gradient folds back into whole samples, so its
+gradient is written in place. The threads take consecutive blocks in one
+``prange`` region; each unfolds its block and multiplies it with
+single-threaded BLAS calls from inside (``blas.gemm``, straight into the
+output's views, sample by sample). (A ``prange`` unfold followed by a
+multi-threaded BLAS product was up to 2x slower on 2 cores: each pool's idle
+workers spin on the cores the other pool needs; so was a Python thread pool
+beside PyTorch's OpenMP workers, see ``pool``.) The weight gradient sums into
+a partial per thread, added in thread order. The input gradient folds back into whole samples, so its
 blocks are shared out by runs of whole samples (several where a sample has
 fewer outputs than a block has columns): a batch of one runs on one thread.
 
@@ -41,10 +43,9 @@ inf), and the input gradient would fold them back row run by row run.
 FLOPs: ``2 N K (C/g) prod(out) prod(kernel)`` per pass, all in BLAS (times
 ``span / prod(out)`` over wide columns). Memory traffic: x, w and y once each,
 plus the weight matrix once per block. Workspace: per thread, one column block
-with its offset tables (and, where a block spans samples, a gathered output
-block; over wide columns, the block's product, plus one zero-padded copy of
-the input where the problem pads) and, for the weight gradient, a partial
-``grad_w`` and a product; all of it together at most
+with its offset tables (over wide columns, the block's product, plus one
+zero-padded copy of the input where the problem pads) and, for the weight
+gradient, a partial ``grad_w``; all of it together at most
 ``workspace.WORKSPACE_LIMIT_BYTES`` (256 MiB): the blocks get what the
 partials leave, and ``supports`` declines a problem whose one-column blocks
 would not fit.
@@ -53,11 +54,12 @@ import math
 
 import numba
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from . import workspace
-from .pool import deal, grouped_matmul, run_in_threads, sum_over_threads, thread_count
-from .common import grid_walk, valid_outputs
+from .blas import gemm
+from .common import grid_walk, scratch, share, valid_outputs
+from .pool import single_threaded_blas, thread_count
 
 RUN_MIN_WIDTH = 16   # output rows at least this wide are copied run by run, narrower ones gathered
 _RUN_BYTES = 5 * 8   # one entry of the table of row runs: five int64
@@ -72,14 +74,14 @@ def supports(spec):
 
 
 def _column_bytes(spec, itemsize):
-    """Scratch per column of a block: the column itself (``C * taps`` values), the output- or
-    input-shaped block gathered beside it where a block spans samples (``max(C, K)``), the table
-    of source offsets where rows are gathered (``taps`` int64) and the column's share of the
-    table of row runs (:func:`_most_runs`; its fixed part is in :func:`_held_bytes`)."""
+    """Scratch per column of a block: the column itself (``C * taps`` values), grad_y's columns
+    gathered beside it where a gradient's block spans samples (``K``), the table of source
+    offsets where rows are gathered (``taps`` int64) and the column's share of the table of row
+    runs (:func:`_most_runs`; its fixed part is in :func:`_held_bytes`)."""
     taps = math.prod(spec.kernel_size)
     offsets = 8 * taps if _gathers(spec) else 0
     run_share = -(-_RUN_BYTES * taps // spec.out_size[2])
-    return (spec.in_channels * taps + max(spec.in_channels, spec.out_channels)) * itemsize + offsets + run_share
+    return (spec.in_channels * taps + spec.out_channels) * itemsize + offsets + run_share
 
 
 def _gathers(spec):
@@ -94,12 +96,12 @@ def _most_runs(spec, count):
 
 def _held_bytes(spec, pass_name, itemsize, threads):
     """Scratch besides the blocks, per thread: the run table's fixed part (two runs a tap) and, for
-    the weight gradient, a partial sum and a product."""
+    the weight gradient, a partial sum."""
     taps = math.prod(spec.kernel_size)
     runs = 2 * _RUN_BYTES * taps
     if pass_name != "weight":
         return threads * runs
-    return threads * (runs + 2 * spec.out_channels * spec.group_in_channels * taps * itemsize)
+    return threads * (runs + spec.out_channels * spec.group_in_channels * taps * itemsize)
 
 
 @njit(nogil=True, cache=True)
@@ -268,34 +270,31 @@ def _compact_wide(wide, out, first_column, span, padded_size):
         j += run
 
 
-def _cut(first, stop, width):
-    """(start, count) of the blocks at most ``width`` columns wide covering ``[first, stop)``."""
-    return [(start, min(width, stop - start)) for start in range(first, stop, width)]
-
-
 class _ColumnBlocks:
-    """What every plan of a column matrix shares: its ``groups`` of ``rows`` channel-taps each."""
+    """What every plan of a column matrix shares: its ``groups`` of ``rows`` channel-taps each,
+    cut into blocks of ``block`` columns."""
 
-    def __init__(self, spec, dtype):
+    def __init__(self, spec, dtype, threads):
         self.spec = spec
         self.dtype = np.dtype(dtype)
+        self.threads = threads
         self.groups = spec.groups
         self.rows = spec.group_in_channels * math.prod(spec.kernel_size)
 
-    def column_block(self, count):
-        """This thread's scratch for ``count`` columns, (groups, rows, count)."""
-        size = self.groups * self.rows * count
-        return workspace.borrow("columns", size, self.dtype).reshape(self.groups, self.rows, count)
+    def per_thread(self, name, size, dtype=None):
+        """Scratch of ``size`` elements for each thread, as rows of one borrowed buffer."""
+        dtype = self.dtype if dtype is None else dtype
+        return workspace.borrow(name, self.threads * size, dtype).reshape(self.threads, size)
 
 
 class _Plan(_ColumnBlocks):
-    """How one problem's column matrix is cut into blocks, and where each block's data lives."""
+    """How one problem's column matrix is cut into blocks of ``block`` columns, and the threads'
+    scratch for unfolding them."""
 
     def __init__(self, spec, dtype, threads, pass_name="forward"):
-        super().__init__(spec, dtype)
+        super().__init__(spec, dtype, threads)
         self.positions = math.prod(spec.out_size)
         self.columns = spec.batch * self.positions
-        self.threads = threads
         self.gathers_rows = _gathers(spec)
         widest = workspace.block_columns(_column_bytes(spec, self.dtype.itemsize), threads, self.columns,
                                          _held_bytes(spec, pass_name, self.dtype.itemsize, threads))
@@ -308,61 +307,22 @@ class _Plan(_ColumnBlocks):
         else:
             self.block = workspace.balanced_width(widest, self.columns, threads)
 
-    def blocks(self, first=0, stop=None):
-        """(first_column, count) of the blocks covering columns [first, stop) (pointwise: cut at
-        sample boundaries too)."""
-        stop = self.columns if stop is None else stop
-        if not self.pointwise:
-            return _cut(first, stop, self.block)
-        blocks = []
-        for sample in range(first // self.positions, -(-stop // self.positions)):
-            blocks += _cut(max(first, sample * self.positions), min(stop, (sample + 1) * self.positions), self.block)
-        return blocks
-
-    def unfold(self, x, first_column, count):
-        if self.pointwise:
-            return self.gather(x, first_column, count)
-        cols = self.column_block(count)
-        self._move(x, cols, first_column, False)
-        return cols
-
-    def fold(self, cols, grad_x, first_column):
-        self._move(grad_x, cols, first_column, True)
-
-    def _move(self, image, cols, first_column, fold):
+    def scratch(self):
+        """(columns, runs, sources, geometry): the threads' column blocks (none where pointwise),
+        tables of row runs and of source offsets (where rows are gathered), and the problem's
+        shape for :func:`_unfold_or_fold` as one array (:func:`_geometry`)."""
         s = self.spec
-        count = cols.shape[2]
         taps = math.prod(s.kernel_size)
-        runs = workspace.borrow("runs", taps * _most_runs(s, count) * 5, np.int64).reshape(taps, -1, 5)
-        source = workspace.borrow("offsets", taps * count if self.gathers_rows else 0, np.int64)
-        _unfold_or_fold(image, cols, runs, source.reshape(taps, -1), first_column, fold, self.gathers_rows,
-                        s.kernel_size, s.out_size, s.stride, s.dilation, s.pad_lo)
+        columns = self.per_thread("columns", 0 if self.pointwise else self.groups * self.rows * self.block)
+        runs = self.per_thread("runs", taps * _most_runs(s, self.block) * 5, np.int64)
+        sources = self.per_thread("offsets", taps * self.block if self.gathers_rows else 0, np.int64)
+        geometry = np.array(s.kernel_size + s.out_size + s.stride + s.dilation + s.pad_lo + (self.gathers_rows,), np.int64)
+        return columns, runs, sources, geometry
 
-    def segments(self, first_column, count):
-        """The block's columns cut at sample boundaries: (sample, first_position, stop_position, j)."""
-        j = 0
-        while j < count:
-            b, p = divmod(first_column + j, self.positions)
-            run = min(self.positions - p, count - j)
-            yield b, p, p + run, j
-            j += run
-
-    def by_group(self, y, b):
-        """Sample ``b`` of an output-shaped (N, K, *out) array as a (groups, K/g, P) view."""
-        return y[b].reshape(self.groups, -1, self.positions)
-
-    def gather(self, y, first_column, count):
-        """Columns [first_column, first_column + count) of an output-shaped array (or, pointwise,
-        of an input-shaped one) as a (groups, channels/g, count) array: a view where they lie
-        in one sample, else copied into this thread's scratch."""
-        sample, first_position = divmod(first_column, self.positions)
-        if first_position + count <= self.positions:
-            return self.by_group(y, sample)[:, :, first_position:first_position + count]
-        block = workspace.borrow("gathered", y.shape[1] * count, self.dtype).reshape(
-            self.groups, -1, count)
-        for b, p0, p1, j in self.segments(first_column, count):
-            block[:, :, j:j + p1 - p0] = self.by_group(y, b)[:, :, p0:p1]
-        return block
+    def gathered(self):
+        """The threads' scratch for grad_y's columns of a block that spans samples (none where
+        pointwise: its blocks never do)."""
+        return self.per_thread("gathered", 0 if self.pointwise else self.spec.out_channels * self.block)
 
 
 class _WidePlan(_ColumnBlocks):
@@ -371,7 +331,7 @@ class _WidePlan(_ColumnBlocks):
     from the first output to the last, ``span`` of them, of which ``prod(out)`` are outputs."""
 
     def __init__(self, spec, dtype, threads):
-        super().__init__(spec, dtype)
+        super().__init__(spec, dtype, threads)
         self.padded_size = tuple(n + lo + hi for n, lo, hi in zip(spec.in_size, spec.pad_lo, spec.pad_hi))
         self.span, shifts = grid_walk(self.padded_size, spec.out_size, spec.kernel_size, spec.dilation)
         self.columns = spec.batch * self.span
@@ -383,12 +343,8 @@ class _WidePlan(_ColumnBlocks):
         widest = workspace.block_columns(self.column_bytes, threads, self.columns, self.padded_bytes)
         self.block = workspace.balanced_width(widest, self.columns, threads)
 
-    def blocks(self):
-        """(first_column, count) of the blocks of wide columns, cut anywhere (samples included)."""
-        return _cut(0, self.columns, self.block)
-
     def source(self, x):
-        """``x`` with its zero padding, in this thread's scratch (``x`` itself without padding)."""
+        """``x`` with its zero padding, in scratch (``x`` itself without padding)."""
         if not self.padded:
             return x
         s = self.spec
@@ -413,75 +369,225 @@ def _wide_plan(spec, dtype, threads):
     return plan
 
 
+@njit(parallel=True, cache=True)
+def _forward_wide_blocks(source, w_matrix, out, block, span, shifts, padded_size, columns, products):
+    """The forward over wide columns (:func:`_unfold_wide`), the threads taking consecutive blocks
+    of ``block`` columns: unfold, the groups' products, the outputs picked out
+    (:func:`_compact_wide`). Scratch rows per thread: ``columns``, ``products``."""
+    threads, (groups, group_out, rows) = columns.shape[0], w_matrix.shape
+    total = source.shape[0] * span
+    for thread in prange(threads):
+        first_block, stop_block = share(-(-total // block), thread, threads)
+        for number in range(first_block, stop_block):
+            first = number * block
+            count = min(block, total - first)
+            cols = scratch(columns, thread, (groups, rows, count))
+            _unfold_wide(source, cols, first, span, shifts)
+            product = scratch(products, thread, (groups, group_out, count))
+            for g in range(groups):
+                gemm(w_matrix[g], cols[g], product[g], 0.0)
+            _compact_wide(product, out, first, span, (padded_size[0], padded_size[1], padded_size[2]))
+
+
+@njit(inline="always", cache=True)
+def _block_of(number, block, positions, batch, pointwise):
+    """(first column, count) of block ``number``: cut at sample boundaries too where ``pointwise``."""
+    if pointwise:
+        per_sample = -(-positions // block)
+        first = number // per_sample * positions + number % per_sample * block
+        return first, min(block, positions - number % per_sample * block)
+    first = number * block
+    return first, min(block, batch * positions - first)
+
+
+@njit(inline="always", cache=True)
+def _block_count(block, positions, batch, pointwise):
+    return batch * -(-positions // block) if pointwise else -(-(batch * positions) // block)
+
+
+@njit(inline="always", cache=True)
+def _geometry(numbers):
+    """(kernel_size, out_size, stride, dilation, pad_lo, gather) from the 16 ``numbers`` of
+    ``_Plan.scratch`` (a ``prange`` kernel takes arrays and scalars, not tuples)."""
+    return ((numbers[0], numbers[1], numbers[2]), (numbers[3], numbers[4], numbers[5]),
+            (numbers[6], numbers[7], numbers[8]), (numbers[9], numbers[10], numbers[11]),
+            (numbers[12], numbers[13], numbers[14]), numbers[15] != 0)
+
+
+@njit(nogil=True, cache=True)
+def _columns_of(x, first, count, groups, rows, pointwise, thread, columns, runs, sources, geometry):
+    """The block's column matrix (G, R, count): a view of ``x`` where ``pointwise`` (the block
+    lies in one sample), else unfolded (:func:`_unfold_or_fold`) into ``thread``'s rows of the
+    scratch ``columns``, ``runs`` and ``sources``."""
+    kernel_size, out_size, stride, dilation, pad_lo, gather = _geometry(geometry)
+    positions = out_size[0] * out_size[1] * out_size[2]
+    if pointwise:
+        sample, position = first // positions, first % positions
+        return x[sample].reshape(groups, rows, positions)[:, :, position:position + count]
+    taps = kernel_size[0] * kernel_size[1] * kernel_size[2]
+    cols = scratch(columns, thread, (groups, rows, count))
+    _unfold_or_fold(x, cols, runs[thread].reshape(taps, -1, 5), scratch(sources, thread, (taps, count if gather else 0)),
+                    first, False, gather, kernel_size, out_size, stride, dilation, pad_lo)
+    return cols[:, :, :count]
+
+
+@njit(parallel=True, cache=True)
+def _forward_blocks(x, w_matrix, out, block, pointwise, columns, runs, sources, geometry):
+    """``out = w @ cols`` per group, the threads taking consecutive blocks of ``block`` columns,
+    each product written straight into ``out`` sample by sample. Scratch rows per thread:
+    ``columns``, ``runs`` and ``sources`` (:func:`_unfold_or_fold`)."""
+    threads, (groups, group_out, rows) = columns.shape[0], w_matrix.shape
+    batch, positions = x.shape[0], out[0, 0].size
+    for thread in prange(threads):
+        first_block, stop_block = share(_block_count(block, positions, batch, pointwise), thread, threads)
+        for number in range(first_block, stop_block):
+            first, count = _block_of(number, block, positions, batch, pointwise)
+            cols = _columns_of(x, first, count, groups, rows, pointwise, thread, columns, runs, sources, geometry)
+            j = 0
+            while j < count:   # the block's columns sample by sample
+                sample, position = (first + j) // positions, (first + j) % positions
+                run = min(positions - position, count - j)
+                y = out[sample].reshape(groups, group_out, positions)
+                for g in range(groups):
+                    gemm(w_matrix[g], cols[g, :, j:j + run], y[g, :, position:position + run], 0.0)
+                j += run
+
+
+@njit(nogil=True, cache=True)
+def _gathered(grad_y, first, count, groups, group_out, thread, gathered):
+    """grad_y's columns ``[first, first + count)`` as (G, K/g, count): a view where they lie in one
+    sample, else copied into ``thread``'s rows of ``gathered`` (one product over a block of
+    several small samples: 49 columns per product were 2x slower than 196 at 512 channels, 7x7)."""
+    positions = grad_y[0, 0].size
+    sample, position = first // positions, first % positions
+    if position + count <= positions:
+        return grad_y[sample].reshape(groups, group_out, positions)[:, :, position:position + count]
+    block = scratch(gathered, thread, (groups, group_out, count))
+    j = 0
+    while j < count:
+        sample, position = (first + j) // positions, (first + j) % positions
+        run = min(positions - position, count - j)
+        block[:, :, j:j + run] = grad_y[sample].reshape(groups, group_out, positions)[:, :, position:position + run]
+        j += run
+    return block[:, :, :count]
+
+
+@njit(parallel=True, cache=True)
+def _weight_blocks(x, grad_y, block, pointwise, partials, gathered, columns, runs, sources, geometry):
+    """``partials[thread, g] += grad_y (K/g, cols) @ cols.T`` over the thread's consecutive blocks
+    of ``block`` columns (``partials`` zeroed by the caller). Scratch rows per thread:
+    ``gathered`` (:func:`_gathered`), ``columns``, ``runs``, ``sources``."""
+    threads, groups, group_out, rows = partials.shape
+    batch, positions = x.shape[0], grad_y[0, 0].size
+    for thread in prange(threads):
+        first_block, stop_block = share(_block_count(block, positions, batch, pointwise), thread, threads)
+        for number in range(first_block, stop_block):
+            first, count = _block_of(number, block, positions, batch, pointwise)
+            cols = _columns_of(x, first, count, groups, rows, pointwise, thread, columns, runs, sources, geometry)
+            dy = _gathered(grad_y, first, count, groups, group_out, thread, gathered)
+            for g in range(groups):
+                gemm(dy[g], cols[g].T, partials[thread, g], 1.0)
+
+
+@njit(parallel=True, cache=True)
+def _sum_partials(partials, out):
+    """``out = partials[0] + partials[1] + ...`` (flat), added in that order, the threads taking
+    consecutive elements."""
+    threads = partials.shape[0]
+    for thread in prange(threads):
+        first, stop = share(out.size, thread, threads)
+        for i in range(first, stop):
+            total = partials[0, i]
+            for partial in range(1, threads):
+                total += partials[partial, i]
+            out[i] = total
+
+
+@njit(parallel=True, cache=True)
+def _input_pointwise(grad_y, w_matrix, grad_x, block, threads):
+    """A pointwise input gradient in place: ``grad_x = w.T @ grad_y`` per group, the threads taking
+    consecutive blocks (cut at sample boundaries) of ``block`` columns."""
+    groups, group_out, rows = w_matrix.shape
+    batch, positions = grad_y.shape[0], grad_y[0, 0].size
+    for thread in prange(threads):
+        first_block, stop_block = share(_block_count(block, positions, batch, True), thread, threads)
+        for number in range(first_block, stop_block):
+            first, count = _block_of(number, block, positions, batch, True)
+            sample, position = first // positions, first % positions
+            dy = grad_y[sample].reshape(groups, group_out, positions)
+            dx = grad_x[sample].reshape(groups, rows, positions)
+            for g in range(groups):
+                gemm(w_matrix[g].T, dy[g, :, position:position + count], dx[g, :, position:position + count], 0.0)
+
+
+@njit(parallel=True, cache=True)
+def _input_blocks(grad_y, w_matrix, grad_x, block, samples_per_share, gathered, columns, runs, sources, geometry):
+    """The input gradient: ``dcols = w.T @ grad_y`` per block, folded back onto ``grad_x``
+    (:func:`_unfold_or_fold`); the threads take consecutive shares of ``samples_per_share``
+    whole samples (a sample's columns fold onto it alone, so no two threads add to one element).
+    Scratch rows per thread: ``gathered`` (:func:`_gathered`), ``columns``, ``runs``, ``sources``."""
+    threads, (groups, group_out, rows) = columns.shape[0], w_matrix.shape
+    batch, positions = grad_x.shape[0], grad_y[0, 0].size
+    for thread in prange(threads):
+        first_share, stop_share = share(-(-batch // samples_per_share), thread, threads)
+        for number in range(first_share, stop_share):
+            first_sample = number * samples_per_share
+            stop_sample = min(first_sample + samples_per_share, batch)
+            grad_x[first_sample:stop_sample] = 0
+            for first in range(first_sample * positions, stop_sample * positions, block):
+                count = min(block, stop_sample * positions - first)
+                cols = scratch(columns, thread, (groups, rows, count))
+                dy = _gathered(grad_y, first, count, groups, group_out, thread, gathered)
+                for g in range(groups):
+                    gemm(w_matrix[g].T, dy[g], cols[g], 0.0)
+                _fold_block(grad_x, cols, first, thread, runs, sources, geometry)
+
+
+@njit(nogil=True, cache=True)
+def _fold_block(grad_x, cols, first, thread, runs, sources, geometry):
+    """Add the column block ``cols`` (its first column ``first``) onto ``grad_x`` (col2im,
+    :func:`_unfold_or_fold`) with ``thread``'s rows of the scratch ``runs`` and ``sources``."""
+    kernel_size, out_size, stride, dilation, pad_lo, gather = _geometry(geometry)
+    taps, count = kernel_size[0] * kernel_size[1] * kernel_size[2], cols.shape[2]
+    _unfold_or_fold(grad_x, cols, runs[thread].reshape(taps, -1, 5), scratch(sources, thread, (taps, count if gather else 0)),
+                    first, True, gather, kernel_size, out_size, stride, dilation, pad_lo)
+
+
 def forward(spec, x, w, out):
     threads = thread_count()
     w_matrix = w.reshape(spec.groups, spec.group_out_channels, -1)
     wide = _wide_plan(spec, x.dtype, threads)
-    if wide is not None:
-        source = wide.source(x)
-
-        def work_wide(share):
-            for first_column, count in share:
-                cols = wide.column_block(count)
-                _unfold_wide(source, cols, first_column, wide.span, wide.shifts)
-                products = workspace.borrow("wide_products", spec.out_channels * count, wide.dtype).reshape(
-                    wide.groups, spec.group_out_channels, count)
-                grouped_matmul(w_matrix, cols, products)
-                _compact_wide(products, out, first_column, wide.span, wide.padded_size)
-
-        run_in_threads(work_wide, deal(wide.blocks(), threads))
-        return
-
-    plan = _Plan(spec, x.dtype, threads)
-
-    def work(share):
-        for first_column, count in share:
-            cols = plan.unfold(x, first_column, count)
-            for b, p0, p1, j in plan.segments(first_column, count):
-                grouped_matmul(w_matrix, cols[:, :, j:j + p1 - p0], plan.by_group(out, b)[:, :, p0:p1])
-
-    run_in_threads(work, deal(plan.blocks(), threads))
+    with single_threaded_blas():
+        if wide is not None:
+            _forward_wide_blocks(wide.source(x), w_matrix, out, wide.block, wide.span, wide.shifts,
+                                 np.array(wide.padded_size, np.int64),
+                                 wide.per_thread("columns", wide.groups * wide.rows * wide.block),
+                                 wide.per_thread("wide_products", spec.out_channels * wide.block))
+            return
+        plan = _Plan(spec, x.dtype, threads)
+        _forward_blocks(x, w_matrix, out, plan.block, plan.pointwise, *plan.scratch())
 
 
 def backward_weight(spec, x, grad_y, grad_w):
+    """A partial ``grad_w`` per thread over its blocks, the partials added in thread order (the
+    same rounding every run)."""
     plan = _Plan(spec, x.dtype, thread_count(), "weight")
-    shape = (spec.groups, spec.group_out_channels, plan.rows)
-
-    def work(share):
-        partial = workspace.borrow("im2col_partial", math.prod(shape), x.dtype).reshape(shape)
-        product = workspace.borrow("im2col_product", math.prod(shape), x.dtype).reshape(shape)
-        partial[...] = 0
-        for first_column, count in share:
-            cols = plan.unfold(x, first_column, count)
-            grouped_matmul(plan.gather(grad_y, first_column, count), cols.transpose(0, 2, 1), product)
-            partial += product
-        return partial
-
-    sum_over_threads(work, plan.blocks(), grad_w.reshape(spec.groups, spec.group_out_channels, plan.rows))
+    shape = (plan.threads, spec.groups, spec.group_out_channels, plan.rows)
+    partials = workspace.borrow("im2col_partials", math.prod(shape), x.dtype).reshape(shape)
+    partials[...] = 0
+    with single_threaded_blas():
+        _weight_blocks(x, grad_y, plan.block, plan.pointwise, partials, plan.gathered(), *plan.scratch())
+    _sum_partials(partials.reshape(plan.threads, -1), grad_w.reshape(-1))
 
 
 def backward_input(spec, grad_y, w, grad_x):
-    plan = _Plan(spec, w.dtype, thread_count())
-    w_transposed = w.reshape(spec.groups, spec.group_out_channels, plan.rows).transpose(0, 2, 1)
-    if plan.pointwise:
-        def work_in_place(share):
-            for first_column, count in share:
-                grouped_matmul(w_transposed, plan.gather(grad_y, first_column, count),
-                               plan.gather(grad_x, first_column, count))
-
-        run_in_threads(work_in_place, deal(plan.blocks(), plan.threads))
-        return
-
-    # a thread folds whole samples: several per block where a sample has fewer outputs than a
-    # block has columns (512 channels at 7x7: 49 columns per product were 2x slower than 196)
-    samples_per_share = max(1, min(plan.block // plan.positions, -(-spec.batch // plan.threads)))
-
-    def work(first_sample):
-        stop_sample = min(first_sample + samples_per_share, spec.batch)
-        grad_x[first_sample:stop_sample] = 0
-        for first_column, count in plan.blocks(first_sample * plan.positions, stop_sample * plan.positions):
-            cols = plan.column_block(count)
-            grouped_matmul(w_transposed, plan.gather(grad_y, first_column, count), cols)
-            plan.fold(cols, grad_x, first_column)
-
-    run_in_threads(work, range(0, spec.batch, samples_per_share))
+    plan = _Plan(spec, w.dtype, thread_count(), "input")
+    w_matrix = w.reshape(spec.groups, spec.group_out_channels, plan.rows)
+    with single_threaded_blas():
+        if plan.pointwise:
+            _input_pointwise(grad_y, w_matrix, grad_x, plan.block, plan.threads)
+            return
+        # a thread folds whole samples: several per block where a sample has fewer outputs than a
+        # block has columns (512 channels at 7x7: 49 columns per product were 2x slower than 196)
+        samples_per_share = max(1, min(plan.block // plan.positions, -(-spec.batch // plan.threads)))
+        _input_blocks(grad_y, w_matrix, grad_x, plan.block, samples_per_share, plan.gathered(), *plan.scratch())

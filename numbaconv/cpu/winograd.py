@@ -81,6 +81,7 @@ from numba import njit, prange
 
 from . import workspace
 from .blas import gemm
+from .common import scratch, share
 from .pool import single_threaded_blas, thread_count
 
 TILE = 4                       # output tile side (m)
@@ -360,12 +361,6 @@ def _unaliased(length):
     return -(-length // 1024) * 1024 + 16
 
 
-@njit(inline="always", cache=True)
-def _share(count, thread, threads):
-    """``[first, stop)`` of ``thread``'s near-equal, consecutive share of ``count`` items."""
-    return count * thread // threads, count * (thread + 1) // threads
-
-
 @njit(parallel=True, cache=True)
 def _filters_by_threads(w, rotated, groups, ins, outs, block, taps, half, points):
     """:func:`_transform_filters` of every filter, the threads taking consecutive shares of the
@@ -373,7 +368,7 @@ def _filters_by_threads(w, rotated, groups, ins, outs, block, taps, half, points
     thread: ``taps`` rows, ``half`` rows (18 * FILTER_CHUNK)."""
     threads, group_start_step = taps.shape[0], w.shape[0] // groups
     for thread in prange(threads):
-        first_in, stop_in = _share(ins, thread, threads)
+        first_in, stop_in = share(ins, thread, threads)
         for g in range(groups):
             for first in range(first_in, stop_in, block):
                 stop = min(first + block, stop_in)
@@ -478,10 +473,10 @@ class _Tiling:
         """The threads' scratch for blocks of ``block_rows`` tile rows: patches, products (or grad_y's
         tiles), the transforms' middle stage and, but for the weight gradient, a tile row of outputs."""
         tiles = block_rows * self.tiles_w
-        scratch = (self.per_thread("winograd_patches", POINTS * tiles * self.channels),
+        arrays = (self.per_thread("winograd_patches", POINTS * tiles * self.channels),
                    self.per_thread("winograd_products", POINTS * tiles * self.out_channels),
                    self.per_thread("winograd_half", self.half_size()))
-        return scratch if weight_pass else scratch + (self.per_thread("winograd_rows", self.rows_size()),)
+        return arrays if weight_pass else arrays + (self.per_thread("winograd_rows", self.rows_size()),)
 
     def channels_last(self, name, image, rows, slots, pad_top, pad_left):
         """``image (S, C, H, W)`` copied by the threads to a zero-padded ``(S, rows, 4, slots, C)``
@@ -499,17 +494,8 @@ class _Tiling:
 def _channels_last_by_threads(image, pad_top, pad_left, out, threads):
     """:func:`_to_channels_last` of all of ``image``, the threads taking consecutive samples."""
     for thread in prange(threads):
-        first, stop = _share(image.shape[0], thread, threads)
+        first, stop = share(image.shape[0], thread, threads)
         _to_channels_last(image, first, stop, pad_top, pad_left, out)
-
-
-@njit(inline="always", cache=True)
-def _scratch(rows, thread, shape):
-    """``thread``'s row of per-thread scratch ``rows``, its first elements shaped ``shape``."""
-    size = 1
-    for extent in shape:
-        size *= extent
-    return rows[thread, :size].reshape(shape)
 
 
 @njit(parallel=True, cache=True)
@@ -524,18 +510,18 @@ def _tile_blocks(padded, u, y, tiles_h, block_rows, patches, products, half, row
     groups, group_in, group_out = u.shape[1], u.shape[2], u.shape[3]
     tile_rows = y.shape[0] * tiles_h
     for thread in prange(threads):
-        first_block, stop_block = _share(-(-tile_rows // block_rows), thread, threads)
+        first_block, stop_block = share(-(-tile_rows // block_rows), thread, threads)
         for block in range(first_block, stop_block):
             first, stop = block * block_rows, min((block + 1) * block_rows, tile_rows)
             count = (stop - first) * tiles_w
-            v = _scratch(patches, thread, (POINTS, count, channels))
-            _input_tiles(padded, first, stop, tiles_h, v, _scratch(half, thread, (PATCH, TILE, tiles_w + 1, channels)), 0)
-            m = _scratch(products, thread, (POINTS, count, out_channels))
+            v = scratch(patches, thread, (POINTS, count, channels))
+            _input_tiles(padded, first, stop, tiles_h, v, scratch(half, thread, (PATCH, TILE, tiles_w + 1, channels)), 0)
+            m = scratch(products, thread, (POINTS, count, out_channels))
             for p in range(POINTS):
                 for g in range(groups):
                     gemm(v[p, :, g * group_in:(g + 1) * group_in], u[p, g], m[p, :, g * group_out:(g + 1) * group_out], 0.0)
-            _output_tiles(m, first, stop, tiles_h, y, _scratch(half, thread, (PATCH, TILE, tiles_w, out_channels)),
-                          _scratch(rows, thread, (TILE, TILE, tiles_w, out_channels)), 0)
+            _output_tiles(m, first, stop, tiles_h, y, scratch(half, thread, (PATCH, TILE, tiles_w, out_channels)),
+                          scratch(rows, thread, (TILE, TILE, tiles_w, out_channels)), 0)
 
 
 def _winograd(x, u, y, tiling, pad_top, pad_left):
@@ -597,8 +583,8 @@ def _all_input_tiles(padded, tiles_h, patches, half):
     taking consecutive tile rows. Scratch ``half`` rows per thread."""
     threads, channels, tiles_w = half.shape[0], padded.shape[4], padded.shape[3] - 1
     for thread in prange(threads):
-        first, stop = _share(padded.shape[0] * tiles_h, thread, threads)
-        _input_tiles(padded, first, stop, tiles_h, patches, _scratch(half, thread, (PATCH, TILE, tiles_w + 1, channels)),
+        first, stop = share(padded.shape[0] * tiles_h, thread, threads)
+        _input_tiles(padded, first, stop, tiles_h, patches, scratch(half, thread, (PATCH, TILE, tiles_w + 1, channels)),
                      first * tiles_w)
 
 
@@ -608,9 +594,9 @@ def _all_output_tiles(products, tiles_h, y, half, rows):
     taking consecutive tile rows. Scratch rows per thread ``half`` and ``rows``."""
     threads, out_channels, tiles_w = half.shape[0], y.shape[1], -(-y.shape[3] // TILE)
     for thread in prange(threads):
-        first, stop = _share(y.shape[0] * tiles_h, thread, threads)
-        _output_tiles(products, first, stop, tiles_h, y, _scratch(half, thread, (PATCH, TILE, tiles_w, out_channels)),
-                      _scratch(rows, thread, (TILE, TILE, tiles_w, out_channels)), first * tiles_w)
+        first, stop = share(y.shape[0] * tiles_h, thread, threads)
+        _output_tiles(products, first, stop, tiles_h, y, scratch(half, thread, (PATCH, TILE, tiles_w, out_channels)),
+                      scratch(rows, thread, (TILE, TILE, tiles_w, out_channels)), first * tiles_w)
 
 
 @njit(parallel=True, cache=True)
@@ -621,13 +607,13 @@ def _multiply_filter_blocks(w, rotated, patches, products, block_outs, taps, hal
     per thread: ``taps``, ``half``, ``filters`` (36 rows of _unaliased(C * block_outs))."""
     threads, channels, out_channels = taps.shape[0], patches.shape[2], products.shape[2]
     for thread in prange(threads):
-        first_block, stop_block = _share(-(-out_channels // block_outs), thread, threads)
+        first_block, stop_block = share(-(-out_channels // block_outs), thread, threads)
         for block in range(first_block, stop_block):
             first, stop = block * block_outs, min((block + 1) * block_outs, out_channels)
             size, step = channels * (stop - first), _unaliased(channels * (stop - first))
             points = filters[thread]
-            _transform_filters(w, rotated, 0, 0, channels, first, stop, _scratch(taps, thread, (9, step)),
-                               _scratch(half, thread, (18, FILTER_CHUNK)), points, 0, step)
+            _transform_filters(w, rotated, 0, 0, channels, first, stop, scratch(taps, thread, (9, step)),
+                               scratch(half, thread, (18, FILTER_CHUNK)), points, 0, step)
             for p in range(POINTS):
                 gemm(patches[p], points[p * step:p * step + size].reshape(channels, stop - first),
                      products[p, :, first:stop], 0.0)
@@ -692,15 +678,15 @@ def _weight_blocks(padded, padded_grad, tiles_h, block_rows, patches, grads, hal
     groups, group_out, group_in = partials.shape[2], partials.shape[3], partials.shape[4]
     tile_rows = padded.shape[0] * tiles_h
     for thread in prange(threads):
-        first_block, stop_block = _share(-(-tile_rows // block_rows), thread, threads)
+        first_block, stop_block = share(-(-tile_rows // block_rows), thread, threads)
         for block in range(first_block, stop_block):
             first, stop = block * block_rows, min((block + 1) * block_rows, tile_rows)
             count = (stop - first) * tiles_w
-            v = _scratch(patches, thread, (POINTS, count, channels))
-            _input_tiles(padded, first, stop, tiles_h, v, _scratch(half, thread, (PATCH, TILE, tiles_w + 1, channels)), 0)
-            y = _scratch(grads, thread, (POINTS, count, out_channels))
+            v = scratch(patches, thread, (POINTS, count, channels))
+            _input_tiles(padded, first, stop, tiles_h, v, scratch(half, thread, (PATCH, TILE, tiles_w + 1, channels)), 0)
+            y = scratch(grads, thread, (POINTS, count, out_channels))
             _gradient_tiles(padded_grad, first, stop, tiles_h, y,
-                            _scratch(half, thread, (PATCH, TILE, tiles_w, out_channels)), 0)
+                            scratch(half, thread, (PATCH, TILE, tiles_w, out_channels)), 0)
             for p in range(POINTS):
                 for g in range(groups):
                     gemm(y[p, :, g * group_out:(g + 1) * group_out].T, v[p, :, g * group_in:(g + 1) * group_in],
@@ -714,7 +700,7 @@ def _partials_to_taps(partials, taps_by_points, grad_w, threads):
     adding the partials in their order."""
     filters = grad_w.shape[0]
     for thread in prange(threads):
-        first, stop = _share(filters, thread, threads)
+        first, stop = share(filters, thread, threads)
         for partial in range(partials.shape[0]):
             gemm(partials[partial, :, first:stop].T, taps_by_points, grad_w[first:stop], 0.0 if partial == 0 else 1.0)
 
@@ -725,9 +711,9 @@ def _all_gradient_tiles(padded_grad, tiles_h, grads, half):
     threads taking consecutive tile rows. Scratch ``half`` rows per thread."""
     threads, out_channels, tiles_w = half.shape[0], padded_grad.shape[4], padded_grad.shape[3]
     for thread in prange(threads):
-        first, stop = _share(padded_grad.shape[0] * tiles_h, thread, threads)
+        first, stop = share(padded_grad.shape[0] * tiles_h, thread, threads)
         _gradient_tiles(padded_grad, first, stop, tiles_h, grads,
-                        _scratch(half, thread, (PATCH, TILE, tiles_w, out_channels)), first * tiles_w)
+                        scratch(half, thread, (PATCH, TILE, tiles_w, out_channels)), first * tiles_w)
 
 
 @njit(parallel=True, cache=True)
@@ -738,10 +724,10 @@ def _weight_filter_blocks(patches, grads, block_outs, taps_by_points, sums, grad
     the taps while they are in cache."""
     threads, channels, out_channels = sums.shape[0], patches.shape[2], grads.shape[2]
     for thread in prange(threads):
-        first_block, stop_block = _share(-(-out_channels // block_outs), thread, threads)
+        first_block, stop_block = share(-(-out_channels // block_outs), thread, threads)
         for block in range(first_block, stop_block):
             first, stop = block * block_outs, min((block + 1) * block_outs, out_channels)
-            block_sums = _scratch(sums, thread, (POINTS, (stop - first) * channels))
+            block_sums = scratch(sums, thread, (POINTS, (stop - first) * channels))
             for p in range(POINTS):
                 gemm(grads[p, :, first:stop].T, patches[p], block_sums[p].reshape(stop - first, channels), 0.0)
             gemm(block_sums.T, taps_by_points, grad_w[first:stop].reshape((stop - first) * channels, 9), 0.0)
