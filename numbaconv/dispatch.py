@@ -28,9 +28,12 @@ AMD EPYC that replaced it.
    11.0 vs 4.2 / 8.6, N=4 (64) 5.2 / 13.0 vs 13.0 / 14.2; 128ch 28x28 N=1 (49)
    1.8 / 4.6 vs 1.9 / 6.0 (a toss-up, left to im2col); but 128ch 14x14 N=2
    (32) 2.0 vs 1.35, 64ch 14x14 N=2 (32) 0.81 vs 0.57, 512ch 7x7 N=1 (4) 4.9
-   vs 4.0 and 256 -> 512 7x7 N=4 (16) 5.5 vs 4.5. The weight gradient of few
-   tiles stays with im2col (512ch 7x7 N=8, one run of ``numbaconv bench``:
-   forward / input / weight 12.8 / 11.6 / 25.7 vs 18.7 / 16.2 / 19.4).
+   vs 4.0 and 256 -> 512 7x7 N=4 (16) 5.5 vs 4.5. The weight gradient takes
+   it from the same tile count where both channel counts reach
+   ``WINOGRAD_WIDE_MIN_CHANNELS``, since it too goes by filter blocks (512ch
+   7x7 N=8, ``numbaconv bench``, ms, winograd vs im2col: 20.5 vs 24.6;
+   alone, best of 6: 17.4 vs 17.5-19.5; before, with per-block sums added
+   into one total: 25.7 vs 19.4).
 2. ``planar`` at stride 1 when ``P < PLANAR_PRODUCT_LIMIT`` and the kernel has more
    than one tap, or ``P < DIRECT_PRODUCT_LIMIT`` (depthwise 1x1): where
    the GEMM algorithms' products are too small to pay for building their
@@ -167,16 +170,15 @@ def _auto_cpu(spec, runnable, pass_name):
 
 
 def _winograd_pays(spec, pass_name):
-    """Rule 1 of the module docstring: enough channels and tiles (or, for the forward and input
-    passes, the wide layers with few tiles that go by filter blocks)."""
+    """Rule 1 of the module docstring: enough channels and tiles (or the wide layers with few
+    tiles that go by filter blocks)."""
     tiles = cpu_winograd.tile_count(spec)
     if spec.group_in_channels < WINOGRAD_MIN_CHANNELS:
         return False
     if tiles >= WINOGRAD_MIN_TILES:
         return True
-    if pass_name == "weight":
-        return False
-    reduced = spec.group_in_channels if pass_name == "forward" else spec.group_out_channels
+    reduced = {"forward": spec.group_in_channels, "input": spec.group_out_channels,
+               "weight": min(spec.group_in_channels, spec.group_out_channels)}[pass_name]
     return tiles >= WINOGRAD_WIDE_MIN_TILES and reduced >= WINOGRAD_WIDE_MIN_CHANNELS
 
 

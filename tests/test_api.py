@@ -148,21 +148,25 @@ def test_auto_rule(monkeypatch):
     for algo, spec in picks:
         for pass_name in ("forward", "input", "weight"):
             assert dispatch.choose("cpu", "auto", spec.as_3d(), pass_name) is dispatch.REGISTRY["cpu"][algo], algo
-    # 32 tiles, 512 channels: Winograd by filter blocks for the forward and input passes only
-    wide = ConvSpec.create((8, 512, 7, 7), (512, 512, 3, 3), padding=1).as_3d()
-    picked = [dispatch.choose("cpu", "auto", wide, pass_name) for pass_name in ("forward", "input", "weight")]
-    assert picked == [dispatch.REGISTRY["cpu"][algo] for algo in ("winograd", "winograd", "im2col")]
+    # 32 tiles: Winograd by filter blocks for the passes that reduce over 256 channels (the weight
+    # gradient: over both)
+    for channels, out_channels, expected in ((512, 512, ("winograd", "winograd", "winograd")),
+                                             (256, 128, ("winograd", "im2col", "im2col"))):
+        wide = ConvSpec.create((8, channels, 7, 7), (out_channels, channels, 3, 3), padding=1).as_3d()
+        picked = [dispatch.choose("cpu", "auto", wide, pass_name) for pass_name in ("forward", "input", "weight")]
+        assert picked == [dispatch.REGISTRY["cpu"][algo] for algo in expected]
     functional_runs = []
     for algo in ("winograd", "im2col"):
         module = dispatch.REGISTRY["cpu"][algo]
-        for pass_name in ("backward_input", "backward_weight"):
+        for pass_name in ("forward", "backward_input", "backward_weight"):
             original = getattr(module, pass_name)
             monkeypatch.setattr(module, pass_name, lambda *args, original=original, label=f"{algo}.{pass_name}":
                                 (functional_runs.append(label), original(*args))[1])
     rng = np.random.default_rng(0)
-    x, w = rng.standard_normal((2, 256, 16, 16)), rng.standard_normal((256, 256, 3, 3))   # 32 tiles
-    nc.conv2d_backward(rng.standard_normal(x.shape), x, w, padding=1)
-    assert functional_runs == ["winograd.backward_input", "im2col.backward_weight"]
+    x, w = rng.standard_normal((2, 256, 16, 16)), rng.standard_normal((128, 256, 3, 3))   # 32 tiles
+    y = nc.conv2d(x, w, padding=1)
+    nc.conv2d_backward(rng.standard_normal(y.shape), x, w, padding=1)
+    assert functional_runs == ["winograd.forward", "im2col.backward_input", "im2col.backward_weight"]
 
 
 def test_bad_device_names_are_refused(monkeypatch):

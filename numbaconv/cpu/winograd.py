@@ -498,6 +498,17 @@ def _channels_last_by_threads(image, pad_top, pad_left, out, threads):
         _to_channels_last(image, first, stop, pad_top, pad_left, out)
 
 
+@njit(nogil=True, cache=True)
+def _block_patches(padded, tiles_h, block, block_rows, tile_rows, thread, patches, half):
+    """(first, stop, V): the tile rows of block ``block`` (``block_rows`` each, of ``tile_rows``)
+    and their patches (_input_tiles) in ``thread``'s rows of ``patches``, scratch ``half``."""
+    tiles_w, channels = padded.shape[3] - 1, padded.shape[4]
+    first, stop = block * block_rows, min((block + 1) * block_rows, tile_rows)
+    v = scratch(patches, thread, (POINTS, (stop - first) * tiles_w, channels))
+    _input_tiles(padded, first, stop, tiles_h, v, scratch(half, thread, (PATCH, TILE, tiles_w + 1, channels)), 0)
+    return first, stop, v
+
+
 @njit(parallel=True, cache=True)
 def _tile_blocks(padded, u, y, tiles_h, block_rows, patches, products, half, rows):
     """``y (S, K, OH, OW) = conv(x)`` for a chunk of samples whose input ``padded`` came from
@@ -505,18 +516,14 @@ def _tile_blocks(padded, u, y, tiles_h, block_rows, patches, products, half, row
     consecutive blocks of ``block_rows`` tile rows; per block, V (_input_tiles), the 36 x g
     products M[p] = V[p] @ U[p] in BLAS and the output tiles (_output_tiles). Scratch rows per
     thread: ``patches``, ``products``, ``half``, ``rows``."""
-    threads, channels, out_channels = patches.shape[0], padded.shape[4], y.shape[1]
-    tiles_w = padded.shape[3] - 1
+    threads, out_channels, tiles_w = patches.shape[0], y.shape[1], padded.shape[3] - 1
     groups, group_in, group_out = u.shape[1], u.shape[2], u.shape[3]
     tile_rows = y.shape[0] * tiles_h
     for thread in prange(threads):
         first_block, stop_block = share(-(-tile_rows // block_rows), thread, threads)
         for block in range(first_block, stop_block):
-            first, stop = block * block_rows, min((block + 1) * block_rows, tile_rows)
-            count = (stop - first) * tiles_w
-            v = scratch(patches, thread, (POINTS, count, channels))
-            _input_tiles(padded, first, stop, tiles_h, v, scratch(half, thread, (PATCH, TILE, tiles_w + 1, channels)), 0)
-            m = scratch(products, thread, (POINTS, count, out_channels))
+            first, stop, v = _block_patches(padded, tiles_h, block, block_rows, tile_rows, thread, patches, half)
+            m = scratch(products, thread, (POINTS, v.shape[1], out_channels))
             for p in range(POINTS):
                 for g in range(groups):
                     gemm(v[p, :, g * group_in:(g + 1) * group_in], u[p, g], m[p, :, g * group_out:(g + 1) * group_out], 0.0)
@@ -673,18 +680,14 @@ def _weight_blocks(padded, padded_grad, tiles_h, block_rows, patches, grads, hal
     channels) for a chunk of samples: ``padded`` the input and ``padded_grad`` grad_y from
     _to_channels_last, the threads taking consecutive blocks of ``block_rows`` tile rows. Scratch
     rows per thread: ``patches``, ``grads`` (grad_y's tiles), ``half``."""
-    threads, channels, out_channels = patches.shape[0], padded.shape[4], padded_grad.shape[4]
-    tiles_w = padded.shape[3] - 1
+    threads, out_channels, tiles_w = patches.shape[0], padded_grad.shape[4], padded.shape[3] - 1
     groups, group_out, group_in = partials.shape[2], partials.shape[3], partials.shape[4]
     tile_rows = padded.shape[0] * tiles_h
     for thread in prange(threads):
         first_block, stop_block = share(-(-tile_rows // block_rows), thread, threads)
         for block in range(first_block, stop_block):
-            first, stop = block * block_rows, min((block + 1) * block_rows, tile_rows)
-            count = (stop - first) * tiles_w
-            v = scratch(patches, thread, (POINTS, count, channels))
-            _input_tiles(padded, first, stop, tiles_h, v, scratch(half, thread, (PATCH, TILE, tiles_w + 1, channels)), 0)
-            y = scratch(grads, thread, (POINTS, count, out_channels))
+            first, stop, v = _block_patches(padded, tiles_h, block, block_rows, tile_rows, thread, patches, half)
+            y = scratch(grads, thread, (POINTS, v.shape[1], out_channels))
             _gradient_tiles(padded_grad, first, stop, tiles_h, y,
                             scratch(half, thread, (PATCH, TILE, tiles_w, out_channels)), 0)
             for p in range(POINTS):
