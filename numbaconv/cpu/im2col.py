@@ -283,8 +283,7 @@ class _ColumnBlocks:
 
     def per_thread(self, name, size, dtype=None):
         """Scratch of ``size`` elements for each thread, as rows of one borrowed buffer."""
-        dtype = self.dtype if dtype is None else dtype
-        return workspace.borrow(name, self.threads * size, dtype).reshape(self.threads, size)
+        return workspace.per_thread(name, self.threads, size, self.dtype if dtype is None else dtype)
 
 
 class _Plan(_ColumnBlocks):

@@ -397,15 +397,10 @@ def _transformed_filters(w, groups, rotated=False):
     # a reused buffer: a fresh 38 MB array (512 channels) cost more in page faults than the transform
     filters = workspace.borrow("winograd_filters", POINTS * out_channels * group_in, w.dtype)
     block = max(1, min(ins, TRANSFORM_BLOCK_BYTES // (9 * outs * w.dtype.itemsize)))
-    taps = _per_thread("winograd_taps", threads, 9 * _unaliased(block * outs), w.dtype)
-    half = _per_thread("winograd_filter_half", threads, 18 * FILTER_CHUNK, w.dtype)
+    taps = workspace.per_thread("winograd_taps", threads, 9 * _unaliased(block * outs), w.dtype)
+    half = workspace.per_thread("winograd_filter_half", threads, 18 * FILTER_CHUNK, w.dtype)
     _filters_by_threads(w.reshape(out_channels, group_in, 9), rotated, groups, ins, outs, block, taps, half, filters)
     return filters.reshape(POINTS, groups, ins, outs)
-
-
-def _per_thread(name, threads, size, dtype):
-    """Scratch of ``size`` elements for each of ``threads`` threads, as rows of one borrowed buffer."""
-    return workspace.borrow(name, threads * size, dtype).reshape(threads, size)
 
 
 class _Tiling:
@@ -467,7 +462,7 @@ class _Tiling:
         return -(-tile_rows // (self.threads * per_thread))
 
     def per_thread(self, name, size):
-        return _per_thread(name, self.threads, size, self.dtype)
+        return workspace.per_thread(name, self.threads, size, self.dtype)
 
     def block_scratch(self, block_rows, weight_pass=False):
         """The threads' scratch for blocks of ``block_rows`` tile rows: patches, products (or grad_y's

@@ -40,6 +40,12 @@ def borrow(name: str, size: int, dtype) -> np.ndarray:
     return buffer[:size]
 
 
+def per_thread(name: str, threads: int, size: int, dtype) -> np.ndarray:
+    """Scratch of ``size`` elements for each of ``threads`` threads, as the rows of one borrowed
+    buffer (the ``prange`` kernels give each thread its row)."""
+    return borrow(name, threads * size, dtype).reshape(threads, size)
+
+
 def release() -> None:
     """Free this thread's buffers."""
     _local.__dict__.pop("buffers", None)
