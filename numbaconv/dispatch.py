@@ -57,6 +57,22 @@ AMD EPYC that replaced it.
    vs im2col, weight gradient): video 16 -> 32 3x3x3 (P = 13824) 4.0-4.4 vs
    5.9-6.4, LeNet's 20 -> 20 5x5 (P = 10000) 2.6-3.8 vs 3.1-4.0 (a toss-up
    through the noise), 64ch 56x56 (P = 36864) 21 vs 27 (winograd takes it).
+   From ``P = PLANAR_SMALL_PLANE_PRODUCT`` on, planar also needs at least
+   ``PLANAR_MIN_PLANE_OUTPUTS`` outputs a sample's plane: on small planes its
+   passes over the grid are short and im2col's products are not. Measured on
+   the AMD EPYC with AVX-512 that replaced the first one (float32, 2 cores, ms,
+   forward / input / weight, planar vs im2col, interleaved, best of 12, NumPy's
+   OpenBLAS in im2col): LeNet's 20 -> 20 5x5 at 14x14 N=64 (P = 10000, 100
+   outputs) 2.00 / 2.81 / 2.49 vs 1.46 / 1.84 / 1.94, at 10x10 (36) 1.21 /
+   1.96 / 1.59 vs 0.64 / 0.76 / 0.82; 32ch 3x3 at 10x10 N=16 (P = 9216, 100)
+   0.46 / 0.48 / 0.67 vs 0.35 / 0.35 / 0.39, at 8x8 N=64 (64) 1.54 / 1.56 /
+   2.11 vs 0.89 / 0.98 / 1.17; but 16ch at 10x10 N=64 (P = 2304, 100) 0.48 /
+   0.48 / 0.69 vs 0.46 / 0.56 / 0.59, 8ch (P = 576) 0.15 / 0.16 / 0.23 vs
+   0.23 / 0.31 / 0.34, 1 -> 20 5x5 at 12x12 (P = 500, 64) 0.15 / 0.26 / 0.12
+   vs 0.16 / 0.34 / 0.34; and from 144 outputs a toss-up: 16ch 5x5 at 12x12
+   N=32 (P = 6400, 144) 0.81 / 0.81 / 1.04 vs 0.76 / 1.01 / 1.08, 32ch 3x3 at
+   14x14 N=8 (P = 9216, 196) 0.34 / 0.35 / 0.46 vs 0.32 / 0.34 / 0.38, at
+   28x28 (784) 0.84 / 0.85 / 1.22 vs 0.95 / 0.93 / 1.17.
 3. ``direct`` when ``P < DIRECT_PRODUCT_LIMIT`` (strided depthwise
    convolutions): with so few rows and columns the GEMM algorithms spend more
    on moving columns than on arithmetic. Measured (float32, 2 cores, ms,
@@ -99,6 +115,8 @@ REGISTRY = {
 }
 DIRECT_PRODUCT_LIMIT = 32
 PLANAR_PRODUCT_LIMIT = 32768
+PLANAR_SMALL_PLANE_PRODUCT = 4096
+PLANAR_MIN_PLANE_OUTPUTS = 128
 WINOGRAD_MIN_CHANNELS = 8
 WINOGRAD_MIN_TILES = 128
 WINOGRAD_WIDE_MIN_TILES = 32
@@ -162,7 +180,8 @@ def _auto_cpu(spec, runnable, pass_name):
     product = spec.group_out_channels * spec.group_in_channels * taps
     if "winograd" in runnable and _winograd_pays(spec, pass_name):
         return "winograd"
-    if "planar" in runnable and (product < DIRECT_PRODUCT_LIMIT or (taps > 1 and product < PLANAR_PRODUCT_LIMIT)):
+    if "planar" in runnable and (product < DIRECT_PRODUCT_LIMIT or (taps > 1 and product < PLANAR_PRODUCT_LIMIT and (
+            product < PLANAR_SMALL_PLANE_PRODUCT or math.prod(spec.out_size) >= PLANAR_MIN_PLANE_OUTPUTS))):
         return "planar"
     if product < DIRECT_PRODUCT_LIMIT or "im2col" not in runnable:
         return "direct"

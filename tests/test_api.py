@@ -132,7 +132,9 @@ def test_auto_rule(monkeypatch):
         ("direct", ConvSpec.create((1, 8, 9, 9), (8, 1, 3, 3), stride=2, groups=8)),
         ("planar", ConvSpec.create((64, 1, 28, 28), (32, 1, 3, 3))),         # P = 288
         ("planar", ConvSpec.create((1, 16, 32, 32), (16, 16, 3, 3), padding=1)),
-        ("planar", ConvSpec.create((64, 20, 14, 14), (20, 20, 5, 5))),       # P = 10000, every pass
+        ("im2col", ConvSpec.create((64, 20, 14, 14), (20, 20, 5, 5))),       # P = 10000 on 10x10 planes
+        ("planar", ConvSpec.create((8, 20, 28, 28), (20, 20, 5, 5))),         # P = 10000 on 24x24 planes
+        ("planar", ConvSpec.create((64, 1, 12, 12), (20, 1, 5, 5))),         # P = 500 on 8x8 planes
         ("winograd", ConvSpec.create((64, 32, 26, 26), (64, 32, 3, 3))),     # P = 18432, 3136 tiles
         ("planar", ConvSpec.create((1, 8, 7, 7), (8, 8, 7, 7), padding=3)),
         ("im2col", ConvSpec.create((2, 64, 14, 14), (64, 64, 3, 3), padding=1)),   # P = 36864, 32 tiles
