@@ -97,7 +97,7 @@ FILTER_TRANSFORM = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1
 TAPS_TO_POINTS = np.kron(FILTER_TRANSFORM, FILTER_TRANSFORM)
 TRANSFORM_BLOCK_BYTES = 2**17   # the gathered taps of one block of channels in the filter transform
 FILTER_CHUNK = 512              # filters transformed together (their 18 intermediate rows stay in L1)
-FILTER_BLOCKS_TILE_RATIO = 4    # by filter blocks from 4 output channels per tile (_by_filter_blocks)
+FILTER_BLOCKS_TILE_RATIO = 2    # by filter blocks from 2 output channels per tile (_by_filter_blocks)
 
 
 def supports(spec):
@@ -631,8 +631,12 @@ def _winograd_filter_blocks(x, w, rotated, y, tiling, pad_top, pad_left):
     4.7; 256 -> 512 at 7x7 N=4 6.3 / 6.8 -> 3.7 / 5.0; 256 -> 256 at 14x14 N=2 5.3 / 4.7 -> 4.2 /
     4.2. Against the tile blocks with this filter transform (forward, best of 12), by output
     channels per tile: 512 -> 512 7x7 N=8 (16 per tile) 9.5 vs 11.2, N=16 (8) 15.3 vs 15.1, 256 ->
-    256 14x14 N=4 (4) 6.3 vs 6.8, N=8 (2) 8.5 vs 7.8, 128 -> 128 28x28 N=8 (0.3) 10.0 vs 6.9:
-    hence FILTER_BLOCKS_TILE_RATIO."""
+    256 14x14 N=4 (4) 6.3 vs 6.8, N=8 (2) 8.5 vs 7.8, 128 -> 128 28x28 N=8 (0.3) 10.0 vs 6.9.
+    On the AMD EPYC with AVX-512 and NumPy's OpenBLAS (forward / input gradient, interleaved,
+    best of 15): 256 -> 256 14x14 N=8 (2) 7.6 / 7.7 vs 8.2 / 8.3, N=16 (1) 14.9 / 14.3 vs
+    12.6 / 12.6; 128 -> 128 14x14 N=8 (1) 2.0 / 2.0 vs 1.35 / 1.34; 512 -> 512 7x7 N=32 (4)
+    21.4 / 21.4 vs 20.4 / 21.3 and 256 -> 512 14x14 N=8 (4) 9.8 / 10.7 vs 9.7 / 10.9: hence
+    FILTER_BLOCKS_TILE_RATIO."""
     batch, channels, out_channels = x.shape[0], x.shape[1], y.shape[1]
     padded = tiling.padded_input(x, pad_top, pad_left)
     tiles = batch * tiling.tiles_h * tiling.tiles_w
