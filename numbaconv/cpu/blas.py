@@ -117,10 +117,14 @@ def _numpy_openblas(routine):
     """The address of ``routine`` (``sgemm``/``dgemm``) in the ILP64 OpenBLAS of NumPy's wheels, or
     None where NumPy was built against another BLAS."""
     for library in threadpool_info():
-        if library["user_api"] == "blas":
+        if library["user_api"] != "blas":
+            continue
+        try:
             function = getattr(ctypes.CDLL(library["filepath"]), f"scipy_{routine}_64_", None)
-            if function is not None:
-                return ctypes.cast(function, ctypes.c_void_p).value
+        except OSError:   # a library threadpoolctl saw but ctypes cannot open by its path
+            continue
+        if function is not None:
+            return ctypes.cast(function, ctypes.c_void_p).value
     return None
 
 
