@@ -180,12 +180,21 @@ def _auto_cpu(spec, runnable, pass_name):
     product = spec.group_out_channels * spec.group_in_channels * taps
     if "winograd" in runnable and _winograd_pays(spec, pass_name):
         return "winograd"
-    if "planar" in runnable and (product < DIRECT_PRODUCT_LIMIT or (taps > 1 and product < PLANAR_PRODUCT_LIMIT and (
-            product < PLANAR_SMALL_PLANE_PRODUCT or math.prod(spec.out_size) >= PLANAR_MIN_PLANE_OUTPUTS))):
+    if "planar" in runnable and _planar_pays(spec, product, taps):
         return "planar"
     if product < DIRECT_PRODUCT_LIMIT or "im2col" not in runnable:
         return "direct"
     return "im2col"
+
+
+def _planar_pays(spec, product, taps):
+    """Rule 2 of the module docstring: a product too small for the GEMM algorithms, on planes large
+    enough for planar's passes once the product is not tiny."""
+    if product < DIRECT_PRODUCT_LIMIT:
+        return True
+    if taps == 1 or product >= PLANAR_PRODUCT_LIMIT:
+        return False
+    return product < PLANAR_SMALL_PLANE_PRODUCT or math.prod(spec.out_size) >= PLANAR_MIN_PLANE_OUTPUTS
 
 
 def _winograd_pays(spec, pass_name):

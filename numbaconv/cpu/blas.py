@@ -113,18 +113,18 @@ def gemm(a, b, c, beta):
         _dgemm(*arguments)
 
 
-def _numpy_openblas(routine):
-    """The address of ``routine`` (``sgemm``/``dgemm``) in the ILP64 OpenBLAS of NumPy's wheels, or
-    None where NumPy was built against another BLAS."""
+def _numpy_openblas():
+    """The ILP64 OpenBLAS of NumPy's wheels (the loaded BLAS that exports ``scipy_sgemm_64_``) as a
+    ctypes library, or None where NumPy was built against another BLAS."""
     for library in threadpool_info():
         if library["user_api"] != "blas":
             continue
         try:
-            function = getattr(ctypes.CDLL(library["filepath"]), f"scipy_{routine}_64_", None)
+            opened = ctypes.CDLL(library["filepath"])
         except OSError:   # a library threadpoolctl saw but ctypes cannot open by its path
             continue
-        if function is not None:
-            return ctypes.cast(function, ctypes.c_void_p).value
+        if hasattr(opened, "scipy_sgemm_64_"):
+            return opened
     return None
 
 
@@ -145,11 +145,13 @@ def _register():
     call gemm once per dtype on this (the importing, GIL-holding) thread: numba_xxgemm looks
     SciPy's functions up on its first call of each, taking the GIL, which a ``prange`` worker
     cannot get while the thread that started the parallel region holds it."""
+    numpy_blas = _numpy_openblas()
     for routine, kind in (("sgemm", _SINGLE), ("dgemm", _DOUBLE)):
-        address = _numpy_openblas(routine)
-        if address is None:
+        if numpy_blas is None:
             _SHIMS.append(_xxgemm_shim(kind))
             address = _SHIMS[-1].address
+        else:
+            address = ctypes.cast(getattr(numpy_blas, f"scipy_{routine}_64_"), ctypes.c_void_p).value
         binding.add_symbol(f"numbaconv_{routine}", address)
     for dtype in (np.float32, np.float64):
         a, b = np.arange(1, 7, dtype=dtype).reshape(2, 3), np.ones((3, 2), dtype)
