@@ -3,7 +3,8 @@
 Each case: (name, x_shape, w_shape, stride, padding, dilation, groups).
 Together they cover 1-d/2-d/3-d, asymmetric and "same" padding (at stride 1
 and 2), stride larger than the kernel, dilation, groups, depthwise (with and
-without a channel multiplier, at stride 1 and 2), non-square shapes, 1x1
+without a channel multiplier, at stride 1 and 2; 3x3 "same" ones with planes
+shorter than the dilated kernel and of one pixel), non-square shapes, 1x1
 kernels (strided, and grouped at stride 1 with outputs enough for im2col's
 pointwise views), kernel equal to the input, kernels larger than the
 unpadded input, and batch 1 and more; 3x3 stride-1
@@ -22,6 +23,10 @@ CASES = [
     ("2d-groups", (2, 4, 7, 7), (6, 2, 3, 3), (1, 2), 1, 1, 2),
     ("2d-depthwise", (2, 4, 9, 8), (4, 1, 3, 3), 1, 1, 1, 4),
     ("2d-depthwise-multiplier", (2, 3, 6, 9), (6, 1, 3, 2), 2, (1, 0), 1, 3),
+    ("2d-depthwise-multiplier-same", (2, 3, 6, 9), (6, 1, 3, 3), 1, 1, 1, 3),
+    ("2d-depthwise-dilated-short", (2, 3, 3, 7), (6, 1, 3, 3), 1, (2, 3), (2, 3), 3),
+    ("2d-depthwise-tiny-plane", (1, 2, 1, 2), (2, 1, 3, 3), 1, 1, 1, 2),
+    ("2d-depthwise-dilated-wide", (1, 5, 11, 33), (5, 1, 3, 3), 1, (2, 1), (2, 1), 5),
     ("2d-1x1-strided", (2, 6, 7, 5), (5, 6, 1, 1), 2, 0, 1, 1),
     ("2d-1x1-groups", (2, 6, 17, 16), (4, 3, 1, 1), 1, 0, 1, 2),
     ("2d-kernel-equals-input", (2, 3, 5, 4), (4, 3, 5, 4), 1, 0, 1, 1),
@@ -37,6 +42,7 @@ CASES = [
     ("1d-long", (1, 2, 64), (3, 2, 5), 3, 2, 1, 1),
     ("3d-mixed", (2, 4, 4, 5, 6), (4, 2, 2, 3, 2), (1, 2, 1), ((1, 0), (0, 1), (1, 1)), (1, 1, 2), 2),
     ("3d-depthwise-same", (1, 3, 5, 4, 6), (3, 1, 3, 3, 3), 2, "same", 1, 3),
+    ("3d-depthwise-1x3x3", (2, 4, 3, 5, 6), (4, 1, 1, 3, 3), 1, (0, 1, 1), 1, 4),
     ("3d-strided", (2, 2, 6, 6, 6), (3, 2, 3, 3, 3), 2, 1, 1, 1),
     ("2d-one-channel-dilated", (2, 1, 8, 9), (5, 1, 3, 2), 1, ((1, 0), (2, 1)), (1, 2), 1),
     ("3d-few-channels-dilated", (2, 2, 4, 5, 6), (8, 1, 2, 3, 2), 1, ((1, 0), (0, 1), (1, 1)), (2, 1, 2), 2),

@@ -110,17 +110,24 @@ def test_nan_and_inf_propagate():
 def test_devices_and_algorithms():
     # tests/conftest.py turns the CUDA simulator on when there is no real GPU
     assert nc.devices() == ("cpu", "cuda")
-    assert set(nc.algorithms("cpu")) == {"direct", "im2col", "planar", "winograd"}
+    assert set(nc.algorithms("cpu")) == {"depthwise", "direct", "im2col", "planar", "winograd"}
     with pytest.raises(ValueError, match="unknown device"):
         nc.algorithms("tpu")
 
 
 def test_every_algorithm_through_the_public_api(rng):
-    x, w = random_array(rng, (2, 4, 6, 7)), random_array(rng, (6, 2, 3, 3))
-    expected = nc.reference.conv2d(x, w, padding="same", groups=2)
-    for algo in ("auto", *nc.algorithms("cpu")):
-        y = nc.conv2d(x, w, padding="same", groups=2, algo=algo, device="cpu")
-        assert_close(y, expected, np.float64, algo)
+    from numbaconv import dispatch
+    from numbaconv.spec import ConvSpec
+    ran = set()
+    for x_shape, w_shape, groups in (((2, 4, 6, 7), (6, 2, 3, 3), 2), ((2, 4, 6, 7), (8, 1, 3, 3), 4)):
+        x, w = random_array(rng, x_shape), random_array(rng, w_shape)
+        expected = nc.reference.conv2d(x, w, padding="same", groups=groups)
+        spec = ConvSpec.create(x_shape, w_shape, padding="same", groups=groups).as_3d()
+        for algo in ("auto", *dispatch.runnable("cpu", spec)):
+            y = nc.conv2d(x, w, padding="same", groups=groups, algo=algo, device="cpu")
+            assert_close(y, expected, np.float64, algo)
+            ran.add(algo)
+    assert ran == {"auto", *nc.algorithms("cpu")}
 
 
 def test_auto_rule(monkeypatch):
@@ -150,6 +157,10 @@ def test_auto_rule(monkeypatch):
     for algo, spec in picks:
         for pass_name in ("forward", "input", "weight"):
             assert dispatch.choose("cpu", "auto", spec.as_3d(), pass_name) is dispatch.REGISTRY["cpu"][algo], algo
+    # 3x3 depthwise, "same" size: its own forward and input passes, planar's weight gradient
+    same_depthwise = ConvSpec.create((8, 16, 28, 28), (32, 1, 3, 3), padding=1, groups=16).as_3d()
+    picked = [dispatch.choose("cpu", "auto", same_depthwise, pass_name) for pass_name in ("forward", "input", "weight")]
+    assert picked == [dispatch.REGISTRY["cpu"][algo] for algo in ("depthwise", "depthwise", "planar")]
     # 32 tiles: Winograd by filter blocks for the passes that reduce over 256 channels (the weight
     # gradient: over both)
     for channels, out_channels, expected in ((512, 512, ("winograd", "winograd", "winograd")),

@@ -202,3 +202,30 @@ def test_planar_weight_gradient_puts_nan_and_inf_where_the_reference_does(rng, w
     np.testing.assert_array_equal(np.isinf(grad_w.reshape(spec.w_shape)), np.isinf(expected))
     finite = np.isfinite(expected)
     assert_close(grad_w.reshape(spec.w_shape)[finite], expected[finite], np.float64, "finite entries")
+
+
+@pytest.mark.parametrize("pass_name", ["forward", "input"])
+def test_depthwise_keeps_nan_and_inf_in_their_rows(rng, pass_name):
+    """Taps outside a plane read the neighbouring rows (left and right columns) or planes (rows
+    above and below): a NaN or Inf read there must not reach the outputs (dropped by a select)."""
+    spec = ConvSpec.create((2, 3, 6, 7), (6, 1, 3, 3), 1, 1, 1, 3)
+    source = random_array(rng, spec.x_shape if pass_name == "forward" else spec.y_shape)
+    w = random_array(rng, spec.w_shape)
+    source[0, 0, 2, 0] = np.inf      # first column: the row above's last output reads it wrapped
+    source[1, 1, 4, 6] = np.nan      # last column: the row below's first output reads it wrapped
+    source[1, 2, 0, 6] = -np.inf     # first row: the previous plane's last row reads it from below
+    spec3d = spec.as_3d()
+    module = dispatch.REGISTRY["cpu"]["depthwise"]
+    if pass_name == "forward":
+        result = poisoned(spec3d.y_shape, np.float64)
+        module.forward(spec3d, source.reshape(spec3d.x_shape), w.reshape(spec3d.w_shape), result)
+        expected = reference.forward(spec, source, w)
+    else:
+        result = poisoned(spec3d.x_shape, np.float64)
+        module.backward_input(spec3d, source.reshape(spec3d.y_shape), w.reshape(spec3d.w_shape), result)
+        expected = reference.backward_input(spec, source, w)
+    result = result.reshape(expected.shape)
+    np.testing.assert_array_equal(np.isnan(result), np.isnan(expected))
+    np.testing.assert_array_equal(np.isinf(result), np.isinf(expected))
+    finite = np.isfinite(expected)
+    assert_close(result[finite], expected[finite], np.float64, "finite entries")

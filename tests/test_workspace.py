@@ -93,11 +93,13 @@ def test_a_small_limit_shrinks_the_blocks_and_keeps_results(rng, limit):
         assert 0 < peak <= MIB, (pass_name, peak)
 
 
-# Problems for the limit: 3x3 (every algorithm), grouped, pointwise (im2col's views), 5x5 strided.
+# Problems for the limit: 3x3 (every algorithm but depthwise), grouped, pointwise (im2col's views),
+# 5x5 strided, 3x3 depthwise with a channel multiplier.
 LIMITED_PROBLEMS = [((4, 32, 40, 40), (32, 32, 3, 3), dict(padding=1)),
                     ((2, 16, 20, 20), (32, 4, 3, 3), dict(padding=1, groups=4)),
                     ((2, 64, 24, 24), (32, 64, 1, 1), {}),
-                    ((2, 8, 30, 30), (16, 8, 5, 5), dict(stride=2, padding=2))]
+                    ((2, 8, 30, 30), (16, 8, 5, 5), dict(stride=2, padding=2)),
+                    ((2, 16, 20, 20), (32, 1, 3, 3), dict(padding=1, groups=16))]
 
 
 @pytest.mark.parametrize("limit_bytes", [64 * 1024, MIB, 4 * MIB])

@@ -53,3 +53,20 @@ def scratch(rows, thread, shape):
     for extent in shape:
         size *= extent
     return rows[thread, :size].reshape(shape)
+
+
+@njit(inline="always", cache=True)
+def nine(values, t):
+    """``values[t:t + 9]`` as a tuple of scalars (kept in registers)."""
+    return (values[t], values[t + 1], values[t + 2], values[t + 3], values[t + 4], values[t + 5],
+            values[t + 6], values[t + 7], values[t + 8])
+
+
+@njit(inline="always", cache=True)
+def nine_views(flat, shifts, t, span):
+    """The ``span``-long views of ``flat`` at ``shifts[t:t + 9]``: sliced, so the loops index
+    them with counters Numba knows are not negative (no wraparound checks, they vectorise)."""
+    s0, s1, s2, s3, s4, s5, s6, s7, s8 = nine(shifts, t)
+    return (flat[s0:s0 + span], flat[s1:s1 + span], flat[s2:s2 + span], flat[s3:s3 + span],
+            flat[s4:s4 + span], flat[s5:s5 + span], flat[s6:s6 + span], flat[s7:s7 + span],
+            flat[s8:s8 + span])

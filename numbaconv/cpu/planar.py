@@ -71,7 +71,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import workspace
-from .common import grid_walk
+from .common import grid_walk, nine, nine_views
 
 FUSED_TAPS = 9   # taps summed in one pass over a plane
 
@@ -200,23 +200,6 @@ def _own_scratch(scratch, fresh):
     return thread, own
 
 
-@njit(inline="always")
-def _nine(values, t):
-    """``values[t:t + 9]`` as a tuple of scalars (kept in registers)."""
-    return (values[t], values[t + 1], values[t + 2], values[t + 3], values[t + 4], values[t + 5],
-            values[t + 6], values[t + 7], values[t + 8])
-
-
-@njit(inline="always")
-def _nine_views(flat, shifts, t, span):
-    """The ``span``-long views of ``flat`` at ``shifts[t:t + 9]``: sliced, so the loops index
-    them with counters Numba knows are not negative (no wraparound checks, they vectorise)."""
-    s0, s1, s2, s3, s4, s5, s6, s7, s8 = _nine(shifts, t)
-    return (flat[s0:s0 + span], flat[s1:s1 + span], flat[s2:s2 + span], flat[s3:s3 + span],
-            flat[s4:s4 + span], flat[s5:s5 + span], flat[s6:s6 + span], flat[s7:s7 + span],
-            flat[s8:s8 + span])
-
-
 @njit(nogil=True, cache=True, fastmath={"contract"})
 def _add_taps(wide, flat, weights, shifts, accumulate):
     """``wide[q] (+)= sum over taps t of weights[t] * flat[q + shifts[t]]``, nine taps per pass;
@@ -224,8 +207,8 @@ def _add_taps(wide, flat, weights, shifts, accumulate):
     span, taps = wide.size, shifts.size
     t = 0
     while t + FUSED_TAPS <= taps:
-        a0, a1, a2, a3, a4, a5, a6, a7, a8 = _nine_views(flat, shifts, t, span)
-        w0, w1, w2, w3, w4, w5, w6, w7, w8 = _nine(weights, t)
+        a0, a1, a2, a3, a4, a5, a6, a7, a8 = nine_views(flat, shifts, t, span)
+        w0, w1, w2, w3, w4, w5, w6, w7, w8 = nine(weights, t)
         for q in range(span):
             total = (w0 * a0[q] + w1 * a1[q] + w2 * a2[q] + w3 * a3[q] + w4 * a4[q]
                      + w5 * a5[q] + w6 * a6[q] + w7 * a7[q] + w8 * a8[q])
@@ -246,9 +229,9 @@ def _add_taps_pair(wide_a, wide_b, flat, weights_a, weights_b, shifts, accumulat
     span, taps = wide_a.size, shifts.size
     t = 0
     while t + FUSED_TAPS <= taps:
-        a0, a1, a2, a3, a4, a5, a6, a7, a8 = _nine_views(flat, shifts, t, span)
-        u0, u1, u2, u3, u4, u5, u6, u7, u8 = _nine(weights_a, t)
-        v0, v1, v2, v3, v4, v5, v6, v7, v8 = _nine(weights_b, t)
+        a0, a1, a2, a3, a4, a5, a6, a7, a8 = nine_views(flat, shifts, t, span)
+        u0, u1, u2, u3, u4, u5, u6, u7, u8 = nine(weights_a, t)
+        v0, v1, v2, v3, v4, v5, v6, v7, v8 = nine(weights_b, t)
         for q in range(span):
             x0, x1, x2, x3, x4, x5, x6, x7, x8 = a0[q], a1[q], a2[q], a3[q], a4[q], a5[q], a6[q], a7[q], a8[q]
             total_a = u0 * x0 + u1 * x1 + u2 * x2 + u3 * x3 + u4 * x4 + u5 * x5 + u6 * x6 + u7 * x7 + u8 * x8
@@ -275,7 +258,7 @@ def _tap_dots(wide, flat, shifts, sums):
     zero = wide.dtype.type(0)
     t = 0
     while t + FUSED_TAPS <= taps:
-        a0, a1, a2, a3, a4, a5, a6, a7, a8 = _nine_views(flat, shifts, t, span)
+        a0, a1, a2, a3, a4, a5, a6, a7, a8 = nine_views(flat, shifts, t, span)
         d0 = d1 = d2 = d3 = d4 = d5 = d6 = d7 = d8 = zero
         for q in range(span):
             g = wide[q]
