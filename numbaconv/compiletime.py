@@ -11,7 +11,7 @@ it. Two numbers matter:
 - warm: for each (algorithm, pass, dtype), a fresh child process on that now
   filled cache: the time to import numbaconv and the time of the first call.
 
-The problem is a tiny 2-d 3x3 convolution that every CPU algorithm runs
+The problem is a tiny 2-d 3x3 depthwise convolution that every CPU algorithm runs
 (``PROBLEM``): the kernels are compiled per argument types, never per
 shape, so its first call costs what any problem's would.
 """
@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 
-PROBLEM = {"x_shape": (2, 4, 8, 8), "w_shape": (4, 4, 3, 3), "padding": 1}
+PROBLEM = {"x_shape": (2, 4, 8, 8), "w_shape": (4, 1, 3, 3), "padding": 1, "groups": 4}
 _CHILD = """
 import json, sys, time
 started = time.perf_counter()
@@ -43,7 +43,7 @@ def child(started: float, items) -> None:
     from .bench import pass_calls
 
     import_s = time.perf_counter() - started
-    options = {"padding": PROBLEM["padding"]}
+    options = {"padding": PROBLEM["padding"], "groups": PROBLEM["groups"]}
     seconds = []
     for algo, pass_name, dtype in items:
         operands = (np.ones(shape, dtype) for shape in (PROBLEM["x_shape"], PROBLEM["w_shape"], PROBLEM["x_shape"]))
