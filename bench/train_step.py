@@ -8,7 +8,9 @@ forward, input gradient and weight gradient against PyTorch's (numbaconv with
 ``algo="auto"``, as the layers run it, and the fastest of its algorithms), and
 the Python overhead of one call on a tiny problem.
 
-The step is timed twice, each time in a fresh process: with the OpenMP wait
+Every process first sets glibc's malloc to keep freed memory
+(``numbaconv.bench.keep_freed_memory``), as ``numbaconv bench`` does. The
+step is timed twice, each time in a fresh process: with the OpenMP wait
 policy the environment gives (PyTorch's workers then spin for milliseconds
 after each of its operations, on the cores numbaconv's threads need next), and
 with ``OMP_WAIT_POLICY=PASSIVE`` (they sleep at once), which an OpenMP runtime
@@ -30,6 +32,9 @@ import torch
 
 import numbaconv as nc
 import numbaconv.torch as nct
+from numbaconv import dispatch
+from numbaconv.bench import keep_freed_memory
+from numbaconv.spec import ConvSpec
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
 from digits_cnn import build_cnn, time_training_steps  # noqa: E402  (one definition of the network)
@@ -38,12 +43,13 @@ BATCH, SIZE = 64, 28
 
 
 def best_of(functions, repeats, number):
-    """Best seconds per call of each function, timed alternately, after one warm-up call each."""
-    for function in functions.values():
-        function()
+    """Best seconds per call of each function, timed alternately, each timed block after one
+    untimed call: the first call after another runtime's (Numba's or PyTorch's OpenMP) runs
+    while that runtime's threads still spin on the two cores."""
     best = dict.fromkeys(functions, math.inf)
     for _ in range(repeats):
         for name, function in functions.items():
+            function()
             start = time.perf_counter()
             for _ in range(number):
                 function()
@@ -70,7 +76,7 @@ def conv_passes(x_shape, w_shape, repeats):
     functions = {("forward", "torch"): lambda: torch.nn.functional.conv2d(xt, wt),
                  ("input grad", "torch"): torch_backward([True, False, False]),
                  ("weight grad", "torch"): torch_backward([False, True, False])}
-    for algo in ("auto", *nc.algorithms("cpu")):
+    for algo in ("auto", *runnable(x_shape, w_shape)):
         functions.update({
             ("forward", algo): lambda algo=algo: nc.conv2d(x, w, algo=algo),
             ("input grad", algo): lambda algo=algo: nc.conv2d_input(x.shape, w, grad_y, algo=algo),
@@ -80,6 +86,11 @@ def conv_passes(x_shape, w_shape, repeats):
     for (pass_name, who), seconds in times.items():
         passes.setdefault(pass_name, {})[who] = seconds
     return passes
+
+
+def runnable(x_shape, w_shape):
+    """The CPU algorithms that run this (unpadded, stride-1) convolution."""
+    return dispatch.runnable("cpu", ConvSpec.create(x_shape, w_shape).as_3d())
 
 
 def call_overhead(repeats):
@@ -135,7 +146,7 @@ def main(repeats=7):
             if pass_name in passes:
                 ours, theirs = times["auto"], times["torch"]
                 total_ours, total_torch = total_ours + ours, total_torch + theirs
-                fastest = min(nc.algorithms("cpu"), key=times.get)
+                fastest = min(runnable(x_shape, w_shape), key=times.get)
                 print(f"{name:14s} {pass_name:12s} {ours * 1e3:12.2f} {theirs * 1e3:9.2f} "
                       f"{theirs / ours:6.2f}   {fastest} {times[fastest] * 1e3:.2f}")
     print(f"{'convolutions':14s} {'in a step':12s} {total_ours * 1e3:12.2f} {total_torch * 1e3:9.2f} "
@@ -153,6 +164,10 @@ if __name__ == "__main__":
     parser.add_argument("--repeats", type=int, default=7, help="alternating repeats (default 7)")
     parser.add_argument("--step-only", action="store_true", help="print the two step times in ms and stop")
     arguments = parser.parse_args()
+    # as numbaconv bench does: without it PyTorch's convolutions alone paid page faults in some
+    # processes and not in others (conv2's forward 14 ms against 7 ms), and that time landed in
+    # "the rest of the step" with torch
+    print(keep_freed_memory(), file=sys.stderr)
     if arguments.step_only:
         print(*step_times(arguments.repeats))
     else:

@@ -54,6 +54,9 @@ def _parser() -> _Parser:
     run.add_argument("--budget", type=float, default=None,
                      help="seconds of timing per layer and pass (default 0.3 quick, 1.0 full)")
     run.add_argument("--without-torch", action="store_true", help="do not compare with PyTorch")
+    run.add_argument("--default-malloc", action="store_true",
+                     help="leave glibc's malloc settings as they are (freed memory goes back to the system, "
+                          "so calls may pay page faults, depending on what ran before)")
     run.add_argument("--json", default=None, metavar="FILE", help="write the rows and the machine as JSON")
     run.add_argument("--plot", default=None, metavar="FILE.png", help="bar chart of GFLOP/s (needs matplotlib)")
     run.set_defaults(handler=_bench, subparser=run)
@@ -188,6 +191,7 @@ def _bench(parser, args) -> int:
     info = machine()
     print(f"numbaconv {info['numbaconv']}, numba {info['numba']}, numpy {info['numpy']}, torch {info['torch']}; "
           f"{info['cpu']} ({info['cpu cores']} cores), gpu: {info['gpu']}")
+    print("malloc left as it is (--default-malloc)" if args.default_malloc else bench.keep_freed_memory())
     peak = bench.cpu_peak_gflops()
     print(f"practical CPU peak (float32 2048^3 NumPy matmul): {peak:.1f} GFLOP/s; dtype {args.dtype}")
     layers = [bench.LAYERS[name] for name in names]

@@ -31,7 +31,7 @@ def test_bench_table_json_and_plot(capsys, tmp_path):
     json_path, png_path = tmp_path / "rows.json", tmp_path / "speed.png"
     code, out, _ = run(capsys, "bench", *TINY, "--json", str(json_path), "--plot", str(png_path))
     assert code == 0, out
-    assert "practical CPU peak" in out and "vs torch" in out
+    assert "practical CPU peak" in out and "vs torch" in out and "malloc" in out
     lines = [line for line in out.splitlines() if line.startswith("batch1_16ch")]
     # every algorithm that runs the layer, PyTorch and the reference, for each of the three passes
     labels = {line.split()[2].rstrip("*") for line in lines}
@@ -206,3 +206,33 @@ def test_compile_time_of_one_kernel(capsys):
     with pytest.raises(SystemExit) as stop:
         cli.main(["compile-time", "--algo", "fastest"])
     assert stop.value.code == 2
+
+
+_FREED_MEMORY_CHILD = """
+import sys, numpy as np
+from numbaconv import bench
+if sys.argv[1] == "keep":
+    print(bench.keep_freed_memory())
+def resident_pages():
+    return int(open("/proc/self/statm").read().split()[1])
+block = np.ones(24 * 2**20 // 8)      # 24 MiB, touched
+before = resident_pages()
+del block
+print(before - resident_pages())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt, /proc")
+def test_bench_keeps_freed_memory_for_reuse():
+    """With the setting, a freed 24 MiB block stays in the process (the next call reuses it
+    without page faults); with glibc's defaults it goes back to the system."""
+    import subprocess
+    released = {}
+    for mode in ("keep", "default"):
+        done = subprocess.run([sys.executable, "-c", _FREED_MEMORY_CHILD, mode], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        lines = done.stdout.split("\n")
+        if mode == "keep" and "keeps freed memory" not in lines[0]:
+            pytest.skip(f"not glibc: {lines[0]}")
+        released[mode] = int(lines[-2]) * 4096
+    assert released["keep"] < 2**20 and released["default"] > 16 * 2**20, released
