@@ -61,6 +61,7 @@ def test_speed(benchmark, layer_name, pass_name, label):
         call()
         implementation.synchronize()
     if not benchmark.disabled:
+        bench.keep_freed_memory()   # as numbaconv bench does: no page faults for memory freed earlier
         # A few calls before pytest-benchmark calibrates: right after a Numba
         # parallel kernel, PyTorch's first calls ran 200x slower for a while.
         bench.best_times([timed], [bench.wall_time], min_repeats=5, budget_s=0.2)
