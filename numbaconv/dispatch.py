@@ -6,11 +6,11 @@ reduction). Rules 1-3 were measured on the project's earlier 2-core Intel
 Xeon, partly against ``shifted`` (removed since: see 4); rule 4 on the 2-core
 AMD EPYC that replaced it, rule 0 on the AVX-512 EPYC after that.
 
-0. ``depthwise`` for the forward and input passes of the problems it runs
-   (3x3 depthwise, stride 1, "same" padding): planar's taps without its
-   plane copies (float32, 2 cores, ms, depthwise 256ch 28x28 N=8,
-   interleaved, best of 200: forward 0.42 against planar's 0.66). Their
-   weight gradient is planar's.
+0. ``depthwise`` for the problems it runs (3x3 depthwise, stride 1, "same"
+   padding): planar's taps without its plane copies (float32, 2 cores, ms,
+   interleaved, depthwise vs planar: 256ch 28x28 N=8 forward 0.33 vs 0.55,
+   weight 0.67 vs 0.69; 512ch 14x14 N=8 forward 0.26 vs 0.77, weight 0.35
+   vs 0.68; more in cpu/depthwise.py).
 1. ``winograd`` (F(4x4, 3x3)) for 3x3 stride-1 2-d problems with at least
    ``WINOGRAD_MIN_CHANNELS`` input channels per group and ``WINOGRAD_MIN_TILES``
    4x4 output tiles: its filter transform (36 K C/g values, ~100 flops each)
@@ -183,7 +183,7 @@ def _auto_cpu(spec, runnable, pass_name):
     """The CPU algorithm "auto" picks for one pass (rule in the module docstring)."""
     taps = math.prod(spec.kernel_size)
     product = spec.group_out_channels * spec.group_in_channels * taps
-    if "depthwise" in runnable and pass_name != "weight":
+    if "depthwise" in runnable:
         return "depthwise"
     if "winograd" in runnable and _winograd_pays(spec, pass_name):
         return "winograd"

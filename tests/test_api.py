@@ -157,10 +157,11 @@ def test_auto_rule(monkeypatch):
     for algo, spec in picks:
         for pass_name in ("forward", "input", "weight"):
             assert dispatch.choose("cpu", "auto", spec.as_3d(), pass_name) is dispatch.REGISTRY["cpu"][algo], algo
-    # 3x3 depthwise, "same" size: its own forward and input passes, planar's weight gradient
-    same_depthwise = ConvSpec.create((8, 16, 28, 28), (32, 1, 3, 3), padding=1, groups=16).as_3d()
-    picked = [dispatch.choose("cpu", "auto", same_depthwise, pass_name) for pass_name in ("forward", "input", "weight")]
-    assert picked == [dispatch.REGISTRY["cpu"][algo] for algo in ("depthwise", "depthwise", "planar")]
+    # 3x3 depthwise, "same" size (with a channel multiplier, dilated)
+    for same_depthwise in (ConvSpec.create((8, 16, 28, 28), (32, 1, 3, 3), padding=1, groups=16),
+                           ConvSpec.create((2, 8, 9, 9), (8, 1, 3, 3), padding=2, dilation=2, groups=8)):
+        for pass_name in ("forward", "input", "weight"):
+            assert dispatch.choose("cpu", "auto", same_depthwise.as_3d(), pass_name) is dispatch.REGISTRY["cpu"]["depthwise"]
     # 32 tiles: Winograd by filter blocks for the passes that reduce over 256 channels (the weight
     # gradient: over both)
     for channels, out_channels, expected in ((512, 512, ("winograd", "winograd", "winograd")),

@@ -229,3 +229,24 @@ def test_depthwise_keeps_nan_and_inf_in_their_rows(rng, pass_name):
     np.testing.assert_array_equal(np.isinf(result), np.isinf(expected))
     finite = np.isfinite(expected)
     assert_close(result[finite], expected[finite], np.float64, "finite entries")
+
+
+def test_depthwise_weight_gradient_puts_nan_and_inf_where_the_reference_does(rng):
+    """The inputs outside a plane count as the padding's zeros: a NaN in grad_y at a border reaches
+    the taps that read the padding there (NaN * 0), as in the reference; an Inf in the input only
+    the taps that read it; the neighbouring rows and planes never."""
+    spec = ConvSpec.create((2, 3, 6, 7), (6, 1, 3, 3), 1, 1, 1, 3)
+    x, grad_y = random_array(rng, spec.x_shape), random_array(rng, spec.y_shape)
+    x[0, 0, 2, 0] = np.inf
+    x[1, 2, 0, 6] = -np.inf
+    grad_y[1, 1, 0, 0] = np.nan
+    spec3d = spec.as_3d()
+    grad_w = poisoned(spec3d.w_shape, np.float64)
+    dispatch.REGISTRY["cpu"]["depthwise"].backward_weight(spec3d, x.reshape(spec3d.x_shape),
+                                                         grad_y.reshape(spec3d.y_shape), grad_w)
+    expected = reference.backward_weight(spec, x, grad_y)
+    grad_w = grad_w.reshape(spec.w_shape)
+    np.testing.assert_array_equal(np.isnan(grad_w), np.isnan(expected))
+    np.testing.assert_array_equal(np.isinf(grad_w), np.isinf(expected))
+    finite = np.isfinite(expected)
+    assert_close(grad_w[finite], expected[finite], np.float64, "finite entries")

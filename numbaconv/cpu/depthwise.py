@@ -12,30 +12,41 @@ input array, and each output plane is one loop over its ``H W`` outputs,
 written into ``y`` in place. Taps that fall outside the plane read the
 neighbouring rows or planes instead; a mask per output (four bits: the tap
 row above, the row below, the left column, the right column lie inside the
-plane) drops their products by a select, not by a multiply with 0, so a NaN
-or Inf in the neighbours never leaks in (and, as in padding that is skipped,
-an infinite weight does not turn the border NaN). The first and last planes
-of the array, whose neighbours' reads would fall outside it, are copied into
-a per-thread plane with margins first.
+plane) drops what they read by selects, never by a multiply with 0, so a NaN
+or Inf in the neighbours never leaks in. The first and last planes of the
+array, whose neighbours' reads would fall outside it, are copied into a
+per-thread plane with margins first.
 
-Each vector of outputs costs nine loads of the input, one of the masks, eight
-selects and one store. The input gradient is the same correlation of
-``grad_y`` with the kernel rotated by 180 degrees (the padding is
-symmetric); with a channel multiplier ``M = K / C`` each input channel adds
-up its ``M`` output channels. The weight gradient is planar's (its dot
-products already run whole planes).
+The forward pass drops the products of the taps outside the plane (as
+PyTorch's float32 depthwise kernels skip the padding: an infinite weight
+does not turn the borders NaN); each vector of outputs costs nine loads of
+the input, one of the masks, eight selects and one store. The input
+gradient is the same correlation of ``grad_y`` with the kernel rotated by
+180 degrees (the padding is symmetric); with a channel multiplier ``M = K /
+C`` each input channel adds up its ``M`` output channels. The weight
+gradient sums nine dot products a plane, ``grad_y`` against each tap's
+shifted input, the inputs outside the plane taken as the zeros of the
+padding (as the reference and planar do: a NaN in ``grad_y`` at a border
+reaches the taps that read the padding there); each output channel is one
+thread's, its sums float64 across planes.
 
 FLOPs: ``2 * 9 * N K H W`` per pass (D times more in 3-d; the masked
 products are computed and dropped). Memory traffic: the input (``grad_y``
-for the input gradient) and the output once each; a plane's three tap rows
-stay in L1 between reads. Workspace: one plane with margins per thread and
-the input gradient's rotated weights (``9 K``), within what planar's weight
-gradient needs (``supports`` asks planar).
-Measured (float32, 2 cores, best of 200, interleaved, ms, forward, this /
-the version with rows cut into bands and edge outputs summed one by one /
-planar): 256ch 28x28 N=8 0.33 / 0.58 / 0.55; 64ch 56x56 N=8 0.37 / 0.47;
-512ch 14x14 N=8 0.26 / 0.77; 1024ch 7x7 N=8 0.28 / 1.32 (PyTorch 0.21:
-at 49 outputs a plane the loop runs mostly in its scalar remainder).
+for the input gradient), the output (``grad_y`` and ``x`` for the weight
+gradient) once each; a plane's three tap rows stay in L1 between reads.
+Workspace: one plane with margins per thread and the input gradient's
+rotated weights (``9 K``).
+Measured (float32, 2 cores, interleaved, ms, this / planar / PyTorch):
+forward, best of 200: 256ch 28x28 N=8 0.33 / 0.55 / 0.45-0.82, 64ch 56x56
+N=8 0.29-0.37 / 0.47, 512ch 14x14 N=8 0.26 / 0.77 / 0.29, 1024ch 7x7 N=8
+0.28 / 1.32 / 0.21 (at 49 outputs a plane the loop runs mostly in its scalar
+remainder); weight gradient, best of 100: 256ch 28x28 0.67 / 0.69 / 0.85-1.05,
+64ch 56x56 0.60 / 0.72 / 0.97-1.29, 512ch 14x14 0.35 / 0.68 / 0.30-0.39,
+1024ch 7x7 0.31 / 0.82 / 0.22 (one tap row a pass, three sums instead of
+nine, was no faster: 0.67 / 0.63 / 0.37 / 0.36). Dropped on the way: rows
+cut into bands with the edge outputs summed one by one (forward 0.58 ms,
+0.12 of it in the edges), and a forward that selects each tap's input
+rather than sums of products (0.52 ms).
 """
 import functools
 
@@ -43,11 +54,12 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from . import planar, workspace
+from . import workspace
 from .common import nine, nine_views
 
 TAPS = 9
 TOP, BOTTOM, LEFT, RIGHT = 1, 2, 4, 8   # the mask bits: which of an output's taps lie in its plane
+TOP_LEFT, TOP_RIGHT, BOTTOM_LEFT, BOTTOM_RIGHT = TOP | LEFT, TOP | RIGHT, BOTTOM | LEFT, BOTTOM | RIGHT
 
 
 def supports(spec):
@@ -61,7 +73,10 @@ def supports(spec):
     if spec.pad_lo != same or spec.pad_hi != same:
         return (f"needs padding equal to the dilation on both sides of H and W, none in D "
                 f"(output size = input size), got {tuple(zip(spec.pad_lo, spec.pad_hi))}")
-    return planar.supports(spec)   # its weight gradient
+    height, width = spec.in_size[1:]
+    margin = spec.dilation[1] * width + spec.dilation[2]
+    threads = numba.config.NUMBA_NUM_THREADS
+    return workspace.over_limit((threads * (height * width + 2 * margin) + TAPS * spec.out_channels) * 8)
 
 
 @functools.lru_cache(maxsize=256)
@@ -78,10 +93,37 @@ def _plan(height, width, row_step, column_step):
     return shifts, masks, row_step * width + column_step
 
 
+@njit(inline="always")
+def _inside(mask, views, q, zero):
+    """Tap ``t``'s input of output ``q``, ``views[t][q]``, or ``zero`` where the tap lies outside the
+    plane by ``mask``: the input the padding gives it (a select, so whatever the neighbouring
+    rows or planes hold never reaches a product)."""
+    a0, a1, a2, a3, a4, a5, a6, a7, a8 = views
+    # bit tests, not `and`: a branch in the loop would keep it from vectorising
+    return (a0[q] if mask & TOP_LEFT == TOP_LEFT else zero, a1[q] if mask & TOP else zero,
+            a2[q] if mask & TOP_RIGHT == TOP_RIGHT else zero, a3[q] if mask & LEFT else zero, a4[q],
+            a5[q] if mask & RIGHT else zero, a6[q] if mask & BOTTOM_LEFT == BOTTOM_LEFT else zero,
+            a7[q] if mask & BOTTOM else zero, a8[q] if mask & BOTTOM_RIGHT == BOTTOM_RIGHT else zero)
+
+
+@njit(inline="always")
+def _plane_source(flat, at, size, margin, padded):
+    """``(array, start)``: where the taps of the plane ``flat[at:at + size]`` read, ``array[start +
+    margin + q + shift]``; the plane itself, or where its taps would reach outside ``flat``, a
+    copy in this thread's row of ``padded``."""
+    if margin <= at and at + size + margin <= flat.size:
+        return flat, at - margin
+    own = padded[numba.get_thread_id()]
+    own[margin:margin + size] = flat[at:at + size]
+    return own, 0
+
+
 @njit(nogil=True, cache=True, fastmath={"contract"})
 def _plane(target, flat, at, weights, shifts, masks, accumulate):
     """``target[q] (+)= sum over taps t inside the plane of weights[t] * flat[at + q + shifts[t]]``
-    for the plane's outputs ``q``, the taps outside it dropped by ``masks``. The views are sliced,
+    for the plane's outputs ``q``: the products of the taps outside it are dropped by ``masks``
+    (selects on sums of products, a row or column at a time: 8 a vector of outputs, against
+    selecting each tap's input, 0.33 against 0.52 ms for 256ch 28x28 N=8). The views are sliced,
     so the loop indexes them with a counter Numba knows is not negative (no wraparound checks,
     it vectorises)."""
     span = target.size
@@ -96,6 +138,31 @@ def _plane(target, flat, at, weights, shifts, masks, accumulate):
         right = w5 * a5[q] + (w2 * a2[q] if top else zero) + (w8 * a8[q] if bottom else zero)
         total = middle + (left if mask & LEFT else zero) + (right if mask & RIGHT else zero)
         target[q] = target[q] + total if accumulate else total
+
+
+@njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
+def _plane_dots(grad, flat, at, shifts, masks, sums):
+    """``sums[t] += sum over the plane's outputs q of grad[q] * flat[at + q + shifts[t]]``, the
+    inputs outside the plane taken as zero (:func:`_inside`); per-plane sums in the array dtype
+    (they vectorise), added into float64 ``sums``."""
+    span = grad.size
+    views = nine_views(flat[at:], shifts, 0, span)
+    zero = grad.dtype.type(0)
+    d0 = d1 = d2 = d3 = d4 = d5 = d6 = d7 = d8 = zero
+    for q in range(span):
+        v0, v1, v2, v3, v4, v5, v6, v7, v8 = _inside(masks[q], views, q, zero)
+        g = grad[q]
+        d0 += g * v0
+        d1 += g * v1
+        d2 += g * v2
+        d3 += g * v3
+        d4 += g * v4
+        d5 += g * v5
+        d6 += g * v6
+        d7 += g * v7
+        d8 += g * v8
+    for t, dot in enumerate((d0, d1, d2, d3, d4, d5, d6, d7, d8)):
+        sums[t] += dot
 
 
 @njit(parallel=True, cache=True)
@@ -114,21 +181,45 @@ def _depthwise_kernel(source, weights, shifts, masks, margin, padded, out):
         target = out[n, o, d].reshape(-1)
         for j in range(per_out):
             at = ((n * source_channels + (o // group_out) * per_out + j) * depth + d) * size
-            if margin <= at and at + size + margin <= flat.size:
-                _plane(target, flat, at - margin, weights[o, j], shifts, masks, j > 0)
-            else:   # the taps would reach outside the array
-                own = padded[numba.get_thread_id()]
-                own[margin:margin + size] = flat[at:at + size]
-                _plane(target, own, 0, weights[o, j], shifts, masks, j > 0)
+            array, start = _plane_source(flat, at, size, margin, padded)
+            _plane(target, array, start, weights[o, j], shifts, masks, j > 0)
 
 
-def _correlate(spec, source, weights, out):
+@njit(parallel=True, cache=True)
+def _weight_kernel(x, grad_y, shifts, masks, margin, padded, grad_w):
+    """``grad_w[k, t] = sum over n, d and outputs q of grad_y[n, k, d, q] * x[n, k // M, d]`` at
+    ``q`` shifted by tap t (zero outside the plane): ``x`` (N, C, D, H, W) contiguous, ``grad_y``
+    (N, K, D, H, W), ``grad_w`` (K, 9), ``M = K / C``. Each output channel is one thread's, its
+    sums float64."""
+    batch, in_channels, depth = x.shape[0], x.shape[1], x.shape[2]
+    size = x.shape[3] * x.shape[4]
+    out_channels = grad_y.shape[1]
+    multiplier = out_channels // in_channels
+    flat = x.reshape(-1)
+    for k in prange(out_channels):
+        sums = np.zeros(TAPS)
+        for n in range(batch):
+            for d in range(depth):
+                at = ((n * in_channels + k // multiplier) * depth + d) * size
+                array, start = _plane_source(flat, at, size, margin, padded)
+                _plane_dots(grad_y[n, k, d].reshape(-1), array, start, shifts, masks, sums)
+        for t in range(TAPS):
+            grad_w[k, t] = sums[t]
+
+
+def _scratch(spec, dtype):
+    """``(shifts, masks, margin, padded)`` for a pass of ``spec``: :func:`_plan`'s, the shifts
+    counted from ``margin`` before a plane's start, and the threads' planes with margins."""
     height, width = spec.in_size[1:]
     shifts, masks, margin = _plan(height, width, spec.dilation[1], spec.dilation[2])
     threads = numba.config.NUMBA_NUM_THREADS
-    padded = workspace.borrow("depthwise_padded", threads * (height * width + 2 * margin), source.dtype)
+    padded = workspace.borrow("depthwise_padded", threads * (height * width + 2 * margin), dtype)
     padded[:] = 0
-    _depthwise_kernel(source, weights, shifts + margin, masks, margin, padded.reshape(threads, -1), out)
+    return shifts + margin, masks, margin, padded.reshape(threads, -1)
+
+
+def _correlate(spec, source, weights, out):
+    _depthwise_kernel(source, weights, *_scratch(spec, source.dtype), out)
 
 
 def forward(spec, x, w, out):
@@ -143,4 +234,5 @@ def backward_input(spec, grad_y, w, grad_x):
     _correlate(spec, grad_y, rotated, grad_x)
 
 
-backward_weight = planar.backward_weight
+def backward_weight(spec, x, grad_y, grad_w):
+    _weight_kernel(x, grad_y, *_scratch(spec, x.dtype), grad_w.reshape(spec.out_channels, TAPS))
