@@ -184,6 +184,14 @@ def test_planar_on_one_thread(rng):
         numba.set_num_threads(previous)
 
 
+def assert_same_non_finite(result, expected):
+    """NaN and Inf where ``expected`` has them, the rest close to it."""
+    np.testing.assert_array_equal(np.isnan(result), np.isnan(expected))
+    np.testing.assert_array_equal(np.isinf(result), np.isinf(expected))
+    finite = np.isfinite(expected)
+    assert_close(result[finite], expected[finite], np.float64, "finite entries")
+
+
 @pytest.mark.parametrize("w_shape, groups", [((4, 1, 3, 3), 4), ((6, 1, 3, 2), 1)], ids=["grid", "columns"])
 def test_planar_weight_gradient_puts_nan_and_inf_where_the_reference_does(rng, w_shape, groups):
     """An Inf in the input reaches only the taps that read it (not those that meet it at the
@@ -198,10 +206,7 @@ def test_planar_weight_gradient_puts_nan_and_inf_where_the_reference_does(rng, w
     dispatch.REGISTRY["cpu"]["planar"].backward_weight(spec3d, x.reshape(spec3d.x_shape), grad_y.reshape(spec3d.y_shape),
                                                      grad_w)
     expected = reference.backward_weight(spec, x, grad_y)
-    np.testing.assert_array_equal(np.isnan(grad_w.reshape(spec.w_shape)), np.isnan(expected))
-    np.testing.assert_array_equal(np.isinf(grad_w.reshape(spec.w_shape)), np.isinf(expected))
-    finite = np.isfinite(expected)
-    assert_close(grad_w.reshape(spec.w_shape)[finite], expected[finite], np.float64, "finite entries")
+    assert_same_non_finite(grad_w.reshape(spec.w_shape), expected)
 
 
 @pytest.mark.parametrize("pass_name", ["forward", "input"])
@@ -224,11 +229,7 @@ def test_depthwise_keeps_nan_and_inf_in_their_rows(rng, pass_name):
         result = poisoned(spec3d.x_shape, np.float64)
         module.backward_input(spec3d, source.reshape(spec3d.y_shape), w.reshape(spec3d.w_shape), result)
         expected = reference.backward_input(spec, source, w)
-    result = result.reshape(expected.shape)
-    np.testing.assert_array_equal(np.isnan(result), np.isnan(expected))
-    np.testing.assert_array_equal(np.isinf(result), np.isinf(expected))
-    finite = np.isfinite(expected)
-    assert_close(result[finite], expected[finite], np.float64, "finite entries")
+    assert_same_non_finite(result.reshape(expected.shape), expected)
 
 
 def test_depthwise_weight_gradient_puts_nan_and_inf_where_the_reference_does(rng):
@@ -245,8 +246,4 @@ def test_depthwise_weight_gradient_puts_nan_and_inf_where_the_reference_does(rng
     dispatch.REGISTRY["cpu"]["depthwise"].backward_weight(spec3d, x.reshape(spec3d.x_shape),
                                                          grad_y.reshape(spec3d.y_shape), grad_w)
     expected = reference.backward_weight(spec, x, grad_y)
-    grad_w = grad_w.reshape(spec.w_shape)
-    np.testing.assert_array_equal(np.isnan(grad_w), np.isnan(expected))
-    np.testing.assert_array_equal(np.isinf(grad_w), np.isinf(expected))
-    finite = np.isfinite(expected)
-    assert_close(grad_w[finite], expected[finite], np.float64, "finite entries")
+    assert_same_non_finite(grad_w.reshape(spec.w_shape), expected)
