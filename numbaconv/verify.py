@@ -2,9 +2,11 @@
 
 The problems cross every argument the engine takes: rank 1, 2 and 3; stride
 1 and 2; padding 0, 1, "same" and asymmetric (low 1, high 0); dilation 1 and
-2; groups 1, 2 and depthwise (groups = C); float32 and float64. Channel
-counts, sizes and kernel sizes are drawn at random per problem (kernels of
-1-3 taps per dim, inputs large enough for every combination), and the forward
+2; groups 1, 2 and depthwise (groups = C), the depthwise ones also with a
+3x3 kernel (1x3x3 in 3-d, 3 in 1-d: the depthwise algorithm's problems where
+the padding is "same"); float32 and float64. Channel counts, sizes and
+kernel sizes are drawn at random per problem (kernels of 1-3 taps per dim,
+inputs large enough for every combination), and the forward
 pass includes a bias. Each result is compared with ``numbaconv.reference``
 by ``bench.relative_error`` against ``bench.TOLERANCE``.
 """
@@ -22,7 +24,7 @@ from .spec import ConvSpec
 STRIDES = (1, 2)
 PADDINGS = (0, 1, "same", "asymmetric")
 DILATIONS = (1, 2)
-GROUPINGS = (1, 2, "depthwise")
+GROUPINGS = (1, 2, "depthwise", "depthwise 3x3")
 SIZE_RANGE = {1: (7, 16), 2: (5, 10), 3: (5, 8)}  # wide enough for 3 taps at dilation 2
 
 
@@ -30,11 +32,15 @@ def random_problems(rng, draws=3, dtypes=("float32", "float64")):
     """Yield ``(rank, arguments, x, w, bias, grad_y, dtype)``, ``draws`` problems per argument combination."""
     for rank, stride, padding, dilation, grouping, dtype, _ in itertools.product(
             (1, 2, 3), STRIDES, PADDINGS, DILATIONS, GROUPINGS, dtypes, range(draws)):
-        groups = int(rng.integers(2, 4)) if grouping == "depthwise" else grouping
-        group_in = 1 if grouping == "depthwise" else int(rng.integers(1, 4))
+        depthwise = isinstance(grouping, str)
+        groups = int(rng.integers(2, 4)) if depthwise else grouping
+        group_in = 1 if depthwise else int(rng.integers(1, 4))
         channels_in, channels_out = groups * group_in, groups * int(rng.integers(1, 4))
         size = tuple(int(s) for s in rng.integers(*SIZE_RANGE[rank], size=rank))
-        kernel = tuple(int(k) for k in rng.integers(1, 4, size=rank))
+        if grouping == "depthwise 3x3":
+            kernel = (1,) * (rank - 2) + (3,) * min(rank, 2)
+        else:
+            kernel = tuple(int(k) for k in rng.integers(1, 4, size=rank))
         pads = ((1, 0),) * rank if padding == "asymmetric" else padding
         arguments = dict(stride=stride, padding=pads, dilation=dilation, groups=groups)
         x = rng.standard_normal((2, channels_in, *size)).astype(dtype)
