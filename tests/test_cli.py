@@ -58,9 +58,10 @@ def test_bench_without_torch_installed(capsys, monkeypatch):
 
 
 def test_bench_without_torch_by_choice(capsys):
-    code, out, _ = run(capsys, "bench", *TINY, "--pass", "weight", "--algo", "auto", "--without-torch")
+    code, out, _ = run(capsys, "bench", *TINY, "--pass", "weight", "--algo", "auto", "--without-torch",
+                       "--default-malloc")
     assert code == 0
-    assert "left out (--without-torch)" in out
+    assert "left out (--without-torch)" in out and "malloc left as it is (--default-malloc)" in out
     rows = [line for line in out.splitlines() if line.startswith("batch1_16ch")]
     assert [row.split()[2] for row in rows] == [f"cpu/auto={bench.auto_choice('cpu', bench.LAYERS['batch1_16ch'], 'weight')}", "cpu/reference"]
 
