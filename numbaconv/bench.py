@@ -164,7 +164,7 @@ def keep_freed_memory() -> str:
     or 7.6 depending on one convolution run before it (0.58-0.65 with the setting)."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):   # no C library by that name, or no mallopt in it
         return "malloc left as it is (no glibc mallopt here)"
     if mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX) != 1 or mallopt(M_TRIM_THRESHOLD, 2**31 - 1) != 1:
         return "malloc left as it is (mallopt refused)"

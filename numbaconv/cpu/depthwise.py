@@ -31,9 +31,10 @@ reaches the taps that read the padding there); each output channel is one
 thread's, its sums float64 across planes.
 
 FLOPs: ``2 * 9 * N K H W`` per pass (D times more in 3-d; the masked
-products are computed and dropped). Memory traffic: the input (``grad_y``
-for the input gradient), the output (``grad_y`` and ``x`` for the weight
-gradient) once each; a plane's three tap rows stay in L1 between reads.
+products are computed and dropped). Memory traffic: each pass reads its two
+operands and writes its result once (``x`` and ``y``; ``grad_y`` and
+``grad_x``; ``x`` and ``grad_y``, with 9 K sums out); a plane's three tap
+rows stay in L1 between reads.
 Workspace: one plane with margins per thread and the input gradient's
 rotated weights (``9 K``).
 Measured (float32, 2 cores, interleaved, ms, this / planar / PyTorch):
