@@ -32,7 +32,7 @@ def random_problems(rng, draws=3, dtypes=("float32", "float64")):
     """Yield ``(rank, arguments, x, w, bias, grad_y, dtype)``, ``draws`` problems per argument combination."""
     for rank, stride, padding, dilation, grouping, dtype, _ in itertools.product(
             (1, 2, 3), STRIDES, PADDINGS, DILATIONS, GROUPINGS, dtypes, range(draws)):
-        depthwise = isinstance(grouping, str)
+        depthwise = grouping in ("depthwise", "depthwise 3x3")
         groups = int(rng.integers(2, 4)) if depthwise else grouping
         group_in = 1 if depthwise else int(rng.integers(1, 4))
         channels_in, channels_out = groups * group_in, groups * int(rng.integers(1, 4))

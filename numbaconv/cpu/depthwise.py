@@ -74,10 +74,15 @@ def supports(spec):
     if spec.pad_lo != same or spec.pad_hi != same:
         return (f"needs padding equal to the dilation on both sides of H and W, none in D "
                 f"(output size = input size), got {tuple(zip(spec.pad_lo, spec.pad_hi))}")
-    height, width = spec.in_size[1:]
-    margin = spec.dilation[1] * width + spec.dilation[2]
     threads = numba.config.NUMBA_NUM_THREADS
-    return workspace.over_limit((threads * (height * width + 2 * margin) + TAPS * spec.out_channels) * 8)
+    return workspace.over_limit((threads * _padded_plane_size(spec) + TAPS * spec.out_channels) * 8)
+
+
+def _padded_plane_size(spec):
+    """Elements of one thread's plane with margins: the plane and, either side, how far the taps
+    reach (:func:`_plan`'s margin)."""
+    height, width = spec.in_size[1:]
+    return height * width + 2 * (spec.dilation[1] * width + spec.dilation[2])
 
 
 @functools.lru_cache(maxsize=256)
@@ -214,8 +219,8 @@ def _scratch(spec, dtype):
     height, width = spec.in_size[1:]
     shifts, masks, margin = _plan(height, width, spec.dilation[1], spec.dilation[2])
     threads = numba.config.NUMBA_NUM_THREADS
-    padded = workspace.borrow("depthwise_padded", threads * (height * width + 2 * margin), dtype)
-    padded[:] = 0
+    padded = workspace.borrow("depthwise_padded", threads * _padded_plane_size(spec), dtype)
+    padded[:] = 0   # the margins' reads are dropped by the masks; zeros keep them ordinary numbers
     return shifts + margin, masks, margin, padded.reshape(threads, -1)
 
 
