@@ -15,8 +15,8 @@ of 9, and they happen inside BLAS: for each of the 36 points ``p`` a product
 
 Input gradient: the same transform with the 180-degree-rotated kernel,
 channels swapped within each group, on ``grad_y`` padded by ``2 - pad_lo``
-(seed 000: the input gradient is the full correlation of ``grad_y`` with
-the rotated kernel). Weight gradient: the adjoint. With ``Y[t, k] = A dy[t, k]
+(the input gradient is the full correlation of ``grad_y`` with the rotated
+kernel). Weight gradient: the adjoint. With ``Y[t, k] = A dy[t, k]
 A^T`` (6x6 per 4x4 tile of ``grad_y``, zero past its edges), ``dU[p] (K, C) =
 sum over tiles of Y[p].T @ V[p]`` (BLAS reducing over each block's tiles into a
 partial sum per thread, the partials added in thread order) and ``grad_w[k, c] =
@@ -25,16 +25,9 @@ the tiles' V and Y) each thread sums all tiles for a block of output channels
 instead (:func:`_weight_by_filter_blocks_pays`).
 
 Threads: every stage is a ``prange`` over the threads, each taking a
-consecutive share, calling BLAS (held to one thread) from inside. The
-threads are Numba's OpenMP workers, which PyTorch shares in a process that
-loads both; the earlier Python thread pool took turns on the cores with
-PyTorch's workers spinning after each of its operations (see ``blas``).
-32 -> 64 channels at 26x26, N=64 (the training step's conv2), ms on 2 cores,
-best / median of 8 right after a ``torch.nn.functional.conv2d``, Python pool
--> ``prange``: forward 11.0 / 15.9 -> 6.8 / 8.3, input gradient 14.4 / 16.4
--> 10.1 / 10.6, weight gradient 12.7 / 15.7 -> 10.0 / 11.1; 64 channels at
-56x56 N=8: 11.7 / 14.2 -> 8.4 / 8.8, 13.7 / 15.4 -> 7.3 / 8.6, 12.1 / 14.5
--> 8.9 / 10.5.
+consecutive share, calling BLAS (held to one thread) from inside; ``pool``
+says why. ``python bench/train_step.py`` times these passes right after
+PyTorch's operations (its conv2 runs here).
 
 Layout: the transforms run vectorised across channels, so the input (and
 ``grad_y``) is first copied channels-last and zero-padded (a chunk of samples
@@ -48,10 +41,9 @@ channels, against 2.4 MB of ``V`` for N=8), so the blocks go the other way:
 all tiles' ``V`` first, then each thread takes blocks of output channels,
 transforms their filters and multiplies all tiles with them while that part
 of ``U`` is in cache (:func:`_winograd_filter_blocks`). The filter transform
-runs vectorised across filters like the tile transforms. (Indexing flat
-arrays as ``a[offset + j]`` kept the transforms scalar: Numba's negative-index
-wraparound hid the pattern from LLVM's vectoriser; the transforms index
-slices from 0.)
+runs vectorised across filters like the tile transforms. The transforms
+index slices from 0, never a flat ``a[offset + j]``, whose negative-index
+wraparound check would hide the pattern from LLVM's vectoriser.
 
 FLOPs: ``2 * 36 * K * (C/g) * tiles`` in BLAS, ``tiles = N ceil(OH/4) ceil(OW/4)``
 (about 0.44x the direct count when OH and OW are multiples of 4; edge tiles
@@ -60,20 +52,20 @@ of ``V`` and ``M`` for the transforms and about ``100 K C/g`` for the filters.
 Memory traffic: x and y about twice (the channels-last copy), ``V`` and ``M``
 per block in cache, ``U`` (``36 K C/g`` elements) written once and read once
 per block; by filter blocks, ``V`` and ``M`` once each and ``U`` in cache. With
-few tiles the products are skinny (32 rows at 512 channels, 7x7, N=8: 60-65
-GFLOP/s on one core) and bound the speed.
+few tiles the products are skinny (32 rows at 512 channels, 7x7, N=8) and
+bound the speed: ``NUMBA_NUM_THREADS=1 numbaconv bench --layer conv3x3_512
+--algo winograd``.
 
 Accuracy: the transforms scale by up to 8 (and the filter transform divides
 by 24), so float32 results carry about 10x the rounding of a direct sum:
-norm-relative errors of 1e-6 to 3e-6 for the forward and input gradient and
-7e-7 to 3e-6 for the weight gradient (bench layers up to 512 channels, and
-N=32 64ch 56x56), against 2e-7 to 4e-7 for the GEMM algorithms. That is
-within the 1e-5 every algorithm is held to, so Winograd needs no looser bound
-(issue 5 allowed 1e-4); measured again after the filter transform moved from
-BLAS to the two-stage transform (512 channels at 7x7, N=8 and N=1, 256 at
-14x14, 64 at 56x56): forward and input 1.7e-6 to 2.9e-6, weight 6e-7 to
-2.7e-6. The filter transform (sums of up to 3 terms a stage in the working
-precision) adds a few ulp to U, nothing visible in these numbers.
+norm-relative errors up to 3.5e-6 for the forward and input gradient and
+up to 3e-6 for the weight gradient on the bench layers, against 2e-7
+to 4e-7 for the GEMM algorithms. That is within the 1e-5 every algorithm is
+held to, so Winograd needs no looser bound (``numbaconv bench --layer
+conv3x3_64,conv3x3_512 --algo winograd``, column ``rel err``;
+docs/decisions.md, G1). The filter transform (sums of up to 3 terms a stage
+in the working precision) adds a few ulp to U, nothing visible in these
+numbers.
 """
 import numba
 import numpy as np
@@ -127,7 +119,7 @@ def tile_count(spec):
 # The transforms below work on flat arrays with explicit offsets, rows ``step`` apart, and run
 # across ``count`` channels (the innermost, unit-stride loop) so that they vectorise. They scale
 # by 2, 4 and 8 through additions (exact, like the multiplications): Numba types ``4 * value``
-# as float64 for a float32 value, which made the float32 transforms convert every operand.
+# as float64 for a float32 value, which would make the float32 transforms convert every operand.
 
 @njit(inline="always", cache=True)
 def _twice(value):
@@ -144,7 +136,8 @@ def _four_rows(array, first, step, count):
     """Four slices of ``count`` elements of flat ``array``, from ``first``, ``step`` apart.
 
     The transforms index such views from 0: with a raw flat index ``first + j`` Numba's
-    negative-index wraparound hid the access pattern from LLVM, which then did not vectorise."""
+    negative-index wraparound check hides the access pattern from LLVM, which then does not
+    vectorise."""
     return (_row(array, first, count), _row(array, first + step, count),
             _row(array, first + 2 * step, count), _row(array, first + 3 * step, count))
 
@@ -220,7 +213,8 @@ def _to_channels_last(image, first, stop, pad_top, pad_left, out):
                 if q < q0 or q >= q1:
                     pixel[:] = 0
                 else:   # writes in order, reads across channels: 2x faster than reading in order;
-                        # an unsigned column index skips the wraparound check (32->64 26x26 N=64: 1.5 -> 0.7 ms)
+                        # an unsigned column index skips the wraparound check, halving the copy
+                        # (docs/decisions.md, G6)
                     for c in range(channels):
                         pixel[c] = image[n, c, h, np.uint64(q - pad_left)]
 
@@ -329,7 +323,7 @@ def _transform_filters(w, rotated, group_start, in_first, in_stop, out_first, ou
     for n filters at a time. The taps are gathered tap-major, then transformed across the
     filters, columns then rows, like the tiles."""
     ins, outs = in_stop - in_first, out_stop - out_first   # taps rows may be longer than ins * outs
-    for i in range(ins):   # writes in order (reading w across o: 5.3 -> 1.1 ms for 512 x 512, one thread)
+    for i in range(ins):   # writes in order (reading w across o instead: 5x slower, docs/decisions.md G5)
         for o in range(outs):
             if rotated:
                 for t in range(9):
@@ -356,8 +350,8 @@ def _transform_filters(w, rotated, group_start, in_first, in_stop, out_first, ou
 @njit(cache=True)
 def _unaliased(length):
     """A row length at least ``length`` (elements) whose rows start in different L1 cache sets:
-    rows a multiple of 4 KiB apart share the sets (8 ways), and gathering nine tap rows of
-    512 x 24 filters that way took 4.0 ms against 0.9 (one thread, 512 -> 512 channels)."""
+    rows a multiple of 4 KiB apart share the sets (8 ways), which makes gathering nine tap rows
+    of 512 x 24 filters 4x slower (docs/decisions.md, G5)."""
     return -(-length // 1024) * 1024 + 16
 
 
@@ -386,10 +380,9 @@ def _transformed_filters(w, groups, rotated=False):
 
     FLOPs about ``100 K C/g`` (two 3-to-6 transforms of 9 and 18 values per filter); memory:
     ``w`` read once, U (``36 K C/g`` elements) written once. Accuracy: U within a few ulp of G f
-    G^T (sums of up to 3 terms a stage, in the working precision). (This replaced one BLAS product
-    of TAPS_TO_POINTS with the taps, 648 flops a filter: 512 -> 512 channels on one thread, blocks
-    of 32 output channels in cache, 6.5 ms (gather 0.8 + BLAS 5.7) -> 3.0-3.7 ms. The whole U
-    at once, 38 MB, is bound by memory: 6.7 -> 4.7-5.0 ms on 2 cores.)"""
+    G^T (sums of up to 3 terms a stage, in the working precision). Two stages rather than one BLAS
+    product of TAPS_TO_POINTS with the taps (648 flops a filter): about 2x faster at 512 -> 512
+    channels; the whole U at once (38 MB there) is bound by memory (docs/decisions.md, G5)."""
     out_channels, group_in = w.shape[:2]
     group_out = out_channels // groups
     ins, outs = (group_out, group_in) if rotated else (group_in, group_out)
@@ -543,9 +536,9 @@ def _planes(array):
 
 def _filter_block_outs(ins, itemsize):
     """Output channels per filter block: U of about ``workspace.BLOCK_BYTES``, rounded up to a
-    multiple of 8. (One thread, 512 -> 512 channels, 32 tiles, ms, filter transform + products:
-    blocks of 16 outputs 4.0 + 11.0, 24 3.7 + 10.4, 32 3.0 + 9.2, 64 3.8 + 9.6, 128 3.4 +
-    10.2; 256 channels, 2 cores: 64 won against 32 and 128.)"""
+    multiple of 8: 32 at 512 input channels, 64 at 256 (float32), the widths that beat the
+    others tried (16 to 128) there (``numbaconv bench --layer conv3x3_256,conv3x3_512 --algo
+    winograd --pass forward`` with other widths; docs/decisions.md, G3)."""
     return -(-workspace.BLOCK_BYTES // (POINTS * ins * itemsize) // 8) * 8
 
 
@@ -562,10 +555,9 @@ def _by_filter_blocks(tiling, groups, batch):
 def _weight_by_filter_blocks_pays(tiling, groups, batch):
     """Whether the weight gradient runs by filter blocks (:func:`_weight_by_filter_blocks`): one
     group, the threads' partial sums (36 K C values each) more than all the tiles' V and Y (36 T
-    (C + K)), and all of those within the workspace limit. Measured (2 cores, ms, tile blocks /
-    filter blocks, best of 6): 512 -> 512 at 7x7 N=8 (partials / tiles' V and Y: 16) 40.5 /
-    17.4, 256 at 14x14 N=8 (2) 16.6 / 10.8, N=16 (1) 17.9 / 19.9, 128 at 28x28 N=4 (0.65) 5.2 /
-    5.9, N=8 (0.33) 8.9 / 12.3; 32 -> 64 at 26x26 N=64 (0.02) 13.0 / 22.9."""
+    (C + K)), and all of those within the workspace limit: filter blocks win at ratios of 2 and
+    more and lose at 1 and below (``numbaconv bench --layer conv3x3_512,conv3x3_256,conv3x3_128
+    --algo winograd --pass weight``; docs/decisions.md, G4)."""
     tiles = batch * tiling.tiles_h * tiling.tiles_w
     return (groups == 1 and tiling.threads * tiling.out_channels * tiling.channels > tiles * (tiling.channels + tiling.out_channels)
             and workspace.over_limit(_filter_blocks_bytes(tiling, batch)) is None)
@@ -624,19 +616,11 @@ def _multiply_filter_blocks(w, rotated, patches, products, block_outs, taps, hal
 def _winograd_filter_blocks(x, w, rotated, y, tiling, pad_top, pad_left):
     """:func:`_winograd` for few tiles and many filters (one group): all tiles' V first, then each
     thread takes blocks of output channels, transforming the block's filters (U stays in cache:
-    36 K C values of a wide layer, 38 MB at 512 channels, went through memory twice) and
-    multiplying all the tiles with them; then the output tiles. Against the tile blocks with the
-    earlier, BLAS filter transform (2 cores, ms, forward / input gradient, interleaved, best of
-    10): 512 -> 512 at 7x7 N=8 (32 tiles) 14.4 / 13.1 -> 11.4 / 10.1, N=1 11.9 / 10.9 -> 4.4 /
-    4.7; 256 -> 512 at 7x7 N=4 6.3 / 6.8 -> 3.7 / 5.0; 256 -> 256 at 14x14 N=2 5.3 / 4.7 -> 4.2 /
-    4.2. Against the tile blocks with this filter transform (forward, best of 12), by output
-    channels per tile: 512 -> 512 7x7 N=8 (16 per tile) 9.5 vs 11.2, N=16 (8) 15.3 vs 15.1, 256 ->
-    256 14x14 N=4 (4) 6.3 vs 6.8, N=8 (2) 8.5 vs 7.8, 128 -> 128 28x28 N=8 (0.3) 10.0 vs 6.9.
-    On the AMD EPYC with AVX-512 and NumPy's OpenBLAS (forward / input gradient, interleaved,
-    best of 15): 256 -> 256 14x14 N=8 (2) 7.6 / 7.7 vs 8.2 / 8.3, N=16 (1) 14.9 / 14.3 vs
-    12.6 / 12.6; 128 -> 128 14x14 N=8 (1) 2.0 / 2.0 vs 1.35 / 1.34; 512 -> 512 7x7 N=32 (4)
-    21.4 / 21.4 vs 20.4 / 21.3 and 256 -> 512 14x14 N=8 (4) 9.8 / 10.7 vs 9.7 / 10.9: hence
-    FILTER_BLOCKS_TILE_RATIO."""
+    36 K C values of a wide layer, 38 MB at 512 channels, would otherwise go through memory
+    twice) and multiplying all the tiles with them; then the output tiles. It pays from
+    FILTER_BLOCKS_TILE_RATIO output channels per tile on (``numbaconv bench --layer
+    conv3x3_256,conv3x3_512 --algo winograd --pass forward,input`` with the ratio changed;
+    docs/decisions.md, G2)."""
     batch, channels, out_channels = x.shape[0], x.shape[1], y.shape[1]
     padded = tiling.padded_input(x, pad_top, pad_left)
     tiles = batch * tiling.tiles_h * tiling.tiles_w
