@@ -5,7 +5,7 @@ For problems where every output channel reads one input channel (``C / g =
 dilation on both sides of H and W (so ``OH = H``, ``OW = W``: MobileNet's and
 EfficientNet's depthwise layers). Planar (cpu/planar.py) copies each plane
 into a zero-bordered grid and the wide result back out; on these problems
-those two copies took as long as the taps, and its loops ran short. Here
+those two copies take as long as the taps, and its loops run short. Here
 output ``q = oh * W + ow`` of a plane reads tap ``(th, tw)`` at ``q + (th -
 1) dh W + (tw - 1) dw`` of the unpadded input plane itself, in the flat
 input array, and each output plane is one loop over its ``H W`` outputs,
@@ -24,8 +24,8 @@ the input, one of the masks, eight selects and one store. The input
 gradient is the same correlation of ``grad_y`` with the kernel rotated by
 180 degrees (the padding is symmetric); with a channel multiplier ``M = K /
 C`` each input channel adds up its ``M`` output channels. The weight
-gradient sums nine dot products a plane, ``grad_y`` against each tap's
-shifted input, the inputs outside the plane taken as the zeros of the
+gradient sums nine dot products a plane, ``grad_y`` against the input
+offset by each tap, the inputs outside the plane taken as the zeros of the
 padding (as the reference and planar do: a NaN in ``grad_y`` at a border
 reaches the taps that read the padding there); each output channel is one
 thread's, its sums float64 across planes.
@@ -37,17 +37,11 @@ operands and writes its result once (``x`` and ``y``; ``grad_y`` and
 rows stay in L1 between reads.
 Workspace: one plane with margins per thread and the input gradient's
 rotated weights (``9 K``).
-Measured (float32, 2 cores, interleaved, ms, this / planar / PyTorch):
-forward, best of 200: 256ch 28x28 N=8 0.33 / 0.55 / 0.45-0.82, 64ch 56x56
-N=8 0.29-0.37 / 0.47, 512ch 14x14 N=8 0.26 / 0.77 / 0.29, 1024ch 7x7 N=8
-0.28 / 1.32 / 0.21 (at 49 outputs a plane the loop runs mostly in its scalar
-remainder); weight gradient, best of 100: 256ch 28x28 0.67 / 0.69 / 0.85-1.05,
-64ch 56x56 0.60 / 0.72 / 0.97-1.29, 512ch 14x14 0.35 / 0.68 / 0.30-0.39,
-1024ch 7x7 0.31 / 0.82 / 0.22 (one tap row a pass, three sums instead of
-nine, was no faster: 0.67 / 0.63 / 0.37 / 0.36). Dropped on the way: rows
-cut into bands with the edge outputs summed one by one (forward 0.58 ms,
-0.12 of it in the edges), and a forward that selects each tap's input
-rather than sums of products (0.52 ms).
+Speed: ``numbaconv bench --layer depthwise3x3_256 --algo depthwise,planar``
+against planar and PyTorch; on small planes (7x7) the loop runs mostly in
+its scalar remainder. docs/decisions.md (DW1) has the measurements and the
+variants that lost (bands with the edges summed apart, selecting each tap's
+input, a weight gradient one tap row a pass).
 """
 import functools
 
@@ -128,8 +122,8 @@ def _plane_source(flat, at, size, margin, padded):
 def _plane(target, flat, at, weights, shifts, masks, accumulate):
     """``target[q] (+)= sum over taps t inside the plane of weights[t] * flat[at + q + shifts[t]]``
     for the plane's outputs ``q``: the products of the taps outside it are dropped by ``masks``
-    (selects on sums of products, a row or column at a time: 8 a vector of outputs, against
-    selecting each tap's input, 0.33 against 0.52 ms for 256ch 28x28 N=8). The views are sliced,
+    (selects on sums of products, a row or column at a time: 8 a vector of outputs, 1.5x faster
+    than selecting each tap's input; docs/decisions.md, DW1). The views are sliced,
     so the loop indexes them with a counter Numba knows is not negative (no wraparound checks,
     it vectorises)."""
     span = target.size
@@ -194,7 +188,7 @@ def _depthwise_kernel(source, weights, shifts, masks, margin, padded, out):
 @njit(parallel=True, cache=True)
 def _weight_kernel(x, grad_y, shifts, masks, margin, padded, grad_w):
     """``grad_w[k, t] = sum over n, d and outputs q of grad_y[n, k, d, q] * x[n, k // M, d]`` at
-    ``q`` shifted by tap t (zero outside the plane): ``x`` (N, C, D, H, W) contiguous, ``grad_y``
+    ``q`` offset by tap t (zero outside the plane): ``x`` (N, C, D, H, W) contiguous, ``grad_y``
     (N, K, D, H, W), ``grad_w`` (K, 9), ``M = K / C``. Each output channel is one thread's, its
     sums float64."""
     batch, in_channels, depth = x.shape[0], x.shape[1], x.shape[2]
