@@ -13,23 +13,13 @@ weight gradients' ``columns.T``). The kernels call SciPy's through Numba's
 through the symbols ``numbaconv_sgemm`` and ``numbaconv_dgemm`` (Fortran
 ``xgemm`` arguments, all by reference, 64-bit integers), registered with LLVM
 at import as NumPy's functions or as small shims over SciPy's, so that
-cached kernels link to whichever this process has. NumPy's OpenBLAS (0.3.31
-with NumPy 2.4) against SciPy's (0.3.30 with SciPy 1.17), on 2 cores (AMD
-EPYC, AVX-512), float32, each thread multiplying its own column blocks from
-``prange``, GFLOP/s best of 10: ``w (64, 256) @ cols (256, 1568)`` 193
-against 174, ``(64, 288) @ (288, 1000)`` 189 against 170; but ``grad_y (64,
-1568) @ cols.T (1568, 256)`` 143 against 159, ``(64, 1000) @ (1000, 288)``
-142 against 158, ``(20, 1600) @ (1600, 500)`` 93 against 118.
+cached kernels link to whichever this process has. Each is the faster of
+the two on its kind of product (``numbaconv bench --layer
+conv1x1_256to64,stem7x7s2,audio1d``; docs/decisions.md, T3).
 
-Why BLAS from Numba: the GEMM-based algorithms then share their blocks out
-with ``prange``, on the OpenMP threads Numba shares with PyTorch (one
-``libgomp`` serves both in a process that loads both), instead of on a
-Python thread pool. PyTorch's OpenMP workers spin for milliseconds after each
-of its operations; threads of another pool then take turns with them on the
-cores. Measured (2 cores, 1440 products (234 x 32) @ (32 x 64), float32, ms
-best / median): Python pool with ``np.matmul`` 19.9 / 25.3 alone and 23.2 /
-30.3 right after a ``torch.nn.functional.conv2d``; ``prange`` with BLAS
-16.9 / 19.3 and 15.8 / 19.1.
+Why BLAS from Numba: so that the GEMM-based algorithms share their blocks
+out with ``prange`` like every other kernel (``pool`` says why;
+docs/decisions.md, T1 and T2).
 
 Callers hold BLAS to one thread while they run (``pool.single_threaded_blas``):
 a multi-threaded OpenBLAS called from inside an OpenMP region starts its own

@@ -6,14 +6,13 @@ GEMM-based algorithms call BLAS from inside those regions (``blas.gemm``), so
 BLAS must not start threads of its own: :func:`single_threaded_blas` holds it
 to one while a call runs.
 
-Why not a Python thread pool (what the GEMM-based algorithms used before):
-Numba's OpenMP workers, which PyTorch's operations share in a process that
-loads both, spin for milliseconds after each parallel region. A second pool's
-threads then took turns with them on the cores: Winograd's forward of 32 ->
-64 channels at 26x26, N=64, took 11.0 / 15.9 ms (best / median) right after a
-PyTorch convolution on the pool against 6.8 / 8.3 with ``prange``, and
-handing work to the pool's sleeping workers cost 0.1-0.2 ms a call against 3
-us for a ``prange`` region.
+Why ``prange`` and not a Python thread pool: Numba's OpenMP workers, which
+PyTorch's operations share in a process that loads both, spin for
+milliseconds after each parallel region, and a second pool's threads would
+take turns with them on the cores; waking a sleeping pool worker also costs
+a tenth of a millisecond, a ``prange`` region microseconds. ``python
+bench/train_step.py`` times the kernels right after PyTorch's operations
+(docs/decisions.md, T1).
 """
 import contextlib
 import threading
