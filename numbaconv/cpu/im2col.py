@@ -2,8 +2,8 @@
 
 The column matrix of a problem is ``cols[g, r, b * P + p]``: ``r = (c, td, th, tw)``
 runs over the ``R = (C/g) * prod(kernel)`` channel-taps of group ``g``, and the
-column ``b * P + p`` over samples and their ``P = prod(out)`` outputs (seed
-003; seed 000 version 1). Per group,
+column ``b * P + p`` over samples and their ``P = prod(out)`` outputs. Per
+group,
 
     forward:       y      = w (K/g, R) @ cols (R, N*P)
     weight grad:   grad_w = grad_y (K/g, N*P) @ cols.T
@@ -19,10 +19,8 @@ sample) needs no unfolding: its blocks are views of the input, and its input
 gradient is written in place. The threads take consecutive blocks in one
 ``prange`` region; each unfolds its block and multiplies it with
 single-threaded BLAS calls from inside (``blas.gemm``, straight into the
-output's views, sample by sample). (A ``prange`` unfold followed by a
-multi-threaded BLAS product was up to 2x slower on 2 cores: each pool's idle
-workers spin on the cores the other pool needs; so was a Python thread pool
-beside PyTorch's OpenMP workers, see ``pool``.) The weight gradient sums into
+output's views, sample by sample); ``pool`` says why BLAS runs inside the
+threads' shares, on one thread each. The weight gradient sums into
 a partial per thread, added in thread order. The input gradient folds back into whole samples, so its
 blocks are shared out by runs of whole samples (several where a sample has
 fewer outputs than a block has columns): a batch of one runs on one thread.
@@ -32,10 +30,10 @@ runs over *wide* columns instead: one per position of the padded input plane
 from a sample's first output to its last, the windows that run off a row's end
 included. Each row of such a block is one contiguous copy per sample (no short
 runs, no gathers); the product is ``span / prod(out)`` times larger (at most
-``WIDE_MOST_WASTE``) and the outputs are picked out of it. Forward ms on 2
-cores, gathered columns / wide columns, in one alternating run: LeNet 20 -> 20
-5x5 at 14x14 N=64 (1.36 times the columns) 3.03 / 2.42, 512ch 3x3 at 7x7 N=8
-(1.24) 17.2 / 14.7, 256ch at 14x14 N=8 (1.14) 19.9 / 13.9. The gradients keep
+``WIDE_MOST_WASTE``) and the outputs are picked out of it. That is faster
+than gathering the true columns (``numbaconv bench --layer
+lenet_conv2,conv3x3_512,conv3x3_256 --algo im2col --pass forward`` with
+``WIDE_MOST_WASTE = 0`` against 1.5; docs/decisions.md, I2). The gradients keep
 the true columns: a weight gradient over wide columns would multiply the
 dropped windows' inputs by zeros (``0 * inf`` is NaN where the reference has
 inf), and the input gradient would fold them back row run by row run.
@@ -160,13 +158,12 @@ def _unfold_or_fold(image, cols, runs, source, first_column, fold, gather, kerne
     output rows are narrower than ``RUN_MIN_WIDTH``), each row of the block
     is gathered in one long loop rather than many short ones, with a table
     of source offsets per tap and column in ``source`` (``taps * count``
-    int64). Unfolding one thread's blocks, in ms
-    (gathered / run by run): 7x7 stride-2 stem at 112 wide 12.4 / 6.0, 3x3 at
-    56 wide 7.2 / 3.5, LeNet 5x5 at 28 wide 2.6 / 1.5, 1-d k9 stride 2 5.3 / 2.8;
-    but at 14 wide (stride 2) 1.1 / 1.3, at 10 wide 2.0 / 2.1, at 7 wide 0.74 /
-    0.83 (folding alike). (Views made per run cost more than either: 4.4 ms
-    against 0.93 gathered at 7x7.) The loops index with unsigned integers,
-    which skips Numba's negative-index wraparound (unfold 14-38% faster).
+    int64). Run by run is about 2x faster from 28 outputs a row up, gathers
+    5-15% faster at 14 and below; a view made per run is slower than
+    either (``numbaconv bench --layer stem7x7s2,conv3x3_64,lenet_conv2,conv3x3_512
+    --algo im2col --pass weight`` with ``RUN_MIN_WIDTH`` at 1 and at 10**9;
+    docs/decisions.md, I1). The loops index with unsigned integers, which
+    skips Numba's negative-index wraparound check (I5).
     """
     in_channels = image.shape[1]
     plane = image.shape[2] * image.shape[3] * image.shape[4]
@@ -456,7 +453,8 @@ def _forward_blocks(x, w_matrix, out, block, pointwise, columns, runs, sources, 
 def _gathered(grad_y, first, count, groups, group_out, thread, gathered):
     """grad_y's columns ``[first, first + count)`` as (G, K/g, count): a view where they lie in one
     sample, else copied into ``thread``'s rows of ``gathered`` (one product over a block of
-    several small samples: 49 columns per product were 2x slower than 196 at 512 channels, 7x7)."""
+    several small samples: at 512 channels, 7x7, four products of 49 columns take 2x as long as
+    one of 196; docs/decisions.md, I4)."""
     positions = grad_y[0, 0].size
     sample, position = first // positions, first % positions
     if position + count <= positions:
@@ -587,6 +585,6 @@ def backward_input(spec, grad_y, w, grad_x):
             _input_pointwise(grad_y, w_matrix, grad_x, plan.block, plan.threads)
             return
         # a thread folds whole samples: several per block where a sample has fewer outputs than a
-        # block has columns (512 channels at 7x7: 49 columns per product were 2x slower than 196)
+        # block has columns (one product over several small samples: docs/decisions.md, I4)
         samples_per_share = max(1, min(plan.block // plan.positions, -(-spec.batch // plan.threads)))
         _input_blocks(grad_y, w_matrix, grad_x, plan.block, samples_per_share, plan.gathered(), *plan.scratch())
