@@ -1,4 +1,4 @@
-"""Planar direct convolution for stride 1: whole padded planes, taps as shifted reads.
+"""Planar direct convolution for stride 1: whole padded planes, taps as offset reads.
 
 Built for problems whose matrix products would be small: depthwise layers,
 few-channel layers (a first layer on a 1-channel image) and small problems
@@ -15,19 +15,20 @@ so
     weight grad:  grad_w[t] += sum over q of wide_gy[q] * grid_c[q + shift_t]
 
 run along the whole plane with unit stride: the inner loops are hundreds to
-thousands long and vectorise, where loops over one output row (28 wide) ran
+thousands long and vectorise, where loops over one output row (28 wide) run
 mostly in their scalar remainders. Nine taps go together in one pass over
 ``wide`` (a 3x3 kernel is one pass per input channel), and two output
 channels share each pass, so each load of the grid feeds 18 multiply-adds.
 The weight gradient's dot products take one output channel a pass: nine
-vector sums fit the registers, eighteen did not (two channels a pass spilled
-them: 34-37 against 57-61 GFLOP/s on one core, spans of 1088-4096).
+vector sums fit the registers, eighteen (two channels a pass) spill them and
+run at 60% of the speed (docs/decisions.md, P2 and P3, with the variants that
+lost).
 Entries ``q`` with ``ow >= OW`` (or ``oh >= OH``) are not outputs: the
 forward pass skips them when it copies ``wide`` into ``y``, the weight
 gradient gives them zero ``grad_y``. They cost ``Q / P - 1`` extra FLOPs
 (7% at 28x28 with a 3x3 kernel). Slices of the grid taken at each shift let
-Numba index without its negative-index checks, which otherwise kept the
-loops from vectorising (3x slower).
+Numba index without its negative-index checks, which would otherwise keep
+the loops from vectorising (3x slower).
 
 The input gradient is the forward pass of ``grad_y``, padded by
 ``dd*(kd - 1) - pad_lo`` (cropped where that is negative), with the kernel
@@ -50,12 +51,12 @@ its group's planes again).
 
 FLOPs: ``2 N K (C/g) Q prod(kernel)`` per pass, ``Q ~ P (1 + (KW-1)/W)``.
 Memory traffic: x, w and y (or grad_y) once each from memory; the plane
-copies and the shifted reads stay in L1/L2 (a 30x30 float32 plane is 3.6
-KB). Bound by the FMA units on 3x3 kernels with two output channels a pass
-(134 GFLOP/s on 2 cores, float32, on the bench suite's conv3x3_64, 42% of
-the NumPy matmul peak; Numba emits 256-bit vectors here); depthwise layers,
-one output channel a pass, by L1 loads (ten per nine multiply-adds) and the
-plane copies (33 GFLOP/s). Workspace per thread: one sample's group of padded
+copies and the offset reads stay in L1/L2 (a 30x30 float32 plane is 3.6
+KB). Bound by the FMA units on 3x3 kernels with two output channels a pass;
+depthwise layers, one output channel a pass, by L1 loads (ten per nine
+multiply-adds) and the plane copies (``numbaconv bench --layer
+conv3x3_64,depthwise3x3_256 --algo planar`` prints GFLOP/s and % of the
+matmul peak; docs/decisions.md, P1). Workspace per thread: one sample's group of padded
 planes plus two output planes, or for the weight gradient by columns one
 grid plus ``KW`` column copies per input channel of the group; besides, the
 weight gradient's float64 partial sums per thread or the input gradient's
@@ -104,8 +105,9 @@ def _held_bytes(spec, threads):
 def weight_columns(spec):
     """Whether the weight gradient reads grad_y in place against column copies of the input
     (one per kernel column) rather than copying grad_y onto the grid: when a group has more
-    output channels than it would make column copies, ``K/g > (C/g) * KW``. (1 -> 32 3x3 28x28
-    N=64: 0.27 ms against 0.41; depthwise 256ch 28x28 N=8: 1.04 ms against 0.64.)"""
+    output channels than it would make column copies, ``K/g > (C/g) * KW`` (by columns 1.5x
+    faster on 1 -> 32 3x3 28x28 N=64, 1.6x slower on depthwise 256ch 28x28 N=8:
+    docs/decisions.md, P4)."""
     return spec.group_out_channels > spec.group_in_channels * spec.kernel_size[2]
 
 
@@ -148,8 +150,9 @@ def _plan(spec, pass_name, threads):
 def weight_taps(taps):
     """Taps the weight gradient sums over: ``taps`` rounded up to a multiple of nine where at
     least five would be left over, which then share one fused pass (plus dummy taps) instead
-    of a pass each. LeNet's 20 -> 20 5x5 (25 taps, seven left) on one thread: 5.7 -> 4.8 ms;
-    16ch 7x7 (49, four left): no gain."""
+    of a pass each: 15% faster with seven left (LeNet's 20 -> 20 5x5), no gain with four (16ch
+    7x7). ``numbaconv bench --layer lenet_conv2 --algo planar --pass weight``; docs/decisions.md,
+    P3."""
     left = taps % FUSED_TAPS
     return taps + FUSED_TAPS - left if left >= 5 else taps
 
@@ -284,7 +287,7 @@ def _tap_dots(wide, flat, shifts, sums):
 
 @njit(parallel=True, cache=True)
 def _correlate_kernel(source, weights, shifts, offset, grid, blocks, scratch, fresh, out):
-    """``out[n, o] = sum over s in o's group and taps t of weights[o, s, t] * source[n, s]`` shifted
+    """``out[n, o] = sum over s in o's group and taps t of weights[o, s, t] * source[n, s]`` offset
     by tap t, on the grid: ``source`` (N, S, ...), ``weights`` (O, S/g, T), ``out`` (N, O, ...)."""
     batch, source_channels = source.shape[0], source.shape[1]
     out_channels, group_source = weights.shape[0], weights.shape[1]
@@ -316,7 +319,7 @@ def _correlate_kernel(source, weights, shifts, offset, grid, blocks, scratch, fr
 
 @njit(parallel=True, cache=True)
 def _weight_kernel(x, grad_y, shifts, offset, grid, columns, dilation_w, blocks, scratch, fresh, partial):
-    """``partial[thread, k, c, t] += sum over outputs of grad_y[n, k] * x[n, c]`` shifted by tap t,
+    """``partial[thread, k, c, t] += sum over outputs of grad_y[n, k] * x[n, c]`` offset by tap t,
     over the thread's (sample, group, block) items; ``partial`` (threads, K, C/g, T) float64.
 
     Without ``columns``, each input plane is padded into its own grid and grad_y is copied onto
