@@ -26,7 +26,7 @@ def supports(spec):
 
 @njit(parallel=True, cache=True)
 def _forward_kernel(x, w, y, stride, dilation, pad_lo):
-    """y[n, k] = sum over c in k's group and taps of w[k, c, tap] * shifted x[n, c]."""
+    """y[n, k] = sum over c in k's group and taps of w[k, c, tap] * x[n, c] offset by the tap."""
     batch, in_channels, in_d, in_h, in_w = x.shape
     out_channels, group_in, k_d, k_h, k_w = w.shape
     out_d, out_h, out_w = y.shape[2], y.shape[3], y.shape[4]
@@ -84,7 +84,7 @@ def _backward_input_kernel(grad_y, w, grad_x, stride, dilation, pad_lo):
 
 @njit(parallel=True, cache=True)
 def _backward_weight_kernel(x, grad_y, grad_w, stride, dilation, pad_lo):
-    """grad_w[k, c, tap] = sum over n and outputs of grad_y[n, k] * shifted x[n, c]; float64 sums."""
+    """grad_w[k, c, tap] = sum over n and outputs of grad_y[n, k] * x[n, c] offset by the tap; float64 sums."""
     batch, in_channels, in_d, in_h, in_w = x.shape
     out_channels, group_in, k_d, k_h, k_w = grad_w.shape
     out_d, out_h, out_w = grad_y.shape[2], grad_y.shape[3], grad_y.shape[4]

@@ -93,7 +93,7 @@ def _limit_from_environment(default: int) -> int:
     return int(mib * 2**20)
 
 
-# Limits shared by the GEMM-based algorithms.
+# Limits shared by the GEMM-based algorithms (docs/decisions.md, W2-W5, says how to re-measure them).
 DEFAULT_WORKSPACE_LIMIT_BYTES = 256 * 2**20
 WORKSPACE_LIMIT_BYTES = _limit_from_environment(DEFAULT_WORKSPACE_LIMIT_BYTES)   # all of a call's scratch
 BLOCK_BYTES = 2 * 2**20               # a column block that fits a core's L2 cache
@@ -136,8 +136,8 @@ def block_columns(bytes_per_column: int, threads: int, total: int, reserved: int
 
 def balanced_width(width: int, total: int, threads: int) -> int:
     """Blocks at most ``width`` wide, made equal and as many as a multiple of ``threads`` (so that
-    no thread waits on another's extra block: 392 columns in blocks of 256 kept one of two
-    threads busy for twice as long)."""
+    no thread waits on another's extra block: 392 columns in blocks of 256 would keep one of two
+    threads busy for twice as long; docs/decisions.md, W4)."""
     blocks = -(-total // width)
     blocks = threads * -(-blocks // threads)
     return max(1, -(-total // blocks))
