@@ -13,8 +13,8 @@ for exactly the inputs in ``ctx.needs_input_grad``.
 
 Devices: CPU tensors reach the kernels as NumPy views (no copies) and results
 come back through ``torch.from_numpy``. Tensors on any other device raise a
-RuntimeError in :func:`_to_engine`, the one place that knows about devices,
-until the CUDA engine lands.
+RuntimeError in :func:`_to_engine`, the one place that knows about devices:
+these layers run the CPU engine only.
 """
 from __future__ import annotations
 
