@@ -15,7 +15,7 @@ from .functional import __all__ as _functional_names
 from .cpu.workspace import set_workspace_limit, workspace_limit
 from .spec import ConvSpec
 from .tuning import tune
+from .version import __version__
 
-__version__ = "0.1.0"
 __all__ = ["reference", "devices", "algorithms", "ConvSpec", "tune", "set_workspace_limit", "workspace_limit",
            *_functional_names]

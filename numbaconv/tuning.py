@@ -6,8 +6,9 @@ tuned separately because their winners differ (winograd wins the forward
 pass of 256 channels at 14x14 but loses its weight gradient, for one). The first call with a new plan runs every algorithm
 whose ``supports(spec)`` accepts the problem on the call's own operands,
 writing only into the result the call allocated: one warm-up call each
-(compilation, first touch of scratch buffers), then the best of
-``REPEATS`` timed calls. Later calls find the plan in a dict.
+(compilation, first touch of scratch buffers), then ``REPEATS`` rounds in
+which they take turns, each keeping its best time (numbaconv.timing). Later
+calls find the plan in a dict.
 
 Plans also go to a JSON file, so a new process skips the timing. Its folder
 is ``$NUMBACONV_CACHE_DIR``, else ``$XDG_CACHE_HOME/numbaconv``, else
@@ -24,7 +25,8 @@ gives one warning and tuning carries on in memory.
 and returns the winners.
 
 This module sits between numbaconv.functional (which runs the winners) and
-numbaconv.dispatch (the registry it times).
+numbaconv.dispatch (the registry it times); it imports no module above it
+(``tune`` runs the kernels itself, as the engine would).
 """
 from __future__ import annotations
 
@@ -33,17 +35,17 @@ import hashlib
 import json
 import os
 import tempfile
-import time
 import warnings
 
 import numba
 import numpy as np
 
-from . import dispatch
-from .devices import cpu_model, resolve_device
+from . import dispatch, timing
+from .devices import cpu_model, empty, resolve_device, to_gpu
+from .passes import PASSES
 from .spec import ConvSpec
+from .version import __version__
 
-PASSES = ("forward", "input", "weight")
 REPEATS = 3
 FORMAT = 1                  # of the plan file; bump when its layout changes
 CONV_OPTIONS = ("stride", "padding", "dilation", "groups")
@@ -52,7 +54,6 @@ STATS = {"timed": 0, "loaded": 0}   # problems timed, plan files looked for: wha
 
 def identity() -> dict:
     """What a plan depends on beyond the problem: versions and the CPU."""
-    from . import __version__
     return {"format": FORMAT, "numbaconv": __version__, "numba": numba.__version__,
             "numpy": np.__version__, "cpu": cpu_model(), "cpu_count": os.cpu_count(),
             "numba_threads": numba.config.NUMBA_NUM_THREADS}
@@ -168,33 +169,23 @@ def plan_key(device: str, pass_name: str, dtype: str, threads: int, spec3d: Conv
     return "|".join(fields)
 
 
-def measure(call, repeats: int = REPEATS) -> float:
-    """Best seconds of ``repeats`` calls after one warm-up call."""
-    call()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def _synchronizer(device: str):
+def _clock(device: str) -> timing.Clock:
+    """The host clock, waiting for the GPU's queued work where the algorithms run on it."""
     if device == "cuda":
         from numba import cuda
-        return cuda.synchronize
-    return lambda: None
+        return timing.host_clock(cuda.synchronize)
+    return timing.host_clock()
 
 
 def _time_algorithms(device: str, spec3d: ConvSpec, run) -> dict:
     """A plan: the fastest of the algorithms that support ``spec3d``, each timed by ``run(module)``."""
-    synchronize = _synchronizer(device)
-    seconds = {}
     modules = dispatch.registry(device)
-    for name in dispatch.runnable(device, spec3d):
-        seconds[name] = measure(lambda: (run(modules[name]), synchronize()))
+    names = dispatch.runnable(device, spec3d)
+    seconds = timing.best_times([lambda name=name: run(modules[name]) for name in names], _clock(device),
+                                warmup=1, rounds=REPEATS)
     STATS["timed"] += 1
-    return {"algo": min(seconds, key=seconds.get), "ms": {name: t * 1e3 for name, t in seconds.items()}}
+    return {"algo": names[seconds.index(min(seconds))],
+            "ms": {name: t * 1e3 for name, t in zip(names, seconds)}}
 
 
 def _threads(device: str) -> int:
@@ -255,6 +246,20 @@ def _parse_problem(problem):
     return spec, dtype, options
 
 
+def _kernel_runs(device: str, spec, x, w, grad_y) -> dict:
+    """``{pass name: run(module)}`` for the operands of ``spec``, as the engine (numbaconv.functional)
+    hands them to the algorithms: contiguous, in the 3-d problem's 5-d layout, on ``device``, each
+    pass writing into a result allocated once here."""
+    spec3d = spec.as_3d()
+    place, allocate = (to_gpu, empty) if device == "cuda" else (lambda a, shape: a.reshape(shape), np.empty)
+    x, w, grad_y = (place(a, shape) for a, shape in
+                    zip((x, w, grad_y), (spec3d.x_shape, spec3d.w_shape, spec3d.y_shape)))
+    y, grad_x, grad_w = (allocate(shape, x.dtype) for shape in (spec3d.y_shape, spec3d.x_shape, spec3d.w_shape))
+    return {"forward": lambda module: module.forward(spec3d, x, w, y),
+            "input": lambda module: module.backward_input(spec3d, grad_y, w, grad_x),
+            "weight": lambda module: module.backward_weight(spec3d, x, grad_y, grad_w)}
+
+
 def tune(problems, *, device="cpu", passes=PASSES, seed=0) -> list[dict]:
     """Tune every problem ahead of time, on random data, and return the winners.
 
@@ -262,14 +267,12 @@ def tune(problems, *, device="cpu", passes=PASSES, seed=0) -> list[dict]:
     *kernel), "dtype": "float32", "stride": 1, "padding": 0, "dilation": 1, "groups": 1}``
     (all but the shapes optional), or tuples ``(x_shape, w_shape)`` or ``(x_shape, w_shape,
     {options})``. ``passes``: any of "forward", "input", "weight". Problems already tuned
-    (in memory or in the plan file) are not timed again.
+    (in memory or in the plan file) are not timed again; an empty batch, for which the engine
+    runs no kernel, makes no plan (``algo`` None).
 
     Returns one dict per problem and pass: ``x_shape``, ``w_shape``, ``dtype``, the options,
     ``pass``, ``algo`` (the winner) and ``ms`` (each candidate's best time when it was tuned).
     """
-    from . import functional
-    from .bench import pass_calls
-
     for pass_name in passes:
         if pass_name not in PASSES:
             raise ValueError(f"unknown pass {pass_name!r}; choose from {PASSES}")
@@ -279,9 +282,10 @@ def tune(problems, *, device="cpu", passes=PASSES, seed=0) -> list[dict]:
     for problem in problems:
         spec, dtype, options = _parse_problem(problem)
         x, w, grad_y = (rng.standard_normal(shape).astype(dtype) for shape in (spec.x_shape, spec.w_shape, spec.y_shape))
-        calls = pass_calls(functional, spec.rank, options, x, w, grad_y, algo="tune", device=device)
+        runs = _kernel_runs(device, spec, x, w, grad_y)
         for pass_name in passes:
-            calls[pass_name]()
+            if spec.batch:
+                winner(device, pass_name, spec.as_3d(), dtype, runs[pass_name])
             plan = lookup(device, pass_name, spec.as_3d(), dtype) or {"algo": None, "ms": {}}
             results.append({"x_shape": spec.x_shape, "w_shape": spec.w_shape, "dtype": dtype.name, **options,
                             "pass": pass_name, "algo": plan["algo"], "ms": dict(plan["ms"])})
