@@ -3,55 +3,28 @@
     python bench/gpu_check.py                 # on a GPU machine (bench/gpu_check.sh runs it)
     NUMBA_ENABLE_CUDASIM=1 python bench/gpu_check.py --smoke   # the logic on a tiny layer, no GPU
 
-For each layer (N=8, float32): forward, and backward (input and weight
-gradients, FLOPs counted for both). Both libraries read the same PyTorch
-tensors (numbaconv through the CUDA Array Interface, no copy). After a
-warm-up (the first call compiles the kernels: its time is reported on its own),
-the two run alternately ``--repeats`` times and the best time of each is kept.
+The layers are the bench suite's ResNet-style 2-d layers (numbaconv/tools/suite.py, N=8,
+float32). For each: forward, and backward (input and weight gradients, FLOPs counted for
+both). Both libraries read the same PyTorch tensors (numbaconv through the CUDA Array
+Interface, no copy). After a warm-up (the first call compiles the kernels: its time is
+reported on its own), the two take turns ``--repeats`` times and the best time of each is kept
+(numbaconv.timing).
 """
 import argparse
-import math
 import os
 import sys
-import time
-
-import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import numbaconv as nc  # noqa: E402
-from numbaconv.spec import ConvSpec  # noqa: E402
+from numbaconv import timing  # noqa: E402
+from numbaconv.accuracy import relative_error  # noqa: E402
+from numbaconv.tools.suite import LAYERS, Layer  # noqa: E402
 
-# name, in channels, out channels, image size, kernel, stride, padding
-LAYERS = [
-    ("3x3 64ch 56x56", 64, 64, 56, 3, 1, 1),
-    ("3x3 128ch 28x28", 128, 128, 28, 3, 1, 1),
-    ("3x3 256ch 14x14", 256, 256, 14, 3, 1, 1),
-    ("3x3 512ch 7x7", 512, 512, 7, 3, 1, 1),
-    ("1x1 256->64 56x56", 256, 64, 56, 1, 1, 0),
-    ("7x7/2 stem 3->64 224x224", 3, 64, 224, 7, 2, 3),
-]
-SMOKE_LAYERS = [("3x3 4ch 6x6 (smoke)", 4, 4, 6, 3, 1, 1)]
-
-
-class Timer:
-    """Seconds of one call: CUDA events on a GPU, the wall clock in the simulator or on the CPU."""
-
-    def __init__(self, use_events):
-        from numba import cuda
-        self.cuda, self.use_events = cuda, use_events
-
-    def __call__(self, function):
-        if not self.use_events:
-            start = time.perf_counter()
-            function()
-            return time.perf_counter() - start
-        start, stop = self.cuda.event(timing=True), self.cuda.event(timing=True)
-        start.record()
-        function()
-        stop.record()
-        stop.synchronize()
-        return start.elapsed_time(stop) / 1e3
+LAYER_NAMES = ("conv3x3_64", "conv3x3_128", "conv3x3_256", "conv3x3_512", "conv1x1_256to64", "stem7x7s2")
+SMOKE_LAYER = Layer("smoke3x3_4ch", 1, 4, 4, (6, 6), (3, 3), padding=1)
+# cuDNN and numbaconv sum in different orders, both in float32 (TF32 off)
+AGREEMENT = 1e-4
 
 
 def main():
@@ -71,22 +44,22 @@ def main():
         sys.exit("gpu_check: PyTorch sees no CUDA GPU; use --smoke with NUMBA_ENABLE_CUDASIM=1 to test the logic")
     if "cuda" not in nc.devices():
         sys.exit("gpu_check: numba.cuda finds no GPU (and the simulator is off)")
+    from numba import cuda
     torch_device = "cuda" if on_gpu else "cpu"
-    batch, layers = (1, SMOKE_LAYERS) if args.smoke else (8, LAYERS)
+    layers = [SMOKE_LAYER] if args.smoke else [LAYERS[name] for name in LAYER_NAMES]
     repeats, warmup = (1, 1) if args.smoke else (args.repeats, args.warmup)
-    timer = Timer(use_events=on_gpu)
-    sync = torch.cuda.synchronize if on_gpu else (lambda: None)
+    sync = torch.cuda.synchronize if on_gpu else cuda.synchronize
+    clock = timing.event_clock(cuda.event) if on_gpu else timing.host_clock(sync)
     print(f"numbaconv CUDA ({args.algo}) vs PyTorch {torch.__version__} "
-          f"({torch.cuda.get_device_name() if on_gpu else 'CPU, smoke run'}), N={batch}, float32, TF32 off; "
-          f"best of {repeats} after {warmup} warm-up calls")
+          f"({torch.cuda.get_device_name() if on_gpu else 'CPU, smoke run'}), N={layers[0].batch}, float32, "
+          f"TF32 off; best of {repeats} after {warmup} warm-up calls")
     header = (f"{'layer':26} {'pass':8} {'numbaconv ms':>12} {'GFLOP/s':>9} {'torch ms':>9} {'GFLOP/s':>9} "
               f"{'torch/nc':>8} {'1st call s':>10}")
     print(header)
     print("-" * len(header))
     generator = torch.Generator(device=torch_device).manual_seed(0)
-    for name, channels, filters, size, kernel, stride, padding in layers:
-        spec = ConvSpec.create((batch, channels, size, size), (filters, channels, kernel, kernel),
-                               stride, padding)
+    for layer in layers:
+        spec, options = layer.spec, layer.arguments
         x = torch.randn(spec.x_shape, device=torch_device, generator=generator)
         w = torch.randn(spec.w_shape, device=torch_device, generator=generator)
         grad_y = torch.randn(spec.y_shape, device=torch_device, generator=generator)
@@ -94,29 +67,19 @@ def main():
         nx, nw, ngy = operands
         passes = {
             "forward": (spec.flops,
-                        lambda: nc.conv2d(nx, nw, stride=stride, padding=padding, algo=args.algo),
-                        lambda: F.conv2d(x, w, stride=stride, padding=padding)),
+                        lambda: nc.conv2d(nx, nw, **options, algo=args.algo),
+                        lambda: F.conv2d(x, w, **options)),
             "backward": (2 * spec.flops,
-                         lambda: nc.conv2d_backward(ngy, nx, nw, stride=stride, padding=padding, bias=False,
-                                                    algo=args.algo),
+                         lambda: nc.conv2d_backward(ngy, nx, nw, **options, bias=False, algo=args.algo),
                          lambda: torch.ops.aten.convolution_backward(
-                             grad_y, x, w, None, [stride] * 2, [padding] * 2, [1, 1], False, [0, 0], 1,
-                             [True, True, False])),
+                             grad_y, x, w, None, [layer.stride] * 2, [layer.padding] * 2, [layer.dilation] * 2,
+                             False, [0, 0], layer.groups, [True, True, False])),
         }
         for pass_name, (flops, ours, theirs) in passes.items():
-            start = time.perf_counter()
-            first_result = ours()   # the first call of a dtype compiles the kernels
-            sync()
-            first_call = time.perf_counter() - start
+            first_result, first_call = timing.timed_call(ours, sync)   # the first call of a dtype compiles
             check(pass_name, first_result, theirs())
-            for _ in range(warmup):
-                ours(), theirs()
-            sync()
-            best_ours = best_theirs = math.inf
-            for _ in range(repeats):
-                best_ours = min(best_ours, timer(ours))
-                best_theirs = min(best_theirs, timer(theirs))
-            print(f"{name:26} {pass_name:8} {best_ours * 1e3:12.3f} {flops / best_ours / 1e9:9.1f} "
+            best_ours, best_theirs = timing.best_times([ours, theirs], clock, warmup=warmup, rounds=repeats)
+            print(f"{layer.name:26} {pass_name:8} {best_ours * 1e3:12.3f} {flops / best_ours / 1e9:9.1f} "
                   f"{best_theirs * 1e3:9.3f} {flops / best_theirs / 1e9:9.1f} {best_theirs / best_ours:8.2f} "
                   f"{first_call:10.2f}")
 
@@ -134,15 +97,14 @@ def to_numpy(result):
 
 
 def check(pass_name, ours, theirs):
-    """The two libraries agree to float32 accuracy (norm-relative 1e-4) before anything is timed."""
+    """The two libraries agree to float32 accuracy (norm-relative ``AGREEMENT``) before anything is timed."""
     ours = ours if isinstance(ours, tuple) else (ours,)
     theirs = theirs if isinstance(theirs, tuple) else (theirs,)
     for mine, reference in zip(ours, theirs):
         if mine is None:
             continue
-        mine, reference = to_numpy(mine).astype(np.float64), to_numpy(reference).astype(np.float64)
-        error = np.linalg.norm(mine - reference) / np.linalg.norm(reference)
-        if not error <= 1e-4:
+        error = relative_error(to_numpy(mine), to_numpy(reference))
+        if not error <= AGREEMENT:
             sys.exit(f"gpu_check: {pass_name} differs from PyTorch: relative error {error:.2e}")
 
 

@@ -9,7 +9,7 @@ forward, input gradient and weight gradient against PyTorch's (numbaconv with
 the Python overhead of one call on a tiny problem.
 
 Every process first sets glibc's malloc to keep freed memory
-(``numbaconv.bench.keep_freed_memory``), as ``numbaconv bench`` does. The
+(``numbaconv.tools.bench.keep_freed_memory``), as ``numbaconv bench`` does. The
 step is timed twice, each time in a fresh process: with the OpenMP wait
 policy the environment gives (PyTorch's workers then spin for milliseconds
 after each of its operations, on the cores numbaconv's threads need next), and
@@ -21,20 +21,18 @@ reads only when it loads.
 Needs PyTorch.
 """
 import argparse
-import math
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 import torch
 
 import numbaconv as nc
 import numbaconv.torch as nct
-from numbaconv import dispatch
-from numbaconv.bench import keep_freed_memory
+from numbaconv import dispatch, timing
 from numbaconv.spec import ConvSpec
+from numbaconv.tools.bench import SETTLE_S, keep_freed_memory
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
 from digits_cnn import build_cnn, time_training_steps  # noqa: E402  (one definition of the network)
@@ -43,18 +41,11 @@ BATCH, SIZE = 64, 28
 
 
 def best_of(functions, repeats, number):
-    """Best seconds per call of each function, timed alternately, each timed block after one
-    untimed call: the first call after another runtime's (Numba's or PyTorch's OpenMP) runs
-    while that runtime's threads still spin on the two cores."""
-    best = dict.fromkeys(functions, math.inf)
-    for _ in range(repeats):
-        for name, function in functions.items():
-            function()
-            start = time.perf_counter()
-            for _ in range(number):
-                function()
-            best[name] = min(best[name], (time.perf_counter() - start) / number)
-    return best
+    """``{name: best seconds per call}`` of a dict of functions, timed as ``numbaconv bench`` times
+    (numbaconv.timing: in turns, each timed block of ``number`` calls after the function ran
+    untimed for ``SETTLE_S``, so no block starts while another runtime's threads still spin)."""
+    seconds = timing.best_times(list(functions.values()), rounds=repeats, settle_s=SETTLE_S, number=number)
+    return dict(zip(functions, seconds))
 
 
 def conv_passes(x_shape, w_shape, repeats):
@@ -164,9 +155,8 @@ if __name__ == "__main__":
     parser.add_argument("--repeats", type=int, default=7, help="alternating repeats (default 7)")
     parser.add_argument("--step-only", action="store_true", help="print the two step times in ms and stop")
     arguments = parser.parse_args()
-    # as numbaconv bench does: without it PyTorch's convolutions alone paid page faults in some
-    # processes and not in others (conv2's forward 14 ms against 7 ms), and that time landed in
-    # "the rest of the step" with torch
+    # as numbaconv bench does: otherwise the convolutions timed alone may pay page faults or not,
+    # depending on what ran before in the process, and that time would land in "the rest of the step"
     print(keep_freed_memory(), file=sys.stderr)
     if arguments.step_only:
         print(*step_times(arguments.repeats))

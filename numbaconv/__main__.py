@@ -1,6 +1,6 @@
-"""``python -m numbaconv`` runs the ``numbaconv`` command."""
+"""``python -m numbaconv`` runs the ``numbaconv`` command (numbaconv.tools.cli)."""
 import sys
 
-from .cli import main
+from .tools.cli import main
 
 sys.exit(main())

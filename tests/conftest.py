@@ -26,8 +26,10 @@ REAL_GPU = real_gpu_present()
 if not REAL_GPU:
     os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 
-# Norm-relative tolerances (DESIGN.md, Testing).
-TOLERANCE = {np.float32: 1e-5, np.float64: 1e-12}
+# Norm-relative tolerances by dtype: numbaconv.accuracy's, which numbaconv verify and bench hold
+# results to as well (imported here, after the simulator is switched on above).
+from numbaconv.accuracy import TOLERANCE as _TOLERANCE  # noqa: E402
+TOLERANCE = {np.dtype(name).type: tolerance for name, tolerance in _TOLERANCE.items()}
 
 
 def random_array(rng, shape, dtype=np.float64):

@@ -6,7 +6,10 @@ import sys
 import numpy as np
 import pytest
 
-from numbaconv import bench, cli, dispatch
+from numbaconv import dispatch
+from numbaconv.accuracy import TOLERANCE
+from numbaconv.passes import PASSES
+from numbaconv.tools import bench, cli, suite
 
 TINY = ["--layer", "batch1_16ch", "--budget", "0", "--repeats", "1"]
 
@@ -35,15 +38,15 @@ def test_bench_table_json_and_plot(capsys, tmp_path):
     lines = [line for line in out.splitlines() if line.startswith("batch1_16ch")]
     # every algorithm that runs the layer, PyTorch and the reference, for each of the three passes
     labels = {line.split()[2].rstrip("*") for line in lines}
-    runnable = dispatch.runnable("cpu", bench.LAYERS["batch1_16ch"].spec.as_3d())
+    runnable = dispatch.runnable("cpu", suite.LAYERS["batch1_16ch"].spec.as_3d())
     assert labels == {f"cpu/{name}" for name in runnable} | {"torch-cpu", "cpu/reference"}
-    assert {line.split()[1] for line in lines} == set(bench.PASSES)
+    assert {line.split()[1] for line in lines} == set(PASSES)
     assert sum(line.split()[2].endswith("*") for line in lines) == 3   # auto's pick, once per pass
     rows = json.loads(json_path.read_text())["rows"]
     assert len(rows) == len(lines)
     for row in rows:
         assert row["correct"] and row["best_ms"] > 0 and row["gflops"] > 0
-        assert row["error"] <= bench.TOLERANCE["float32"] or row["implementation"] == "cpu/reference"
+        assert row["error"] <= TOLERANCE["float32"] or row["implementation"] == "cpu/reference"
         assert row["vs_torch"] > 0
     assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -63,7 +66,7 @@ def test_bench_without_torch_by_choice(capsys):
     assert code == 0
     assert "left out (--without-torch)" in out and "malloc left as it is (--default-malloc)" in out
     rows = [line for line in out.splitlines() if line.startswith("batch1_16ch")]
-    assert [row.split()[2] for row in rows] == [f"cpu/auto={bench.auto_choice('cpu', bench.LAYERS['batch1_16ch'], 'weight')}", "cpu/reference"]
+    assert [row.split()[2] for row in rows] == [f"cpu/auto={bench.auto_choice('cpu', suite.LAYERS['batch1_16ch'], 'weight')}", "cpu/reference"]
 
 
 def _break_direct_forward(monkeypatch):
@@ -87,7 +90,7 @@ def test_verify_passes_every_algorithm(capsys):
     code, out, _ = run(capsys, "verify", "--draws", "1", "--device", "cpu")
     assert code == 0, out
     for name in dispatch.algorithms("cpu"):
-        for pass_name in bench.PASSES:
+        for pass_name in PASSES:
             line = next(line for line in out.splitlines() if line.startswith(f"cpu/{name} ") and pass_name in line)
             checked = int(line.split()[2])
             assert checked > 0 and line.endswith("ok")
@@ -144,30 +147,30 @@ def test_command_runs_as_a_process():
 
 
 def test_problem_data_is_random_and_reproducible():
-    layer = bench.LAYERS["batch1_16ch"]
-    first, again = bench.Problem.create(layer, "float32"), bench.Problem.create(layer, "float32")
+    layer = suite.LAYERS["batch1_16ch"]
+    first, again = suite.Problem.create(layer, "float32"), suite.Problem.create(layer, "float32")
     assert np.array_equal(first.x, again.x) and np.count_nonzero(first.x) == first.x.size
     assert first.x.shape == layer.spec.x_shape and first.grad_y.shape == layer.spec.y_shape
 
 
 def test_every_suite_layer_is_a_valid_problem():
-    for suite in bench.SUITES.values():
-        assert set(suite) <= set(bench.LAYERS)
-    for layer in bench.LAYERS.values():
+    for names in suite.SUITES.values():
+        assert set(names) <= set(suite.LAYERS)
+    for layer in suite.LAYERS.values():
         assert layer.spec.flops > 0 and "GFLOP" in layer.describe()
 
 
 def test_bench_measures_cuda_implementations_on_a_tiny_layer():
     """The GPU side of bench (device copies, timer, synchronisation, result to host), here on
     Numba's CUDA simulator (tests/conftest.py turns it on when there is no GPU)."""
-    layer = bench.Layer("tiny", 1, 2, 3, (5, 4), (2, 2), padding=1)
-    problem = bench.Problem.create(layer, "float64")
+    layer = suite.Layer("tiny", 1, 2, 3, (5, 4), (2, 2), padding=1)
+    problem = suite.Problem.create(layer, "float64")
     candidates = bench.implementations(devices=("cpu", "cuda"), algos=["im2col"])
     assert {c.label for c in candidates} >= {"cpu/im2col", "cuda/im2col", "cpu/reference"}
-    for pass_name in bench.PASSES:
-        rows = bench.measure(problem, pass_name, candidates, min_repeats=1, max_repeats=1, budget_s=0)
+    for pass_name in PASSES:
+        rows = bench.compare(problem, pass_name, candidates, min_repeats=1, max_repeats=1, budget_s=0)
         for row in rows:
-            assert row.correct and row.error <= bench.TOLERANCE["float64"], row
+            assert row.correct and row.error <= TOLERANCE["float64"], row
             assert row.best_ms > 0
 
 
@@ -211,7 +214,7 @@ def test_compile_time_of_one_kernel(capsys):
 
 _FREED_MEMORY_CHILD = """
 import sys, numpy as np
-from numbaconv import bench
+from numbaconv.tools import bench
 if sys.argv[1] == "keep":
     print(bench.keep_freed_memory())
 def resident_pages():

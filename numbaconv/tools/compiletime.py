@@ -22,40 +22,37 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
+
+import numpy as np
+
+from .. import functional, timing
+from ..passes import pass_calls
 
 PROBLEM = {"x_shape": (2, 4, 8, 8), "w_shape": (4, 1, 3, 3), "padding": 1, "groups": 4}
 _CHILD = """
 import json, sys, time
 started = time.perf_counter()
-import numbaconv.compiletime
-numbaconv.compiletime.child(started, json.loads(sys.argv[1]))
+import numbaconv.tools.compiletime
+numbaconv.tools.compiletime.child(started, json.loads(sys.argv[1]))
 """
 
 
 def child(started: float, items) -> None:
     """In the child process: time the import (since ``started``) and the first call of each
     ``(algorithm, pass, dtype)``; print the seconds as JSON."""
-    import time
-
-    import numpy as np
-
-    from . import functional
-    from .bench import pass_calls
-
     import_s = time.perf_counter() - started
     options = {"padding": PROBLEM["padding"], "groups": PROBLEM["groups"]}
     seconds = []
     for algo, pass_name, dtype in items:
         operands = (np.ones(shape, dtype) for shape in (PROBLEM["x_shape"], PROBLEM["w_shape"], PROBLEM["x_shape"]))
         call = pass_calls(functional, 2, options, *operands, algo=algo, device="cpu")[pass_name]
-        start = time.perf_counter()
-        call()
-        seconds.append(time.perf_counter() - start)
+        seconds.append(timing.timed_call(call)[1])
     print(json.dumps({"import_s": import_s, "call_s": seconds}))
 
 
 def _run_child(items, numba_cache: str) -> dict:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # above numbaconv/
     environment = dict(os.environ, NUMBA_CACHE_DIR=numba_cache,
                        PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
     done = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(items)], env=environment,
@@ -65,7 +62,7 @@ def _run_child(items, numba_cache: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def measure(algos, passes, dtypes) -> dict:
+def compile_times(algos, passes, dtypes) -> dict:
     """Cold and warm first-call seconds of every (algorithm, pass, dtype).
 
     Returns ``{"cold_import_s", "cold_total_s", "rows": [{"algo", "pass", "dtype", "cold_s",

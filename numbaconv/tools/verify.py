@@ -8,7 +8,7 @@ the padding is "same"); float32 and float64. Channel counts, sizes and
 kernel sizes are drawn at random per problem (kernels of 1-3 taps per dim,
 inputs large enough for every combination), and the forward
 pass includes a bias. Each result is compared with ``numbaconv.reference``
-by ``bench.relative_error`` against ``bench.TOLERANCE``.
+by ``numbaconv.accuracy.relative_error`` against ``numbaconv.accuracy.TOLERANCE``.
 """
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import dispatch, functional, reference
-from .bench import TOLERANCE, pass_calls, relative_error
-from .spec import ConvSpec
+from .. import dispatch, functional, reference
+from ..accuracy import TOLERANCE, relative_error
+from ..passes import pass_calls
+from ..spec import ConvSpec
 
 STRIDES = (1, 2)
 PADDINGS = (0, 1, "same", "asymmetric")

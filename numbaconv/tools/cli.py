@@ -12,10 +12,17 @@ import platform
 import sys
 import time
 
+import numba
 import numpy as np
 
-from . import __version__, bench, dispatch
-from .devices import available_devices, cpu_model, cuda_simulated
+from .. import dispatch, functional
+from ..accuracy import TOLERANCE
+from ..cpu import pool
+from ..devices import available_devices, cpu_model, cuda_simulated
+from ..passes import PASSES
+from ..tuning import plan_cache, tune
+from ..version import __version__
+from . import bench, compiletime, report, suite
 from .verify import verify
 
 
@@ -37,19 +44,19 @@ def _parser() -> _Parser:
     info.set_defaults(handler=_info, subparser=info)
 
     run = commands.add_parser("bench", help="time every algorithm against PyTorch on a layer suite")
-    run.add_argument("--suite", choices=tuple(bench.SUITES), default="quick",
+    run.add_argument("--suite", choices=tuple(suite.SUITES), default="quick",
                      help="quick (default: a subset of the layers, algo auto; under 2 minutes) "
                           "or full (every layer, every algorithm)")
     run.add_argument("--layer", default=None,
-                     help=f"comma-separated layer names instead of a suite: {', '.join(bench.LAYERS)}")
+                     help=f"comma-separated layer names instead of a suite: {', '.join(suite.LAYERS)}")
     run.add_argument("--device", default="all",
                      help="cpu, cuda or all (default: every available device; not Numba's CUDA simulator)")
     run.add_argument("--algo", default=None,
                      help="comma-separated numbaconv algorithms, 'auto' included, or all "
                           "(default: auto for the quick suite, all for the full one)")
     run.add_argument("--pass", dest="passes", default="all",
-                     help=f"comma-separated passes from {', '.join(bench.PASSES)}, or all (default)")
-    run.add_argument("--dtype", choices=bench.DTYPES, default="float32")
+                     help=f"comma-separated passes from {', '.join(PASSES)}, or all (default)")
+    run.add_argument("--dtype", choices=suite.DTYPES, default="float32")
     run.add_argument("--repeats", type=int, default=3, help="timed calls at least, per implementation")
     run.add_argument("--budget", type=float, default=None,
                      help="seconds of timing per layer and pass (default 0.3 quick, 1.0 full)")
@@ -69,11 +76,11 @@ def _parser() -> _Parser:
     check.set_defaults(handler=_verify, subparser=check)
 
     plan = commands.add_parser("tune", help="time the algorithms on bench layers and remember the winners")
-    plan.add_argument("--layer", default=",".join(bench.SUITES["quick"]),
-                      help=f"comma-separated layer names (default: the quick suite): {', '.join(bench.LAYERS)}")
+    plan.add_argument("--layer", default=",".join(suite.SUITES["quick"]),
+                      help=f"comma-separated layer names (default: the quick suite): {', '.join(suite.LAYERS)}")
     plan.add_argument("--pass", dest="passes", default="all",
-                      help=f"comma-separated passes from {', '.join(bench.PASSES)}, or all (default)")
-    plan.add_argument("--dtype", choices=bench.DTYPES, default="float32")
+                      help=f"comma-separated passes from {', '.join(PASSES)}, or all (default)")
+    plan.add_argument("--dtype", choices=suite.DTYPES, default="float32")
     plan.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     plan.set_defaults(handler=_tune, subparser=plan)
 
@@ -81,7 +88,7 @@ def _parser() -> _Parser:
         "compile-time", help="cold compile time of the CPU engine and first-call times on a warm cache")
     compile_time.add_argument("--algo", default="all", help="comma-separated CPU algorithms, or all (default)")
     compile_time.add_argument("--pass", dest="passes", default="all",
-                              help=f"comma-separated passes from {', '.join(bench.PASSES)}, or all (default)")
+                              help=f"comma-separated passes from {', '.join(PASSES)}, or all (default)")
     compile_time.add_argument("--dtype", default="all", help="float32, float64 or all (default)")
     compile_time.add_argument("--json", default=None, metavar="FILE", help="write the numbers as JSON")
     compile_time.set_defaults(handler=_compile_time, subparser=compile_time)
@@ -124,12 +131,16 @@ def _algos(parser, text: str, devices, allowed) -> list[str] | None:
     return algos
 
 
+def kernel_cache_folder() -> str:
+    """The folder Numba's cache locator picks for the CPU kernels' machine code (every CPU
+    algorithm module lives in numbaconv/cpu/, one folder): under $NUMBA_CACHE_DIR when set, else
+    __pycache__ beside the sources, else the user's cache folder where that is not writable."""
+    from numba.core.caching import FunctionCache
+    return FunctionCache(dispatch.registry("cpu")["direct"].forward).cache_path
+
+
 def machine() -> dict:
     """What the numbers were taken on: versions, devices, threads, CPU, GPU, compile cache."""
-    import numba
-    from . import functional
-    from .cpu import direct, pool
-
     # The threading layer is chosen on the first parallel call, so make one.
     functional.conv1d(np.ones((1, 1, 4)), np.ones((1, 1, 2)), algo="direct", device="cpu")
     torch = bench.import_torch()
@@ -138,7 +149,6 @@ def machine() -> dict:
     if "cuda" in devices:
         from numba import cuda
         gpu = "Numba's CUDA simulator" if cuda_simulated() else str(cuda.get_current_device().name)
-    cache = numba.config.CACHE_DIR or os.path.join(os.path.dirname(direct.__file__), "__pycache__")
     return {
         "numbaconv": __version__, "numba": numba.__version__, "numpy": np.__version__,
         "torch": torch.__version__ if torch else "not installed",
@@ -150,7 +160,7 @@ def machine() -> dict:
         "numbaconv GEMM threads": pool.thread_count(),
         "cpu": cpu_model(), "cpu cores": os.cpu_count(),
         "gpu": gpu,
-        "compile cache": cache,
+        "compile cache": kernel_cache_folder(),
     }
 
 
@@ -170,11 +180,11 @@ def _progress(index: int, total: int, text: str) -> None:
 
 
 def _bench(parser, args) -> int:
-    names = _split(args.layer) if args.layer else list(bench.SUITES[args.suite])
+    names = _split(args.layer) if args.layer else list(suite.SUITES[args.suite])
     for name in names:
-        if name not in bench.LAYERS:
-            parser.error(f"unknown layer {name!r}; choose from {', '.join(bench.LAYERS)}")
-    passes = _choices(parser, "pass", args.passes, bench.PASSES)
+        if name not in suite.LAYERS:
+            parser.error(f"unknown layer {name!r}; choose from {', '.join(suite.LAYERS)}")
+    passes = _choices(parser, "pass", args.passes, PASSES)
     devices = _devices(parser, args.device, bench.timed_devices)
     algo_text = args.algo or ("auto" if args.suite == "quick" and not args.layer else "all")
     algos = _algos(parser, algo_text, devices, bench.algorithm_choices)
@@ -182,7 +192,7 @@ def _bench(parser, args) -> int:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
     if args.plot:
         try:
-            import matplotlib  # noqa: F401  (only checked here; bench.plot imports it)
+            import matplotlib  # noqa: F401  (only checked here; report.plot imports it)
         except ImportError:
             parser.error("--plot needs matplotlib: pip install matplotlib (or the package's 'bench' extra)")
     budget = args.budget if args.budget is not None else (0.3 if args.suite == "quick" else 1.0)
@@ -194,7 +204,7 @@ def _bench(parser, args) -> int:
     print("malloc left as it is (--default-malloc)" if args.default_malloc else bench.keep_freed_memory())
     peak = bench.cpu_peak_gflops()
     print(f"practical CPU peak (float32 2048^3 NumPy matmul): {peak:.1f} GFLOP/s; dtype {args.dtype}")
-    layers = [bench.LAYERS[name] for name in names]
+    layers = [suite.LAYERS[name] for name in names]
     for layer in layers:
         print(f"  {layer.name:<18}{layer.describe()}")
     print()
@@ -206,9 +216,9 @@ def _bench(parser, args) -> int:
     for index, (layer, pass_name) in enumerate(steps):
         _progress(index, len(steps), f"{layer.name} {pass_name}")
         if problem is None or problem.layer is not layer:
-            problem = bench.Problem.create(layer, args.dtype)
+            problem = suite.Problem.create(layer, args.dtype)
         taking_part = [c for c in candidates if bench.runs(c, problem)]
-        rows += bench.measure(problem, pass_name, taking_part, torch, peak_gflops=peak,
+        rows += bench.compare(problem, pass_name, taking_part, torch, peak_gflops=peak,
                               min_repeats=args.repeats, budget_s=budget)
     _progress(len(steps), len(steps), "done")
 
@@ -216,7 +226,7 @@ def _bench(parser, args) -> int:
     if torch is None:
         torch_note = ("it was left out (--without-torch)" if args.without_torch
                       else "PyTorch is not installed (pip install torch)")
-    print(bench.format_table(rows, torch_note))
+    print(report.format_table(rows, torch_note))
     warm_up = sum(max(row.first_ms - row.best_ms, 0.0) for row in rows
                   if row.correct and not row.implementation.startswith("torch")) / 1e3
     print(f"warm-up beyond steady state (compilation when the cache is cold, first-call costs): {warm_up:.1f} s; "
@@ -227,7 +237,7 @@ def _bench(parser, args) -> int:
                        "rows": [row.as_dict() for row in rows]}, out, indent=1)
         print(f"rows written to {args.json}")
     if args.plot:
-        bench.plot(rows, args.plot)
+        report.plot(rows, args.plot)
         print(f"plot written to {args.plot}")
     mismatches = [row for row in rows if not row.correct]
     if mismatches:
@@ -255,15 +265,14 @@ def _verify(parser, args) -> int:
     for tally in tallies.values():
         for failure in tally.failures:
             print("MISMATCH", failure)
-    print(f"tolerance (||result - reference|| / ||reference||): float32 {bench.TOLERANCE['float32']:.0e}, "
-          f"float64 {bench.TOLERANCE['float64']:.0e}; {time.perf_counter() - started:.1f} s")
+    print(f"tolerance (||result - reference|| / ||reference||): float32 {TOLERANCE['float32']:.0e}, "
+          f"float64 {TOLERANCE['float64']:.0e}; {time.perf_counter() - started:.1f} s")
     return 1 if failed else 0
 
 
 def _tune(parser, args) -> int:
-    from .tuning import tune, plan_cache
-    layers = [bench.LAYERS[name] for name in _choices(parser, "layer", args.layer, tuple(bench.LAYERS))]
-    passes = _choices(parser, "pass", args.passes, bench.PASSES)
+    layers = [suite.LAYERS[name] for name in _choices(parser, "layer", args.layer, tuple(suite.LAYERS))]
+    passes = _choices(parser, "pass", args.passes, PASSES)
     device = _devices(parser, args.device, lambda: ("cpu",))[0]
     print(f"{'layer':<18}{'pass':<9}{'winner':<10}  best ms of each algorithm")
     for layer in layers:
@@ -277,11 +286,10 @@ def _tune(parser, args) -> int:
 
 
 def _compile_time(parser, args) -> int:
-    from . import compiletime
     algos = _choices(parser, "algorithm", args.algo, dispatch.algorithms("cpu"))
-    passes = _choices(parser, "pass", args.passes, bench.PASSES)
-    dtypes = _choices(parser, "dtype", args.dtype, bench.DTYPES)
-    result = compiletime.measure(algos, passes, dtypes)
+    passes = _choices(parser, "pass", args.passes, PASSES)
+    dtypes = _choices(parser, "dtype", args.dtype, suite.DTYPES)
+    result = compiletime.compile_times(algos, passes, dtypes)
     print(compiletime.format_report(result))
     if args.json:
         with open(args.json, "w") as out:

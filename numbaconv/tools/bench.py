@@ -1,0 +1,257 @@
+"""The implementations ``numbaconv bench`` compares, and how one comparison runs.
+
+Shared by ``numbaconv bench`` (numbaconv/tools/cli.py) and the pytest-benchmark suite in
+bench/. One comparison is a (layer, pass, dtype) of the suite (numbaconv/tools/suite.py)
+run by several implementations: each numbaconv algorithm on each available device, PyTorch
+on the CPU and on CUDA when installed, and the float64 reference on the smallest layers.
+
+How a number is obtained (:func:`compare`):
+
+1. Every implementation's result is first checked against a float64 truth
+   (PyTorch in float64 when installed, else ``numbaconv.reference``): the
+   error is ``||result - truth|| / ||truth||`` and must stay within
+   ``numbaconv.accuracy.TOLERANCE`` of the dtype (the reference itself is
+   exact by definition).
+2. That first call is the warm-up; its time, which holds Numba's compilation
+   when the on-disk cache is cold, is reported on its own (``first_ms``).
+3. The implementations then take turns, one call each per round, each after
+   running untimed for ``SETTLE_S``, and each keeps its best time
+   (``numbaconv.timing.best_times``). Rounds go on until every implementation
+   has at least ``min_repeats`` calls and the round budget is spent.
+4. CPU calls are timed with ``time.perf_counter``; GPU calls with CUDA events
+   recorded around the call, synchronised before the time is read.
+5. ``numbaconv bench`` first asks glibc's malloc to keep freed memory
+   (:func:`keep_freed_memory`), so that no timed call pays page faults for
+   memory an earlier call handed back to the system.
+"""
+from __future__ import annotations
+
+import ctypes
+import math
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .. import dispatch, functional, reference, timing, tuning
+from ..accuracy import TOLERANCE, relative_error
+from ..cpu import workspace
+from ..devices import available_devices, cuda_simulated
+from ..passes import pass_calls
+from .report import Row
+from .suite import Layer, Problem
+
+# The reference joins only layers this small (it is NumPy loops over taps).
+REFERENCE_FLOP_LIMIT = 60e6
+# Seconds each implementation runs untimed right before each timed call (timing.best_times's
+# settle_s): docs/decisions.md, B2.
+SETTLE_S = float(os.environ.get("NUMBACONV_BENCH_SETTLE_S", "0.02"))
+
+
+@dataclass
+class Implementation:
+    """One way to run a pass: ``prepare(problem, pass) -> call``; the call returns a NumPy-readable result."""
+
+    label: str          # "cpu/im2col", "torch-cpu", ...
+    device: str         # "cpu" or "cuda": whose PyTorch it is compared with
+    prepare: Callable
+    clock: timing.Clock = timing.host_clock()
+    to_host: Callable = np.asarray
+    synchronize: Callable = lambda: None    # waits for the device's queued work
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3      # glibc's mallopt parameters (malloc.h)
+MMAP_THRESHOLD_MAX = 32 * 2**20                  # the most glibc takes on 64-bit
+
+
+def keep_freed_memory() -> str:
+    """Set glibc's malloc to serve blocks up to 32 MiB from its heap and never trim the heap, for
+    the rest of the process; returns what was done, for the report.
+
+    Both libraries allocate each call's result (PyTorch its scratch too). With glibc's defaults
+    that memory often goes back to the system on free, and the next call faults every page in
+    again, by how much depending on what ran before; kept, it is reused without faults
+    (docs/decisions.md, B1)."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError, TypeError):   # no C library by that name, or no mallopt in it
+        return "malloc left as it is (no glibc mallopt here)"
+    if mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX) != 1 or mallopt(M_TRIM_THRESHOLD, 2**31 - 1) != 1:
+        return "malloc left as it is (mallopt refused)"
+    return "malloc keeps freed memory (glibc mallopt: blocks up to 32 MiB from the heap, heap never trimmed)"
+
+
+def _numbaconv_call(device: str, algo: str, problem: Problem, pass_name: str, put=None):
+    """A zero-argument call running one pass of ``problem`` with numbaconv (operands moved by ``put``)."""
+    operands = (put(a) if put else a for a in (problem.x, problem.w, problem.grad_y))
+    return pass_calls(functional, problem.layer.rank, problem.layer.arguments, *operands,
+                      algo=algo, device=device)[pass_name]
+
+
+def _reference_call(problem: Problem, pass_name: str):
+    return pass_calls(reference, problem.layer.rank, problem.layer.arguments,
+                      problem.x, problem.w, problem.grad_y)[pass_name]
+
+
+def _torch_call(torch, problem: Problem, pass_name: str, device: str, dtype: str | None = None):
+    """A zero-argument call running one pass with PyTorch (dtype overrides the problem's)."""
+    layer, rank = problem.layer, problem.layer.rank
+    convert = getattr(torch, dtype or problem.dtype)
+    x, w, grad_y = (torch.from_numpy(a).to(device=device, dtype=convert) for a in (problem.x, problem.w, problem.grad_y))
+    if pass_name == "forward":
+        function = getattr(torch.nn.functional, f"conv{rank}d")
+        return lambda: function(x, w, **layer.arguments)
+    if pass_name == "input":
+        function = getattr(torch.nn.grad, f"conv{rank}d_input")
+        return lambda: function(x.shape, w, grad_y, **layer.arguments)
+    function = getattr(torch.nn.grad, f"conv{rank}d_weight")
+    return lambda: function(x, w.shape, grad_y, **layer.arguments)
+
+
+def import_torch():
+    """PyTorch if it is installed, else None."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def truth(problem: Problem, pass_name: str, torch=None) -> np.ndarray:
+    """The float64 result of a pass: PyTorch in float64 where installed, else numbaconv.reference."""
+    if torch is not None:
+        return _torch_call(torch, problem, pass_name, "cpu", "float64")().numpy()
+    as64 = Problem(problem.layer, "float64", *(a.astype(np.float64) for a in (problem.x, problem.w, problem.grad_y)))
+    return _reference_call(as64, pass_name)()
+
+
+def timed_devices() -> tuple[str, ...]:
+    """The devices worth timing by default: the available ones, less a simulated GPU."""
+    return tuple(d for d in available_devices() if not (d == "cuda" and cuda_simulated()))
+
+
+def algorithm_choices(device: str) -> tuple[str, ...]:
+    """What ``--algo`` may name on ``device``: "auto", "tune" and the registered algorithms."""
+    return ("auto", "tune") + dispatch.algorithms(device)
+
+
+def implementations(devices=None, algos=None, torch=None, with_reference=True) -> list[Implementation]:
+    """Every implementation to compare: numbaconv (device x algorithm), PyTorch per device, the reference.
+
+    ``devices``: subset of the available devices (default: ``timed_devices()``).
+    ``algos``: numbaconv algorithm names, "auto" included (default: every registered algorithm).
+    """
+    devices = tuple(devices or timed_devices())
+    result = []
+    for device in devices:
+        clock, put, to_host, synchronize = timing.host_clock(), None, np.asarray, lambda: None
+        if device == "cuda":
+            from numba import config, cuda
+            put, to_host, synchronize = cuda.to_device, lambda array: array.copy_to_host(), cuda.synchronize
+            # the simulator's events report 0 ms: time it (slowly, for the smoke tests) on the host clock
+            clock = timing.host_clock(cuda.synchronize) if config.ENABLE_CUDASIM else timing.event_clock(cuda.event)
+        for algo in (algos or dispatch.algorithms(device)):
+            if algo not in algorithm_choices(device):
+                continue
+            result.append(Implementation(
+                f"{device}/{algo}", device,
+                lambda problem, pass_name, device=device, algo=algo, put=put:
+                    _numbaconv_call(device, algo, problem, pass_name, put),
+                clock, to_host, synchronize))
+        if torch is not None and (device == "cpu" or torch.cuda.is_available()):
+            torch_clock, torch_synchronize = timing.host_clock(), lambda: None
+            if device == "cuda":
+                torch_clock = timing.event_clock(lambda: torch.cuda.Event(enable_timing=True))
+                torch_synchronize = torch.cuda.synchronize
+            result.append(Implementation(
+                f"torch-{device}", device,
+                lambda problem, pass_name, device=device: _torch_call(torch, problem, pass_name, device),
+                torch_clock, lambda tensor: tensor.cpu().numpy(), torch_synchronize))
+    if with_reference and "cpu" in devices:
+        result.append(Implementation("cpu/reference", "cpu", _reference_call))
+    return result
+
+
+def runs(implementation: Implementation, problem: Problem) -> bool:
+    """Whether ``implementation`` takes part in ``problem`` (declined algorithms and big reference runs do not)."""
+    label = implementation.label
+    if label == "cpu/reference":
+        return problem.layer.spec.flops <= REFERENCE_FLOP_LIMIT
+    if label.startswith("torch"):
+        return True
+    device, algo = label.split("/")
+    if algo in ("auto", "tune"):
+        return True
+    return algo in dispatch.runnable(device, problem.layer.spec.as_3d())
+
+
+def auto_choice(device: str, layer: Layer, pass_name: str) -> str:
+    """The algorithm ``algo="auto"`` picks for one pass of ``layer`` on ``device``."""
+    chosen = dispatch.choose(device, "auto", layer.spec.as_3d(), pass_name)
+    return next(name for name, module in dispatch.registry(device).items() if module is chosen)
+
+
+def tuned_choice(device: str, problem: Problem, pass_name: str) -> str:
+    """The algorithm ``algo="tune"`` ran for this pass of ``problem`` (after a call made the plan)."""
+    plan = tuning.lookup(device, pass_name, problem.layer.spec.as_3d(), problem.dtype)
+    return plan["algo"] if plan else ""
+
+
+def compare(problem: Problem, pass_name: str, candidates, torch=None, *, peak_gflops=math.nan,
+            min_repeats=3, max_repeats=25, budget_s=1.0) -> list[Row]:
+    """Check, warm up and time every candidate on one pass of ``problem``; one Row each.
+
+    A candidate whose result misses the tolerance is reported (correct=False)
+    and not timed.
+    """
+    layer = problem.layer
+    expected = truth(problem, pass_name, torch)
+    tolerance = TOLERANCE[problem.dtype]
+    picks = {device: auto_choice(device, layer, pass_name) for device in {c.device for c in candidates}}
+    rows, timed = [], []
+    for candidate in candidates:
+        call = candidate.prepare(problem, pass_name)
+        result, first = timing.timed_call(lambda: candidate.to_host(call()))
+        error = relative_error(result, expected)
+        device, _, algo = candidate.label.partition("/")
+        picked = ""
+        if algo == "auto":
+            picked = picks.get(device, "")
+        elif algo == "tune":
+            picked = tuned_choice(device, problem, pass_name)
+        row = Row(layer.name, pass_name, problem.dtype, candidate.label, candidate.device, layer.spec.flops,
+                  first * 1e3, error=error, correct=candidate.label == "cpu/reference" or error <= tolerance,
+                  auto_pick=picks.get(device) == algo, picked=picked)
+        rows.append(row)
+        if row.correct:
+            timed.append((row, call, candidate.clock))
+            if device == "cpu" and algo != "reference":
+                row.workspace_mib = peak_workspace_bytes(call) / 2**20
+    seconds = timing.best_times([call for _, call, _ in timed], [clock for _, _, clock in timed],
+                                rounds=min_repeats, max_rounds=max_repeats, budget_s=budget_s, settle_s=SETTLE_S)
+    for (row, _, _), best in zip(timed, seconds):
+        row.best_ms = best * 1e3
+        if row.device == "cpu":
+            row.percent_of_peak = 100 * row.gflops / peak_gflops
+    torch_ms = {row.device: row.best_ms for row in rows if row.implementation.startswith("torch")}
+    for row in rows:
+        if row.device in torch_ms:
+            row.vs_torch = torch_ms[row.device] / row.best_ms
+    return rows
+
+
+def peak_workspace_bytes(call) -> int:
+    """Scratch one call borrows through numbaconv.cpu.workspace, all threads together (a call
+    after the warm-up: with algo="tune" the first call also times every candidate)."""
+    workspace.reset_peak()
+    call()
+    return workspace.peak_bytes()
+
+
+def cpu_peak_gflops(size=2048, repeats=5) -> float:
+    """The practical CPU ceiling: best GFLOP/s of a float32 ``size``-square matrix product through NumPy's BLAS."""
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((size, size)).astype(np.float32) for _ in range(2))
+    [best] = timing.best_times([lambda: a @ b], warmup=1, rounds=repeats)
+    return 2 * size ** 3 / best / 1e9
