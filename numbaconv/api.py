@@ -126,7 +126,7 @@ def _make_rank(engine, rank: int, module: str) -> dict:
         spec = _transpose_spec(rank, tuple(x.shape), tuple(w.shape), stride, padding,
                                output_padding, groups, dilation)
         _check_vector("bias", bias, spec.in_channels)
-        return engine.transpose(spec, _zero_extend(x, spec.y_shape), w, bias, algo, device)
+        return engine.transpose(spec, zero_extend(x, spec.y_shape), w, bias, algo, device)
 
     return {f.__name__: f for f in (
         _finish(conv, f"conv{d}", module,
@@ -176,7 +176,7 @@ def _transpose_spec(rank, x_shape, w_shape, stride, padding, output_padding, gro
                            dilation, groups, rank=rank)
 
 
-def _zero_extend(x, shape):
+def zero_extend(x, shape):
     """``x`` with zeros appended at the high end of each dim up to ``shape``.
 
     A transposed convolution's forward spec has exactly the input's size

@@ -22,7 +22,7 @@ import math
 import numpy as np
 
 from . import functional
-from .api import _zero_extend
+from .api import zero_extend
 from .spec import ConvSpec, normalize_ints
 
 __all__ = ["Conv1d", "Conv2d", "Conv3d", "ConvTranspose2d", "conv_gradients",
@@ -66,7 +66,7 @@ def conv_transpose_gradients(rank, grad_y, x, w, stride, padding, output_padding
         if grad_x.shape != x.shape:
             grad_x = grad_x[tuple(slice(0, n) for n in x.shape)]
     if need_weight:
-        grad_w = _function("conv{rank}d_weight", rank)(grad_y, w.shape, _zero_extend(x, c_y_shape),
+        grad_w = _function("conv{rank}d_weight", rank)(grad_y, w.shape, zero_extend(x, c_y_shape),
                                                      *options)
     return grad_x, grad_w
 

@@ -11,7 +11,9 @@ With ``w`` viewed as ``(G, K/g, R)`` and ``y`` as ``(nb * G, K/g, P)``
     input grad:    dcols[n, g] = w[g].T @ grad_y[n, g], then col2im: every
                    input element gathers the column entries it was copied to.
 
-The chunk size keeps ``cols`` (and ``dcols``) under ``WORKSPACE_LIMIT_BYTES``.
+The chunk size keeps ``cols`` (and ``dcols``) under the workspace limit that
+``numbaconv.set_workspace_limit`` sets (numbaconv/cpu/workspace.py), one sample
+at least.
 FLOPs: ``2 N K (C/g) prod(out) prod(kernel)`` per pass, all in the matrix
 product. Extra memory traffic: the column matrix, ``prod(kernel)`` times the
 input, is written once and read by the product once; for large channel
@@ -23,10 +25,9 @@ import math
 import numpy as np
 from numba import cuda
 
+from ..cpu import workspace
 from .common import LAUNCH, grid_blocks, grid_stride, source_output, unravel
 from .gemm import matmul
-
-WORKSPACE_LIMIT_BYTES = 256 * 2**20
 
 
 def supports(spec):
@@ -104,7 +105,7 @@ class _Plan:
         self.positions = math.prod(spec.out_size)
         self.dtype = np.dtype(dtype)
         sample_bytes = self.groups * self.rows * self.positions * self.dtype.itemsize
-        self.chunk = max(1, min(spec.batch, WORKSPACE_LIMIT_BYTES // sample_bytes))
+        self.chunk = max(1, min(spec.batch, workspace.workspace_limit() // sample_bytes))
         self.columns = cuda.device_array((self.chunk * self.groups, self.rows, self.positions), self.dtype)
         self.unfold_kernel, self.fold_kernel = _kernels(self.dtype)
 
