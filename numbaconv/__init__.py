@@ -7,15 +7,20 @@
 See numbaconv.functional for the functions, numbaconv.reference for the
 float64 oracle they are checked against.
 """
-from . import reference
+from .compile_cache import ensure_writable as _ensure_writable_cache
+
+_ensure_writable_cache()   # before the first kernel is defined
+
+from . import reference  # noqa: E402
 from .devices import available_devices as devices
 from .dispatch import algorithms
 from .functional import *  # noqa: F401,F403  the fifteen public functions
 from .functional import __all__ as _functional_names
-from .cpu.workspace import set_workspace_limit, workspace_limit
+from .cpu.workspace import release as release_workspace, set_workspace_limit, workspace_limit
 from .spec import ConvSpec
 from .tuning import tune
 from .version import __version__
 
 __all__ = ["reference", "devices", "algorithms", "ConvSpec", "tune", "set_workspace_limit", "workspace_limit",
+           "release_workspace",
            *_functional_names]

@@ -45,10 +45,15 @@ output (N, K, *out_spatial). Operands share one dtype, float32 or float64.
 """
 
 
-def as_array(name: str, value):
+def as_array(name: str, value, optional: bool = False):
     """NumPy arrays pass as they are, GPU arrays as Numba device arrays (no copy, see
-    numbaconv.devices); anything else goes through np.asarray."""
-    if value is None or isinstance(value, np.ndarray):
+    numbaconv.devices); anything else goes through np.asarray. None is a TypeError unless
+    ``optional`` (then it passes as None)."""
+    if value is None:
+        if optional:
+            return None
+        raise TypeError(f"{name} must be an array, got None")
+    if isinstance(value, np.ndarray):
         return value
     if on_gpu(value):
         return gpu_view(value)
@@ -56,6 +61,13 @@ def as_array(name: str, value):
         return np.asarray(value)
     except Exception as error:  # an object NumPy cannot read is a type error for us
         raise TypeError(f"{name} must be an array, got {type(value).__name__}: {error}") from None
+
+
+def _as_shape(name: str, value) -> tuple:
+    """A shape argument as a tuple (its entries are checked by ConvSpec)."""
+    if not isinstance(value, (tuple, list)):
+        raise TypeError(f"{name} must be a tuple of ints, got {type(value).__name__}: {value!r}")
+    return tuple(value)
 
 
 def _check_vector(name: str, value, length: int):
@@ -83,29 +95,32 @@ def _make_rank(engine, rank: int, module: str) -> dict:
 
     def conv(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
              algo="auto", device="auto"):
-        x, w, bias = as_array("input", x), as_array("weight", w), as_array("bias", bias)
+        x, w, bias = as_array("input", x), as_array("weight", w), as_array("bias", bias, optional=True)
         check_dtype(input=x, weight=w, bias=bias)
         spec = ConvSpec.create(tuple(x.shape), tuple(w.shape), stride, padding, dilation, groups,
                                rank=rank)
         _check_vector("bias", bias, spec.out_channels)
+        spec.check_fits(x.dtype, ("y",))
         return engine.forward(spec, x, w, bias, algo, device)
 
     def conv_input(input_shape, w, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
                    algo="auto", device="auto"):
         w, grad_y = as_array("weight", w), as_array("grad_output", grad_output)
         check_dtype(weight=w, grad_output=grad_y)
-        spec = ConvSpec.create(tuple(input_shape), tuple(w.shape), stride, padding, dilation,
+        spec = ConvSpec.create(_as_shape("input_shape", input_shape), tuple(w.shape), stride, padding, dilation,
                                groups, rank=rank)
         _check_grad_output(spec, grad_y)
+        spec.check_fits(w.dtype, ("x",))
         return engine.backward(spec, grad_y, None, w, {"input"}, algo, device)[0]
 
     def conv_weight(x, weight_shape, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
                     algo="auto", device="auto"):
         x, grad_y = as_array("input", x), as_array("grad_output", grad_output)
         check_dtype(input=x, grad_output=grad_y)
-        spec = ConvSpec.create(tuple(x.shape), tuple(weight_shape), stride, padding, dilation,
+        spec = ConvSpec.create(tuple(x.shape), _as_shape("weight_shape", weight_shape), stride, padding, dilation,
                                groups, rank=rank)
         _check_grad_output(spec, grad_y)
+        spec.check_fits(x.dtype, ("w",))
         return engine.backward(spec, grad_y, x, None, {"weight"}, algo, device)[1]
 
     def conv_backward(grad_output, x, w, stride=1, padding=0, dilation=1, groups=1, *,
@@ -121,11 +136,12 @@ def _make_rank(engine, rank: int, module: str) -> dict:
 
     def conv_transpose(x, w, bias=None, stride=1, padding=0, output_padding=0, groups=1,
                        dilation=1, *, algo="auto", device="auto"):
-        x, w, bias = as_array("input", x), as_array("weight", w), as_array("bias", bias)
+        x, w, bias = as_array("input", x), as_array("weight", w), as_array("bias", bias, optional=True)
         check_dtype(input=x, weight=w, bias=bias)
         spec = _transpose_spec(rank, tuple(x.shape), tuple(w.shape), stride, padding,
                                output_padding, groups, dilation)
         _check_vector("bias", bias, spec.in_channels)
+        spec.check_fits(x.dtype, ("x",))
         return engine.transpose(spec, zero_extend(x, spec.y_shape), w, bias, algo, device)
 
     return {f.__name__: f for f in (

@@ -68,16 +68,19 @@ def _no_gpu_error():
 
 def resolve_device(device, *arrays) -> str:
     """The device to run on, "cpu" or "cuda" (rules in the module docstring)."""
-    if device not in DEVICES:
-        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+    requested = device.lower() if isinstance(device, str) else device
+    if requested not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES} (any case), got {device!r}")
+    device = requested
     gpu_operands = any(on_gpu(a) for a in arrays)
     if device == "auto":
         if gpu_operands:
             device = "cuda"
         else:
-            device = os.environ.get(ENVIRONMENT_VARIABLE, "cpu") or "cpu"
+            named = os.environ.get(ENVIRONMENT_VARIABLE, "").strip()
+            device = named.lower() or "cpu"
             if device not in ("cpu", "cuda"):
-                raise ValueError(f"${ENVIRONMENT_VARIABLE} must be 'cpu' or 'cuda', got {device!r}")
+                raise ValueError(f"${ENVIRONMENT_VARIABLE} must be 'cpu' or 'cuda' (any case), got {named!r}")
     if device == "cuda" and not cuda_usable():
         raise _no_gpu_error()
     if device == "cpu" and gpu_operands:

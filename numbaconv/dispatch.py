@@ -110,6 +110,26 @@ def _choose(device, algo, spec, pass_name, workspace_limit):
     return candidates[algo]
 
 
+def places_nonfinite_as_reference(module, pass_name: str) -> bool:
+    """Whether ``module``'s pass puts NaN and Inf where numbaconv.reference does, always (its
+    ``INEXACT_NONFINITE`` does not name the pass; numbaconv.functional explains the checks)."""
+    return pass_name not in getattr(module, "INEXACT_NONFINITE", {})
+
+
+def choose_as_reference(device: str, spec, pass_name: str):
+    """The algorithm "auto" picks for one pass of ``spec`` (3-d) among those that place NaN and
+    Inf as the reference does (``direct`` where nothing else can run the problem)."""
+    return _choose_as_reference(device, spec, pass_name, workspace.workspace_limit())
+
+
+@functools.lru_cache(maxsize=4096)
+def _choose_as_reference(device, spec, pass_name, workspace_limit):
+    candidates = registry(device)
+    runnable = tuple(name for name in _runnable(device, spec, workspace_limit)
+                     if places_nonfinite_as_reference(candidates[name], pass_name))
+    return candidates[_auto_cpu(spec, runnable, pass_name)]
+
+
 def runnable(device: str, spec) -> tuple[str, ...]:
     """Names of the algorithms on ``device`` whose ``supports`` accepts ``spec`` (3-d) under the
     current workspace limit. Remembered per limit: ``algo="tune"`` asks on every call."""
@@ -131,9 +151,9 @@ def _auto_cpu(spec, runnable, pass_name):
         return "winograd"
     if "planar" in runnable and _planar_pays(spec, product, taps):
         return "planar"
-    if product < DIRECT_PRODUCT_LIMIT or "im2col" not in runnable:
-        return "direct"
-    return "im2col"
+    if "im2col" in runnable and (product >= DIRECT_PRODUCT_LIMIT or "direct" not in runnable):
+        return "im2col"
+    return "direct"
 
 
 def _planar_pays(spec, product, taps):

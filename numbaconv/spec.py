@@ -20,26 +20,37 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+import os
 from dataclasses import dataclass
 
 import numpy as np
 
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+# The largest stride, dilation, padding, output_padding or groups accepted: far past any real
+# problem, and small enough that the kernels' int64 index arithmetic cannot overflow.
+ARGUMENT_LIMIT = 2**31 - 1
 
 
 def _is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def _check_range(name: str, values, minimum: int, given) -> None:
+    if any(v < minimum for v in values):
+        rule = "non-negative" if minimum == 0 else f">= {minimum}"
+        raise ValueError(f"{name} entries must be {rule}, got {given!r}")
+    if any(v > ARGUMENT_LIMIT for v in values):
+        raise ValueError(f"{name} entries must be <= {ARGUMENT_LIMIT} (2**31 - 1), got {given!r}")
+
+
 def normalize_ints(name: str, value, rank: int, minimum: int) -> tuple[int, ...]:
-    """An int or a sequence of ``rank`` ints, each >= ``minimum``, as a tuple."""
+    """An int or a sequence of ``rank`` ints, each in ``[minimum, ARGUMENT_LIMIT]``, as a tuple."""
     values = (value,) * rank if _is_int(value) else value
     if not isinstance(values, (tuple, list)) or not all(_is_int(v) for v in values):
         raise TypeError(f"{name} must be an int or a tuple of {rank} ints, got {value!r}")
     if len(values) != rank:
         raise ValueError(f"{name} must have {rank} entries for a {rank}-d convolution, got {value!r}")
-    if any(v < minimum for v in values):
-        raise ValueError(f"{name} entries must be >= {minimum}, got {value!r}")
+    _check_range(name, values, minimum, value)
     return tuple(int(v) for v in values)
 
 
@@ -67,8 +78,7 @@ def normalize_padding(padding, rank: int) -> tuple[tuple[int, int], ...] | str:
         raise TypeError(
             f"padding must be an int, {rank} ints, {rank} (low, high) pairs, 'valid' or 'same'; "
             f"got {padding!r}")
-    if any(q < 0 for pair in pairs for q in pair):
-        raise ValueError(f"padding must be non-negative, got {padding!r}")
+    _check_range("padding", [q for pair in pairs for q in pair], 0, padding)
     return tuple((int(lo), int(hi)) for lo, hi in pairs)
 
 
@@ -88,8 +98,7 @@ def check_groups(groups) -> None:
     """groups must be an int >= 1."""
     if not _is_int(groups):
         raise TypeError(f"groups must be an int, got {groups!r}")
-    if groups < 1:
-        raise ValueError(f"groups must be >= 1, got {groups}")
+    _check_range("groups", (groups,), 1, groups)
 
 
 def _check_shape(name: str, shape, rank: int) -> tuple[int, ...]:
@@ -243,6 +252,21 @@ class ConvSpec:
         return (2 * self.batch * self.out_channels * self.group_in_channels
                 * math.prod(self.out_size) * math.prod(self.kernel_size))
 
+    def check_fits(self, dtype, shapes=("x", "w", "y")) -> None:
+        """Raise ValueError, before anything is allocated, when one of the arrays named in
+        ``shapes`` ("x", "w", "y") would take more bytes than this machine's memory: the mark of
+        a mistaken size, padding or stride."""
+        itemsize, memory = np.dtype(dtype).itemsize, physical_memory()
+        for role in shapes:
+            shape = getattr(self, f"{role}_shape")
+            nbytes = math.prod(shape) * itemsize
+            if memory and nbytes > memory:
+                raise ValueError(
+                    f"the {_ROLES[role]} of this convolution would have shape {shape}: "
+                    f"{nbytes / 2**30:.3g} GiB of {np.dtype(dtype).name}, more than this machine's "
+                    f"memory ({memory / 2**30:.3g} GiB); check the sizes and stride={self.stride}, "
+                    f"padding={tuple(zip(self.pad_lo, self.pad_hi))}, dilation={self.dilation}")
+
     def nbytes(self, itemsize: int) -> int:
         """Bytes of x, w and y together: the least memory traffic of one pass."""
         return itemsize * (math.prod(self.x_shape) + math.prod(self.w_shape) + math.prod(self.y_shape))
@@ -263,6 +287,18 @@ class ConvSpec:
     def as_3d(self) -> "ConvSpec":
         """The same problem with leading unit spatial dims, so every kernel is 3-d."""
         return self._spec_3d
+
+
+_ROLES = {"x": "input", "w": "weight", "y": "output"}
+
+
+@functools.cache
+def physical_memory() -> int:
+    """Bytes of physical memory (0 where the platform does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return 0
 
 
 def _same_padding(in_len: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:

@@ -15,6 +15,11 @@ Devices: CPU tensors reach the kernels as NumPy views (no copies) and results
 come back through ``torch.from_numpy``. Tensors on any other device raise a
 RuntimeError in :func:`_to_engine`, the one place that knows about devices:
 these layers run the CPU engine only.
+
+Threads: the layers run the kernels on ``torch.get_num_threads()`` threads
+(at most Numba's own count, ``numba.get_num_threads()``), so
+``torch.set_num_threads`` governs them as it governs torch's operators;
+neither library's setting is changed by a call.
 """
 from __future__ import annotations
 
@@ -23,6 +28,9 @@ try:
 except ImportError as error:  # PyTorch is an optional dependency of numbaconv
     raise ImportError("numbaconv.torch needs PyTorch: pip install torch") from error
 
+import contextlib
+
+import numba
 from torch.autograd.function import once_differentiable
 
 from . import functional
@@ -46,6 +54,23 @@ def _to_engine(where: str, *tensors):
     return tuple(None if t is None else t.detach().numpy() for t in tensors)
 
 
+@contextlib.contextmanager
+def _threads_as_torch():
+    """The kernels inside run on ``min(torch.get_num_threads(), numba.get_num_threads())``
+    threads, so ``torch.set_num_threads`` holds for these layers as for torch's own; Numba's
+    setting is restored afterwards (it is per calling thread) and torch's is never changed."""
+    before = numba.get_num_threads()
+    wanted = max(1, min(torch.get_num_threads(), before))
+    if wanted == before:
+        yield
+        return
+    numba.set_num_threads(wanted)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
+
+
 def _from_engine(array):
     """A kernel's result as a tensor sharing its memory."""
     return None if array is None else torch.from_numpy(array)
@@ -64,7 +89,9 @@ def _backward(ctx, grad_y, gradients):
     grad_x = grad_w = None
     if need_x or need_w:
         rank, *options = ctx.options
-        grad_x, grad_w = gradients(rank, grad_y_np, x_np, w_np, *options, need_input=need_x, need_weight=need_w)
+        with _threads_as_torch():
+            grad_x, grad_w = gradients(rank, grad_y_np, x_np, w_np, *options, need_input=need_x,
+                                       need_weight=need_w)
     grad_b = _bias_gradient(grad_y) if need_b else None
     # None for ``where`` and each entry of ``ctx.options`` (rank and the convolution's arguments)
     return (_from_engine(grad_x), _from_engine(grad_w), grad_b) + (None,) * (1 + len(ctx.options))
@@ -78,8 +105,9 @@ class ConvFunction(torch.autograd.Function):
         ctx.where, ctx.options = where, (rank, stride, padding, dilation, groups)
         ctx.save_for_backward(x, weight)
         x_np, w_np, b_np = _to_engine(where, x, weight, bias)
-        return _from_engine(getattr(functional, f"conv{rank}d")(x_np, w_np, b_np, stride, padding,
-                                                                dilation, groups))
+        with _threads_as_torch():
+            return _from_engine(getattr(functional, f"conv{rank}d")(x_np, w_np, b_np, stride, padding,
+                                                                    dilation, groups))
 
     @staticmethod
     @once_differentiable
@@ -95,8 +123,9 @@ class ConvTransposeFunction(torch.autograd.Function):
         ctx.where, ctx.options = where, (rank, stride, padding, output_padding, groups, dilation)
         ctx.save_for_backward(x, weight)
         x_np, w_np, b_np = _to_engine(where, x, weight, bias)
-        return _from_engine(getattr(functional, f"conv_transpose{rank}d")(
-            x_np, w_np, b_np, stride, padding, output_padding, groups, dilation))
+        with _threads_as_torch():
+            return _from_engine(getattr(functional, f"conv_transpose{rank}d")(
+                x_np, w_np, b_np, stride, padding, output_padding, groups, dilation))
 
     @staticmethod
     @once_differentiable

@@ -68,6 +68,12 @@ def cache_dir() -> str:
     return os.path.join(base, "numbaconv")
 
 
+def _well_formed(plan) -> bool:
+    """A plan as :func:`winner` writes it: ``{"algo": name, "ms": {name: milliseconds}}``."""
+    return (isinstance(plan, dict) and isinstance(plan.get("algo"), str) and isinstance(plan.get("ms"), dict)
+            and all(isinstance(name, str) and isinstance(ms, (int, float)) for name, ms in plan["ms"].items()))
+
+
 class PlanCache:
     """The plans of one folder: a dict in memory, backed by one JSON file."""
 
@@ -102,8 +108,7 @@ class PlanCache:
             if content.get("identity") != self.identity:
                 return {}
             plans = content["plans"]
-            if not isinstance(plans, dict) or not all(
-                    isinstance(plan, dict) and isinstance(plan.get("algo"), str) for plan in plans.values()):
+            if not isinstance(plans, dict) or not all(map(_well_formed, plans.values())):
                 raise ValueError("malformed plans")
         except (FileNotFoundError, NotADirectoryError):   # nothing written yet (or no folder can be)
             return {}

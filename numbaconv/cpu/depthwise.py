@@ -52,6 +52,13 @@ from numba import njit, prange
 from . import workspace
 from .common import nine, nine_views
 
+# FLOPs of one uncut kernel call: a quarter second at 5 GFLOP/s, this algorithm's slowest rate on
+# dense layers; longer passes run in slices (numbaconv.slices, docs/decisions.md).
+SLICE_FLOPS = int(1.25e9)
+# Where NaN and Inf land differently from the reference (numbaconv.functional): taps in the padding are dropped by selects, never multiplied: a non-finite weight does not
+# meet the zeros there as it does in the reference (Inf * 0 = NaN).
+INEXACT_NONFINITE = {"forward": "weight"}
+
 TAPS = 9
 TOP, BOTTOM, LEFT, RIGHT = 1, 2, 4, 8   # the mask bits: which of an output's taps lie in its plane
 TOP_LEFT, TOP_RIGHT, BOTTOM_LEFT, BOTTOM_RIGHT = TOP | LEFT, TOP | RIGHT, BOTTOM | LEFT, BOTTOM | RIGHT

@@ -76,6 +76,13 @@ from .blas import gemm
 from .common import scratch, share
 from .pool import single_threaded_blas, thread_count
 
+# FLOPs of one uncut kernel call: a quarter second at 20 GFLOP/s (counted as direct convolution), this algorithm's slowest rate on
+# dense layers; longer passes run in slices (numbaconv.slices, docs/decisions.md).
+SLICE_FLOPS = int(5e9)
+# Where NaN and Inf land differently from the reference (numbaconv.functional): the transforms add neighbouring values, so one non-finite value spreads over
+# the outputs of its tiles (Inf - Inf = NaN) and NaN/Inf land where the reference has finite values.
+INEXACT_NONFINITE = {"forward": "result", "input": "result", "weight": "result"}
+
 TILE = 4                       # output tile side (m)
 PATCH = TILE + 2               # input patch side (alpha = m + r - 1)
 POINTS = PATCH * PATCH         # elementwise products per tile and channel pair

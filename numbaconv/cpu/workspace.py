@@ -6,18 +6,25 @@ the kernels borrow flat buffers from here; each thread keeps its own (calls
 from several Python threads never share one), grown on demand and kept
 until :func:`release`.
 
-The cap: all the scratch one call borrows, every buffer of every thread,
-stays under the workspace limit, 256 MiB unless ``$NUMBACONV_WORKSPACE_MIB``
-(read at import) or :func:`set_workspace_limit` says otherwise. Each
-algorithm sets aside what does not shrink and sizes its blocks to the rest
-with :func:`block_columns`; its ``supports`` declines (:func:`over_limit`)
-a problem that would not fit even with one-column blocks.
+The cap: everything this module holds for one Python thread, the buffers of
+the pass running now and those kept from earlier passes and calls, stays under
+the workspace limit, 256 MiB unless ``$NUMBACONV_WORKSPACE_MIB`` (read at
+import) or :func:`set_workspace_limit` says otherwise. Each algorithm sets
+aside what does not shrink and sizes its blocks to the rest with
+:func:`block_columns`; its ``supports`` declines (:func:`over_limit`) a
+problem that would not fit even with one-column blocks. The engine calls
+:func:`begin_pass` before each pass; a borrow that would take the thread's
+buffers over the limit first frees the buffers the current pass has not
+borrowed (largest first), so the passes of one call (``conv2d_backward``
+runs two) never hold more than the limit together. Buffers stay held after
+a call, for the next one; :func:`release` frees the calling thread's.
 
-The peak: every borrow is recorded as the largest slice each (thread, name,
-dtype) has handed out since :func:`reset_peak`; :func:`peak_bytes` is their
-sum, the scratch a call needed with all its threads' buffers alive at once
-(what ``numbaconv bench`` reports per row). The record is process-wide: calls
-running at the same time from several Python threads add up in it.
+The peak: the largest total of scratch held at once since :func:`reset_peak`,
+each buffer counted by the largest slice handed out of it since then
+(:func:`peak_bytes`, what ``numbaconv bench`` reports per row; the split by
+buffer at that moment is :func:`peak_by_buffer`). The record is
+process-wide: calls running at the same time from several Python threads add
+up in it.
 """
 import os
 import threading
@@ -26,18 +33,61 @@ import numpy as np
 
 _local = threading.local()
 _peak_lock = threading.Lock()
-_peak = {}   # (thread id, name, dtype) -> largest bytes borrowed since reset_peak()
+_live = {}          # (thread id, name, dtype) -> largest slice borrowed since reset_peak(), while held
+_peak = {"bytes": 0, "split": {}}
+
+
+def _thread_state():
+    state = _local.__dict__
+    if "buffers" not in state:
+        state["buffers"], state["in_use"] = {}, set()
+    return state["buffers"], state["in_use"]
+
+
+def begin_pass() -> None:
+    """Mark this thread's buffers idle: a borrow that needs room may free them."""
+    _thread_state()[1].clear()
 
 
 def borrow(name: str, size: int, dtype) -> np.ndarray:
-    """A flat, uninitialised buffer of ``size`` elements of ``dtype``, reused per (thread, name, dtype)."""
-    buffers = _local.__dict__.setdefault("buffers", {})
+    """A flat, uninitialised buffer of ``size`` elements of ``dtype``, reused per (thread, name,
+    dtype); idle buffers are freed first where keeping them would pass the limit."""
+    buffers, in_use = _thread_state()
     key = (name, np.dtype(dtype))
+    in_use.add(key)
+    nbytes = size * key[1].itemsize
     buffer = buffers.get(key)
     if buffer is None or buffer.size < size:
+        _drop(buffers, [key])
+        _make_room(buffers, in_use, nbytes)
         buffer = buffers[key] = np.empty(size, dtype)
-    _record(key, size * buffer.itemsize)
+    elif sum(b.nbytes for b in buffers.values()) > WORKSPACE_LIMIT_BYTES:
+        _make_room(buffers, in_use, 0)
+        if buffer.nbytes > nbytes and sum(b.nbytes for b in buffers.values()) > WORKSPACE_LIMIT_BYTES:
+            buffer = buffers[key] = np.empty(size, dtype)   # an oversize buffer from a larger limit
+    _record(key, nbytes)
     return buffer[:size]
+
+
+def _make_room(buffers, in_use, nbytes) -> None:
+    """Free idle buffers, largest first, until ``nbytes`` more fit under the limit."""
+    idle = sorted((key for key in buffers if key not in in_use), key=lambda k: -buffers[k].nbytes)
+    held = sum(b.nbytes for b in buffers.values())
+    dropped = []
+    for key in idle:
+        if held + nbytes <= WORKSPACE_LIMIT_BYTES:
+            break
+        held -= buffers[key].nbytes
+        dropped.append(key)
+    _drop(buffers, dropped)
+
+
+def _drop(buffers, keys) -> None:
+    thread = threading.get_ident()
+    with _peak_lock:
+        for key in keys:
+            if buffers.pop(key, None) is not None:
+                _live.pop((thread, *key), None)
 
 
 def per_thread(name: str, threads: int, size: int, dtype) -> np.ndarray:
@@ -47,37 +97,42 @@ def per_thread(name: str, threads: int, size: int, dtype) -> np.ndarray:
 
 
 def release() -> None:
-    """Free this thread's buffers."""
-    _local.__dict__.pop("buffers", None)
+    """Free the calling thread's buffers."""
+    buffers, _ = _thread_state()
+    _drop(buffers, list(buffers))
 
 
 def _record(key, nbytes: int) -> None:
-    peak_key = (threading.get_ident(), *key)
+    live_key = (threading.get_ident(), *key)
     with _peak_lock:
-        if nbytes > _peak.get(peak_key, 0):
-            _peak[peak_key] = nbytes
+        if nbytes > _live.get(live_key, 0):
+            _live[live_key] = nbytes
+            total = sum(_live.values())
+            if total > _peak["bytes"]:
+                split = {}
+                for (_, name, _), held in _live.items():
+                    split[name] = split.get(name, 0) + held
+                _peak.update(bytes=total, split=split)
 
 
 def reset_peak() -> None:
     """Start a new peak record (before the call to be measured)."""
     with _peak_lock:
-        _peak.clear()
+        _live.clear()
+        _peak.update(bytes=0, split={})
 
 
 def peak_bytes() -> int:
-    """Bytes of scratch borrowed since :func:`reset_peak`: per thread and buffer the largest
-    slice handed out, summed over threads and buffers."""
+    """The most scratch held at once since :func:`reset_peak`, all threads and buffers together
+    (each buffer counted by the largest slice handed out of it since then)."""
     with _peak_lock:
-        return sum(_peak.values())
+        return _peak["bytes"]
 
 
 def peak_by_buffer() -> dict:
-    """:func:`peak_bytes` split by buffer name (summed over threads and dtypes)."""
-    totals = {}
+    """:func:`peak_bytes` split by buffer name at the moment of the peak (summed over threads and dtypes)."""
     with _peak_lock:
-        for (_, name, _), nbytes in _peak.items():
-            totals[name] = totals.get(name, 0) + nbytes
-    return totals
+        return dict(_peak["split"])
 
 
 def _limit_from_environment(default: int) -> int:

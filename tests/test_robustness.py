@@ -1,0 +1,403 @@
+"""Inputs real programs pass: NaN/Inf under "auto", absurd arguments, long calls and Ctrl-C, an
+unwritable home, the workspace cap over a whole call, thread counts shared with PyTorch, the
+device variable's case, half-written plan files, and the places where a small bug would hide
+(the spec cache's key, float64 sums, the "auto" thresholds)."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+import numbaconv as nc
+from numbaconv import dispatch, reference, slices
+from numbaconv.cpu import workspace
+from numbaconv.spec import ARGUMENT_LIMIT, ConvSpec
+
+from conftest import assert_close, random_array
+
+MIB = 2**20
+CPU = dispatch.REGISTRY["cpu"]
+
+
+def _pattern(array):
+    """Where an array holds NaN, +Inf and -Inf."""
+    array = np.asarray(array)
+    return np.isnan(array), np.isposinf(array), np.isneginf(array)
+
+
+def _assert_same_pattern(actual, expected, what):
+    for kind, a, e in zip(("NaN", "+Inf", "-Inf"), _pattern(actual), _pattern(expected)):
+        assert np.array_equal(a, e), f"{what}: {kind} at {a.sum()} places, the reference at {e.sum()}"
+
+
+# --- NaN and Inf under algo="auto" ----------------------------------------------------------------
+
+# (x shape, w shape, options): problems where "auto" picks each algorithm that places NaN/Inf
+# differently for some pass (winograd, depthwise, planar, direct) and one where it picks im2col.
+NONFINITE_PROBLEMS = [
+    ((2, 16, 32, 32), (16, 16, 3, 3), dict(padding=1)),                       # winograd
+    ((2, 8, 9, 10), (8, 1, 3, 3), dict(padding=1, groups=8)),                 # depthwise
+    ((2, 3, 11, 9), (4, 3, 5, 5), dict(padding=2)),                           # planar
+    ((2, 8, 9, 9), (8, 1, 3, 3), dict(stride=2, padding=1, groups=8)),        # direct
+    ((2, 16, 9, 9), (16, 16, 3, 3), dict(stride=2, padding=1)),               # im2col
+]
+
+
+@pytest.mark.parametrize("x_shape, w_shape, options", NONFINITE_PROBLEMS)
+@pytest.mark.parametrize("operand", ["input", "weight", "grad_output"])
+@pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
+def test_auto_places_nan_and_inf_as_the_reference(rng, x_shape, w_shape, options, operand, value):
+    spec = ConvSpec.create(x_shape, w_shape, **options)
+    x, w, grad_y = (random_array(rng, shape, np.float32) for shape in (spec.x_shape, spec.w_shape, spec.y_shape))
+    target = {"input": x, "weight": w, "grad_output": grad_y}[operand]
+    for _ in range(2):   # two non-finite values, one on the edge of the array (next to the padding)
+        target[tuple(rng.integers(0, n) for n in target.shape)] = value
+    target[(0,) * target.ndim] = value
+    x64, w64, gy64 = (a.astype(np.float64) for a in (x, w, grad_y))
+    if operand != "grad_output":
+        _assert_same_pattern(nc.conv2d(x, w, **options), reference.conv2d(x64, w64, **options), "forward")
+    if operand != "input":
+        _assert_same_pattern(nc.conv2d_input(x.shape, w, grad_y, **options),
+                             reference.conv2d_input(x.shape, w64, gy64, **options), "input gradient")
+    if operand != "weight":
+        _assert_same_pattern(nc.conv2d_weight(x, w.shape, grad_y, **options),
+                             reference.conv2d_weight(x64, w.shape, gy64, **options), "weight gradient")
+
+
+def test_auto_picks_the_algorithms_these_problems_are_meant_for():
+    picked = [dispatch.choose("cpu", "auto", ConvSpec.create(x, w, **o).as_3d()).__name__.rsplit(".", 1)[1]
+              for x, w, o in NONFINITE_PROBLEMS]
+    assert picked == ["winograd", "depthwise", "planar", "direct", "im2col"]
+
+
+def test_the_problem_of_the_report_under_auto(rng):
+    """One +Inf in a 128-channel 28x28 input: 1152 Inf and no NaN, as the reference has."""
+    x, w = random_array(rng, (2, 128, 28, 28), np.float32), random_array(rng, (128, 128, 3, 3), np.float32)
+    x[1, 5, 10, 11] = np.inf
+    y = nc.conv2d(x, w, padding=1)
+    _assert_same_pattern(y, reference.conv2d(x.astype(np.float64), w.astype(np.float64), padding=1), "forward")
+    assert np.isinf(y).sum() == 128 * 9 and not np.isnan(y).any()
+
+
+def test_explicit_winograd_spreads_over_its_tiles_as_documented(rng):
+    """algo="winograd" marks every output the reference marks non-finite, and may mark more: the
+    rest of the 4x4 output tiles whose 6x6 input patches hold the value (README)."""
+    x, w = random_array(rng, (1, 8, 16, 16), np.float32), random_array(rng, (8, 8, 3, 3), np.float32)
+    x[0, 3, 6, 9] = np.inf
+    y = nc.conv2d(x, w, padding=1, algo="winograd")
+    expected = reference.conv2d(x.astype(np.float64), w.astype(np.float64), padding=1)
+    marked, truth = ~np.isfinite(y), ~np.isfinite(expected)
+    assert marked[truth].all() and marked.sum() > truth.sum()
+    rows, columns = np.nonzero(marked.any(axis=(0, 1)))
+    # outputs 5..10 by rows and 8..10 by columns read input (6, 9); their tiles: rows 4..11, columns 8..11
+    assert rows.min() >= 4 and rows.max() <= 11 and columns.min() >= 8 and columns.max() <= 11
+
+
+def test_inexact_algorithms_name_passes_and_known_checks():
+    for name, module in CPU.items():
+        for pass_name, check in getattr(module, "INEXACT_NONFINITE", {}).items():
+            assert pass_name in ("forward", "input", "weight"), name
+            assert check == "result" or check in ("input", "weight", "grad_output"), name
+    assert all(dispatch.places_nonfinite_as_reference(CPU["im2col"], p) for p in ("forward", "input", "weight"))
+
+
+# --- arguments that are not arrays or not sane ---------------------------------------------------
+
+X, W = np.ones((1, 2, 5, 5), np.float32), np.ones((2, 2, 3, 3), np.float32)
+GY = np.ones((1, 2, 3, 3), np.float32)
+
+
+@pytest.mark.parametrize("call, error, fragment", [
+    (lambda: nc.conv2d(None, W), TypeError, "input must be an array, got None"),
+    (lambda: nc.conv2d(X, None), TypeError, "weight must be an array, got None"),
+    (lambda: nc.conv2d_input(None, W, GY), TypeError, "input_shape must be a tuple"),
+    (lambda: nc.conv2d_weight(X, None, GY), TypeError, "weight_shape must be a tuple"),
+    (lambda: nc.conv2d_input(X.shape, W, None), TypeError, "grad_output must be an array"),
+    (lambda: nc.conv2d_backward(GY, X, None), TypeError, "weight must be an array"),
+    (lambda: nc.conv2d(X, W, stride=2**70), ValueError, r"stride entries must be <= 2147483647"),
+    (lambda: nc.conv2d(X, W, dilation=(1, 2**40)), ValueError, r"dilation entries must be <= 2147483647"),
+    (lambda: nc.conv2d(X, W, padding=((0, 2**31), (0, 0))), ValueError, r"padding entries must be <= 2147483647"),
+    (lambda: nc.conv2d(X, W, groups=2**64), ValueError, r"groups entries must be <= 2147483647"),
+    (lambda: nc.conv_transpose2d(X, W, output_padding=2**40), ValueError, r"output_padding entries must be <="),
+    (lambda: nc.conv2d(X, W, padding=10**6), ValueError, r"output .* would have shape \(1, 2, 2000003, 2000003\).*"
+                                                          r"more than this machine's memory.*padding"),
+    (lambda: nc.conv_transpose2d(X, W, stride=10**6), ValueError, r"input of this convolution would have shape "
+                                                                    r"\(1, 2, 4000003, 4000003\)"),
+    (lambda: nc.conv2d(X, W, stride=0), ValueError, r"stride entries must be >= 1, got 0"),
+    (lambda: nc.conv_transpose2d(X, W, stride=(1, 0)), ValueError, r"stride entries must be >= 1"),
+    (lambda: nc.conv2d(X, W, dilation=0), ValueError, r"dilation entries must be >= 1"),
+])
+def test_absurd_arguments_are_named_before_anything_is_allocated(call, error, fragment):
+    with pytest.raises(error, match=fragment):
+        call()
+
+
+# --- long calls run in slices, so Ctrl-C is heard --------------------------------------------------
+
+SLICED_PROBLEMS = [((3, 4, 9, 8), (6, 4, 3, 3), dict(padding=1)),
+                   ((2, 6, 7, 9), (6, 2, 3, 3), dict(stride=(1, 2), padding=(1, 0), groups=3)),
+                   ((2, 6, 9, 8), (6, 1, 3, 3), dict(padding=1, groups=6)),
+                   ((3, 5, 12), (4, 5, 3), dict(padding=2, dilation=2))]
+
+
+@pytest.fixture
+def tiny_slices(monkeypatch):
+    """Budgets so small that every pass runs in slices; ``flops`` or ``nbytes`` picks which budget."""
+    def shrink(flops=None, nbytes=None):
+        for module in CPU.values():
+            monkeypatch.setattr(module, "SLICE_FLOPS", flops or 10**12)
+        monkeypatch.setattr(slices, "SLICE_BYTES", nbytes or 2**40)
+    return shrink
+
+
+@pytest.mark.parametrize("budget", [dict(flops=1), dict(flops=20000), dict(nbytes=1), dict(nbytes=3000)],
+                         ids=["channel-blocks", "sample-blocks", "channel-blocks-by-bytes", "samples-by-bytes"])
+@pytest.mark.parametrize("x_shape, w_shape, options", SLICED_PROBLEMS)
+def test_sliced_passes_equal_the_reference(rng, tiny_slices, budget, x_shape, w_shape, options):
+    tiny_slices(**budget)
+    rank = len(x_shape) - 2
+    spec = ConvSpec.create(x_shape, w_shape, **options)
+    x, w, grad_y = (random_array(rng, s) for s in (spec.x_shape, spec.w_shape, spec.y_shape))
+    for algo in dispatch.runnable("cpu", spec.as_3d()):
+        conv, conv_input, conv_weight = (getattr(nc, f"conv{rank}d{suffix}") for suffix in ("", "_input", "_weight"))
+        assert_close(conv(x, w, algo=algo, **options), reference.forward(spec, x, w), np.float64, f"{algo} forward")
+        assert_close(conv_input(x.shape, w, grad_y, algo=algo, **options),
+                     reference.backward_input(spec, grad_y, w), np.float64, f"{algo} input")
+        assert_close(conv_weight(x, w.shape, grad_y, algo=algo, **options),
+                     reference.backward_weight(spec, x, grad_y), np.float64, f"{algo} weight")
+
+
+def test_a_pass_over_budget_is_several_kernel_calls_and_stops_between_them(rng, tiny_slices, monkeypatch):
+    tiny_slices(flops=1)
+    calls = []
+
+    def interrupted(spec, x, w, out):
+        calls.append(spec)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        out[...] = 0
+
+    monkeypatch.setattr(CPU["direct"], "forward", interrupted)
+    x, w = random_array(rng, (3, 4, 9, 8)), random_array(rng, (6, 4, 3, 3))
+    with pytest.raises(KeyboardInterrupt):
+        nc.conv2d(x, w, algo="direct")
+    assert len(calls) == 2 and calls[0].batch == 1 and calls[0].out_channels < 6
+
+
+INTERRUPTED = textwrap.dedent("""
+    import sys, time, numpy as np, numbaconv as nc
+    algo = sys.argv[1]
+    x = np.random.default_rng(0).standard_normal((16, 64, 56, 56)).astype(np.float32)
+    w = np.random.default_rng(1).standard_normal((64, 64, 3, 3)).astype(np.float32)
+    nc.conv2d(x[:1, :, :8, :8], w, padding=1, algo=algo)   # compiled before the clock starts
+    print("start", flush=True)
+    try:
+        nc.conv2d(x, w, padding=1, algo=algo)
+        print("finished", flush=True)
+    except KeyboardInterrupt:
+        print("interrupted", time.perf_counter(), flush=True)
+""")
+
+
+def test_ctrl_c_stops_a_long_direct_call_within_a_second_or_two():
+    """The direct algorithm's forward of this layer takes several seconds on two cores; SIGINT
+    half a second in ends it at the next slice (a quarter second of work, by design)."""
+    process = subprocess.Popen([sys.executable, "-c", INTERRUPTED, "direct"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().strip() == "start"
+        time.sleep(0.5)
+        sent = time.perf_counter()
+        process.send_signal(signal.SIGINT)
+        line = process.stdout.readline().split()
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+    assert line and line[0] == "interrupted", line
+    assert float(line[1]) - sent < 2.0
+
+
+# --- a home where nothing can be written -----------------------------------------------------------
+
+def test_imports_and_runs_where_numba_cannot_write_its_cache(tmp_path):
+    """numbaconv's own folders and the home's cache folder are unwritable (a file stands where each
+    __pycache__ or ~/.cache would go, which stops root too): one warning, the kernels cached in the
+    temporary directory, the result right."""
+    site = tmp_path / "site"
+    shutil.copytree(os.path.dirname(nc.__file__), site / "numbaconv",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for folder in [site / "numbaconv", *(p for p in (site / "numbaconv").rglob("*") if p.is_dir())]:
+        (folder / "__pycache__").write_text("")
+    home, temporary = tmp_path / "home", tmp_path / "tmp"
+    home.mkdir(), temporary.mkdir()
+    (home / ".cache").write_text("")
+    environment = {key: value for key, value in os.environ.items()
+                   if not key.startswith(("NUMBA_CACHE_DIR", "XDG_CACHE_HOME"))}
+    environment.update(HOME=str(home), TMPDIR=str(temporary), PYTHONPATH=str(site))
+    code = ("import numpy as np, numbaconv as nc; assert nc.__file__.startswith(%r);"
+            "print(nc.conv1d(np.arange(5.0).reshape(1, 1, 5), np.ones((1, 1, 2)), algo='direct').ravel())"
+            % str(site))
+    result = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True,
+                            timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["[1.", "3.", "5.", "7.]"]
+    assert result.stderr.count("RuntimeWarning") == 1 and "NUMBA_CACHE_DIR" in result.stderr
+    cached = list(temporary.glob(f"numbaconv-numba-cache-{os.getuid()}/*/*.nbi"))
+    assert cached, list(temporary.rglob("*"))
+
+
+# --- the workspace cap bounds a whole call ---------------------------------------------------------
+
+def test_the_workspace_cap_bounds_a_whole_backward_call(rng):
+    x, w = random_array(rng, (4, 32, 40, 40), np.float32), random_array(rng, (32, 32, 3, 3), np.float32)
+    grad_y = random_array(rng, (4, 32, 40, 40), np.float32)
+    previous = nc.set_workspace_limit(MIB)
+    try:
+        workspace.release()
+        workspace.reset_peak()
+        grad_x, grad_w, _ = nc.conv2d_backward(grad_y, x, w, padding=1, algo="im2col")
+        assert 0 < workspace.peak_bytes() <= MIB, workspace.peak_by_buffer()
+        held = workspace._thread_state()[0]
+        assert 0 < sum(b.nbytes for b in held.values()) <= MIB     # kept for the next call
+        nc.release_workspace()
+        assert not workspace._thread_state()[0]
+    finally:
+        nc.set_workspace_limit(previous)
+    x, w, grad_y = (a.astype(np.float64) for a in (x, w, grad_y))
+    assert_close(grad_x, reference.conv2d_input(x.shape, w, grad_y, padding=1), np.float32)
+    assert_close(grad_w, reference.conv2d_weight(x, w.shape, grad_y, padding=1), np.float32)
+
+
+def test_buffers_kept_under_a_larger_cap_are_freed_when_it_shrinks(rng):
+    x, w = random_array(rng, (4, 32, 40, 40), np.float32), random_array(rng, (32, 32, 3, 3), np.float32)
+    workspace.release()
+    nc.conv2d(x, w, padding=1, algo="im2col")
+    assert sum(b.nbytes for b in workspace._thread_state()[0].values()) > MIB
+    previous = nc.set_workspace_limit(MIB)
+    try:
+        nc.conv2d(x, w, padding=1, algo="im2col")
+        assert sum(b.nbytes for b in workspace._thread_state()[0].values()) <= MIB
+    finally:
+        nc.set_workspace_limit(previous)
+
+
+# --- threads shared with PyTorch -------------------------------------------------------------------
+
+def test_thread_counts_shared_with_pytorch(rng, monkeypatch):
+    torch = pytest.importorskip("torch")
+    import numba
+    import numbaconv.torch as nct
+    seen = []
+    original = slices.run
+    monkeypatch.setattr(slices, "run", lambda *args: (seen.append(numba.get_num_threads()), original(*args)))
+    x = torch.from_numpy(random_array(rng, (2, 3, 8, 8), np.float32)).requires_grad_()
+    layer = nct.Conv2d(3, 4, 3, padding=1)
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, max(1, before)):
+            torch.set_num_threads(threads)
+            seen.clear()
+            layer(x).sum().backward()
+            nc.conv2d(x.detach().numpy(), layer.weight.detach().numpy())
+            assert torch.get_num_threads() == threads           # numbaconv never changes torch's
+            assert seen[:-1] == [min(threads, numba.get_num_threads())] * (len(seen) - 1)
+            assert seen[-1] == numba.get_num_threads()          # the functional API: Numba's own count
+    finally:
+        torch.set_num_threads(before)
+
+
+# --- the device variable, plan files ---------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["CPU", "Cpu", " cpu "])
+def test_the_device_variable_takes_any_case(monkeypatch, name):
+    monkeypatch.setenv("NUMBACONV_DEVICE", name)
+    assert nc.conv2d(X, W).shape == (1, 2, 3, 3)
+    assert nc.conv2d(X, W, device="CPU").shape == (1, 2, 3, 3)
+
+
+def test_a_plan_file_missing_a_field_is_rewritten(tmp_path, monkeypatch):
+    from numbaconv import tuning
+    monkeypatch.setenv("NUMBACONV_CACHE_DIR", str(tmp_path))
+    tuning.forget()
+    problem = {"x_shape": (1, 2, 6, 6), "w_shape": (2, 2, 3, 3), "padding": 1}
+    nc.tune([problem], passes=("forward",))
+    path = tuning.plan_cache().path
+    content = json.load(open(path))
+    for plan in content["plans"].values():
+        del plan["ms"]
+    json.dump(content, open(path, "w"))
+    tuning.forget()
+    with pytest.warns(RuntimeWarning, match="ignoring the tuning plan file"):
+        winners = nc.tune([problem], passes=("forward",))
+    assert winners[0]["ms"] and winners[0]["algo"] in nc.algorithms("cpu")
+    assert all("ms" in plan for plan in json.load(open(path))["plans"].values())
+    tuning.forget()
+
+
+# --- where small bugs would hide -------------------------------------------------------------------
+
+def test_the_spec_cache_keeps_ranks_apart(rng):
+    x, w = random_array(rng, (1, 2, 6, 6)), random_array(rng, (3, 2, 3, 3))
+    assert nc.conv2d(x, w).shape == (1, 3, 4, 4)
+    with pytest.raises(ValueError, match="3 dims for a 1-d convolution"):
+        nc.conv1d(x, w)
+    with pytest.raises(ValueError, match="5 dims for a 3-d convolution"):
+        nc.conv3d(x, w)
+
+
+# The algorithms that promise float64 sums in their weight gradient, with problems they run.
+FLOAT64_SUMS = [("direct", (8, 4, 64, 64), (4, 4, 3, 3), 1), ("planar", (8, 4, 64, 64), (4, 4, 3, 3), 1),
+                ("depthwise", (8, 4, 64, 64), (4, 1, 3, 3), 4)]
+
+
+@pytest.mark.parametrize("algo, x_shape, w_shape, groups", FLOAT64_SUMS, ids=[a for a, *_ in FLOAT64_SUMS])
+def test_float64_sums_where_promised(rng, algo, x_shape, w_shape, groups):
+    """32,768 terms a tap: float32 sums err by about 3e-6 here, float64 sums by about 3e-8."""
+    x = random_array(rng, x_shape, np.float32)
+    grad_y = random_array(rng, x_shape[:1] + w_shape[:1] + x_shape[2:], np.float32)
+    result = nc.conv2d_weight(x, w_shape, grad_y, padding=1, groups=groups, algo=algo)
+    truth = reference.conv2d_weight(x.astype(np.float64), w_shape, grad_y.astype(np.float64), padding=1,
+                                    groups=groups)
+    assert np.linalg.norm(result - truth) / np.linalg.norm(truth) < 1e-6
+
+
+def _auto(x_shape, w_shape, pass_name="forward", **options):
+    spec = ConvSpec.create(x_shape, w_shape, **options).as_3d()
+    return dispatch.choose("cpu", "auto", spec, pass_name).__name__.rsplit(".", 1)[1]
+
+
+def test_auto_thresholds_hold_at_their_boundaries():
+    """Each rule of numbaconv.dispatch at its threshold and one step below it."""
+    # planar's plane rule from P = 4096 on: 8x16 = 128 outputs a plane take planar, 127 do not
+    assert dispatch.PLANAR_MIN_PLANE_OUTPUTS == 128 and dispatch.PLANAR_SMALL_PLANE_PRODUCT == 4096
+    assert _auto((8, 32, 10, 18), (32, 32, 3, 3), groups=1) == "planar"            # P = 9216, 8x16
+    assert _auto((8, 32, 10, 17), (32, 32, 3, 3)) == "im2col"                      # 8x15 = 120
+    assert _auto((8, 64, 10, 17), (8, 8, 3, 3), groups=8) == "planar"              # P = 72 < 4096
+    assert _auto((2, 32, 6, 6), (31, 32, 2, 2)) == "planar"                        # P = 3968, 25 outputs
+    assert _auto((2, 32, 6, 6), (32, 32, 2, 2)) == "im2col"                        # P = 4096
+    # planar below P = 32768 (3x3 stride 2 is not planar's: stride-1 problems)
+    assert dispatch.PLANAR_PRODUCT_LIMIT == 32768
+    assert _auto((1, 64, 20, 20), (56, 64, 3, 3), stride=1, padding=0, dilation=2) == "planar"    # P = 32256
+    assert _auto((1, 64, 20, 20), (57, 64, 3, 3), dilation=2) == "im2col"          # P = 32832 >= 32768
+    # direct below P = 32 for a strided problem, im2col at it
+    assert dispatch.DIRECT_PRODUCT_LIMIT == 32
+    assert _auto((1, 31, 9, 9), (31, 1, 1, 1), stride=2, groups=31) == "direct"   # P = 1
+    assert _auto((1, 1, 9, 9), (32, 1, 1, 1), stride=2) == "im2col"               # P = 32
+    assert _auto((1, 1, 9, 9), (31, 1, 1, 1), stride=2) == "direct"               # P = 31
+    # winograd from 8 channels a group and 128 tiles (4x4): 32x64 outputs = 8x16 tiles
+    assert dispatch.WINOGRAD_MIN_CHANNELS == 8 and dispatch.WINOGRAD_MIN_TILES == 128
+    assert _auto((1, 8, 32, 64), (8, 8, 3, 3), padding=1) == "winograd"
+    assert _auto((1, 7, 32, 64), (8, 7, 3, 3), padding=1) != "winograd"
+    assert _auto((1, 8, 32, 60), (8, 8, 3, 3), padding=1) != "winograd"           # 8x15 tiles
+    # by filter blocks: 32 tiles with 256 channels reduced, per pass
+    assert dispatch.WINOGRAD_WIDE_MIN_TILES == 32 and dispatch.WINOGRAD_WIDE_MIN_CHANNELS == 256
+    assert _auto((1, 256, 16, 32), (8, 256, 3, 3), padding=1) == "winograd"       # forward reduces 256
+    assert _auto((1, 255, 16, 32), (8, 255, 3, 3), padding=1) != "winograd"
+    assert _auto((1, 256, 16, 28), (8, 256, 3, 3), padding=1) != "winograd"       # 4x7 = 28 tiles
+    assert _auto((1, 256, 16, 32), (8, 256, 3, 3), "input", padding=1) != "winograd"    # reduces 8
