@@ -32,6 +32,7 @@ import numpy as np
 
 from .api import make_api
 from . import dispatch, slices, tuning
+from .algorithm import PASS_FUNCTIONS
 from .cpu import workspace
 from .devices import empty, on_gpu, resolve_device, to_gpu, to_host_if
 
@@ -105,7 +106,7 @@ class _Gpu:
 
     @staticmethod
     def run_pass(run, algo, pass_name, spec3d, a, b, out):
-        run(pass_name, lambda module: getattr(module, slices.METHODS[pass_name])(spec3d, a, b, out))
+        run(pass_name, lambda module: getattr(module, PASS_FUNCTIONS[pass_name])(spec3d, a, b, out))
 
     @staticmethod
     def add_bias(y, bias):

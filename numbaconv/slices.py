@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 
-METHODS = {"forward": "forward", "input": "backward_input", "weight": "backward_weight"}
+from .algorithm import PASS_FUNCTIONS
 SLICE_BYTES = 128 * 2**20     # input and output of one slice: a quarter second even at 1 GB/s
 
 
@@ -32,7 +32,7 @@ def run(module, pass_name, spec, a, b, out):
     """``module``'s pass on ``spec`` (3-d): ``forward(spec, x, w, y)``,
     ``backward_input(spec, grad_y, w, grad_x)`` or ``backward_weight(spec, x, grad_y, grad_w)``
     (``a``, ``b``, ``out`` in that order), in slices when it exceeds ``module.SLICE_FLOPS``."""
-    method = getattr(module, METHODS[pass_name])
+    method = getattr(module, PASS_FUNCTIONS[pass_name])
     budget = getattr(module, "SLICE_FLOPS", None)
     if budget is None or spec.batch == 0:
         method(spec, a, b, out)
