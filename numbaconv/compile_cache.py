@@ -49,8 +49,3 @@ def ensure_writable() -> None:
         f"compiled kernels are cached in {folder} instead. Set NUMBA_CACHE_DIR to choose the folder.",
         RuntimeWarning, stacklevel=3)
 
-
-def cache_folder() -> str:
-    """The folder where Numba keeps numbaconv's compiled kernels (``$NUMBA_CACHE_DIR`` if set)."""
-    from numba.core.caching import FunctionCache
-    return FunctionCache(_probe)._cache_path

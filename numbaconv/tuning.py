@@ -159,7 +159,8 @@ def forget() -> None:
 def _device_label(device: str) -> str:
     if device == "cuda":
         from numba import cuda
-        return f"cuda:{cuda.get_current_device().name}"
+        name = getattr(cuda.get_current_device(), "name", "simulator")   # Numba's simulator has no name
+        return f"cuda:{name.decode() if isinstance(name, bytes) else name}"
     return device
 
 

@@ -216,3 +216,15 @@ def test_no_gpu_raises_a_clear_error():
     result = subprocess.run([sys.executable, "-c", script], env=env, cwd=root, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+def test_tune_on_the_gpu(rng, tmp_path, monkeypatch):
+    """algo="tune" names the GPU in its plans (the simulator's device has no name)."""
+    from numbaconv import tuning
+    monkeypatch.setenv("NUMBACONV_CACHE_DIR", str(tmp_path))
+    tuning.forget()
+    x, w = random_array(rng, (1, 2, 6, 6), np.float32), random_array(rng, (2, 2, 3, 3), np.float32)
+    y = nc.conv2d(x, w, padding=1, algo="tune", device="cuda")
+    assert_close(y, reference.conv2d(x.astype(np.float64), w.astype(np.float64), padding=1), np.float32)
+    assert tuning.lookup("cuda", "forward", ConvSpec.create(x.shape, w.shape, padding=1).as_3d(), np.float32)
+    tuning.forget()
