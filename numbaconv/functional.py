@@ -1,6 +1,6 @@
 """The public convolution functions, running on the Numba kernels.
 
-Each call: arguments -> ConvSpec (numbaconv.api) -> device
+Each call: arguments -> ConvSpec (numbaconv.signatures) -> device
 (numbaconv.devices) -> per pass an algorithm (numbaconv.dispatch; for
 algo="tune" the plan numbaconv.tuning makes) -> allocate the result -> run.
 Inputs are never written: the kernels get contiguous views or copies and
@@ -30,7 +30,7 @@ On the CPU:
 """
 import numpy as np
 
-from .api import make_api
+from .signatures import make_api
 from . import dispatch, slices, tuning
 from .algorithm import PASS_FUNCTIONS
 from .cpu import workspace

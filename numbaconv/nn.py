@@ -22,7 +22,7 @@ import math
 import numpy as np
 
 from . import functional
-from .api import zero_extend
+from .signatures import zero_extend
 from .spec import ConvSpec, normalize_ints
 
 __all__ = ["Conv1d", "Conv2d", "Conv3d", "ConvTranspose2d", "conv_gradients",

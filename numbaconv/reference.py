@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .api import make_api
+from .signatures import make_api
 from .spec import ConvSpec
 
 
