@@ -83,7 +83,7 @@ def _column_bytes(spec, itemsize):
 
 
 def _gathers(spec):
-    """Whether the problem's output rows are narrow enough to unfold by gathers (``_unfold_or_fold``)."""
+    """Whether the problem's output rows are narrow enough to unfold by gathers (``_walk``)."""
     return spec.out_size[2] < RUN_MIN_WIDTH
 
 
@@ -141,82 +141,122 @@ def _row_runs(runs, first_column, count, in_shape, kernel_size, out_size, stride
     return run
 
 
-@njit(nogil=True, cache=True)
-def _unfold_or_fold(image, cols, runs, source, first_column, fold, gather, kernel_size, out_size, stride,
-                    dilation, pad_lo):
-    """Move data between ``image`` (N, C, D, H, W) and the column block ``cols`` (G, R, count).
+@njit(inline="always", cache=True)
+def _run(runs, r):
+    """Run ``r`` of one tap's rows of the table of :func:`_row_runs`: its first column ``j`` in
+    the block, its length, its part ``[lead, valid_stop)`` whose windows lie inside the image,
+    and the flat image offset of the channel-0 element its first such column reads."""
+    return runs[r, 0], runs[r, 1], runs[r, 2], runs[r, 3], runs[r, 4]
 
-    ``cols[g, r, j]`` belongs to global column ``first_column + j``. With
-    ``fold`` false, fill the block from the image (im2col; zeros where the
-    window lies in the padding); with ``fold`` true, add the block onto the
-    image elements those entries came from (col2im). One thread owns the
-    block, so folding needs no atomics. ``runs`` is scratch for the table of
-    :func:`_row_runs`, shared by all channels.
 
-    Without ``gather``, rows are copied run by run (a stride known to be 1
-    or 2 lets the loops vectorise); with it (``_Plan`` asks for it where
-    output rows are narrower than ``RUN_MIN_WIDTH``), each row of the block
-    is gathered in one long loop rather than many short ones, with a table
-    of source offsets per tap and column in ``source`` (``taps * count``
-    int64). Run by run is about 2x faster from 28 outputs a row up, gathers
-    5-15% faster at 14 and below; a view made per run is slower than
-    either (``numbaconv bench --layer stem7x7s2,conv3x3_64,lenet_conv2,conv3x3_512
-    --algo im2col --pass weight`` with ``RUN_MIN_WIDTH`` at 1 and at 10**9;
-    docs/decisions.md, I1). The loops index with unsigned integers, which
-    skips Numba's negative-index wraparound check (I5).
+@njit(inline="always", cache=True)
+def _walk(image, cols, runs, source, first_column, gather, kernel_size, out_size, stride, dilation, pad_lo,
+          move_gathered, move_runs):
+    """The index walk of :func:`_unfold` and :func:`_fold` between ``image`` (N, C, D, H, W) and
+    the column block ``cols`` (G, R, count), whose ``cols[g, r, j]`` belongs to global column
+    ``first_column + j``. The data moves a row of the block (one channel and tap) at a time, in
+    ``move_gathered`` or ``move_runs``: the only code that writes into either array.
+
+    ``runs`` is scratch for the table of :func:`_row_runs`, shared by all
+    channels. Without ``gather``, a row moves run by run
+    (``move_runs(image_flat, row, runs[tap, :run_count], channel_start,
+    step)``, where a stride known to be 1 or 2 lets the loops vectorise);
+    with it (``_Plan`` asks for it where output rows are narrower than
+    ``RUN_MIN_WIDTH``), in one long loop rather than many short ones
+    (``move_gathered(image_flat, row, source[tap], channel_start)``), with a
+    table of source offsets per tap and column in ``source`` (``taps *
+    count`` int64). Run by run is about 2x faster from 28 outputs a row up,
+    gathers 5-15% faster at 14 and below; a view made per run is slower than
+    either (``numbaconv bench --layer
+    stem7x7s2,conv3x3_64,lenet_conv2,conv3x3_512 --algo im2col --pass
+    weight`` with ``RUN_MIN_WIDTH`` at 1 and at 10**9; docs/decisions.md,
+    I1). The moves take a row per call (a call per run unfolds up to 2x
+    slower). The loops index with unsigned integers, which skips Numba's
+    negative-index wraparound check (I5).
     """
-    in_channels = image.shape[1]
-    plane = image.shape[2] * image.shape[3] * image.shape[4]
-    count = cols.shape[2]
-    taps = kernel_size[0] * kernel_size[1] * kernel_size[2]
-    step = stride[2]
-    run_count = _row_runs(runs, first_column, count, (in_channels, image.shape[2], image.shape[3], image.shape[4]),
-                          kernel_size, out_size, stride, dilation, pad_lo)
+    in_channels, depth, height, width = image.shape[1], image.shape[2], image.shape[3], image.shape[4]
+    taps, count, step = runs.shape[0], cols.shape[2], stride[2]
+    run_count = _row_runs(runs, first_column, count, (in_channels, depth, height, width), kernel_size, out_size,
+                          stride, dilation, pad_lo)
     image_flat, cols_flat = image.reshape(-1), cols.reshape(-1)
     if gather:
         # source[tap, j]: the flat offset of the channel-0 element column j reads, -1 in the padding
         for tap in range(taps):
             for r in range(run_count):
-                j, length, lead, valid_stop = runs[tap, r, 0], runs[tap, r, 1], runs[tap, r, 2], runs[tap, r, 3]
-                start = runs[tap, r, 4]
+                j, length, lead, valid_stop, start = _run(runs[tap], r)
                 for o in range(length):
                     source[tap, j + o] = start + (o - lead) * step if lead <= o < valid_stop else -1
     for channel in range(in_channels):
-        channel_start = channel * plane
+        channel_start = channel * depth * height * width
         for tap in range(taps):
             row = cols_flat[(channel * taps + tap) * count:(channel * taps + tap + 1) * count]
             if gather:
-                offsets = source[tap]
-                if fold:
-                    for j in range(count):
-                        if offsets[j] >= 0:
-                            image_flat[np.uint64(channel_start + offsets[j])] += row[j]
-                else:
-                    for j in range(count):
-                        row[j] = image_flat[np.uint64(channel_start + offsets[j])] if offsets[j] >= 0 else 0
-                continue
-            for r in range(run_count):
-                j, length, lead, valid_stop = runs[tap, r, 0], runs[tap, r, 1], runs[tap, r, 2], runs[tap, r, 3]
-                start = runs[tap, r, 4]
-                into_row = np.uint64(j + lead)
-                into_image = np.uint64(channel_start + start)
-                if fold:
-                    for o in range(valid_stop - lead):
-                        image_flat[into_image + np.uint64(o * step)] += row[into_row + np.uint64(o)]
-                    continue
-                for o in range(j, j + lead):
-                    row[o] = 0
-                if step == 1:
-                    for o in range(valid_stop - lead):
-                        row[into_row + np.uint64(o)] = image_flat[into_image + np.uint64(o)]
-                elif step == 2:
-                    for o in range(valid_stop - lead):
-                        row[into_row + np.uint64(o)] = image_flat[into_image + np.uint64(2 * o)]
-                else:
-                    for o in range(valid_stop - lead):
-                        row[into_row + np.uint64(o)] = image_flat[into_image + np.uint64(o * step)]
-                for o in range(j + valid_stop, j + length):
-                    row[o] = 0
+                move_gathered(image_flat, row, source[tap], channel_start)
+            else:
+                move_runs(image_flat, row, runs[tap, :run_count], channel_start, step)
+
+
+@njit(inline="always", cache=True)
+def _gather_row(image_flat, row, offsets, channel_start):
+    """``row[j] = image_flat[channel_start + offsets[j]]``, zero where ``offsets[j]`` is -1."""
+    for j in range(row.size):
+        row[j] = image_flat[np.uint64(channel_start + offsets[j])] if offsets[j] >= 0 else 0
+
+
+@njit(inline="always", cache=True)
+def _copy_runs(image_flat, row, runs, channel_start, step):
+    """``row`` from the image run by run, zeros where the windows lie in the padding."""
+    for r in range(runs.shape[0]):
+        j, length, lead, valid_stop, start = _run(runs, r)
+        into_row, into_image = np.uint64(j + lead), np.uint64(channel_start + start)
+        for o in range(j, j + lead):
+            row[o] = 0
+        if step == 1:
+            for o in range(valid_stop - lead):
+                row[into_row + np.uint64(o)] = image_flat[into_image + np.uint64(o)]
+        elif step == 2:
+            for o in range(valid_stop - lead):
+                row[into_row + np.uint64(o)] = image_flat[into_image + np.uint64(2 * o)]
+        else:
+            for o in range(valid_stop - lead):
+                row[into_row + np.uint64(o)] = image_flat[into_image + np.uint64(o * step)]
+        for o in range(j + valid_stop, j + length):
+            row[o] = 0
+
+
+@njit(inline="always", cache=True)
+def _add_gathered(image_flat, row, offsets, channel_start):
+    """``image_flat[channel_start + offsets[j]] += row[j]`` where ``offsets[j]`` is not -1."""
+    for j in range(row.size):
+        if offsets[j] >= 0:
+            image_flat[np.uint64(channel_start + offsets[j])] += row[j]
+
+
+@njit(inline="always", cache=True)
+def _add_runs(image_flat, row, runs, channel_start, step):
+    """``row`` added onto the image run by run, where the windows lie inside it."""
+    for r in range(runs.shape[0]):
+        j, _, lead, valid_stop, start = _run(runs, r)
+        into_row, into_image = np.uint64(j + lead), np.uint64(channel_start + start)
+        for o in range(valid_stop - lead):
+            image_flat[into_image + np.uint64(o * step)] += row[into_row + np.uint64(o)]
+
+
+@njit(nogil=True, cache=True)
+def _unfold(image, cols, runs, source, first_column, gather, kernel_size, out_size, stride, dilation, pad_lo):
+    """Fill the column block ``cols`` from ``image`` (im2col; zeros where the window lies in the
+    padding), walking them with :func:`_walk`; ``image`` is only read."""
+    _walk(image, cols, runs, source, first_column, gather, kernel_size, out_size, stride, dilation, pad_lo,
+          _gather_row, _copy_runs)
+
+
+@njit(nogil=True, cache=True)
+def _fold(image, cols, runs, source, first_column, gather, kernel_size, out_size, stride, dilation, pad_lo):
+    """Add the column block ``cols`` onto the ``image`` elements its entries came from (col2im),
+    walking them with :func:`_walk`; ``cols`` is only read. One thread owns the block, so folding
+    needs no atomics."""
+    _walk(image, cols, runs, source, first_column, gather, kernel_size, out_size, stride, dilation, pad_lo,
+          _add_gathered, _add_runs)
 
 
 @njit(nogil=True, cache=True)
@@ -306,7 +346,7 @@ class _Plan(_ColumnBlocks):
     def scratch(self):
         """(columns, runs, sources, geometry): the threads' column blocks (none where pointwise),
         tables of row runs and of source offsets (where rows are gathered), and the problem's
-        shape for :func:`_unfold_or_fold` as one array (:func:`_geometry`)."""
+        shape for :func:`_unfold` and :func:`_fold` as one array (:func:`_geometry`)."""
         s = self.spec
         taps = math.prod(s.kernel_size)
         columns = self.per_thread("columns", 0 if self.pointwise else self.groups * self.rows * self.block)
@@ -413,7 +453,7 @@ def _geometry(numbers):
 @njit(nogil=True, cache=True)
 def _columns_of(x, first, count, groups, rows, pointwise, thread, columns, runs, sources, geometry):
     """The block's column matrix (G, R, count): a view of ``x`` where ``pointwise`` (the block
-    lies in one sample), else unfolded (:func:`_unfold_or_fold`) into ``thread``'s rows of the
+    lies in one sample), else unfolded (:func:`_unfold`) into ``thread``'s rows of the
     scratch ``columns``, ``runs`` and ``sources``."""
     kernel_size, out_size, stride, dilation, pad_lo, gather = _geometry(geometry)
     positions = out_size[0] * out_size[1] * out_size[2]
@@ -422,8 +462,8 @@ def _columns_of(x, first, count, groups, rows, pointwise, thread, columns, runs,
         return x[sample].reshape(groups, rows, positions)[:, :, position:position + count]
     taps = kernel_size[0] * kernel_size[1] * kernel_size[2]
     cols = scratch(columns, thread, (groups, rows, count))
-    _unfold_or_fold(x, cols, runs[thread].reshape(taps, -1, 5), scratch(sources, thread, (taps, count if gather else 0)),
-                    first, False, gather, kernel_size, out_size, stride, dilation, pad_lo)
+    _unfold(x, cols, runs[thread].reshape(taps, -1, 5), scratch(sources, thread, (taps, count if gather else 0)),
+            first, gather, kernel_size, out_size, stride, dilation, pad_lo)
     return cols[:, :, :count]
 
 
@@ -431,7 +471,7 @@ def _columns_of(x, first, count, groups, rows, pointwise, thread, columns, runs,
 def _forward_blocks(x, w_matrix, out, block, pointwise, columns, runs, sources, geometry):
     """``out = w @ cols`` per group, the threads taking consecutive blocks of ``block`` columns,
     each product written straight into ``out`` sample by sample. Scratch rows per thread:
-    ``columns``, ``runs`` and ``sources`` (:func:`_unfold_or_fold`)."""
+    ``columns``, ``runs`` and ``sources`` (:func:`_unfold`)."""
     threads, (groups, group_out, rows) = columns.shape[0], w_matrix.shape
     batch, positions = x.shape[0], out[0, 0].size
     for thread in prange(threads):
@@ -520,7 +560,7 @@ def _input_pointwise(grad_y, w_matrix, grad_x, block, threads):
 @njit(parallel=True, cache=True)
 def _input_blocks(grad_y, w_matrix, grad_x, block, samples_per_share, gathered, columns, runs, sources, geometry):
     """The input gradient: ``dcols = w.T @ grad_y`` per block, folded back onto ``grad_x``
-    (:func:`_unfold_or_fold`); the threads take consecutive shares of ``samples_per_share``
+    (:func:`_fold`); the threads take consecutive shares of ``samples_per_share``
     whole samples (a sample's columns fold onto it alone, so no two threads add to one element).
     Scratch rows per thread: ``gathered`` (:func:`_gathered`), ``columns``, ``runs``, ``sources``."""
     threads, (groups, group_out, rows) = columns.shape[0], w_matrix.shape
@@ -543,11 +583,11 @@ def _input_blocks(grad_y, w_matrix, grad_x, block, samples_per_share, gathered, 
 @njit(nogil=True, cache=True)
 def _fold_block(grad_x, cols, first, thread, runs, sources, geometry):
     """Add the column block ``cols`` (its first column ``first``) onto ``grad_x`` (col2im,
-    :func:`_unfold_or_fold`) with ``thread``'s rows of the scratch ``runs`` and ``sources``."""
+    :func:`_fold`) with ``thread``'s rows of the scratch ``runs`` and ``sources``."""
     kernel_size, out_size, stride, dilation, pad_lo, gather = _geometry(geometry)
     taps, count = kernel_size[0] * kernel_size[1] * kernel_size[2], cols.shape[2]
-    _unfold_or_fold(grad_x, cols, runs[thread].reshape(taps, -1, 5), scratch(sources, thread, (taps, count if gather else 0)),
-                    first, True, gather, kernel_size, out_size, stride, dilation, pad_lo)
+    _fold(grad_x, cols, runs[thread].reshape(taps, -1, 5), scratch(sources, thread, (taps, count if gather else 0)),
+          first, gather, kernel_size, out_size, stride, dilation, pad_lo)
 
 
 def forward(spec, x, w, out):

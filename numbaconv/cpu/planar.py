@@ -169,11 +169,11 @@ def _scratch(size, dtype):
 
 
 @njit(nogil=True, cache=True)
-def _move(plane, flat, offset, grid, into_flat):
+def _pad(plane, flat, offset, grid):
     """Copy ``plane`` (D, H, W) into ``flat``, a grid (Dp, Hp, Wp) flattened (or its first
     ``flat.size`` entries), with ``plane[d, h, w]`` at grid position ``(d, h, w) + offset`` and
-    what falls outside the grid dropped; or (not ``into_flat``) copy the plane back out.
-    The rest of ``flat`` is left as it is. (Unsigned indices: no wraparound checks, 25% faster.)"""
+    what falls outside the grid dropped. The rest of ``flat`` is left as it is; ``plane`` is
+    only read, so it may be read-only. (Unsigned indices: no wraparound checks, 25% faster.)"""
     depth, height, width = plane.shape
     source = plane.reshape(-1)
     first, stop = max(0, -offset[2]), min(width, grid[2] - offset[2])   # plane columns inside
@@ -182,12 +182,22 @@ def _move(plane, flat, offset, grid, into_flat):
         for h in range(max(0, -offset[1]), min(height, grid[1] - offset[1])):
             at_plane = np.uint64((d * height + h) * width + first)
             at_grid = np.uint64(((d + offset[0]) * grid[1] + h + offset[1]) * grid[2] + offset[2] + first)
-            if into_flat:
-                for i in range(count):
-                    flat[at_grid + i] = source[at_plane + i]
-            else:
-                for i in range(count):
-                    source[at_plane + i] = flat[at_grid + i]
+            for i in range(count):
+                flat[at_grid + i] = source[at_plane + i]
+
+
+@njit(nogil=True, cache=True)
+def _crop(flat, plane, grid):
+    """Copy the corner of shape ``plane.shape`` of ``flat``, a grid (Dp, Hp, Wp) flattened (its
+    first entries, up to the corner's last element), into ``plane`` (D, H, W): :func:`_pad` at
+    offset 0 the other way. ``flat`` is only read. (Unsigned indices, as in :func:`_pad`.)"""
+    depth, height, width = plane.shape
+    target = plane.reshape(-1)
+    for d in range(depth):
+        for h in range(height):
+            at_plane, at_grid = np.uint64((d * height + h) * width), np.uint64((d * grid[1] + h) * grid[2])
+            for i in range(np.uint64(width)):
+                target[at_plane + i] = flat[at_grid + i]
 
 
 @njit(nogil=True, cache=True)
@@ -301,7 +311,7 @@ def _correlate_kernel(source, weights, shifts, offset, grid, blocks, scratch, fr
         _, own = _own_scratch(scratch, fresh)
         wide = own[group_source * grid_size:]
         for s in range(group_source):
-            _move(source[n, g * group_source + s], own[s * grid_size:(s + 1) * grid_size], offset, grid, True)
+            _pad(source[n, g * group_source + s], own[s * grid_size:(s + 1) * grid_size], offset, grid)
         o, stop = g * group_out + b * block, g * group_out + min(group_out, (b + 1) * block)
         while o < stop:   # two outputs at a time, then one
             pair = o + 1 < stop
@@ -311,9 +321,9 @@ def _correlate_kernel(source, weights, shifts, offset, grid, blocks, scratch, fr
                                    weights[o, s], weights[o + 1, s], shifts, s > 0)
                 else:
                     _add_taps(wide[:span], own[s * grid_size:(s + 1) * grid_size], weights[o, s], shifts, s > 0)
-            _move(out[n, o], wide[:span], (0, 0, 0), grid, False)
+            _crop(wide[:span], out[n, o], grid)
             if pair:
-                _move(out[n, o + 1], wide[span:], (0, 0, 0), grid, False)
+                _crop(wide[span:], out[n, o + 1], grid)
             o += 2 if pair else 1
 
 
@@ -348,10 +358,10 @@ def _weight_kernel(x, grad_y, shifts, offset, grid, columns, dilation_w, blocks,
         for c in range(group_in):
             plane = own[planes_at + c * plane_size:planes_at + (c + 1) * plane_size]
             if not columns:
-                _move(x[n, g * group_in + c], plane, offset, grid, True)
+                _pad(x[n, g * group_in + c], plane, offset, grid)
                 continue
             padded = own[:grid_size]
-            _move(x[n, g * group_in + c], padded, offset, grid, True)
+            _pad(x[n, g * group_in + c], padded, offset, grid)
             for tw in range(columns):
                 for row in range(rows):
                     source = padded[row * grid[2] + tw * dilation_w:row * grid[2] + tw * dilation_w + out_w]
@@ -364,7 +374,7 @@ def _weight_kernel(x, grad_y, shifts, offset, grid, columns, dilation_w, blocks,
             else:
                 # grad_y on the output grid: the entries that are not outputs stay zero
                 grad = own[group_in * grid_size:][:slice_size]
-                _move(grad_y[n, k], grad, (0, 0, 0), grid, True)
+                _pad(grad_y[n, k], grad, (0, 0, 0), grid)
             for c in range(group_in):
                 plane = own[planes_at + c * plane_size:planes_at + (c + 1) * plane_size]
                 for index in range(slices):
