@@ -59,6 +59,10 @@ from .blas import gemm
 from .common import grid_walk, scratch, share, valid_outputs
 from .pool import single_threaded_blas, thread_count
 
+# FLOPs of one uncut kernel call: a quarter second at 20 GFLOP/s, this algorithm's slowest rate on
+# dense layers; longer passes run in slices (numbaconv.slices, docs/decisions.md).
+SLICE_FLOPS = int(5e9)
+
 RUN_MIN_WIDTH = 16   # output rows at least this wide are copied run by run, narrower ones gathered
 _RUN_BYTES = 5 * 8   # one entry of the table of row runs: five int64
 WIDE_MOST_WASTE = 1.5   # the forward runs over wide columns where they are at most this many a output

@@ -74,6 +74,13 @@ from numba import njit, prange
 from . import workspace
 from .common import grid_walk, nine, nine_views
 
+# FLOPs of one uncut kernel call: a quarter second at 8 GFLOP/s, this algorithm's slowest rate on
+# dense layers; longer passes run in slices (numbaconv.slices, docs/decisions.md).
+SLICE_FLOPS = int(2e9)
+# Where NaN and Inf land differently from the reference (numbaconv.functional): the input gradient's planes carry no padding products: a non-finite weight does not meet
+# the zeros there as it does in the reference (Inf * 0 = NaN).
+INEXACT_NONFINITE = {"input": "weight"}
+
 FUSED_TAPS = 9   # taps summed in one pass over a plane
 
 
