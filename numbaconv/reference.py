@@ -16,6 +16,8 @@ This module imports no Numba.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .signatures import make_api
@@ -39,7 +41,7 @@ def _grouped(array: np.ndarray, groups: int) -> np.ndarray:
 
 def _flat(array: np.ndarray) -> np.ndarray:
     """(N, groups, C, *spatial) -> (N, groups, C, prod(spatial))."""
-    return array.reshape(*array.shape[:3], -1)
+    return array.reshape(*array.shape[:3], math.prod(array.shape[3:]))   # not -1: N may be 0
 
 
 def forward(spec: ConvSpec, x: np.ndarray, w: np.ndarray) -> np.ndarray:

@@ -71,3 +71,11 @@ def test_transpose_is_the_input_gradient():
     y = reference.conv_transpose2d(x, w, stride=2, padding=1, output_padding=1)
     assert y.shape == (2, 3, 10, 12)
     np.testing.assert_allclose(y, reference.conv2d_input(y.shape, w, x, stride=2, padding=1), rtol=0, atol=0)
+
+
+def test_an_empty_batch_gives_empty_results_and_zero_weight_gradients():
+    x, w = np.ones((0, 3, 3, 16)), np.ones((3, 3, 3, 3))
+    assert reference.conv2d(x, w, padding="same").shape == (0, 3, 3, 16)
+    assert reference.conv2d_input(x.shape, w, np.ones((0, 3, 3, 16)), padding="same").shape == (0, 3, 3, 16)
+    assert np.array_equal(reference.conv2d_weight(x, w.shape, np.ones((0, 3, 3, 16)), padding="same"), np.zeros(w.shape))
+    assert reference.conv1d(np.ones((0, 2, 5)), np.ones((4, 2, 3))).shape == (0, 4, 3)
