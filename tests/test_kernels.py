@@ -105,9 +105,9 @@ def test_column_blocks_cut_anywhere(rng, monkeypatch, algo, case_names, block_co
     for case in (c for c in CASES if c[0] in case_names):
         spec, x, w, grad_y = random_problem(rng, case, np.float64)
         spec3d = spec.as_3d()
-        plan = module._Plan(spec3d, np.float64, 2)
+        plan = module._Blocking(spec3d, np.float64, 2)
         assert plan.block <= block_columns and plan.gathers_rows == (run_min_width > 1)
-        wide = module._wide_plan(spec3d, np.float64, 2)
+        wide = module._wide_blocking(spec3d, np.float64, 2)
         stride_one = all(s == 1 for s in spec.stride)
         assert (wide is not None) == (wide_most_waste == math.inf and stride_one)
         assert wide is None or wide.block <= block_columns
@@ -118,7 +118,7 @@ def test_im2col_workspace_cap_bounds_the_block(monkeypatch):
     from numbaconv.cpu import im2col, workspace
     monkeypatch.setattr(workspace, "WORKSPACE_LIMIT_BYTES", 1)
     spec = ConvSpec.create((4, 8, 9, 9), (8, 8, 3, 3)).as_3d()
-    assert im2col._Plan(spec, np.float64, 2).block == 1
+    assert im2col._Blocking(spec, np.float64, 2).block == 1
 
 
 @pytest.mark.parametrize("block_columns", [1, 5])
@@ -155,7 +155,7 @@ def test_winograd_weight_gradient_adds_up_every_thread(rng):
     reaches the result, added in thread order, so repeated runs give the same bits."""
     from numbaconv.cpu import winograd
     spec = ConvSpec.create((4, 16, 24, 24), (16, 16, 3, 3), padding=1)
-    tiling = winograd._Tiling(16, 16, 24, 24, np.float64, 36 * 16 * 16, weight_pass=True)
+    tiling = winograd.Tiling(16, 16, 24, 24, np.float64, 36 * 16 * 16, weight_pass=True)
     assert not winograd._weight_by_filter_blocks_pays(tiling, 1, spec.batch)
     x, w = rng.standard_normal(spec.x_shape), rng.standard_normal(spec.w_shape)
     grad_y = rng.standard_normal(spec.y_shape)

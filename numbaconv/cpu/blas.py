@@ -18,10 +18,10 @@ the two on its kind of product (``numbaconv bench --layer
 conv1x1_256to64,stem7x7s2,audio1d``; docs/decisions.md, T3).
 
 Why BLAS from Numba: so that the GEMM-based algorithms share their blocks
-out with ``prange`` like every other kernel (``pool`` says why;
+out with ``prange`` like every other kernel (``threads`` says why;
 docs/decisions.md, T1 and T2).
 
-Callers hold BLAS to one thread while they run (``pool.single_threaded_blas``):
+Callers hold BLAS to one thread while they run (``threads.single_threaded_blas``):
 a multi-threaded OpenBLAS called from inside an OpenMP region starts its own
 threads beside OpenMP's (and warns that it may hang).
 

@@ -1,4 +1,4 @@
-"""Index helpers shared by the CPU kernels.
+"""Index helpers shared by the CPU kernels, and the input gradient's rotated weights.
 
 Along one spatial dim, output position ``o`` and kernel tap ``t`` read input
 position ``i = o * stride - pad_lo + t * dilation``; taps that land in the
@@ -8,10 +8,16 @@ whose input position is inside ``[0, in_len)``.
 At stride 1 on a zero-padded grid, the planar algorithm and im2col's wide
 columns number outputs by the flat grid index of their window's corner
 (:func:`grid_walk`).
+
+The input gradient of a stride-1 correlation is the correlation of
+``grad_y`` with the kernel turned 180 degrees and each group's channel axes
+swapped (:func:`rotated_weights`).
 """
 import itertools
 
 from numba import njit
+
+from . import workspace
 
 
 @njit(inline="always", cache=True)
@@ -23,7 +29,6 @@ def valid_outputs(tap, in_len, out_len, stride, dilation, pad_lo):
     first = min(max(0, (-offset + stride - 1) // stride), out_len)
     stop = min(out_len, (in_len - 1 - offset) // stride + 1)
     return first, stop
-
 
 
 def grid_walk(grid, out_size, kernel_size, dilation):
@@ -39,20 +44,18 @@ def grid_walk(grid, out_size, kernel_size, dilation):
     return span, shifts
 
 
-@njit(inline="always", cache=True)
-def share(count, thread, threads):
-    """``[first, stop)`` of ``thread``'s near-equal, consecutive share of ``count`` items (the
-    ``prange`` kernels give each thread one share)."""
-    return count * thread // threads, count * (thread + 1) // threads
-
-
-@njit(inline="always", cache=True)
-def scratch(rows, thread, shape):
-    """``thread``'s row of per-thread scratch ``rows``, its first elements shaped ``shape``."""
-    size = 1
-    for extent in shape:
-        size *= extent
-    return rows[thread, :size].reshape(shape)
+def rotated_weights(w, groups):
+    """The input gradient's weights, ``out[g*Cg + c, j, t] = w[g*Kg + j, c, T-1-t]`` for ``w`` (K,
+    C/g, kernel...) with ``T`` taps: each group's channel axes swapped and its taps in reverse
+    order (the kernel turned 180 degrees), as (C, K/g, T) in borrowed scratch (``w.size``
+    elements), for planar and depthwise. Winograd gathers the same mapping straight from ``w``
+    inside its filter transform (``winograd_tiling.transform_filters``). Memory: ``w`` read
+    once, the copy written once."""
+    out_channels, group_in = w.shape[0], w.shape[1]
+    group_out, taps = out_channels // groups, w.size // (out_channels * group_in)
+    rotated = workspace.borrow("rotated_weights", w.size, w.dtype).reshape(groups, group_in, group_out, taps)
+    rotated[...] = w.reshape(groups, group_out, group_in, taps)[..., ::-1].transpose(0, 2, 1, 3)
+    return rotated.reshape(groups * group_in, group_out, taps)
 
 
 @njit(inline="always", cache=True)

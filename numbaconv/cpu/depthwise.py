@@ -45,18 +45,19 @@ input, a weight gradient one tap row a pass).
 """
 import functools
 
-import numba
 import numpy as np
 from numba import njit, prange
 
 from . import workspace
-from .common import nine, nine_views
+from .common import nine, nine_views, rotated_weights
+from .threads import most_threads, share, thread_count
 
 # FLOPs of one uncut kernel call: a quarter second at 5 GFLOP/s, this algorithm's slowest rate on
 # dense layers; longer passes run in slices (numbaconv.slices, docs/decisions.md).
 SLICE_FLOPS = int(1.25e9)
-# Where NaN and Inf land differently from the reference (numbaconv.functional): taps in the padding are dropped by selects, never multiplied: a non-finite weight does not
-# meet the zeros there as it does in the reference (Inf * 0 = NaN).
+# Where NaN and Inf land differently from the reference (numbaconv.functional): taps in the
+# padding are dropped by selects, never multiplied: a non-finite weight does not meet the zeros
+# there as it does in the reference (Inf * 0 = NaN).
 INEXACT_NONFINITE = {"forward": "weight"}
 
 TAPS = 9
@@ -75,19 +76,18 @@ def supports(spec):
     if spec.pad_lo != same or spec.pad_hi != same:
         return (f"needs padding equal to the dilation on both sides of H and W, none in D "
                 f"(output size = input size), got {tuple(zip(spec.pad_lo, spec.pad_hi))}")
-    threads = numba.config.NUMBA_NUM_THREADS
-    return workspace.over_limit((threads * _padded_plane_size(spec) + TAPS * spec.out_channels) * 8)
+    return workspace.over_limit((most_threads() * _padded_plane_size(spec) + TAPS * spec.out_channels) * 8)
 
 
 def _padded_plane_size(spec):
     """Elements of one thread's plane with margins: the plane and, either side, how far the taps
-    reach (:func:`_plan`'s margin)."""
+    reach (:func:`_plane_taps`' margin)."""
     height, width = spec.in_size[1:]
     return height * width + 2 * (spec.dilation[1] * width + spec.dilation[2])
 
 
 @functools.lru_cache(maxsize=256)
-def _plan(height, width, row_step, column_step):
+def _plane_taps(height, width, row_step, column_step):
     """``(shifts, masks, margin)`` for planes of ``height x width`` and dilation ``(row_step,
     column_step)``: the taps' shifts from their output in the flat plane, each output's mask
     bits (TOP, BOTTOM, LEFT, RIGHT), and how far the taps reach before or after a plane.
@@ -114,13 +114,12 @@ def _inside(mask, views, q, zero):
 
 
 @njit(inline="always")
-def _plane_source(flat, at, size, margin, padded):
+def _plane_source(flat, at, size, margin, own):
     """``(array, start)``: where the taps of the plane ``flat[at:at + size]`` read, ``array[start +
     margin + q + shift]``; the plane itself, or where its taps would reach outside ``flat``, a
-    copy in this thread's row of ``padded``."""
+    copy in the thread's plane with margins ``own``."""
     if margin <= at and at + size + margin <= flat.size:
         return flat, at - margin
-    own = padded[numba.get_thread_id()]
     own[margin:margin + size] = flat[at:at + size]
     return own, 0
 
@@ -176,57 +175,63 @@ def _plane_dots(grad, flat, at, shifts, masks, sums):
 def _depthwise_kernel(source, weights, shifts, masks, margin, padded, out):
     """``out[n, o, d] = sum over j of the "same" 3x3 correlation of source[n, s(o, j), d] with
     weights[o, j]``, ``s(o, j) = (o // (O / groups)) * J + j``: ``source`` (N, S, D, H, W)
-    contiguous, ``weights`` (O, J, 9), ``out`` (N, O, D, H, W), groups ``S / J``; ``padded`` one
-    plane with ``margin`` elements either side per thread."""
+    contiguous, ``weights`` (O, J, 9), ``out`` (N, O, D, H, W), groups ``S / J``; the threads
+    take consecutive shares of the output planes. Scratch rows per thread: ``padded``, one plane
+    with ``margin`` elements either side."""
     batch, source_channels, depth = source.shape[0], source.shape[1], source.shape[2]
     size = source.shape[3] * source.shape[4]
     out_channels, per_out = weights.shape[0], weights.shape[1]
     group_out = out_channels // (source_channels // per_out)
     flat = source.reshape(-1)
-    for item in prange(batch * out_channels * depth):
-        n, o, d = item // (out_channels * depth), item // depth % out_channels, item % depth
-        target = out[n, o, d].reshape(-1)
-        for j in range(per_out):
-            at = ((n * source_channels + (o // group_out) * per_out + j) * depth + d) * size
-            array, start = _plane_source(flat, at, size, margin, padded)
-            _plane(target, array, start, weights[o, j], shifts, masks, j > 0)
+    threads = padded.shape[0]
+    for thread in prange(threads):
+        first, stop = share(batch * out_channels * depth, thread, threads)
+        for item in range(first, stop):
+            n, o, d = item // (out_channels * depth), item // depth % out_channels, item % depth
+            target = out[n, o, d].reshape(-1)
+            for j in range(per_out):
+                at = ((n * source_channels + (o // group_out) * per_out + j) * depth + d) * size
+                array, start = _plane_source(flat, at, size, margin, padded[thread])
+                _plane(target, array, start, weights[o, j], shifts, masks, j > 0)
 
 
 @njit(parallel=True, cache=True)
 def _weight_kernel(x, grad_y, shifts, masks, margin, padded, grad_w):
     """``grad_w[k, t] = sum over n, d and outputs q of grad_y[n, k, d, q] * x[n, k // M, d]`` at
     ``q`` offset by tap t (zero outside the plane): ``x`` (N, C, D, H, W) contiguous, ``grad_y``
-    (N, K, D, H, W), ``grad_w`` (K, 9), ``M = K / C``. Each output channel is one thread's, its
-    sums float64."""
+    (N, K, D, H, W), ``grad_w`` (K, 9), ``M = K / C``. The threads take consecutive shares of
+    the output channels, each channel's sums float64. Scratch rows per thread: ``padded``."""
     batch, in_channels, depth = x.shape[0], x.shape[1], x.shape[2]
     size = x.shape[3] * x.shape[4]
     out_channels = grad_y.shape[1]
     multiplier = out_channels // in_channels
     flat = x.reshape(-1)
-    for k in prange(out_channels):
-        sums = np.zeros(TAPS)
-        for n in range(batch):
-            for d in range(depth):
-                at = ((n * in_channels + k // multiplier) * depth + d) * size
-                array, start = _plane_source(flat, at, size, margin, padded)
-                _plane_dots(grad_y[n, k, d].reshape(-1), array, start, shifts, masks, sums)
-        for t in range(TAPS):
-            grad_w[k, t] = sums[t]
+    threads = padded.shape[0]
+    for thread in prange(threads):
+        first, stop = share(out_channels, thread, threads)
+        for k in range(first, stop):
+            sums = np.zeros(TAPS)
+            for n in range(batch):
+                for d in range(depth):
+                    at = ((n * in_channels + k // multiplier) * depth + d) * size
+                    array, start = _plane_source(flat, at, size, margin, padded[thread])
+                    _plane_dots(grad_y[n, k, d].reshape(-1), array, start, shifts, masks, sums)
+            for t in range(TAPS):
+                grad_w[k, t] = sums[t]
 
 
-def _scratch(spec, dtype):
-    """``(shifts, masks, margin, padded)`` for a pass of ``spec``: :func:`_plan`'s, the shifts
+def _plane_arguments(spec, dtype):
+    """``(shifts, masks, margin, padded)`` for a pass of ``spec``: :func:`_plane_taps`', the shifts
     counted from ``margin`` before a plane's start, and the threads' planes with margins."""
     height, width = spec.in_size[1:]
-    shifts, masks, margin = _plan(height, width, spec.dilation[1], spec.dilation[2])
-    threads = numba.config.NUMBA_NUM_THREADS
-    padded = workspace.borrow("depthwise_padded", threads * _padded_plane_size(spec), dtype)
-    padded[:] = 0   # the margins' reads are dropped by the masks; zeros keep them ordinary numbers
-    return shifts + margin, masks, margin, padded.reshape(threads, -1)
+    shifts, masks, margin = _plane_taps(height, width, spec.dilation[1], spec.dilation[2])
+    padded = workspace.per_thread("depthwise_padded", thread_count(), _padded_plane_size(spec), dtype)
+    padded[...] = 0   # the margins' reads are dropped by the masks; zeros keep them ordinary numbers
+    return shifts + margin, masks, margin, padded
 
 
 def _correlate(spec, source, weights, out):
-    _depthwise_kernel(source, weights, *_scratch(spec, source.dtype), out)
+    _depthwise_kernel(source, weights, *_plane_arguments(spec, source.dtype), out)
 
 
 def forward(spec, x, w, out):
@@ -234,12 +239,9 @@ def forward(spec, x, w, out):
 
 
 def backward_input(spec, grad_y, w, grad_x):
-    # weights[c, j, t] = w[c*M + j, 0, 8 - t]: the kernel rotated, the channel's M outputs summed
-    shape = (spec.in_channels, spec.group_out_channels, TAPS)
-    rotated = workspace.borrow("depthwise_weights", w.size, w.dtype).reshape(shape)
-    rotated[...] = w.reshape(shape)[..., ::-1]
-    _correlate(spec, grad_y, rotated, grad_x)
+    # rotated[c, j, t] = w[c*M + j, 0, 8 - t]: the kernel rotated, the channel's M outputs summed
+    _correlate(spec, grad_y, rotated_weights(w, spec.groups), grad_x)
 
 
 def backward_weight(spec, x, grad_y, grad_w):
-    _weight_kernel(x, grad_y, *_scratch(spec, x.dtype), grad_w.reshape(spec.out_channels, TAPS))
+    _weight_kernel(x, grad_y, *_plane_arguments(spec, x.dtype), grad_w.reshape(spec.out_channels, TAPS))

@@ -21,8 +21,9 @@ from .common import valid_outputs
 # FLOPs of one uncut kernel call: a quarter second at 1 GFLOP/s, this algorithm's slowest rate on
 # dense layers; longer passes run in slices (numbaconv.slices, docs/decisions.md).
 SLICE_FLOPS = int(2.5e8)
-# Where NaN and Inf land differently from the reference (numbaconv.functional): padding is skipped, never multiplied: a non-finite weight (forward) or output gradient (weight
-# gradient) does not meet the zeros there as it does in the reference (Inf * 0 = NaN).
+# Where NaN and Inf land differently from the reference (numbaconv.functional): padding is
+# skipped, never multiplied: a non-finite weight (forward) or output gradient (weight gradient)
+# does not meet the zeros there as it does in the reference (Inf * 0 = NaN).
 INEXACT_NONFINITE = {"forward": "weight", "weight": "grad_output"}
 
 

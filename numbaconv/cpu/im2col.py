@@ -19,13 +19,13 @@ sample) needs no unfolding: its blocks are views of the input, and its input
 gradient is written in place. The threads take consecutive blocks in one
 ``prange`` region; each unfolds its block and multiplies it with
 single-threaded BLAS calls from inside (``blas.gemm``, straight into the
-output's views, sample by sample); ``pool`` says why BLAS runs inside the
+output's views, sample by sample); ``threads`` says why BLAS runs inside the
 threads' shares, on one thread each. The weight gradient sums into
 a partial per thread, added in thread order. The input gradient folds back into whole samples, so its
 blocks are shared out by runs of whole samples (several where a sample has
 fewer outputs than a block has columns): a batch of one runs on one thread.
 
-The forward of a stride-1 problem with narrow output rows (``_wide_plan``)
+The forward of a stride-1 problem with narrow output rows (``_wide_blocking``)
 runs over *wide* columns instead: one per position of the padded input plane
 from a sample's first output to its last, the windows that run off a row's end
 included. Each row of such a block is one contiguous copy per sample (no short
@@ -50,14 +50,13 @@ would not fit.
 """
 import math
 
-import numba
 import numpy as np
 from numba import njit, prange
 
 from . import workspace
 from .blas import gemm
-from .common import grid_walk, scratch, share, valid_outputs
-from .pool import single_threaded_blas, thread_count
+from .common import grid_walk, valid_outputs
+from .threads import add_partials, most_threads, scratch, share, single_threaded_blas, thread_count
 
 # FLOPs of one uncut kernel call: a quarter second at 20 GFLOP/s, this algorithm's slowest rate on
 # dense layers; longer passes run in slices (numbaconv.slices, docs/decisions.md).
@@ -71,7 +70,7 @@ WIDE_MOST_WASTE = 1.5   # the forward runs over wide columns where they are at m
 def supports(spec):
     """im2col runs every problem whose scratch fits the workspace limit with one-column blocks
     (counted in float64, with Numba's full thread count)."""
-    threads = numba.config.NUMBA_NUM_THREADS
+    threads = most_threads()
     return workspace.over_limit(_held_bytes(spec, "weight", 8, threads) + threads * _column_bytes(spec, 8))
 
 
@@ -165,7 +164,7 @@ def _walk(image, cols, runs, source, first_column, gather, kernel_size, out_size
     channels. Without ``gather``, a row moves run by run
     (``move_runs(image_flat, row, runs[tap, :run_count], channel_start,
     step)``, where a stride known to be 1 or 2 lets the loops vectorise);
-    with it (``_Plan`` asks for it where output rows are narrower than
+    with it (``_Blocking`` asks for it where output rows are narrower than
     ``RUN_MIN_WIDTH``), in one long loop rather than many short ones
     (``move_gathered(image_flat, row, source[tap], channel_start)``), with a
     table of source offsets per tap and column in ``source`` (``taps *
@@ -312,7 +311,7 @@ def _compact_wide(wide, out, first_column, span, padded_size):
 
 
 class _ColumnBlocks:
-    """What every plan of a column matrix shares: its ``groups`` of ``rows`` channel-taps each,
+    """What every blocking of a column matrix shares: its ``groups`` of ``rows`` channel-taps each,
     cut into blocks of ``block`` columns."""
 
     def __init__(self, spec, dtype, threads):
@@ -327,7 +326,7 @@ class _ColumnBlocks:
         return workspace.per_thread(name, self.threads, size, self.dtype if dtype is None else dtype)
 
 
-class _Plan(_ColumnBlocks):
+class _Blocking(_ColumnBlocks):
     """How one problem's column matrix is cut into blocks of ``block`` columns, and the threads'
     scratch for unfolding them."""
 
@@ -365,7 +364,7 @@ class _Plan(_ColumnBlocks):
         return self.per_thread("gathered", 0 if self.pointwise else self.spec.out_channels * self.block)
 
 
-class _WidePlan(_ColumnBlocks):
+class _WideBlocking(_ColumnBlocks):
     """The forward of a stride-1 problem over wide columns (``_unfold_wide``): a sample's
     wide columns are the positions ``q = (d * H_pad + h) * W_pad + w`` of its padded input plane
     from the first output to the last, ``span`` of them, of which ``prod(out)`` are outputs."""
@@ -395,18 +394,18 @@ class _WidePlan(_ColumnBlocks):
         return padded
 
 
-def _wide_plan(spec, dtype, threads):
-    """The forward's wide-column plan, or None where it does not pay: it runs problems of stride 1
+def _wide_blocking(spec, dtype, threads):
+    """The forward's wide-column blocking, or None where it does not pay: it runs problems of stride 1
     whose output rows are narrower than ``RUN_MIN_WIDTH`` (unfolded by gathers otherwise) with at
     most ``WIDE_MOST_WASTE`` times as many wide columns as outputs, and whose padded copy and
     one-column blocks fit under the workspace limit."""
     if any(s != 1 for s in spec.stride) or not _gathers(spec):
         return None
-    plan = _WidePlan(spec, dtype, threads)
-    if (plan.span > WIDE_MOST_WASTE * math.prod(spec.out_size)
-            or workspace.over_limit(plan.padded_bytes + threads * plan.column_bytes)):
+    blocking = _WideBlocking(spec, dtype, threads)
+    if (blocking.span > WIDE_MOST_WASTE * math.prod(spec.out_size)
+            or workspace.over_limit(blocking.padded_bytes + threads * blocking.column_bytes)):
         return None
-    return plan
+    return blocking
 
 
 @njit(parallel=True, cache=True)
@@ -448,7 +447,7 @@ def _block_count(block, positions, batch, pointwise):
 @njit(inline="always", cache=True)
 def _geometry(numbers):
     """(kernel_size, out_size, stride, dilation, pad_lo, gather) from the 16 ``numbers`` of
-    ``_Plan.scratch`` (a ``prange`` kernel takes arrays and scalars, not tuples)."""
+    ``_Blocking.scratch`` (a ``prange`` kernel takes arrays and scalars, not tuples)."""
     return ((numbers[0], numbers[1], numbers[2]), (numbers[3], numbers[4], numbers[5]),
             (numbers[6], numbers[7], numbers[8]), (numbers[9], numbers[10], numbers[11]),
             (numbers[12], numbers[13], numbers[14]), numbers[15] != 0)
@@ -531,20 +530,6 @@ def _weight_blocks(x, grad_y, block, pointwise, partials, gathered, columns, run
 
 
 @njit(parallel=True, cache=True)
-def _sum_partials(partials, out):
-    """``out = partials[0] + partials[1] + ...`` (flat), added in that order, the threads taking
-    consecutive elements."""
-    threads = partials.shape[0]
-    for thread in prange(threads):
-        first, stop = share(out.size, thread, threads)
-        for i in range(first, stop):
-            total = partials[0, i]
-            for partial in range(1, threads):
-                total += partials[partial, i]
-            out[i] = total
-
-
-@njit(parallel=True, cache=True)
 def _input_pointwise(grad_y, w_matrix, grad_x, block, threads):
     """A pointwise input gradient in place: ``grad_x = w.T @ grad_y`` per group, the threads taking
     consecutive blocks (cut at sample boundaries) of ``block`` columns."""
@@ -597,7 +582,7 @@ def _fold_block(grad_x, cols, first, thread, runs, sources, geometry):
 def forward(spec, x, w, out):
     threads = thread_count()
     w_matrix = w.reshape(spec.groups, spec.group_out_channels, -1)
-    wide = _wide_plan(spec, x.dtype, threads)
+    wide = _wide_blocking(spec, x.dtype, threads)
     with single_threaded_blas():
         if wide is not None:
             _forward_wide_blocks(wide.source(x), w_matrix, out, wide.block, wide.span, wide.shifts,
@@ -605,30 +590,32 @@ def forward(spec, x, w, out):
                                  wide.per_thread("columns", wide.groups * wide.rows * wide.block),
                                  wide.per_thread("wide_products", spec.out_channels * wide.block))
             return
-        plan = _Plan(spec, x.dtype, threads)
-        _forward_blocks(x, w_matrix, out, plan.block, plan.pointwise, *plan.scratch())
+        blocking = _Blocking(spec, x.dtype, threads)
+        _forward_blocks(x, w_matrix, out, blocking.block, blocking.pointwise, *blocking.scratch())
 
 
 def backward_weight(spec, x, grad_y, grad_w):
     """A partial ``grad_w`` per thread over its blocks, the partials added in thread order (the
     same rounding every run)."""
-    plan = _Plan(spec, x.dtype, thread_count(), "weight")
-    shape = (plan.threads, spec.groups, spec.group_out_channels, plan.rows)
+    blocking = _Blocking(spec, x.dtype, thread_count(), "weight")
+    shape = (blocking.threads, spec.groups, spec.group_out_channels, blocking.rows)
     partials = workspace.borrow("im2col_partials", math.prod(shape), x.dtype).reshape(shape)
     partials[...] = 0
     with single_threaded_blas():
-        _weight_blocks(x, grad_y, plan.block, plan.pointwise, partials, plan.gathered(), *plan.scratch())
-    _sum_partials(partials.reshape(plan.threads, -1), grad_w.reshape(-1))
+        _weight_blocks(x, grad_y, blocking.block, blocking.pointwise, partials, blocking.gathered(),
+                       *blocking.scratch())
+    add_partials(partials.reshape(blocking.threads, 1, -1), grad_w.reshape(1, -1))
 
 
 def backward_input(spec, grad_y, w, grad_x):
-    plan = _Plan(spec, w.dtype, thread_count(), "input")
-    w_matrix = w.reshape(spec.groups, spec.group_out_channels, plan.rows)
+    blocking = _Blocking(spec, w.dtype, thread_count(), "input")
+    w_matrix = w.reshape(spec.groups, spec.group_out_channels, blocking.rows)
     with single_threaded_blas():
-        if plan.pointwise:
-            _input_pointwise(grad_y, w_matrix, grad_x, plan.block, plan.threads)
+        if blocking.pointwise:
+            _input_pointwise(grad_y, w_matrix, grad_x, blocking.block, blocking.threads)
             return
         # a thread folds whole samples: several per block where a sample has fewer outputs than a
         # block has columns (one product over several small samples: docs/decisions.md, I4)
-        samples_per_share = max(1, min(plan.block // plan.positions, -(-spec.batch // plan.threads)))
-        _input_blocks(grad_y, w_matrix, grad_x, plan.block, samples_per_share, plan.gathered(), *plan.scratch())
+        samples_per_share = max(1, min(blocking.block // blocking.positions, -(-spec.batch // blocking.threads)))
+        _input_blocks(grad_y, w_matrix, grad_x, blocking.block, samples_per_share, blocking.gathered(),
+                      *blocking.scratch())

@@ -5,7 +5,7 @@ few-channel layers (a first layer on a 1-channel image) and small problems
 (batch 1, 16 channels), where the GEMM algorithms spend more on building
 columns than on arithmetic. Each thread copies one sample's input planes of
 a group into a zero-bordered grid ``(Dp, Hp, Wp)`` in its own scratch (the
-borders are the padding, zeroed on the thread's first use in a call), and
+borders are the padding, zeroed before the thread's first item), and
 numbers the outputs by the flat grid index of their window's corner,
 ``q = (od * Hp + oh) * Wp + ow``. With stride 1, tap ``t`` of output ``q``
 reads ``grid[q + shift_t]``, ``shift_t = (td*dd * Hp + th*dh) * Wp + tw*dw``,
@@ -40,14 +40,16 @@ than ``(C/g) * KW``, reads ``grad_y`` in place against ``KW`` copies of each
 padded input plane with row pitch ``OW`` (copy ``tw`` starting at column
 ``tw * dw``), so each tap is again a constant shift (:func:`weight_columns`).
 It sums each thread's share into the thread's own float64 partial
-``grad_w`` and adds the partials at the end (no races). On the grid, the
+``grad_w`` and adds the partials in thread order at the end
+(``threads.add_partials``: no races, the same bits every call). On the grid, the
 entries that are not outputs multiply some input elements by zero, so a NaN
 or Inf in the input could reach taps that never read it; when the result is
 not finite it is done again by columns, where NaN and Inf land as in PyTorch.
 
-Work is shared out by (sample, group, block of output channels), one block
-per thread where samples x groups are fewer than threads (each block copies
-its group's planes again).
+Work is shared out by (sample, group, block of output channels), each
+thread a consecutive share (``cpu/threads.py``), one block per thread where
+samples x groups are fewer than threads (each block copies its group's
+planes again).
 
 FLOPs: ``2 N K (C/g) Q prod(kernel)`` per pass, ``Q ~ P (1 + (KW-1)/W)``.
 Memory traffic: x, w and y (or grad_y) once each from memory; the plane
@@ -67,18 +69,19 @@ Only stride 1 (any padding, dilation, groups and rank).
 import functools
 import math
 
-import numba
 import numpy as np
 from numba import njit, prange
 
 from . import workspace
-from .common import grid_walk, nine, nine_views
+from .common import grid_walk, nine, nine_views, rotated_weights
+from .threads import add_partials, most_threads, share, thread_count
 
 # FLOPs of one uncut kernel call: a quarter second at 8 GFLOP/s, this algorithm's slowest rate on
 # dense layers; longer passes run in slices (numbaconv.slices, docs/decisions.md).
 SLICE_FLOPS = int(2e9)
-# Where NaN and Inf land differently from the reference (numbaconv.functional): the input gradient's planes carry no padding products: a non-finite weight does not meet
-# the zeros there as it does in the reference (Inf * 0 = NaN).
+# Where NaN and Inf land differently from the reference (numbaconv.functional): the input
+# gradient's planes carry no padding products: a non-finite weight does not meet the zeros there
+# as it does in the reference (Inf * 0 = NaN).
 INEXACT_NONFINITE = {"input": "weight"}
 
 FUSED_TAPS = 9   # taps summed in one pass over a plane
@@ -87,7 +90,7 @@ FUSED_TAPS = 9   # taps summed in one pass over a plane
 def supports(spec):
     if any(s != 1 for s in spec.stride):
         return f"needs stride 1 in every dim, got {spec.stride}"
-    threads = numba.config.NUMBA_NUM_THREADS
+    threads = most_threads()
     return workspace.over_limit(threads * scratch_bytes(spec, np.float64) + _held_bytes(spec, threads))
 
 
@@ -119,7 +122,7 @@ def weight_columns(spec):
 
 
 @functools.lru_cache(maxsize=256)
-def _plan(spec, pass_name, threads):
+def _grid_layout(spec, pass_name, threads):
     """``(offset, grid, size, shifts, blocks)`` of one pass ("forward", "input", "weight" or
     "weight-columns", the weight gradient by columns whatever :func:`weight_columns` says) of
     ``spec``: where the source planes sit in the zero grid, the grid's size, the span of ``q``
@@ -164,17 +167,6 @@ def weight_taps(taps):
     return taps + FUSED_TAPS - left if left >= 5 else taps
 
 
-def _fresh():
-    """One flag per thread: its scratch row is not yet zeroed in this call."""
-    return np.ones(numba.config.NUMBA_NUM_THREADS, np.bool_)
-
-
-def _scratch(size, dtype):
-    """``size`` elements of scratch per thread (rows by ``numba.get_thread_id``)."""
-    threads = numba.config.NUMBA_NUM_THREADS
-    return workspace.borrow("planar", threads * size, dtype).reshape(threads, size)
-
-
 @njit(nogil=True, cache=True)
 def _pad(plane, flat, offset, grid):
     """Copy ``plane`` (D, H, W) into ``flat``, a grid (Dp, Hp, Wp) flattened (or its first
@@ -205,19 +197,6 @@ def _crop(flat, plane, grid):
             at_plane, at_grid = np.uint64((d * height + h) * width), np.uint64((d * grid[1] + h) * grid[2])
             for i in range(np.uint64(width)):
                 target[at_plane + i] = flat[at_grid + i]
-
-
-@njit(nogil=True, cache=True)
-def _own_scratch(scratch, fresh):
-    """This thread's scratch row, zeroed on its first use in a call (``fresh[thread]``): the
-    grids' borders (padding) and the gaps between output rows stay zero for the whole call."""
-    thread = numba.get_thread_id()
-    own = scratch[thread]
-    if fresh[thread]:
-        for i in range(own.size):
-            own[i] = 0
-        fresh[thread] = False
-    return thread, own
 
 
 @njit(nogil=True, cache=True, fastmath={"contract"})
@@ -303,9 +282,11 @@ def _tap_dots(wide, flat, shifts, sums):
 
 
 @njit(parallel=True, cache=True)
-def _correlate_kernel(source, weights, shifts, offset, grid, blocks, scratch, fresh, out):
+def _correlate_kernel(source, weights, shifts, offset, grid, blocks, scratch, out):
     """``out[n, o] = sum over s in o's group and taps t of weights[o, s, t] * source[n, s]`` offset
-    by tap t, on the grid: ``source`` (N, S, ...), ``weights`` (O, S/g, T), ``out`` (N, O, ...)."""
+    by tap t, on the grid: ``source`` (N, S, ...), ``weights`` (O, S/g, T), ``out`` (N, O, ...).
+    The threads take consecutive shares of the (sample, group, block) items; ``scratch`` has a
+    row per thread, zeroed before its first item (the grids' borders stay zero)."""
     batch, source_channels = source.shape[0], source.shape[1]
     out_channels, group_source = weights.shape[0], weights.shape[1]
     groups = source_channels // group_source
@@ -313,31 +294,38 @@ def _correlate_kernel(source, weights, shifts, offset, grid, blocks, scratch, fr
     block = -(-group_out // blocks)
     grid_size = grid[0] * grid[1] * grid[2]
     span = (scratch.shape[1] - group_source * grid_size) // 2
-    for item in prange(batch * groups * blocks):
-        n, g, b = item // (groups * blocks), item // blocks % groups, item % blocks
-        _, own = _own_scratch(scratch, fresh)
-        wide = own[group_source * grid_size:]
-        for s in range(group_source):
-            _pad(source[n, g * group_source + s], own[s * grid_size:(s + 1) * grid_size], offset, grid)
-        o, stop = g * group_out + b * block, g * group_out + min(group_out, (b + 1) * block)
-        while o < stop:   # two outputs at a time, then one
-            pair = o + 1 < stop
+    threads = scratch.shape[0]
+    for thread in prange(threads):
+        first, stop = share(batch * groups * blocks, thread, threads)
+        own = scratch[thread]
+        if first < stop:
+            own[:] = 0
+        for item in range(first, stop):
+            n, g, b = item // (groups * blocks), item // blocks % groups, item % blocks
+            wide = own[group_source * grid_size:]
             for s in range(group_source):
+                _pad(source[n, g * group_source + s], own[s * grid_size:(s + 1) * grid_size], offset, grid)
+            o, last = g * group_out + b * block, g * group_out + min(group_out, (b + 1) * block)
+            while o < last:   # two outputs at a time, then one
+                pair = o + 1 < last
+                for s in range(group_source):
+                    if pair:
+                        _add_taps_pair(wide[:span], wide[span:], own[s * grid_size:(s + 1) * grid_size],
+                                       weights[o, s], weights[o + 1, s], shifts, s > 0)
+                    else:
+                        _add_taps(wide[:span], own[s * grid_size:(s + 1) * grid_size], weights[o, s], shifts,
+                                  s > 0)
+                _crop(wide[:span], out[n, o], grid)
                 if pair:
-                    _add_taps_pair(wide[:span], wide[span:], own[s * grid_size:(s + 1) * grid_size],
-                                   weights[o, s], weights[o + 1, s], shifts, s > 0)
-                else:
-                    _add_taps(wide[:span], own[s * grid_size:(s + 1) * grid_size], weights[o, s], shifts, s > 0)
-            _crop(wide[:span], out[n, o], grid)
-            if pair:
-                _crop(wide[span:], out[n, o + 1], grid)
-            o += 2 if pair else 1
+                    _crop(wide[span:], out[n, o + 1], grid)
+                o += 2 if pair else 1
 
 
 @njit(parallel=True, cache=True)
-def _weight_kernel(x, grad_y, shifts, offset, grid, columns, dilation_w, blocks, scratch, fresh, partial):
+def _weight_kernel(x, grad_y, shifts, offset, grid, columns, dilation_w, blocks, scratch, partial):
     """``partial[thread, k, c, t] += sum over outputs of grad_y[n, k] * x[n, c]`` offset by tap t,
-    over the thread's (sample, group, block) items; ``partial`` (threads, K, C/g, T) float64.
+    over the thread's consecutive share of the (sample, group, block) items; ``partial``
+    (threads, K, C/g, T) float64; ``scratch`` a row per thread, zeroed before its first item.
 
     Without ``columns``, each input plane is padded into its own grid and grad_y is copied onto
     the output grid (``q``, zero at the entries that are not outputs). With ``columns`` (the
@@ -359,54 +347,55 @@ def _weight_kernel(x, grad_y, shifts, offset, grid, columns, dilation_w, blocks,
         plane_size, slices, slice_step = grid_size, 1, 0
         slice_size = scratch.shape[1] - group_in * grid_size
         planes_at = 0
-    for item in prange(batch * groups * blocks):
-        n, g, b = item // (groups * blocks), item // blocks % groups, item % blocks
-        thread, own = _own_scratch(scratch, fresh)
-        for c in range(group_in):
-            plane = own[planes_at + c * plane_size:planes_at + (c + 1) * plane_size]
-            if not columns:
-                _pad(x[n, g * group_in + c], plane, offset, grid)
-                continue
-            padded = own[:grid_size]
-            _pad(x[n, g * group_in + c], padded, offset, grid)
-            for tw in range(columns):
-                for row in range(rows):
-                    source = padded[row * grid[2] + tw * dilation_w:row * grid[2] + tw * dilation_w + out_w]
-                    target = plane[(tw * rows + row) * out_w:(tw * rows + row + 1) * out_w]
-                    for i in range(out_w):
-                        target[i] = source[i]
-        for k in range(g * group_out + b * block, g * group_out + min(group_out, (b + 1) * block)):
-            if columns:
-                grad = grad_y[n, k].reshape(-1)
-            else:
-                # grad_y on the output grid: the entries that are not outputs stay zero
-                grad = own[group_in * grid_size:][:slice_size]
-                _pad(grad_y[n, k], grad, (0, 0, 0), grid)
+    threads = scratch.shape[0]
+    for thread in prange(threads):
+        first, stop = share(batch * groups * blocks, thread, threads)
+        own = scratch[thread]
+        if first < stop:
+            own[:] = 0
+        for item in range(first, stop):
+            n, g, b = item // (groups * blocks), item // blocks % groups, item % blocks
             for c in range(group_in):
                 plane = own[planes_at + c * plane_size:planes_at + (c + 1) * plane_size]
-                for index in range(slices):
-                    first = index * slice_size
-                    _tap_dots(grad[first:first + slice_size], plane[index * slice_step:], shifts, partial[thread, k, c])
+                if not columns:
+                    _pad(x[n, g * group_in + c], plane, offset, grid)
+                    continue
+                padded = own[:grid_size]
+                _pad(x[n, g * group_in + c], padded, offset, grid)
+                for tw in range(columns):
+                    for row in range(rows):
+                        source = padded[row * grid[2] + tw * dilation_w:row * grid[2] + tw * dilation_w + out_w]
+                        target = plane[(tw * rows + row) * out_w:(tw * rows + row + 1) * out_w]
+                        for i in range(out_w):
+                            target[i] = source[i]
+            for k in range(g * group_out + b * block, g * group_out + min(group_out, (b + 1) * block)):
+                if columns:
+                    grad = grad_y[n, k].reshape(-1)
+                else:
+                    # grad_y on the output grid: the entries that are not outputs stay zero
+                    grad = own[group_in * grid_size:][:slice_size]
+                    _pad(grad_y[n, k], grad, (0, 0, 0), grid)
+                for c in range(group_in):
+                    plane = own[planes_at + c * plane_size:planes_at + (c + 1) * plane_size]
+                    for index in range(slices):
+                        at = index * slice_size
+                        _tap_dots(grad[at:at + slice_size], plane[index * slice_step:], shifts,
+                                  partial[thread, k, c])
 
 
 def forward(spec, x, w, out):
-    offset, grid, span, shifts, blocks = _plan(spec, "forward", numba.get_num_threads())
-    scratch = _scratch(spec.group_in_channels * math.prod(grid) + 2 * span, x.dtype)
-    _correlate_kernel(x, w.reshape(w.shape[0], w.shape[1], -1), shifts, offset, grid, blocks, scratch, _fresh(), out)
+    threads = thread_count()
+    offset, grid, span, shifts, blocks = _grid_layout(spec, "forward", threads)
+    scratch = workspace.per_thread("planar", threads, spec.group_in_channels * math.prod(grid) + 2 * span, x.dtype)
+    _correlate_kernel(x, w.reshape(w.shape[0], w.shape[1], -1), shifts, offset, grid, blocks, scratch, out)
 
 
 def backward_input(spec, grad_y, w, grad_x):
-    offset, grid, span, shifts, blocks = _plan(spec, "input", numba.get_num_threads())
-    group_out, group_in = spec.group_out_channels, spec.group_in_channels
-    scratch = _scratch(group_out * math.prod(grid) + 2 * span, grad_y.dtype)
+    threads = thread_count()
+    offset, grid, span, shifts, blocks = _grid_layout(spec, "input", threads)
+    scratch = workspace.per_thread("planar", threads, spec.group_out_channels * math.prod(grid) + 2 * span, grad_y.dtype)
     # weights[g*Cg + c, j, t] = w[g*Kg + j, c, T-1-t]: rotated kernel, channel axes swapped
-    rotated = w.reshape(spec.groups, group_out, group_in, -1)[..., ::-1]
-    taps = rotated.shape[-1]
-    weights = workspace.borrow("planar_weights", spec.in_channels * group_out * taps, w.dtype)
-    weights = weights.reshape(spec.groups, group_in, group_out, taps)
-    weights[...] = rotated.transpose(0, 2, 1, 3)
-    weights = weights.reshape(spec.in_channels, group_out, taps)
-    _correlate_kernel(grad_y, weights, shifts, offset, grid, blocks, scratch, _fresh(), grad_x)
+    _correlate_kernel(grad_y, rotated_weights(w, spec.groups), shifts, offset, grid, blocks, scratch, grad_x)
 
 
 def backward_weight(spec, x, grad_y, grad_w):
@@ -420,13 +409,15 @@ def backward_weight(spec, x, grad_y, grad_w):
 
 
 def _weight_gradient(spec, x, grad_y, grad_w, by_columns):
-    offset, grid, size, shifts, blocks = _plan(spec, "weight-columns" if by_columns else "weight",
-                                               numba.get_num_threads())
+    threads = thread_count()
+    pass_name = "weight-columns" if by_columns else "weight"
+    offset, grid, size, shifts, blocks = _grid_layout(spec, pass_name, threads)
     columns = spec.kernel_size[2] if by_columns else 0
     planes = spec.group_in_channels * (size if columns else math.prod(grid))
-    scratch = _scratch(planes + (math.prod(grid) if columns else size), x.dtype)
-    shape = (scratch.shape[0], spec.out_channels, spec.group_in_channels, len(shifts))
+    scratch = workspace.per_thread("planar", threads, planes + (math.prod(grid) if columns else size), x.dtype)
+    shape = (threads, spec.out_channels, spec.group_in_channels, len(shifts))
     partial = workspace.borrow("planar_partial", math.prod(shape), np.float64).reshape(shape)
     partial[...] = 0
-    _weight_kernel(x, grad_y, shifts, offset, grid, columns, spec.dilation[2], blocks, scratch, _fresh(), partial)
-    np.sum(partial[..., :math.prod(spec.kernel_size)], axis=0, out=grad_w.reshape(shape[1:3] + (-1,)))
+    _weight_kernel(x, grad_y, shifts, offset, grid, columns, spec.dilation[2], blocks, scratch, partial)
+    taps = math.prod(spec.kernel_size)
+    add_partials(partial.reshape(threads, -1, len(shifts))[:, :, :taps], grad_w.reshape(-1, taps))

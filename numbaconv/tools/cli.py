@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import dispatch, functional
 from ..accuracy import TOLERANCE
-from ..cpu import pool
+from ..cpu.threads import thread_count
 from ..devices import available_devices, cpu_model, cuda_simulated
 from ..passes import PASSES
 from ..tuning import plan_cache, tune
@@ -157,7 +157,7 @@ def machine() -> dict:
         "algorithms": "; ".join(f"{d}: {', '.join(dispatch.algorithms(d))}" for d in devices),
         "numba threading layer": numba.threading_layer(),
         "numba threads": numba.get_num_threads(),
-        "numbaconv GEMM threads": pool.thread_count(),
+        "numbaconv GEMM threads": thread_count(),
         "cpu": cpu_model(), "cpu cores": os.cpu_count(),
         "gpu": gpu,
         "compile cache": kernel_cache_folder(),

@@ -1,0 +1,138 @@
+"""How the CPU kernels share their work among threads, and BLAS held to one thread meanwhile.
+
+One idiom for every parallel kernel:
+
+- a call runs on :func:`thread_count` threads, Numba's current setting
+  (``numba.set_num_threads``; numbaconv.torch lowers it per call to PyTorch's
+  count);
+- each parallel stage is one ``prange`` over that many *logical* threads,
+  ``for thread in prange(threads)``, and logical thread ``thread`` takes the
+  consecutive share :func:`share` of the stage's items;
+- a thread's scratch is row ``thread`` of a buffer borrowed with
+  ``workspace.per_thread(name, threads, size, dtype)``, sized by the same
+  count (:func:`scratch` shapes a row);
+- where threads reduce into one result, each sums into a partial of its own
+  and :func:`add_partials` (or, inside a kernel's own share,
+  :func:`add_in_thread_order`) adds the partials in thread order.
+
+The share, the scratch row and the partial of an iteration are fixed by its
+index, whichever worker runs it, so the same operands and thread count give
+the same bits on every call (numbaconv.algorithm, rule 4) under any threading
+layer. ``numba.get_thread_id()`` would tie them to the worker instead (the TBB
+layer hands iterations to whichever worker is free); it is below
+``numba.get_num_threads()`` inside a parallel region, but rows sized by
+``NUMBA_NUM_THREADS`` would hold scratch for threads a lowered count never
+starts. ``supports`` bounds scratch with :func:`most_threads`, so its answer
+holds for every count a call can run on.
+
+The GEMM-based algorithms call BLAS from inside these regions
+(``blas.gemm``), so BLAS must not start threads of its own:
+:func:`single_threaded_blas` holds it to one while a call runs. ``prange``
+rather than a Python thread pool: Numba's OpenMP workers, which PyTorch's
+operations share in a process that loads both, spin for milliseconds after
+each parallel region, and a second pool's threads would take turns with them
+on the cores; waking a sleeping pool worker also costs a tenth of a
+millisecond, a ``prange`` region microseconds. ``python
+bench/train_step.py`` times the kernels right after PyTorch's operations
+(docs/decisions.md, T1).
+"""
+import contextlib
+import threading
+
+import numba
+from numba import njit, prange
+from threadpoolctl import ThreadpoolController
+
+
+def thread_count() -> int:
+    """Threads a call shares its work among: Numba's current setting (``numba.set_num_threads``)."""
+    return numba.get_num_threads()
+
+
+def most_threads() -> int:
+    """The most threads a call can run on, ``NUMBA_NUM_THREADS`` (``numba.set_num_threads`` only
+    lowers the count): what ``supports`` counts scratch with."""
+    return numba.config.NUMBA_NUM_THREADS
+
+
+@njit(inline="always", cache=True)
+def share(count, thread, threads):
+    """``[first, stop)`` of ``thread``'s near-equal, consecutive share of ``count`` items."""
+    return count * thread // threads, count * (thread + 1) // threads
+
+
+@njit(inline="always", cache=True)
+def scratch(rows, thread, shape):
+    """``thread``'s row of per-thread scratch ``rows``, its first elements shaped ``shape``."""
+    size = 1
+    for extent in shape:
+        size *= extent
+    return rows[thread, :size].reshape(shape)
+
+
+@njit(inline="always", cache=True)
+def add_in_thread_order(partials, out, first, stop):
+    """Elements ``[first, stop)`` (row-major) of ``out = partials[0] + partials[1] + ...``, for
+    ``partials`` (threads, rows, columns) and ``out`` (rows, columns), views of any strides: each
+    element summed in thread order in the partials' dtype, then stored in ``out``'s, so the
+    result has the same bits on every call. ``out`` may be ``partials[0]``. FLOPs: ``threads -
+    1`` per element; memory: the partials read once, ``out`` written once."""
+    threads, columns = partials.shape[0], out.shape[1]
+    element = first
+    while element < stop:
+        row, column = element // columns, element % columns
+        end = min(columns, column + stop - element)
+        for j in range(column, end):
+            total = partials[0, row, j]
+            for partial in range(1, threads):
+                total += partials[partial, row, j]
+            out[row, j] = total
+        element += end - column
+
+
+@njit(parallel=True, cache=True)
+def add_partials(partials, out):
+    """:func:`add_in_thread_order` of all of ``out``, the threads taking consecutive shares of its
+    elements."""
+    threads = partials.shape[0]
+    for thread in prange(threads):
+        first, stop = share(out.size, thread, threads)
+        add_in_thread_order(partials, out, first, stop)
+
+
+class _SingleThreadedBlas:
+    """Holds BLAS to one thread while any call runs, restoring it when the last one ends.
+
+    threadpoolctl's limits are process-wide; two overlapping calls from the
+    caller's own threads must not restore each other's settings.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._active = 0
+        self._limit = None
+        self._controller = None   # scanning the loaded libraries costs 0.3 ms: done once
+
+    @contextlib.contextmanager
+    def held(self):
+        with self._lock:
+            if self._active == 0:
+                if self._controller is None:
+                    self._controller = ThreadpoolController()
+                self._limit = self._controller.limit(limits=1, user_api="blas")
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._active -= 1
+                if self._active == 0:
+                    self._limit.restore_original_limits()
+
+
+_single_threaded_blas = _SingleThreadedBlas()
+
+
+def single_threaded_blas():
+    """Context manager: BLAS held to one thread inside (kernels call it from ``prange`` bodies)."""
+    return _single_threaded_blas.held()
