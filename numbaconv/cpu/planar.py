@@ -281,12 +281,24 @@ def _tap_dots(wide, flat, shifts, sums):
         sums[tap] += dot
 
 
+@njit(inline="always", cache=True)
+def _share_and_row(scratch, thread, items):
+    """``(first, stop, own)``: ``thread``'s share of ``items`` and its row of ``scratch``, zeroed
+    where the share is not empty (the grids' borders and the gaps between output rows then stay
+    zero for the whole call)."""
+    first, stop = share(items, thread, scratch.shape[0])
+    own = scratch[thread]
+    if first < stop:
+        own[:] = 0
+    return first, stop, own
+
+
 @njit(parallel=True, cache=True)
 def _correlate_kernel(source, weights, shifts, offset, grid, blocks, scratch, out):
     """``out[n, o] = sum over s in o's group and taps t of weights[o, s, t] * source[n, s]`` offset
     by tap t, on the grid: ``source`` (N, S, ...), ``weights`` (O, S/g, T), ``out`` (N, O, ...).
     The threads take consecutive shares of the (sample, group, block) items; ``scratch`` has a
-    row per thread, zeroed before its first item (the grids' borders stay zero)."""
+    row per thread (:func:`_share_and_row`)."""
     batch, source_channels = source.shape[0], source.shape[1]
     out_channels, group_source = weights.shape[0], weights.shape[1]
     groups = source_channels // group_source
@@ -294,12 +306,8 @@ def _correlate_kernel(source, weights, shifts, offset, grid, blocks, scratch, ou
     block = -(-group_out // blocks)
     grid_size = grid[0] * grid[1] * grid[2]
     span = (scratch.shape[1] - group_source * grid_size) // 2
-    threads = scratch.shape[0]
-    for thread in prange(threads):
-        first, stop = share(batch * groups * blocks, thread, threads)
-        own = scratch[thread]
-        if first < stop:
-            own[:] = 0
+    for thread in prange(scratch.shape[0]):
+        first, stop, own = _share_and_row(scratch, thread, batch * groups * blocks)
         for item in range(first, stop):
             n, g, b = item // (groups * blocks), item // blocks % groups, item % blocks
             wide = own[group_source * grid_size:]
@@ -325,7 +333,7 @@ def _correlate_kernel(source, weights, shifts, offset, grid, blocks, scratch, ou
 def _weight_kernel(x, grad_y, shifts, offset, grid, columns, dilation_w, blocks, scratch, partial):
     """``partial[thread, k, c, t] += sum over outputs of grad_y[n, k] * x[n, c]`` offset by tap t,
     over the thread's consecutive share of the (sample, group, block) items; ``partial``
-    (threads, K, C/g, T) float64; ``scratch`` a row per thread, zeroed before its first item.
+    (threads, K, C/g, T) float64; ``scratch`` a row per thread (:func:`_share_and_row`).
 
     Without ``columns``, each input plane is padded into its own grid and grad_y is copied onto
     the output grid (``q``, zero at the entries that are not outputs). With ``columns`` (the
@@ -347,12 +355,8 @@ def _weight_kernel(x, grad_y, shifts, offset, grid, columns, dilation_w, blocks,
         plane_size, slices, slice_step = grid_size, 1, 0
         slice_size = scratch.shape[1] - group_in * grid_size
         planes_at = 0
-    threads = scratch.shape[0]
-    for thread in prange(threads):
-        first, stop = share(batch * groups * blocks, thread, threads)
-        own = scratch[thread]
-        if first < stop:
-            own[:] = 0
+    for thread in prange(scratch.shape[0]):
+        first, stop, own = _share_and_row(scratch, thread, batch * groups * blocks)
         for item in range(first, stop):
             n, g, b = item // (groups * blocks), item // blocks % groups, item % blocks
             for c in range(group_in):
