@@ -18,9 +18,9 @@ from numba import njit, prange
 
 from .common import valid_outputs
 
-# FLOPs of one uncut kernel call: a quarter second at 1 GFLOP/s, this algorithm's slowest rate on
+# FLOPs of one uncut kernel call: a quarter second at 2 GFLOP/s, this algorithm's slowest rate on
 # dense layers; longer passes run in slices (numbaconv.slices, docs/decisions.md).
-SLICE_FLOPS = int(2.5e8)
+SLICE_FLOPS = int(5e8)
 # Where NaN and Inf land differently from the reference (numbaconv.functional): padding is
 # skipped, never multiplied: a non-finite weight (forward) or output gradient (weight gradient)
 # does not meet the zeros there as it does in the reference (Inf * 0 = NaN).

@@ -58,9 +58,9 @@ from .blas import gemm
 from .common import grid_walk, valid_outputs
 from .threads import add_partials, most_threads, scratch, share, single_threaded_blas, thread_count
 
-# FLOPs of one uncut kernel call: a quarter second at 20 GFLOP/s, this algorithm's slowest rate on
+# FLOPs of one uncut kernel call: a quarter second at 40 GFLOP/s, this algorithm's slowest rate on
 # dense layers; longer passes run in slices (numbaconv.slices, docs/decisions.md).
-SLICE_FLOPS = int(5e9)
+SLICE_FLOPS = int(1e10)
 
 RUN_MIN_WIDTH = 16   # output rows at least this wide are copied run by run, narrower ones gathered
 _RUN_BYTES = 5 * 8   # one entry of the table of row runs: five int64

@@ -75,10 +75,10 @@ from .winograd_tiling import (FILTER_CHUNK, Tiling, block_patches, gradient_tile
                               transform_filters, transformed_filters, unaliased)
 from .winograd_transforms import PATCH, POINTS, TAPS_TO_POINTS, TILE
 
-# FLOPs of one uncut kernel call: a quarter second at 20 GFLOP/s (counted as direct
+# FLOPs of one uncut kernel call: a quarter second at 100 GFLOP/s (counted as direct
 # convolution), this algorithm's slowest rate on dense layers; longer passes run in slices
 # (numbaconv.slices, docs/decisions.md).
-SLICE_FLOPS = int(5e9)
+SLICE_FLOPS = int(2.5e10)
 # Where NaN and Inf land differently from the reference (numbaconv.functional): the transforms
 # add neighbouring values, so one non-finite value spreads over the outputs of its tiles
 # (Inf - Inf = NaN) and NaN/Inf land where the reference has finite values.
