@@ -194,7 +194,7 @@ def test_a_pass_over_budget_is_several_kernel_calls_and_stops_between_them(rng, 
 INTERRUPTED = textwrap.dedent("""
     import sys, time, numpy as np, numbaconv as nc
     algo = sys.argv[1]
-    x = np.random.default_rng(0).standard_normal((16, 64, 56, 56)).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal((64, 64, 56, 56)).astype(np.float32)
     w = np.random.default_rng(1).standard_normal((64, 64, 3, 3)).astype(np.float32)
     nc.conv2d(x[:1, :, :8, :8], w, padding=1, algo=algo)   # compiled before the clock starts
     print("start", flush=True)
@@ -207,7 +207,7 @@ INTERRUPTED = textwrap.dedent("""
 
 
 def test_ctrl_c_stops_a_long_direct_call_within_a_second_or_two():
-    """The direct algorithm's forward of this layer takes several seconds on two cores; SIGINT
+    """The direct algorithm's forward of this layer takes about ten seconds on two cores; SIGINT
     half a second in ends it at the next slice (a quarter second of work, by design)."""
     process = subprocess.Popen([sys.executable, "-c", INTERRUPTED, "direct"], stdout=subprocess.PIPE, text=True)
     try:
