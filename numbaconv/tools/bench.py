@@ -82,23 +82,47 @@ def keep_freed_memory() -> str:
     return "malloc keeps freed memory (glibc mallopt: blocks up to 32 MiB from the heap, heap never trimmed)"
 
 
+def _layer_calls(engine, layer: Layer, x, w, grad_y, **options) -> dict:
+    """``{pass name: zero-argument call}`` of ``layer``'s three passes through ``engine``
+    (numbaconv.functional or numbaconv.reference). A transposed layer's forward is the engine's
+    ``conv_transpose``; its gradients are the forward and the weight gradient of the convolution
+    from its output to its input (``layer.spec``), as numbaconv.torch's ConvTranspose layers run
+    them (numbaconv.nn.conv_transpose_gradients)."""
+    if not layer.transposed:
+        return pass_calls(engine, layer.rank, layer.arguments, x, w, grad_y, **options)
+    # that convolution's input is the layer's output gradient, its output gradient the layer's input
+    calls = pass_calls(engine, layer.rank, layer.arguments, grad_y, w, x, **options)
+    transpose = getattr(engine, f"conv_transpose{layer.rank}d")
+    return {"forward": lambda: transpose(x, w, None, **layer.arguments, **options),
+            "input": calls["forward"], "weight": calls["weight"]}
+
+
 def _numbaconv_call(device: str, algo: str, problem: Problem, pass_name: str, put=None):
     """A zero-argument call running one pass of ``problem`` with numbaconv (operands moved by ``put``)."""
     operands = (put(a) if put else a for a in (problem.x, problem.w, problem.grad_y))
-    return pass_calls(functional, problem.layer.rank, problem.layer.arguments, *operands,
-                      algo=algo, device=device)[pass_name]
+    return _layer_calls(functional, problem.layer, *operands, algo=algo, device=device)[pass_name]
 
 
 def _reference_call(problem: Problem, pass_name: str):
-    return pass_calls(reference, problem.layer.rank, problem.layer.arguments,
-                      problem.x, problem.w, problem.grad_y)[pass_name]
+    return _layer_calls(reference, problem.layer, problem.x, problem.w, problem.grad_y)[pass_name]
 
 
 def _torch_call(torch, problem: Problem, pass_name: str, device: str, dtype: str | None = None):
-    """A zero-argument call running one pass with PyTorch (dtype overrides the problem's)."""
+    """A zero-argument call running one pass with PyTorch (dtype overrides the problem's): the
+    functional convolution and torch.nn.grad's gradients; for a transposed layer
+    F.conv_transpose and aten.convolution_backward with transposed=True, the call autograd makes
+    for ConvTranspose layers (torch.nn.grad makes it with transposed=False)."""
     layer, rank = problem.layer, problem.layer.rank
     convert = getattr(torch, dtype or problem.dtype)
     x, w, grad_y = (torch.from_numpy(a).to(device=device, dtype=convert) for a in (problem.x, problem.w, problem.grad_y))
+    if layer.transposed:
+        if pass_name == "forward":
+            function = getattr(torch.nn.functional, f"conv_transpose{rank}d")
+            return lambda: function(x, w, **layer.arguments)
+        per_dim = [[v] * rank if isinstance(v, int) else list(v) for v in (layer.stride, layer.padding, layer.dilation)]
+        mask, index = ((True, False, False), 0) if pass_name == "input" else ((False, True, False), 1)
+        return lambda: torch.ops.aten.convolution_backward(grad_y, x, w, None, *per_dim, True, [0] * rank,
+                                                          layer.groups, mask)[index]
     if pass_name == "forward":
         function = getattr(torch.nn.functional, f"conv{rank}d")
         return lambda: function(x, w, **layer.arguments)
@@ -188,13 +212,13 @@ def runs(implementation: Implementation, problem: Problem) -> bool:
 
 def auto_choice(device: str, layer: Layer, pass_name: str) -> str:
     """The algorithm ``algo="auto"`` picks for one pass of ``layer`` on ``device``."""
-    chosen = dispatch.choose(device, "auto", layer.spec.as_3d(), pass_name)
+    chosen = dispatch.choose(device, "auto", layer.spec.as_3d(), layer.kernel_pass(pass_name))
     return next(name for name, module in dispatch.registry(device).items() if module is chosen)
 
 
 def tuned_choice(device: str, problem: Problem, pass_name: str) -> str:
     """The algorithm ``algo="tune"`` ran for this pass of ``problem`` (after a call made the plan)."""
-    plan = tuning.lookup(device, pass_name, problem.layer.spec.as_3d(), problem.dtype)
+    plan = tuning.lookup(device, problem.layer.kernel_pass(pass_name), problem.layer.spec.as_3d(), problem.dtype)
     return plan["algo"] if plan else ""
 
 

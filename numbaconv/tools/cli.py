@@ -22,8 +22,15 @@ from ..devices import available_devices, cpu_model, cuda_simulated
 from ..passes import PASSES
 from ..tuning import plan_cache, tune
 from ..version import __version__
-from . import bench, compiletime, report, suite
+from . import bench, compiletime, networks, report, suite
 from .verify import verify
+
+
+# Seconds of timing per layer and pass in the networks suite (the layer suites: 0.3 quick, 1.0
+# full). Every (layer, pass) gets at least --repeats rounds, so the big layers run past it; the
+# small ones get more rounds of their noisy few milliseconds. The five networks take about five
+# minutes on 2 cores with it (README, `numbaconv bench --suite networks`).
+NETWORKS_BUDGET_S = 0.5
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,11 +51,17 @@ def _parser() -> _Parser:
     info.set_defaults(handler=_info, subparser=info)
 
     run = commands.add_parser("bench", help="time every algorithm against PyTorch on a layer suite")
-    run.add_argument("--suite", choices=tuple(suite.SUITES), default="quick",
-                     help="quick (default: a subset of the layers, algo auto; under 2 minutes) "
-                          "or full (every layer, every algorithm)")
+    run.add_argument("--suite", choices=tuple(suite.SUITES) + ("networks",), default="quick",
+                     help="quick (default: a subset of the layers, algo auto; under 2 minutes), "
+                          "full (every layer, every algorithm) or networks (every layer of "
+                          f"{', '.join(networks.NETWORKS)}, algo auto; about 10 minutes on 2 cores)")
     run.add_argument("--layer", default=None,
                      help=f"comma-separated layer names instead of a suite: {', '.join(suite.LAYERS)}")
+    run.add_argument("--network", default=None,
+                     help="comma-separated networks of the networks suite instead of all: "
+                          f"{', '.join(networks.NETWORKS)}")
+    run.add_argument("--batch", type=int, default=None,
+                     help="run the networks at this batch size instead of their own (N=1 for a quick look)")
     run.add_argument("--device", default="all",
                      help="cpu, cuda or all (default: every available device; not Numba's CUDA simulator)")
     run.add_argument("--algo", default=None,
@@ -59,13 +72,16 @@ def _parser() -> _Parser:
     run.add_argument("--dtype", choices=suite.DTYPES, default="float32")
     run.add_argument("--repeats", type=int, default=3, help="timed calls at least, per implementation")
     run.add_argument("--budget", type=float, default=None,
-                     help="seconds of timing per layer and pass (default 0.3 quick, 1.0 full)")
+                     help="seconds of timing per layer and pass (default 0.3 quick, 1.0 full, "
+                          f"{NETWORKS_BUDGET_S} networks)")
     run.add_argument("--without-torch", action="store_true", help="do not compare with PyTorch")
     run.add_argument("--default-malloc", action="store_true",
                      help="leave glibc's malloc settings as they are (freed memory goes back to the system, "
                           "so calls may pay page faults, depending on what ran before)")
     run.add_argument("--json", default=None, metavar="FILE", help="write the rows and the machine as JSON")
-    run.add_argument("--plot", default=None, metavar="FILE.png", help="bar chart of GFLOP/s (needs matplotlib)")
+    run.add_argument("--plot", default=None, metavar="FILE.png",
+                     help="bar chart of GFLOP/s (needs matplotlib); for networks one chart per network, "
+                          "FILE-<network>.png when there are several")
     run.set_defaults(handler=_bench, subparser=run)
 
     check = commands.add_parser("verify", help="every algorithm and pass against the float64 reference")
@@ -180,14 +196,26 @@ def _progress(index: int, total: int, text: str) -> None:
 
 
 def _bench(parser, args) -> int:
-    names = _split(args.layer) if args.layer else list(suite.SUITES[args.suite])
+    chosen_networks = None
+    if args.network or (args.suite == "networks" and not args.layer):
+        if args.layer:
+            parser.error("--layer and --network cannot be combined")
+        chosen_networks = [networks.NETWORKS[name] for name in
+                           _choices(parser, "network", args.network or "all", tuple(networks.NETWORKS))]
+        if args.batch is not None:
+            if args.batch < 1:
+                parser.error(f"--batch must be at least 1, got {args.batch}")
+            chosen_networks = [network.at_batch(args.batch) for network in chosen_networks]
+    elif args.batch is not None:
+        parser.error("--batch applies to the networks suite (--suite networks or --network) only")
+    names = _split(args.layer) if args.layer else list(suite.SUITES.get(args.suite, ()))
     for name in names:
         if name not in suite.LAYERS:
             parser.error(f"unknown layer {name!r}; choose from {', '.join(suite.LAYERS)}")
     passes = _choices(parser, "pass", args.passes, PASSES)
     devices = _devices(parser, args.device, bench.timed_devices)
-    algo_text = args.algo or ("auto" if args.suite == "quick" and not args.layer else "all")
-    algos = _algos(parser, algo_text, devices, bench.algorithm_choices)
+    auto_only = chosen_networks is not None or (args.suite == "quick" and not args.layer)
+    algos = _algos(parser, args.algo or ("auto" if auto_only else "all"), devices, bench.algorithm_choices)
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
     if args.plot:
@@ -195,7 +223,9 @@ def _bench(parser, args) -> int:
             import matplotlib  # noqa: F401  (only checked here; report.plot imports it)
         except ImportError:
             parser.error("--plot needs matplotlib: pip install matplotlib (or the package's 'bench' extra)")
-    budget = args.budget if args.budget is not None else (0.3 if args.suite == "quick" else 1.0)
+    budget = args.budget
+    if budget is None:
+        budget = NETWORKS_BUDGET_S if chosen_networks is not None else (0.3 if args.suite == "quick" else 1.0)
     torch = None if args.without_torch else bench.import_torch()
 
     info = machine()
@@ -204,29 +234,38 @@ def _bench(parser, args) -> int:
     print("malloc left as it is (--default-malloc)" if args.default_malloc else bench.keep_freed_memory())
     peak = bench.cpu_peak_gflops()
     print(f"practical CPU peak (float32 2048^3 NumPy matmul): {peak:.1f} GFLOP/s; dtype {args.dtype}")
-    layers = [suite.LAYERS[name] for name in names]
-    for layer in layers:
-        print(f"  {layer.name:<18}{layer.describe()}")
+    if chosen_networks is None:
+        for layer in (suite.LAYERS[name] for name in names):
+            print(f"  {layer.name:<18}{layer.describe()}")
+        steps = [(suite.LAYERS[name], pass_name, "", 1) for name in names for pass_name in passes]
+    else:
+        steps = _network_steps(chosen_networks, passes)
     print()
 
-    candidates = bench.implementations(devices, algos, torch)
+    candidates = bench.implementations(devices, algos, torch, with_reference=chosen_networks is None)
     rows, started = [], time.perf_counter()
-    steps = [(layer, pass_name) for layer in layers for pass_name in passes]
     problem = None
-    for index, (layer, pass_name) in enumerate(steps):
-        _progress(index, len(steps), f"{layer.name} {pass_name}")
+    for index, (layer, pass_name, network, count) in enumerate(steps):
+        _progress(index, len(steps), f"{network + ' ' if network else ''}{layer.name} {pass_name}")
         if problem is None or problem.layer is not layer:
             problem = suite.Problem.create(layer, args.dtype)
         taking_part = [c for c in candidates if bench.runs(c, problem)]
-        rows += bench.compare(problem, pass_name, taking_part, torch, peak_gflops=peak,
-                              min_repeats=args.repeats, budget_s=budget)
+        for row in bench.compare(problem, pass_name, taking_part, torch, peak_gflops=peak,
+                                 min_repeats=args.repeats, budget_s=budget):
+            row.network, row.count = network, count
+            rows.append(row)
+    problem = None
     _progress(len(steps), len(steps), "done")
 
     torch_note = None
     if torch is None:
         torch_note = ("it was left out (--without-torch)" if args.without_torch
                       else "PyTorch is not installed (pip install torch)")
-    print(report.format_table(rows, torch_note))
+    summaries = []
+    if chosen_networks is None:
+        print(report.format_table(rows, torch_note))
+    else:
+        summaries = _report_networks(rows, chosen_networks, passes, torch_note)
     warm_up = sum(max(row.first_ms - row.best_ms, 0.0) for row in rows
                   if row.correct and not row.implementation.startswith("torch")) / 1e3
     print(f"warm-up beyond steady state (compilation when the cache is cold, first-call costs): {warm_up:.1f} s; "
@@ -234,17 +273,63 @@ def _bench(parser, args) -> int:
     if args.json:
         with open(args.json, "w") as out:
             json.dump({"machine": info, "peak_gflops": peak, "dtype": args.dtype,
-                       "rows": [row.as_dict() for row in rows]}, out, indent=1)
+                       "rows": [row.as_dict() for row in rows],
+                       **({"networks": [s.as_dict() for s in summaries]} if chosen_networks is not None else {})},
+                      out, indent=1)
         print(f"rows written to {args.json}")
-    if args.plot:
+    if args.plot and chosen_networks is None:
         report.plot(rows, args.plot)
         print(f"plot written to {args.plot}")
+    elif args.plot:
+        for summary, path in zip(summaries, _plot_paths(args.plot, summaries)):
+            report.plot_network(summary, path)
+            print(f"plot of {summary.network} ({summary.implementation}) written to {path}")
     mismatches = [row for row in rows if not row.correct]
     if mismatches:
         print(f"{len(mismatches)} result(s) missed the tolerance: "
-              + ", ".join(f"{r.layer} {r.pass_name} {r.implementation}" for r in mismatches))
+              + ", ".join(f"{r.network + ' ' if r.network else ''}{r.layer} {r.pass_name} {r.implementation}"
+                          for r in mismatches))
         return 1
     return 0
+
+
+def _network_steps(chosen, passes) -> list[tuple]:
+    """Print each network's layers; return its (layer, pass, network, count) steps, the passes
+    each layer runs in training (no input gradient for a first layer) among ``passes``."""
+    steps = []
+    for network in chosen:
+        print(f"{network.name}: {network.title}, {network.convolutions} convolutions, "
+              f"{len(network.layers)} distinct (count, layer):")
+        for entry in network.layers:
+            note = "" if entry.input_grad else "; no input gradient (the first layer)"
+            print(f"  {entry.count:>3} {entry.layer.name:<30}{entry.layer.describe()}{note}")
+            steps += [(entry.layer, pass_name, network.name, entry.count)
+                      for pass_name in passes if pass_name in entry.passes]
+    return steps
+
+
+def _report_networks(rows, chosen, passes, torch_note) -> list:
+    """Print each network's table and the summary of all; return the summaries."""
+    summaries = report.network_summaries(rows, {n.name: n.title for n in chosen}, training=set(passes) == set(PASSES))
+    for summary in summaries:
+        print(report.format_network(summary))
+        print()
+    print(report.format_network_summaries(summaries))
+    if torch_note:
+        print(f"No ratios: {torch_note}; the truth is numbaconv.reference.")
+    return summaries
+
+
+def _plot_paths(path: str, summaries) -> list[str]:
+    """FILE.png for one chart; FILE-<network>.png (and -<implementation> where a network has
+    several) for more."""
+    if len(summaries) == 1:
+        return [path]
+    stem, dot, extension = path.rpartition(".")
+    stem, extension = (stem, dot + extension) if dot and "/" not in extension else (path, ".png")
+    several = len({s.network for s in summaries}) < len(summaries)
+    return [f"{stem}-{s.network}" + (f"-{s.implementation.replace('/', '-')}" if several else "") + extension
+            for s in summaries]
 
 
 def _verify(parser, args) -> int:

@@ -1,8 +1,18 @@
 """The benchmark layer suite: named convolution problems and their random operands.
 
 ``numbaconv bench``, the pytest-benchmark suite in bench/ and bench/gpu_check.py run these
-layers. FLOPs are ``2 N K (C / groups) prod(out) prod(kernel)`` for every pass (the input and
-weight gradients do the same multiply-adds as the forward).
+layers; numbaconv/tools/networks.py builds whole networks' layers from the same ``Layer``. FLOPs
+are ``2 N K (C / groups) prod(out) prod(kernel)`` for every pass (the input and weight gradients
+do the same multiply-adds as the forward).
+
+A transposed layer (``transposed=True``: U-Net's up-convolutions) is described as the user sees
+it: ``in_channels`` and ``size`` are its input's, its weight is ``(in, out / groups, *kernel)``
+as in ``torch.nn.ConvTranspose2d``. Its three passes are the three passes of ``spec``, the
+convolution from the layer's output shape to its input's, in another order
+(:meth:`Layer.kernel_pass`): its forward is that convolution's input gradient, its input
+gradient that convolution's forward, its weight gradient that convolution's weight gradient
+(with the roles of input and output gradient swapped). No output_padding: the output size is
+``(size - 1) stride - 2 padding + dilation (kernel - 1) + 1``.
 """
 from __future__ import annotations
 
@@ -17,7 +27,7 @@ DTYPES = ("float32", "float64")
 
 @dataclass(frozen=True)
 class Layer:
-    """One convolution problem of the suite (integer padding, same on every side)."""
+    """One convolution problem of the suite (numeric padding, the same at both ends of a dim)."""
 
     name: str
     batch: int
@@ -25,20 +35,48 @@ class Layer:
     out_channels: int
     size: tuple[int, ...]
     kernel: tuple[int, ...]
-    stride: int = 1
-    padding: int = 0
+    stride: int | tuple[int, ...] = 1
+    padding: int | tuple[int, ...] = 0
     dilation: int = 1
     groups: int = 1
+    transposed: bool = False
 
     @property
     def rank(self) -> int:
         return len(self.size)
 
     @property
+    def x_shape(self) -> tuple[int, ...]:
+        """The layer's input."""
+        return (self.batch, self.in_channels, *self.size)
+
+    @property
+    def w_shape(self) -> tuple[int, ...]:
+        if self.transposed:
+            return (self.in_channels, self.out_channels // self.groups, *self.kernel)
+        return (self.out_channels, self.in_channels // self.groups, *self.kernel)
+
+    @property
+    def y_shape(self) -> tuple[int, ...]:
+        """The layer's output."""
+        return self.spec.x_shape if self.transposed else self.spec.y_shape
+
+    @property
     def spec(self) -> ConvSpec:
-        return ConvSpec.create((self.batch, self.in_channels, *self.size),
-                               (self.out_channels, self.in_channels // self.groups, *self.kernel),
-                               self.stride, self.padding, self.dilation, self.groups)
+        """The convolution whose passes compute the layer's: the layer itself, or for a transposed
+        layer the convolution from its output's shape to its input's."""
+        if not self.transposed:
+            return ConvSpec.create(self.x_shape, self.w_shape, self.stride, self.padding, self.dilation, self.groups)
+        per_dim = [(v,) * self.rank if isinstance(v, int) else tuple(v)
+                   for v in (self.stride, self.padding, self.dilation)]
+        out = tuple((n - 1) * s - 2 * p + d * (k - 1) + 1
+                    for n, k, s, p, d in zip(self.size, self.kernel, *per_dim))
+        return ConvSpec.create((self.batch, self.out_channels, *out), self.w_shape, self.stride, self.padding,
+                               self.dilation, self.groups)
+
+    def kernel_pass(self, pass_name: str) -> str:
+        """The pass of ``spec`` that computes the layer's pass ``pass_name``."""
+        return {"forward": "input", "input": "forward"}.get(pass_name, pass_name) if self.transposed else pass_name
 
     @property
     def arguments(self) -> dict:
@@ -46,11 +84,11 @@ class Layer:
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
 
     def describe(self) -> str:
-        spec = self.spec
         extras = "".join(f" {key} {value}" for key, value in self.arguments.items()
                          if value != (0 if key == "padding" else 1))
-        return (f"x {spec.x_shape} w {spec.w_shape}{extras} -> y {spec.y_shape}, "
-                f"{spec.flops / 1e9:.3f} GFLOP")
+        kind = "transposed, " if self.transposed else ""
+        return (f"x {self.x_shape} w {self.w_shape}{extras} -> y {self.y_shape}, "
+                f"{kind}{self.spec.flops / 1e9:.3f} GFLOP")
 
 
 def _square(name, batch, channels_in, channels_out, size, kernel, **options):
@@ -82,7 +120,7 @@ SUITES = {
 
 @dataclass(frozen=True)
 class Problem:
-    """The operands of one (layer, dtype): input, weight and output gradient."""
+    """The operands of one (layer, dtype): the layer's input, weight and output gradient."""
 
     layer: Layer
     dtype: str
@@ -93,7 +131,6 @@ class Problem:
     @classmethod
     def create(cls, layer: Layer, dtype: str, seed: int = 0) -> "Problem":
         rng = np.random.default_rng(seed)
-        spec = layer.spec
         x, w, grad_y = (rng.standard_normal(shape).astype(dtype)
-                        for shape in (spec.x_shape, spec.w_shape, spec.y_shape))
+                        for shape in (layer.x_shape, layer.w_shape, layer.y_shape))
         return cls(layer, dtype, x, w, grad_y)
