@@ -15,13 +15,13 @@ first layer of a network, whose input is the data: autograd computes no gradient
 
 The inputs and batch sizes are those of issues 21 and 22 (float32 layers, 2 threads):
 
-| network     | input (N x ...)      | convolutions (distinct) |
-|-------------|----------------------|-------------------------|
-| resnet50    | 4 x 3 x 224 x 224    | 53 (23)                 |
-| unet        | 2 x 1 x 256 x 256    | 23 (19)                 |
-| wav2vec2    | 4 x 1 x 16000        | 8 (8)                   |
-| r3d_18      | 1 x 3 x 16 x 112 x 112 | 20 (11)               |
-| mobilenet_v2| 4 x 3 x 224 x 224    | 52 (30)                 |
+| network      | input (N x ...)        | convolutions (distinct) |
+|--------------|------------------------|-------------------------|
+| resnet50     | 4 x 3 x 224 x 224      | 53 (23)                 |
+| unet         | 2 x 1 x 256 x 256      | 23 (19)                 |
+| wav2vec2     | 4 x 1 x 16000          | 8 (8)                   |
+| r3d_18       | 1 x 3 x 16 x 112 x 112 | 20 (11)                 |
+| mobilenet_v2 | 4 x 3 x 224 x 224      | 52 (30)                 |
 """
 from __future__ import annotations
 
