@@ -1,4 +1,4 @@
-"""One training step of seed 004's CNN with numbaconv.torch.Conv2d against torch.nn.Conv2d.
+"""One training step of the digits CNN (examples/digits_cnn.py) with numbaconv.torch.Conv2d against torch.nn.Conv2d.
 
 The network of examples/digits_cnn.py on 28x28 inputs (MNIST's size), batch 64
 of random data, float32, SGD. Prints the step times (alternating, best of
@@ -113,7 +113,7 @@ def step_in_fresh_process(repeats, **environment):
 
 
 def main(repeats=7):
-    print(f"seed 004's CNN, batch {BATCH} of 1x{SIZE}x{SIZE}, float32, SGD step; torch threads "
+    print(f"the digits CNN, batch {BATCH} of 1x{SIZE}x{SIZE}, float32, SGD step; torch threads "
           f"{torch.get_num_threads()}, best of {repeats} alternating repeats after warm-up")
     policy = os.environ.get("OMP_WAIT_POLICY", "unset")
     steps = {}

@@ -1,4 +1,4 @@
-"""Seed 004's CNN trained on scikit-learn's handwritten digits, three ways.
+"""A small CNN trained on scikit-learn's handwritten digits, three ways.
 
 The seed swaps ``torch.nn.Conv2d`` for its own convolution in a small CNN
 (Conv 1->32 3x3, ReLU, Conv 32->64 3x3, BatchNorm, ReLU, MaxPool 2, two
@@ -11,7 +11,7 @@ is trained
 2. with ``numbaconv.torch.Conv2d`` (everything else still torch),
 3. in NumPy alone: ``numbaconv.nn.Conv2d`` plus the few NumPy layers below.
 
-It prints the seed's table (test accuracy, training time), the time of one
+It prints a table (test accuracy, training time), the time of one
 training step with either convolution (alternating, best of several, after a
 warm-up), and saves the three loss curves.
 
@@ -34,7 +34,7 @@ DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "output",
 
 
 def build_cnn(conv=torch.nn.Conv2d, image_size=8, classes=10):
-    """Seed 004's network for ``image_size`` x ``image_size`` grey images; ``conv`` makes the convs."""
+    """The network for ``image_size`` x ``image_size`` grey images; ``conv`` makes the convs."""
     flat = 64 * ((image_size - 4) // 2) ** 2
     return torch.nn.Sequential(
         conv(1, 32, 3), torch.nn.ReLU(), conv(32, 64, 3), torch.nn.BatchNorm2d(64), torch.nn.ReLU(),
@@ -302,7 +302,7 @@ def main(small=False, out_dir=DEFAULT_OUT, epochs=10, batch=64, lr=0.05, momentu
     axis.set_xlabel("training step")
     axis.set_ylabel("cross-entropy loss")
     axis.set_yscale("log")
-    axis.set_title("seed 004's CNN on sklearn digits, same start and data order")
+    axis.set_title("a small CNN on sklearn digits, same start and data order")
     axis.legend()
     figure.tight_layout()
     path = os.path.join(out_dir, "digits_loss.png")

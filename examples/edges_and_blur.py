@@ -1,4 +1,4 @@
-"""Sobel edges and a 5x5 Gaussian blur of a real photograph (seed 000, section 7).
+"""Sobel edges and a 5x5 Gaussian blur of a real photograph.
 
 The photograph is scikit-image's bundled ``camera()`` (512x512, grey). Both
 filters run through ``numbaconv.conv2d`` and are checked against
@@ -21,9 +21,9 @@ import numpy as np
 
 import numbaconv as nc
 
-SOBEL_X = np.array([[1, 0, -1], [2, 0, -2], [1, 0, -1]], np.float64)   # seed's K1: vertical edges
-SOBEL_Y = SOBEL_X.T.copy()                                              # seed's K2: horizontal edges
-GAUSSIAN_5X5 = np.array([                                               # seed's G, normalised
+SOBEL_X = np.array([[1, 0, -1], [2, 0, -2], [1, 0, -1]], np.float64)   # vertical edges
+SOBEL_Y = SOBEL_X.T.copy()                                              # horizontal edges
+GAUSSIAN_5X5 = np.array([                                               # normalised
     [0.003765, 0.015019, 0.023792, 0.015019, 0.003765],
     [0.015019, 0.059912, 0.094907, 0.059912, 0.015019],
     [0.023792, 0.094907, 0.150342, 0.094907, 0.023792],

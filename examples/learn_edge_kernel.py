@@ -1,4 +1,4 @@
-"""Learn an edge-detecting kernel from input/output pairs (seed 001, section b).
+"""Learn an edge-detecting kernel from input/output pairs.
 
 A 6x8 image of ones with a band of zeros in columns 2-5 is cross-correlated
 with the vertical-edge kernel [1, -1]; the output is +1 at the one-to-zero

@@ -1,4 +1,4 @@
-"""The float64 reference on the seeds' worked examples and against finite differences."""
+"""The float64 reference on worked examples with known answers and against finite differences."""
 import numpy as np
 import pytest
 
@@ -24,7 +24,7 @@ def test_seed_padded_stride_3_2():
 
 
 def test_seed_edge_detector():
-    """Seed 001: ones with a dark band in columns 2..5; kernel [1, -1] marks both edges."""
+    """Ones with a dark band in columns 2..5; kernel [1, -1] marks both edges."""
     image = np.ones((1, 1, 6, 8))
     image[..., 2:6] = 0
     edges = reference.conv2d(image, np.array([1.0, -1.0]).reshape(1, 1, 1, 2))
@@ -33,7 +33,7 @@ def test_seed_edge_detector():
 
 
 def test_output_size_formula():
-    """Seed 001: floor((n - k + p + s) / s) per dim, with p the total padding."""
+    """floor((n - k + p + s) / s) per dim, with p the total padding."""
     spec = ConvSpec.create((1, 1, 3, 3), (1, 1, 2, 2), stride=(3, 2), padding=1)
     assert spec.out_size == ((3 - 2 + 2 + 3) // 3, (3 - 2 + 2 + 2) // 2)
 

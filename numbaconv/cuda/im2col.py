@@ -1,4 +1,4 @@
-"""im2col + tiled matrix product on the GPU (seed 003), batch chunked.
+"""im2col + tiled matrix product on the GPU, batch chunked.
 
 For a chunk of ``nb`` samples the column matrix is ``cols[n * G + g, r, p]``:
 ``r = (c, td, th, tw)`` runs over the ``R = (C/g) * prod(kernel)`` channel-taps
