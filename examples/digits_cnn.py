@@ -20,7 +20,6 @@ warm-up), and saves the three loss curves.
 Needs PyTorch, scikit-learn and matplotlib (``pip install -e ".[test,examples]"``).
 """
 import argparse
-import math
 import os
 import time
 
@@ -29,6 +28,7 @@ import torch
 
 import numbaconv.nn as ncn
 import numbaconv.torch as nct
+from numbaconv.timing import best_times
 
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "output", "digits_cnn")
 
@@ -43,24 +43,16 @@ def build_cnn(conv=torch.nn.Conv2d, image_size=8, classes=10):
 
 
 def time_training_steps(models, x, labels, *, steps=5, repeats=5, warmup=3):
-    """Best seconds per SGD training step of each model, timed alternately after ``warmup`` steps."""
+    """Best seconds per SGD training step of each model, timed alternately after ``warmup`` steps
+    (numbaconv.timing: ``repeats`` rounds of ``steps`` steps each)."""
     def step(model, optimizer):
         optimizer.zero_grad()
         torch.nn.functional.cross_entropy(model(x), labels).backward()
         optimizer.step()
 
-    optimizers = {name: torch.optim.SGD(model.parameters(), lr=1e-3) for name, model in models.items()}
-    for name, model in models.items():
-        for _ in range(warmup):
-            step(model, optimizers[name])
-    best = dict.fromkeys(models, math.inf)
-    for _ in range(repeats):
-        for name, model in models.items():
-            start = time.perf_counter()
-            for _ in range(steps):
-                step(model, optimizers[name])
-            best[name] = min(best[name], (time.perf_counter() - start) / steps)
-    return best
+    steppers = [lambda model=model, optimizer=torch.optim.SGD(model.parameters(), lr=1e-3): step(model, optimizer)
+                for model in models.values()]
+    return dict(zip(models, best_times(steppers, warmup=warmup, rounds=repeats, number=steps)))
 
 
 # --- NumPy layers for the pure-NumPy run: forward(x) -> y, backward(grad_y) -> grad_x ---------------
