@@ -20,7 +20,6 @@ weight columns (``w[:, c0:c1]``, copied: the weight is small). Smaller
 calls, every layer of the bench suites among them, run as one call.
 """
 import dataclasses
-import math
 
 import numpy as np
 
@@ -34,15 +33,12 @@ def run(module, pass_name, spec, a, b, out):
     (``a``, ``b``, ``out`` in that order), in slices when it exceeds ``module.SLICE_FLOPS``."""
     method = getattr(module, PASS_FUNCTIONS[pass_name])
     budget = getattr(module, "SLICE_FLOPS", None)
-    if budget is None or spec.batch == 0:
+    activations = a.nbytes + (b if pass_name == "weight" else out).nbytes   # x and y, whichever pass
+    if budget is None or spec.batch == 0 or (spec.flops <= budget and activations <= SLICE_BYTES):
         method(spec, a, b, out)
         return
-    flops = spec.flops // spec.batch
-    nbytes = a.itemsize * (spec.in_channels * math.prod(spec.in_size) + spec.out_channels * math.prod(spec.out_size))
+    flops, nbytes = spec.flops // spec.batch, activations // spec.batch
     samples = min(budget // flops, SLICE_BYTES // nbytes)
-    if samples >= spec.batch:
-        method(spec, a, b, out)
-        return
     blocks = max(-(-flops // budget), -(-nbytes // SLICE_BYTES))
     total = np.zeros(out.shape, np.float64) if pass_name == "weight" else None
     part = np.empty_like(out) if pass_name == "weight" else None

@@ -246,7 +246,7 @@ class ConvSpec:
     def y_shape(self) -> tuple[int, ...]:
         return (self.batch, self.out_channels, *self.out_size)
 
-    @property
+    @functools.cached_property
     def flops(self) -> int:
         """Multiply-adds counted as 2 FLOPs: ``2 N K (C/g) prod(out) prod(kernel)``."""
         return (2 * self.batch * self.out_channels * self.group_in_channels
@@ -256,9 +256,9 @@ class ConvSpec:
         """Raise ValueError, before anything is allocated, when one of the arrays named in
         ``shapes`` ("x", "w", "y") would take more bytes than this machine's memory: the mark of
         a mistaken size, padding or stride."""
-        itemsize, memory = np.dtype(dtype).itemsize, physical_memory()
+        itemsize, memory = dtype.itemsize, physical_memory()
         for role in shapes:
-            shape = getattr(self, f"{role}_shape")
+            shape = getattr(self, _SHAPES[role])
             nbytes = math.prod(shape) * itemsize
             if memory and nbytes > memory:
                 raise ValueError(
@@ -290,6 +290,7 @@ class ConvSpec:
 
 
 _ROLES = {"x": "input", "w": "weight", "y": "output"}
+_SHAPES = {"x": "x_shape", "w": "w_shape", "y": "y_shape"}
 
 
 @functools.cache
