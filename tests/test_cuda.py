@@ -83,7 +83,7 @@ def test_im2col_batch_chunks(rng, small_launch, monkeypatch):
     """One sample per chunk: the weight gradient accumulates over chunks."""
     monkeypatch.setattr("numbaconv.cpu.workspace.WORKSPACE_LIMIT_BYTES", 1)   # the limit set_workspace_limit sets
     spec, x, w, grad_y = random_problem(rng, ("", (3, 2, 4, 4), (2, 2, 2, 2), 2, 1, 1, 1), np.float64)
-    assert im2col._Plan(spec.as_3d(), np.float64).chunk == 1
+    assert im2col._Columns(spec.as_3d(), np.float64).chunk == 1
     check_passes(im2col, spec, x, w, grad_y, np.float64)
 
 

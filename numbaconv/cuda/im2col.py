@@ -95,8 +95,8 @@ def _kernels(dtype):
     return unfold_kernel, fold_kernel
 
 
-class _Plan:
-    """One problem's matrix shapes and its batch chunks."""
+class _Columns:
+    """One problem's column matrix: its shapes, its batch chunks and the device buffer they share."""
 
     def __init__(self, spec, dtype):
         self.spec = spec
@@ -134,22 +134,22 @@ class _Plan:
 
 
 def forward(spec, x, w, out):
-    plan = _Plan(spec, x.dtype)
-    for first, samples, cols in plan.chunks():
-        plan.unfold(x[first:first + samples], cols)
-        matmul(plan.weights(w), cols, plan.by_group(out[first:first + samples]))
+    columns = _Columns(spec, x.dtype)
+    for first, samples, cols in columns.chunks():
+        columns.unfold(x[first:first + samples], cols)
+        matmul(columns.weights(w), cols, columns.by_group(out[first:first + samples]))
 
 
 def backward_weight(spec, x, grad_y, grad_w):
-    plan = _Plan(spec, x.dtype)
-    for first, samples, cols in plan.chunks():
-        plan.unfold(x[first:first + samples], cols)
-        matmul(plan.by_group(grad_y[first:first + samples]), cols, plan.weights(grad_w),
+    columns = _Columns(spec, x.dtype)
+    for first, samples, cols in columns.chunks():
+        columns.unfold(x[first:first + samples], cols)
+        matmul(columns.by_group(grad_y[first:first + samples]), cols, columns.weights(grad_w),
                transpose_b=True, accumulate=first > 0)
 
 
 def backward_input(spec, grad_y, w, grad_x):
-    plan = _Plan(spec, w.dtype)
-    for first, samples, cols in plan.chunks():
-        matmul(plan.weights(w), plan.by_group(grad_y[first:first + samples]), cols, transpose_a=True)
-        plan.fold(cols, grad_x[first:first + samples])
+    columns = _Columns(spec, w.dtype)
+    for first, samples, cols in columns.chunks():
+        matmul(columns.weights(w), columns.by_group(grad_y[first:first + samples]), cols, transpose_a=True)
+        columns.fold(cols, grad_x[first:first + samples])
