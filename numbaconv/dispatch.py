@@ -110,10 +110,16 @@ def _choose(device, algo, spec, pass_name, workspace_limit):
     return candidates[algo]
 
 
+def nonfinite_check(module, pass_name: str):
+    """What the engine checks so that ``module``'s pass leaves NaN and Inf where
+    numbaconv.reference does (``"result"`` or an operand's name, from its ``INEXACT_NONFINITE``;
+    numbaconv.functional explains the checks), or None: the pass always places them so."""
+    return getattr(module, "INEXACT_NONFINITE", {}).get(pass_name)
+
+
 def places_nonfinite_as_reference(module, pass_name: str) -> bool:
-    """Whether ``module``'s pass puts NaN and Inf where numbaconv.reference does, always (its
-    ``INEXACT_NONFINITE`` does not name the pass; numbaconv.functional explains the checks)."""
-    return pass_name not in getattr(module, "INEXACT_NONFINITE", {})
+    """Whether ``module``'s pass puts NaN and Inf where numbaconv.reference does, always."""
+    return nonfinite_check(module, pass_name) is None
 
 
 def choose_as_reference(device: str, spec, pass_name: str):

@@ -61,15 +61,17 @@ class _Host:
 
     @staticmethod
     def run_pass(run, algo, pass_name, spec3d, a, b, out):
-        def call(module):
-            if algo in AUTOMATIC:
-                module = _checked_operands(module, pass_name, spec3d, a, b)
+        def run_module(module):
             workspace.begin_pass()
             slices.run(module, pass_name, spec3d, a, b, out)
-            if (algo in AUTOMATIC and getattr(module, "INEXACT_NONFINITE", {}).get(pass_name) == "result"
-                    and not np.isfinite(out).all()):
-                workspace.begin_pass()
-                slices.run(dispatch.choose_as_reference("cpu", spec3d, pass_name), pass_name, spec3d, a, b, out)
+
+        def call(module):
+            check = dispatch.nonfinite_check(module, pass_name) if algo in AUTOMATIC else None
+            if check in OPERANDS[pass_name] and not np.isfinite((a, b)[OPERANDS[pass_name].index(check)]).all():
+                module, check = dispatch.choose_as_reference("cpu", spec3d, pass_name), None
+            run_module(module)
+            if check == "result" and not np.isfinite(out).all():
+                run_module(dispatch.choose_as_reference("cpu", spec3d, pass_name))
         run(pass_name, call)
 
     @staticmethod
@@ -126,17 +128,6 @@ class _Gpu:
         if isinstance(result, tuple):
             return tuple(to_host_if(r, host) for r in result)
         return to_host_if(result, host)
-
-
-def _checked_operands(module, pass_name, spec3d, a, b):
-    """``module``, or the algorithm that places NaN/Inf as the reference does when the operand
-    ``module`` names for this pass in ``INEXACT_NONFINITE`` holds one."""
-    operand = getattr(module, "INEXACT_NONFINITE", {}).get(pass_name)
-    if operand in OPERANDS[pass_name]:
-        values = (a, b)[OPERANDS[pass_name].index(operand)]
-        if not np.isfinite(values).all():
-            return dispatch.choose_as_reference("cpu", spec3d, pass_name)
-    return module
 
 
 class _Engine:

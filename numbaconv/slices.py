@@ -24,6 +24,7 @@ import dataclasses
 import numpy as np
 
 from .algorithm import PASS_FUNCTIONS
+
 SLICE_BYTES = 128 * 2**20     # input and output of one slice: a quarter second even at 1 GB/s
 
 
@@ -38,11 +39,9 @@ def run(module, pass_name, spec, a, b, out):
         method(spec, a, b, out)
         return
     flops, nbytes = spec.flops // spec.batch, activations // spec.batch
-    samples = min(budget // flops, SLICE_BYTES // nbytes)
-    blocks = max(-(-flops // budget), -(-nbytes // SLICE_BYTES))
-    total = np.zeros(out.shape, np.float64) if pass_name == "weight" else None
-    part = np.empty_like(out) if pass_name == "weight" else None
-    samples = max(1, samples)
+    samples = max(1, min(budget // flops, SLICE_BYTES // nbytes))   # 1 when one sample is too much
+    blocks = max(-(-flops // budget), -(-nbytes // SLICE_BYTES))    # channel blocks of one sample
+    total, part = (np.zeros(out.shape, np.float64), np.empty_like(out)) if pass_name == "weight" else (None, None)
     for first in range(0, spec.batch, samples):
         stop = min(spec.batch, first + samples)
         if blocks > 1:
