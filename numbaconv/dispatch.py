@@ -54,11 +54,11 @@ import functools
 import math
 
 from .cpu import workspace
-from .cpu import depthwise as cpu_depthwise, direct as cpu_direct, im2col as cpu_im2col, planar as cpu_planar, winograd as cpu_winograd
+from .cpu import blocked as cpu_blocked, depthwise as cpu_depthwise, direct as cpu_direct, im2col as cpu_im2col, planar as cpu_planar, winograd as cpu_winograd
 from .devices import cuda_usable
 
 REGISTRY = {
-    "cpu": {"depthwise": cpu_depthwise, "direct": cpu_direct, "im2col": cpu_im2col, "planar": cpu_planar, "winograd": cpu_winograd},
+    "cpu": {"blocked": cpu_blocked, "depthwise": cpu_depthwise, "direct": cpu_direct, "im2col": cpu_im2col, "planar": cpu_planar, "winograd": cpu_winograd},
 }
 DIRECT_PRODUCT_LIMIT = 32
 PLANAR_PRODUCT_LIMIT = 32768

@@ -1,0 +1,344 @@
+"""Channel-blocked direct convolution: SIMD lanes across channels, for depthwise and narrow groups.
+
+Each work item is one sample and one block of ``LANES`` channels (output
+channels for the forward and the weight gradient, input channels for the
+input gradient). The item's operand planes are first copied, transposed,
+into per-thread scratch in a channels-last layout ``(S, D, H, W, LANES)``:
+lane ``l`` of source ``s`` holds the ``s``-th channel that lane's channel
+reads (``S = C/g`` for a block of output channels, ``K/g`` for a block of
+input channels; with a channel multiplier neighbouring lanes may hold the
+same channel). Every tap is then one vector multiply-add of ``LANES``
+weights with ``LANES`` inputs, at any stride, dilation, kernel size and
+padding, and small planes pay no per-plane loop overhead: the way oneDNN and
+XNNPACK run depthwise layers.
+
+- forward: the input is copied into a zero-bordered grid, each output row
+  correlated across the lanes, then written back to its ``LANES`` planes;
+- input gradient: each output gradient row's products are scattered into a
+  zero-bordered grid, whose interior is then the gradient (a strided layer
+  needs no split into phases);
+- weight gradient: the bordered input against the output gradient, a row's
+  sums in the array dtype, the rows' sums in float64 per thread, the
+  threads' sums added in thread order.
+
+NaN and Inf land as in numbaconv.reference: the padding is real zeros that
+every tap multiplies, and the input gradient adds every product.
+
+FLOPs: ``2 N K (C/g) prod(out) prod(kernel)`` per pass (a last, partial
+block of lanes computes on zeros). Memory traffic: each pass reads its two
+operands once and writes its result once; an item's transposed copy (``S``
+bordered planes of ``LANES`` channels) is written and read back from L2.
+Workspace per thread: the copy, one row and the block's weights (doubled
+for the weight gradient's float64 sums).
+
+Speed: ``numbaconv bench --suite networks --network mobilenet_v2`` and the
+extra depthwise and grouped layers of the networks suite (docs/decisions.md, B1).
+"""
+import functools
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from . import workspace
+from .simd import LANES, REGISTER_OUTPUTS, add_product_sums, add_product_sums_4, transpose_lanes
+from .threads import most_threads, share, thread_count
+
+# FLOPs of one uncut kernel call: a quarter second at 5 GFLOP/s (numbaconv.slices).
+SLICE_FLOPS = int(1.25e9)
+
+
+def supports(spec):
+    threads = most_threads()
+    scratch = max(_scratch_elements(spec, name) for name in ("forward", "input", "weight"))
+    return workspace.over_limit(threads * scratch * 8 + _weight_sum_elements(spec, threads) * 8)
+
+
+def _grid(spec):
+    """``(D, H, W)`` of the zero-bordered input grid."""
+    return tuple(n + lo + hi for n, lo, hi in zip(spec.in_size, spec.pad_lo, spec.pad_hi))
+
+
+def _scratch_elements(spec, pass_name):
+    """One thread's scratch for a pass, in elements (:func:`_carve`): the bordered grids, the
+    channels-last output planes (the output gradient's, for the input gradient), the block's
+    weights (or the weight gradient's row sums)."""
+    taps, outputs, grid = math.prod(spec.kernel_size), math.prod(spec.out_size), math.prod(_grid(spec))
+    if pass_name == "input":
+        sources = spec.group_out_channels
+        return (grid + sources * outputs + sources * taps) * LANES
+    sources = spec.group_in_channels
+    return (sources * grid + outputs + sources * taps) * LANES
+
+
+def _weight_sum_elements(spec, threads):
+    return threads * _blocks(spec.out_channels) * spec.group_in_channels * math.prod(spec.kernel_size) * LANES
+
+
+def _blocks(channels):
+    return -(-channels // LANES)
+
+
+@njit(inline="always", cache=True)
+def _carve(own, first, second, third):
+    """``own`` (one thread's scratch) cut into three consecutive flat pieces of these sizes."""
+    return own[:first], own[first:first + second], own[first + second:first + second + third]
+
+
+@njit(inline="always", cache=True)
+def _lane_planes(offsets, n, lane0, lane_channels, per_group, sources, s, channels, plane):
+    """``offsets[l]``: where, in the flat array of ``channels`` channels of ``plane`` elements, the
+    plane of sample ``n`` that lane ``l`` reads as its ``s``-th source starts: channel ``(t //
+    per_group) * sources + s`` of lane channel ``t = lane0 + l``. Lanes past ``lane_channels``
+    repeat the last real lane (their results are dropped)."""
+    for l in range(LANES):
+        t = min(lane0 + l, lane_channels - 1)
+        offsets[l] = (n * channels + (t // per_group) * sources + s) * plane
+
+
+@njit(inline="always", cache=True)
+def _planes_to_lanes(src, lane_offsets, size, dst, table, dst_at):
+    """``dst[table[p] + dst_at + l] = src[lane_offsets[l] + p]`` for ``p < size``, ``l < LANES``:
+    LANES planes to channels-last positions, by LANES x LANES transposes and a scalar remainder."""
+    full = size - size % LANES
+    for p in range(0, full, LANES):
+        transpose_lanes(dst, table[p:p + LANES], dst_at, src, lane_offsets, p)
+    for p in range(full, size):
+        for l in range(LANES):
+            dst[table[p] + dst_at + l] = src[lane_offsets[l] + p]
+
+
+@njit(inline="always", cache=True)
+def _lanes_to_planes(src, table, src_at, size, dst, lane_offsets, count):
+    """``dst[lane_offsets[l] + p] = src[table[p] + src_at + l]`` for ``p < size`` and the first
+    ``count`` lanes: the inverse of :func:`_planes_to_lanes`."""
+    full = size - size % LANES if count == LANES else 0
+    for p in range(0, full, LANES):
+        transpose_lanes(dst, lane_offsets, p, src, table[p:p + LANES], src_at)
+    for l in range(count):
+        for p in range(full, size):
+            dst[lane_offsets[l] + p] = src[table[p] + src_at + l]
+
+
+@njit(inline="always", cache=True)
+def _correlate_row(out, out_at, weights, weights_at, grid, grid_at, grid_row, out_w, stride, dilation, kernel):
+    """``out[out_at + ow LANES:+LANES] += sum over taps (th, tw) of weights[weights_at + (th KW + tw)
+    LANES:+LANES] * grid[grid_at + th grid_row + (ow stride + tw dilation) LANES:+LANES]`` for ``ow
+    < out_w``: a kernel plane ``(KH, KW) = kernel`` on one output row, REGISTER_OUTPUTS outputs a
+    call (each weight vector loaded once for them)."""
+    full = out_w - out_w % REGISTER_OUTPUTS
+    for ow in range(0, full, REGISTER_OUTPUTS):
+        add_product_sums_4(out, out_at + ow * LANES, LANES, weights, weights_at, LANES, kernel[1] * LANES,
+                           grid, grid_at + ow * stride * LANES, dilation * LANES, grid_row, stride * LANES,
+                           kernel[1], kernel[0])
+    for ow in range(full, out_w):
+        add_product_sums(out, out_at + ow * LANES, 0, weights, weights_at, LANES, kernel[1] * LANES,
+                         grid, grid_at + ow * stride * LANES, dilation * LANES, grid_row, 0, kernel[1], kernel[0])
+
+
+@njit(inline="always", cache=True)
+def _pack_weights(w, lane0, lane_channels, per_group, across_inputs, block):
+    """``block[(s taps + tap) LANES + l]``: lane ``l``'s weight for its ``s``-th source channel,
+    zero from ``lane_channels`` on. ``w`` (K, C/g, taps). Lanes across output channels:
+    ``w[t, s, tap]``; ``across_inputs``, lanes across input channels: ``w[g Kg + s, t - g Cg,
+    tap]`` for lane channel ``t`` of group ``g`` (``per_group = Cg``)."""
+    sources, taps = block.size // (w.shape[2] * LANES), w.shape[2]
+    for s in range(sources):
+        for tap in range(taps):
+            for l in range(LANES):
+                t = lane0 + l
+                at = (s * taps + tap) * LANES + l
+                if t >= lane_channels:
+                    block[at] = 0
+                elif across_inputs:
+                    block[at] = w[(t // per_group) * sources + s, t % per_group, tap]
+                else:
+                    block[at] = w[t, s, tap]
+
+
+@njit(inline="always", cache=True)
+def _gather_grid(x_flat, n, lane0, lane_channels, per_group, in_channels, in_plane, grid_table, offsets, grid,
+                 sources):
+    """Each source plane of an item, channels-last, into the interior of its bordered grid."""
+    grid_plane = grid.size // sources
+    for s in range(sources):
+        _lane_planes(offsets, n, lane0, lane_channels, per_group, sources, s, in_channels, in_plane)
+        _planes_to_lanes(x_flat, offsets, in_plane, grid, grid_table, s * grid_plane)
+
+
+@njit(parallel=True, cache=True, fastmath={"contract"})
+def _forward_kernel(x, w, kernel, stride, dilation, grid_shape, grid_table, out_table, rows, y):
+    """``y[n, o] = sum over j < C/g and taps of w[o, j, tap] * x_pad[n, (o // Kg) Cg + j]`` at the
+    tap, for ``x`` (N, C, D, H, W), ``w`` (K, C/g, taps), ``y`` (N, K, OD, OH, OW): items
+    (sample, block of LANES output channels) shared among the threads; ``rows`` their scratch."""
+    batch, out_channels, out_d, out_h, out_w = y.shape
+    in_channels, sources, taps = x.shape[1], w.shape[1], w.shape[2]
+    per_group = out_channels // (in_channels // sources)
+    blocks = (out_channels + LANES - 1) // LANES
+    outputs = out_d * out_h * out_w
+    grid_plane = grid_shape[0] * grid_shape[1] * grid_shape[2] * LANES
+    in_plane = grid_table.size
+    grid_row = dilation[1] * grid_shape[2] * LANES   # from one kernel row's taps to the next's
+    x_flat, y_flat = x.reshape(-1), y.reshape(-1)
+    threads = rows.shape[0]
+    for thread in prange(threads):
+        grid, lanes, block = _carve(rows[thread], sources * grid_plane, outputs * LANES, sources * taps * LANES)
+        grid[:] = 0
+        offsets = np.empty(LANES, np.int64)
+        first, stop = share(batch * blocks, thread, threads)
+        for item in range(first, stop):
+            n, lane0 = item // blocks, item % blocks * LANES
+            _gather_grid(x_flat, n, lane0, out_channels, per_group, in_channels, in_plane, grid_table, offsets, grid,
+                         sources)
+            _pack_weights(w, lane0, out_channels, per_group, False, block)
+            lanes[:outputs * LANES] = 0
+            for od in range(out_d):
+                for oh in range(out_h):
+                    out_row = (od * out_h + oh) * out_w * LANES
+                    for j in range(sources):
+                        for td in range(kernel[0]):
+                            grid_at = j * grid_plane + ((od * stride[0] + td * dilation[0]) * grid_shape[1]
+                                                        + oh * stride[1]) * grid_shape[2] * LANES
+                            weights = (j * kernel[0] + td) * kernel[1] * kernel[2] * LANES
+                            _correlate_row(lanes, out_row, block, weights, grid, grid_at, grid_row, out_w, stride[2],
+                                           dilation[2], kernel[1:])
+            _lane_planes(offsets, n, lane0, out_channels, 1, 1, 0, out_channels, outputs)
+            _lanes_to_planes(lanes, out_table, 0, outputs, y_flat, offsets, min(LANES, out_channels - lane0))
+
+
+@njit(parallel=True, cache=True, fastmath={"contract"})
+def _input_kernel(grad_y, w, kernel, stride, dilation, grid_shape, grid_table, out_table, rows, grad_x):
+    """``grad_x[n, c]``: the interior of the grid that receives ``w[o, c - g Cg, tap] * grad_y[n,
+    o]`` at every output and tap, for the outputs ``o`` of ``c``'s group ``g``; ``grad_y`` (N, K,
+    OD, OH, OW), ``w`` (K, C/g, taps), ``grad_x`` (N, C, D, H, W): items (sample, block of LANES
+    input channels) shared among the threads; ``rows`` their scratch."""
+    batch, in_channels = grad_x.shape[0], grad_x.shape[1]
+    out_channels, out_d, out_h, out_w = grad_y.shape[1], grad_y.shape[2], grad_y.shape[3], grad_y.shape[4]
+    per_group, taps = w.shape[1], w.shape[2]
+    sources = out_channels // (in_channels // per_group)
+    blocks = (in_channels + LANES - 1) // LANES
+    outputs, inputs = out_d * out_h * out_w, grid_table.size
+    grid_size = grid_shape[0] * grid_shape[1] * grid_shape[2] * LANES
+    grad_y_flat, grad_x_flat = grad_y.reshape(-1), grad_x.reshape(-1)
+    threads = rows.shape[0]
+    for thread in prange(threads):
+        grid, copies, block = _carve(rows[thread], grid_size, sources * outputs * LANES, sources * taps * LANES)
+        offsets = np.empty(LANES, np.int64)
+        first, stop = share(batch * blocks, thread, threads)
+        for item in range(first, stop):
+            n, lane0 = item // blocks, item % blocks * LANES
+            for m in range(sources):
+                _lane_planes(offsets, n, lane0, in_channels, per_group, sources, m, out_channels, outputs)
+                _planes_to_lanes(grad_y_flat, offsets, outputs, copies, out_table, m * outputs * LANES)
+            _pack_weights(w, lane0, in_channels, per_group, True, block)
+            grid[:] = 0
+            for m in range(sources):
+                for od in range(out_d):
+                    for oh in range(out_h):
+                        out_row = ((m * out_d + od) * out_h + oh) * out_w * LANES
+                        for td in range(kernel[0]):
+                            for th in range(kernel[1]):
+                                grid_row = ((od * stride[0] + td * dilation[0]) * grid_shape[1]
+                                            + oh * stride[1] + th * dilation[1]) * grid_shape[2] * LANES
+                                for tw in range(kernel[2]):
+                                    weights = (((m * kernel[0] + td) * kernel[1] + th) * kernel[2] + tw) * LANES
+                                    shift = grid_row + tw * dilation[2] * LANES
+                                    for ow in range(out_w):
+                                        add_product_sums(grid, shift + ow * stride[2] * LANES, 0, block, weights, 0, 0,
+                                                         copies, out_row + ow * LANES, 0, 0, 0, 1, 1)
+            _lane_planes(offsets, n, lane0, in_channels, 1, 1, 0, in_channels, inputs)
+            _lanes_to_planes(grid, grid_table, 0, inputs, grad_x_flat, offsets, min(LANES, in_channels - lane0))
+
+
+@njit(parallel=True, cache=True, fastmath={"contract"})
+def _weight_kernel(x, grad_y, kernel, stride, dilation, grid_shape, grid_table, out_table, rows, sums):
+    """``sums[thread, b, (j taps + tap) LANES + l]``: thread ``thread``'s share of ``grad_w[b LANES
+    + l, j, tap] = sum over n and outputs of grad_y[n, o] * x_pad[n, (o // Kg) Cg + j]`` at the
+    tap, in float64; ``x`` (N, C, D, H, W), ``grad_y`` (N, K, OD, OH, OW), items (sample, block
+    of LANES output channels) shared among the threads; ``rows`` their scratch."""
+    batch, out_channels, out_d, out_h, out_w = grad_y.shape
+    in_channels = x.shape[1]
+    taps = kernel[0] * kernel[1] * kernel[2]
+    sources = sums.shape[2] // (taps * LANES)
+    per_group = out_channels // (in_channels // sources)
+    blocks = (out_channels + LANES - 1) // LANES
+    outputs = out_d * out_h * out_w
+    grid_plane = grid_shape[0] * grid_shape[1] * grid_shape[2] * LANES
+    in_plane = grid_table.size
+    x_flat, grad_y_flat = x.reshape(-1), grad_y.reshape(-1)
+    threads = rows.shape[0]
+    for thread in prange(threads):
+        grid, lanes, row_sums = _carve(rows[thread], sources * grid_plane, outputs * LANES, sources * taps * LANES)
+        grid[:] = 0
+        thread_sums = sums[thread]
+        thread_sums[...] = 0
+        offsets = np.empty(LANES, np.int64)
+        first, stop = share(batch * blocks, thread, threads)
+        for item in range(first, stop):
+            n, block = item // blocks, item % blocks
+            lane0 = block * LANES
+            _gather_grid(x_flat, n, lane0, out_channels, per_group, in_channels, in_plane, grid_table, offsets, grid,
+                         sources)
+            _lane_planes(offsets, n, lane0, out_channels, 1, 1, 0, out_channels, outputs)
+            _planes_to_lanes(grad_y_flat, offsets, outputs, lanes, out_table, 0)
+            for od in range(out_d):
+                for oh in range(out_h):
+                    out_row = (od * out_h + oh) * out_w * LANES
+                    row_sums[:] = 0
+                    for j in range(sources):
+                        for td in range(kernel[0]):
+                            for th in range(kernel[1]):
+                                grid_row = j * grid_plane + ((od * stride[0] + td * dilation[0]) * grid_shape[1]
+                                                             + oh * stride[1] + th * dilation[1]) * grid_shape[2] * LANES
+                                for tw in range(kernel[2]):
+                                    tap = ((j * kernel[0] + td) * kernel[1] + th) * kernel[2] + tw
+                                    add_product_sums(row_sums, tap * LANES, 0, lanes, out_row, LANES, 0,
+                                                     grid, grid_row + tw * dilation[2] * LANES, stride[2] * LANES, 0, 0,
+                                                     out_w, 1)
+                    block_sums = thread_sums[block]
+                    for i in range(row_sums.size):
+                        block_sums[i] += row_sums[i]
+
+
+def _arguments(spec):
+    """The kernels' geometry: kernel size, stride, dilation, bordered grid, and the tables of
+    :func:`_tables`."""
+    return (*(np.array(values, np.int64) for values in (spec.kernel_size, spec.stride, spec.dilation, _grid(spec))),
+            *_tables(spec.in_size, spec.pad_lo, _grid(spec), spec.out_size))
+
+
+@functools.lru_cache(maxsize=256)
+def _tables(in_size, pad_lo, grid, out_size):
+    """``(grid_table, out_table)``: where each input position (flat, row-major) sits in the
+    channels-last bordered grid, and each output position in channels-last output planes, in
+    elements. Remembered: a training loop asks every step."""
+    positions = np.indices(in_size).reshape(3, -1) + np.array(pad_lo)[:, None]
+    grid_table = np.ravel_multi_index(tuple(positions), grid).astype(np.int64) * LANES
+    return grid_table, np.arange(math.prod(out_size), dtype=np.int64) * LANES
+
+
+def _scratch(spec, pass_name, dtype):
+    return workspace.per_thread("blocked", thread_count(), _scratch_elements(spec, pass_name), dtype)
+
+
+def _taps_last(w):
+    return w.reshape(w.shape[0], w.shape[1], -1)
+
+
+def forward(spec, x, w, out):
+    _forward_kernel(x, _taps_last(w), *_arguments(spec), _scratch(spec, "forward", x.dtype), out)
+
+
+def backward_input(spec, grad_y, w, grad_x):
+    _input_kernel(grad_y, _taps_last(w), *_arguments(spec), _scratch(spec, "input", grad_y.dtype), grad_x)
+
+
+def backward_weight(spec, x, grad_y, grad_w):
+    threads, taps = thread_count(), math.prod(spec.kernel_size)
+    blocks, sources = _blocks(spec.out_channels), spec.group_in_channels
+    sums = workspace.per_thread("blocked_sums", threads, blocks * sources * taps * LANES, np.float64)
+    sums = sums.reshape(threads, blocks, sources * taps * LANES)
+    _weight_kernel(x, grad_y, *_arguments(spec), _scratch(spec, "weight", x.dtype), sums)
+    total = sums.sum(axis=0).reshape(blocks, sources, taps, LANES)   # the threads' sums in thread order
+    grad_w.reshape(spec.out_channels, sources, taps)[...] = (
+        total.transpose(0, 3, 1, 2).reshape(blocks * LANES, sources, taps)[:spec.out_channels])

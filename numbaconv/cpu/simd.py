@@ -1,0 +1,162 @@
+"""Vector operations on ``LANES`` consecutive elements, emitted as LLVM vector instructions.
+
+Numba leaves LLVM's SLP vectoriser off, so fixed-length loops over the
+lanes of a channels-last row (``for l in range(LANES)``) compile to scalar
+operations, and LLVM's loop vectoriser does not turn strided copies into
+transposes. These intrinsics emit the vector code themselves; LLVM lowers a
+``<LANES x float>`` to as many registers as the target has room for (two
+AVX2 registers of float32, one AVX-512 register). Every array argument is
+1-d and C-contiguous, of one float dtype; there are no bounds checks: the
+caller keeps every ``LANES``-long slice inside its array.
+
+- :func:`add_product_sums`, ``add_product_sums_4``: ``out[o:o+L] += sum over
+  t of a[...] * b[...]`` for one or four outputs, the sums held in registers
+  (one load and store of ``out`` per output and call, each ``a`` vector
+  loaded once for all the outputs);
+- :func:`transpose_lanes`: a ``LANES x LANES`` block from ``LANES`` vectors
+  anywhere in one array to ``LANES`` vectors anywhere in another (rows of
+  ``LANES`` channel planes to ``LANES`` channels-last positions, or back),
+  in blocks of 256-bit vectors, three rounds of shuffles each.
+"""
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+LANES = 16
+
+
+def _float_arrays(*array_types):
+    return (all(isinstance(t, types.Array) and t.ndim == 1 and t.layout == "C" for t in array_types)
+            and len({t.dtype for t in array_types}) == 1 and isinstance(array_types[0].dtype, types.Float))
+
+
+class _Lanes:
+    """Vector loads and stores of ``width`` (default ``LANES``) elements of one array argument."""
+
+    def __init__(self, context, builder, array_type, array):
+        self.builder = builder
+        self.data = context.make_array(array_type)(context, builder, array).data
+        self.element = context.get_value_type(array_type.dtype)
+        self.align = array_type.dtype.bitwidth // 8
+
+    def pointer(self, index, width):
+        element = self.builder.gep(self.data, [index], inbounds=True)
+        return self.builder.bitcast(element, ir.VectorType(self.element, width).as_pointer())
+
+    def load(self, index, width=LANES):
+        return self.builder.load(self.pointer(index, width), align=self.align)
+
+    def store(self, value, index, width=LANES):
+        self.builder.store(value, self.pointer(index, width), align=self.align)
+
+
+def _intp(context, builder, signature, args, position):
+    return context.cast(builder, args[position], signature.args[position], types.intp)
+
+
+def _product_sums(outputs):
+    """The intrinsic :func:`add_product_sums` for ``outputs`` outputs at once (see there)."""
+
+    @intrinsic
+    def product_sums(typingctx, out, out_at, out_step, a, a_at, a_step, a_row_step, b, b_at, b_step, b_row_step,
+                     b_out_step, count, rows):
+        if not _float_arrays(out, a, b):
+            return None
+
+        def codegen(context, builder, signature, args):
+            index = lambda position: _intp(context, builder, signature, args, position)  # noqa: E731
+            out_lanes, a_lanes, b_lanes = (_Lanes(context, builder, t, args[i]) for t, i in ((out, 0), (a, 3), (b, 7)))
+            out_at, out_step, a_at, a_step, a_row_step, b_at, b_step, b_row_step, b_out_step, total, rows = (
+                index(i) for i in (1, 2, 4, 5, 6, 8, 9, 10, 11, 12, 13))
+            zero = ir.Constant(ir.VectorType(out_lanes.element, LANES), None)
+            slots = [cgutils.alloca_once_value(builder, zero) for _ in range(outputs)]
+            with cgutils.for_range(builder, rows) as row, cgutils.for_range(builder, total) as loop:
+                a_row, b_row = builder.mul(row.index, a_row_step), builder.mul(row.index, b_row_step)
+                shared = a_lanes.load(builder.add(builder.add(a_at, a_row), builder.mul(loop.index, a_step)))
+                b_start = builder.add(builder.add(b_at, b_row), builder.mul(loop.index, b_step))
+                for r, slot in enumerate(slots):
+                    b_value = b_lanes.load(builder.add(b_start, builder.mul(context.get_constant(types.intp, r), b_out_step)))
+                    product = builder.fmul(shared, b_value, flags=("contract",))
+                    builder.store(builder.fadd(builder.load(slot), product, flags=("contract",)), slot)
+            for r, slot in enumerate(slots):
+                at = builder.add(out_at, builder.mul(context.get_constant(types.intp, r), out_step))
+                out_lanes.store(builder.fadd(out_lanes.load(at), builder.load(slot), flags=("contract",)), at)
+            return context.get_dummy_value()
+
+        return types.none(out, out_at, out_step, a, a_at, a_step, a_row_step, b, b_at, b_step, b_row_step,
+                          b_out_step, count, rows), codegen
+
+    return product_sums
+
+
+add_product_sums = _product_sums(1)
+add_product_sums.__doc__ = """``add_product_sums(out, out_at, out_step, a, a_at, a_step, a_row_step, b, b_at, b_step,
+b_row_step, b_out_step, count, rows)``: for ``r < R``, ``out[out_at + r out_step:+L] += sum over
+i < rows and t < count of a[a_at + i a_row_step + t a_step:+L] * b[b_at + r b_out_step + i
+b_row_step + t b_step:+L]``, R = 1 (``add_product_sums_4``: R = 4): a kernel's rows of taps on R
+outputs, each output's sum in a register, each ``a`` vector loaded once for all R outputs, then
+one add into ``out`` per output."""
+REGISTER_OUTPUTS = 4
+add_product_sums_4 = _product_sums(REGISTER_OUTPUTS)
+
+
+# The transpose of a V x V block of 256-bit vectors (V = 8 float32 or 4 float64) in the
+# shuffles x86 runs in one instruction each: interleave neighbouring rows' elements (unpack),
+# then pairs of elements (shufps; float32 only), then 128-bit halves (vperm2f128). Each stage
+# lists (first row, second row, mask) per output row, the rows numbered as the stage's inputs.
+_UNPACK = {8: ([0, 8, 1, 9, 4, 12, 5, 13], [2, 10, 3, 11, 6, 14, 7, 15]), 4: ([0, 4, 2, 6], [1, 5, 3, 7])}
+_PAIRS = ([0, 1, 8, 9, 4, 5, 12, 13], [2, 3, 10, 11, 6, 7, 14, 15])
+_HALVES = {8: ([0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15]), 4: ([0, 1, 4, 5], [2, 3, 6, 7])}
+
+
+def _block_stages(width):
+    low, high = _UNPACK[width]
+    stages = [[(2 * (i // 2), 2 * (i // 2) + 1, (low, high)[i % 2]) for i in range(width)]]
+    if width == 8:
+        stages.append([(4 * q + h, 4 * q + 2 + h, _PAIRS[i]) for q in range(2) for h in range(2) for i in range(2)])
+    half = width // 2
+    stages.append([(i % half, half + i % half, _HALVES[width][i // half]) for i in range(width)])
+    return stages
+
+
+def _block_transpose(builder, rows):
+    """The transpose of ``rows``, ``V`` vectors of ``V`` elements (the stages of :func:`_block_stages`)."""
+    for stage in _block_stages(len(rows)):
+        rows = [builder.shuffle_vector(rows[first], rows[second],
+                                       ir.Constant(ir.VectorType(ir.IntType(32), len(mask)), mask))
+                for first, second, mask in stage]
+    return rows
+
+
+def _offsets(context, builder, offsets_type, offsets, at):
+    """``offsets[i] + at`` for ``i < LANES`` (``offsets`` a 1-d int64 array of at least LANES)."""
+    array = context.make_array(offsets_type)(context, builder, offsets)
+    return [builder.add(builder.load(builder.gep(array.data, [context.get_constant(types.intp, i)])), at)
+            for i in range(LANES)]
+
+
+@intrinsic
+def transpose_lanes(typingctx, dst, dst_offsets, dst_at, src, src_offsets, src_at):
+    """``dst[dst_offsets[i] + dst_at + k] = src[src_offsets[k] + src_at + i]`` for ``i, k < LANES``:
+    the LANES vectors at ``src_offsets`` (say, one row per channel) become LANES vectors at
+    ``dst_offsets`` (one per position, its lanes the channels), or the other way round."""
+    offset_types = (dst_offsets, src_offsets)
+    if not (_float_arrays(dst, src) and all(isinstance(t, types.Array) and t.ndim == 1 and t.dtype == types.int64
+                                            for t in offset_types)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        dst_lanes, src_lanes = _Lanes(context, builder, dst, args[0]), _Lanes(context, builder, src, args[3])
+        sources = _offsets(context, builder, src_offsets, args[4], _intp(context, builder, signature, args, 5))
+        targets = _offsets(context, builder, dst_offsets, args[1], _intp(context, builder, signature, args, 2))
+        width = 256 // dst.dtype.bitwidth
+        step = lambda start, count: builder.add(start, context.get_constant(types.intp, count))  # noqa: E731
+        for row_block in range(0, LANES, width):
+            for column_block in range(0, LANES, width):
+                block = [src_lanes.load(step(sources[row_block + r], column_block), width) for r in range(width)]
+                for c, vector in enumerate(_block_transpose(builder, block)):
+                    dst_lanes.store(vector, step(targets[column_block + c], row_block), width)
+        return context.get_dummy_value()
+
+    return types.none(dst, dst_offsets, dst_at, src, src_offsets, src_at), codegen
