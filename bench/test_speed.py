@@ -51,11 +51,11 @@ def _network_layers(smoke: bool) -> list[tuple]:
     """(network, NetworkLayer) of the network cases: all of them for the networks suite, the smoke
     share for the plain run of another suite, none when another suite is timed."""
     if SUITE == "networks":
-        return [(network.name, entry) for network in networks.NETWORKS.values() for entry in network.layers]
+        return [(network.name, entry) for network in networks.SUITE.values() for entry in network.layers]
     if not smoke:
         return []
     chosen = []
-    for network in (n.at_batch(1) for n in networks.NETWORKS.values()):
+    for network in (n.at_batch(1) for n in networks.SUITE.values()):
         by_flops = sorted(network.layers, key=lambda entry: entry.layer.spec.flops)
         picked = by_flops[:SMOKE_LAYERS] + [entry for entry in by_flops if entry.layer.transposed][:1]
         chosen += [(network.name, entry) for entry in network.layers if entry in picked]

@@ -5,10 +5,19 @@ groups) * prod(kernel)`` the size of each group's matrix product (its rows
 times its reduction). docs/decisions.md (D1-D8) holds the measurements behind
 each rule; the command after each rule reproduces them.
 
-0. ``depthwise`` for every problem it runs (3x3 depthwise, stride 1, "same"
-   padding): planar's taps without planar's plane copies, which cost as much
-   as the taps on these problems. ``numbaconv bench --layer depthwise3x3_256
-   --algo depthwise,planar``.
+0. One input channel per group (depthwise layers with any kernel, stride,
+   dilation or multiplier, and stems on one-channel data such as audio or
+   greyscale images): ``blocked`` (SIMD lanes across channels) where its
+   blocks of lanes are at least ``BLOCKED_MIN_LANE_FILL`` full (the output
+   channels', or for the input gradient the input channels'; its taps run
+   at about a third of the dense algorithms' rate, so empty lanes sink it
+   on compute-heavy problems such as LeNet's 1 -> 20 5x5), except
+   the forward and input gradient of the problems ``depthwise`` runs (3x3,
+   stride 1, "same" padding) on planes of at least
+   ``DEPTHWISE_MIN_PLANE_OUTPUTS`` outputs, where ``depthwise``'s vectors
+   along the rows are long enough and ``blocked``'s transposes of large
+   planes cost more than they save. ``numbaconv bench --network
+   mobilenet_v2,depthwise_grouped --algo blocked,depthwise,direct`` (docs/decisions.md, B1).
 1. ``winograd`` (F(4x4, 3x3)) for 3x3 stride-1 2-d problems with at least
    ``WINOGRAD_MIN_CHANNELS`` input channels per group and ``WINOGRAD_MIN_TILES``
    4x4 output tiles: its filter transform (36 K C/g values, ~100 flops each)
@@ -61,6 +70,8 @@ REGISTRY = {
     "cpu": {"blocked": cpu_blocked, "depthwise": cpu_depthwise, "direct": cpu_direct, "im2col": cpu_im2col, "planar": cpu_planar, "winograd": cpu_winograd},
 }
 DIRECT_PRODUCT_LIMIT = 32
+DEPTHWISE_MIN_PLANE_OUTPUTS = 128
+BLOCKED_MIN_LANE_FILL = 0.75
 PLANAR_PRODUCT_LIMIT = 32768
 PLANAR_SMALL_PLANE_PRODUCT = 4096
 PLANAR_MIN_PLANE_OUTPUTS = 128
@@ -151,6 +162,10 @@ def _auto_cpu(spec, runnable, pass_name):
     """The CPU algorithm "auto" picks for one pass (rule in the module docstring)."""
     taps = math.prod(spec.kernel_size)
     product = spec.group_out_channels * spec.group_in_channels * taps
+    lanes_full = cpu_blocked.lane_fill(spec.in_channels if pass_name == "input" else spec.out_channels)
+    if spec.group_in_channels == 1 and "blocked" in runnable and lanes_full >= BLOCKED_MIN_LANE_FILL:
+        rows_pay = "depthwise" in runnable and math.prod(spec.out_size) >= DEPTHWISE_MIN_PLANE_OUTPUTS
+        return "depthwise" if rows_pay and pass_name != "weight" else "blocked"
     if "depthwise" in runnable:
         return "depthwise"
     if "winograd" in runnable and _winograd_pays(spec, pass_name):

@@ -213,7 +213,7 @@ def _tiny_networks():
 def test_bench_networks_with_torch_json_and_plots(capsys, tmp_path, monkeypatch, no_peak):
     pytest.importorskip("torch")
     pytest.importorskip("matplotlib")
-    monkeypatch.setattr(networks, "NETWORKS", _tiny_networks())
+    monkeypatch.setattr(networks, "SUITE", _tiny_networks())
     json_path, png = tmp_path / "nets.json", tmp_path / "nets.png"
     code, out, _ = run(capsys, "bench", "--suite", "networks", "--budget", "0", "--repeats", "1",
                        "--json", str(json_path), "--plot", str(png))
@@ -264,3 +264,20 @@ def test_bad_network_arguments_exit_2(capsys, argv, message):
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_depthwise_grouped_extras():
+    """The extra layers of the networks suite: not a network, each layer once, every pass timed."""
+    extras = networks.SUITE["depthwise_grouped"]
+    assert set(networks.SUITE) == {*NETWORKS, "depthwise_grouped"}
+    shapes = {e.layer.name: (e.layer.x_shape, e.layer.w_shape, e.layer.stride, e.layer.groups, e.layer.y_shape)
+              for e in extras.layers}
+    assert shapes == {
+        "dw7x7_384_14": ((2, 384, 14, 14), (384, 1, 7, 7), 1, 384, (2, 384, 14, 14)),
+        "dw7x7_768_7": ((2, 768, 7, 7), (768, 1, 7, 7), 1, 768, (2, 768, 7, 7)),
+        "dw5x5s2_240_28": ((4, 240, 28, 28), (240, 1, 5, 5), 2, 240, (4, 240, 14, 14)),
+        "3x3g32_256to256_28": ((4, 256, 28, 28), (256, 8, 3, 3), 1, 32, (4, 256, 28, 28)),
+        "3x3g32_512to512_14": ((4, 512, 14, 14), (512, 16, 3, 3), 1, 32, (4, 512, 14, 14)),
+    }
+    assert all(e.count == 1 and e.passes == PASSES for e in extras.layers)
+    assert extras.title.startswith("Depthwise and grouped layers (not a network) (N=2-4")

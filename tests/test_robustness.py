@@ -43,10 +43,11 @@ def _assert_same_pattern(actual, expected, what):
 # differently for some pass (winograd, depthwise, planar, direct) and one where it picks im2col.
 NONFINITE_PROBLEMS = [
     ((2, 16, 32, 32), (16, 16, 3, 3), dict(padding=1)),                       # winograd
-    ((2, 8, 9, 10), (8, 1, 3, 3), dict(padding=1, groups=8)),                 # depthwise
+    ((2, 16, 12, 12), (16, 1, 3, 3), dict(padding=1, groups=16)),            # depthwise (blocked: weight)
     ((2, 3, 11, 9), (4, 3, 5, 5), dict(padding=2)),                           # planar
-    ((2, 8, 9, 9), (8, 1, 3, 3), dict(stride=2, padding=1, groups=8)),        # direct
+    ((2, 16, 9, 9), (16, 1, 3, 3), dict(stride=2, padding=1, groups=16)),     # blocked (input: scatter)
     ((2, 16, 9, 9), (16, 16, 3, 3), dict(stride=2, padding=1)),               # im2col
+    ((2, 16, 7, 9), (32, 1, 3, 3), dict(padding=1, groups=16)),               # blocked (input: correlation)
 ]
 
 
@@ -74,7 +75,7 @@ def test_auto_places_nan_and_inf_as_the_reference(rng, x_shape, w_shape, options
 def test_auto_picks_the_algorithms_these_problems_are_meant_for():
     picked = [dispatch.choose("cpu", "auto", ConvSpec.create(x, w, **o).as_3d()).__name__.rsplit(".", 1)[1]
               for x, w, o in NONFINITE_PROBLEMS]
-    assert picked == ["winograd", "depthwise", "planar", "direct", "im2col"]
+    assert picked == ["winograd", "depthwise", "planar", "blocked", "im2col", "blocked"]
 
 
 def test_the_problem_of_the_report_under_auto(rng):
@@ -353,7 +354,7 @@ def test_the_spec_cache_keeps_ranks_apart(rng):
 
 # The algorithms that promise float64 sums in their weight gradient, with problems they run.
 FLOAT64_SUMS = [("direct", (8, 4, 64, 64), (4, 4, 3, 3), 1), ("planar", (8, 4, 64, 64), (4, 4, 3, 3), 1),
-                ("depthwise", (8, 4, 64, 64), (4, 1, 3, 3), 4)]
+                ("depthwise", (8, 4, 64, 64), (4, 1, 3, 3), 4), ("blocked", (8, 4, 64, 64), (4, 1, 3, 3), 4)]
 
 
 @pytest.mark.parametrize("algo, x_shape, w_shape, groups", FLOAT64_SUMS, ids=[a for a, *_ in FLOAT64_SUMS])
@@ -385,11 +386,23 @@ def test_auto_thresholds_hold_at_their_boundaries():
     assert dispatch.PLANAR_PRODUCT_LIMIT == 32768
     assert _auto((1, 64, 20, 20), (56, 64, 3, 3), stride=1, padding=0, dilation=2) == "planar"    # P = 32256
     assert _auto((1, 64, 20, 20), (57, 64, 3, 3), dilation=2) == "im2col"          # P = 32832 >= 32768
+    # depthwise problems: blocked from 3/4 full lanes, but depthwise's forward and input gradient
+    # from 128 outputs a plane
+    assert dispatch.DEPTHWISE_MIN_PLANE_OUTPUTS == 128 and dispatch.BLOCKED_MIN_LANE_FILL == 0.75
+    assert _auto((2, 16, 8, 16), (16, 1, 3, 3), padding=1, groups=16) == "depthwise"         # 8x16
+    assert _auto((2, 16, 8, 16), (16, 1, 3, 3), "input", padding=1, groups=16) == "depthwise"
+    assert _auto((2, 16, 8, 16), (16, 1, 3, 3), "weight", padding=1, groups=16) == "blocked"
+    assert _auto((2, 16, 8, 15), (16, 1, 3, 3), padding=1, groups=16) == "blocked"           # 8x15 = 120
+    assert _auto((2, 16, 32, 32), (16, 1, 3, 3), stride=2, padding=1, groups=16) == "blocked"   # not depthwise's
+    assert _auto((2, 16, 32, 32), (16, 1, 7, 7), padding=3, groups=16) == "blocked"
+    assert _auto((2, 24, 32, 32), (24, 1, 7, 7), padding=3, groups=24) == "blocked"          # 24 of 32 lanes
+    assert _auto((2, 23, 32, 32), (23, 1, 7, 7), padding=3, groups=23) != "blocked"          # 23 of 32
     # direct below P = 32 for a strided problem, im2col at it
     assert dispatch.DIRECT_PRODUCT_LIMIT == 32
-    assert _auto((1, 31, 9, 9), (31, 1, 1, 1), stride=2, groups=31) == "direct"   # P = 1
-    assert _auto((1, 1, 9, 9), (32, 1, 1, 1), stride=2) == "im2col"               # P = 32
-    assert _auto((1, 1, 9, 9), (31, 1, 1, 1), stride=2) == "direct"               # P = 31
+    assert _auto((1, 31, 9, 9), (31, 1, 1, 1), stride=2, groups=31) == "blocked"  # depthwise: rule 0
+    assert _auto((1, 2, 9, 9), (16, 2, 1, 1), stride=2) == "im2col"               # P = 32
+    assert _auto((1, 2, 9, 9), (15, 2, 1, 1), stride=2) == "direct"               # P = 30
+    assert _auto((1, 1, 9, 9), (31, 1, 1, 1), stride=2) == "blocked"              # one input channel: rule 0
     # winograd from 8 channels a group and 128 tiles (4x4): 32x64 outputs = 8x16 tiles
     assert dispatch.WINOGRAD_MIN_CHANNELS == 8 and dispatch.WINOGRAD_MIN_TILES == 128
     assert _auto((1, 8, 32, 64), (8, 8, 3, 3), padding=1) == "winograd"

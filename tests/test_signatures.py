@@ -110,7 +110,7 @@ def test_nan_and_inf_propagate():
 def test_devices_and_algorithms():
     # tests/conftest.py turns the CUDA simulator on when there is no real GPU
     assert nc.devices() == ("cpu", "cuda")
-    assert set(nc.algorithms("cpu")) == {"depthwise", "direct", "im2col", "planar", "winograd"}
+    assert set(nc.algorithms("cpu")) == {"blocked", "depthwise", "direct", "im2col", "planar", "winograd"}
     with pytest.raises(ValueError, match="unknown device"):
         nc.algorithms("tpu")
 
@@ -134,10 +134,9 @@ def test_auto_rule(monkeypatch):
     from numbaconv import dispatch
     from numbaconv.spec import ConvSpec
     picks = [
-        ("planar", ConvSpec.create((1, 8, 9, 9), (8, 1, 3, 3), groups=8)),    # depthwise
-        ("planar", ConvSpec.create((2, 4, 9), (4, 1, 1), groups=4)),          # depthwise 1x1
-        ("direct", ConvSpec.create((1, 8, 9, 9), (8, 1, 3, 3), stride=2, groups=8)),
-        ("planar", ConvSpec.create((64, 1, 28, 28), (32, 1, 3, 3))),         # P = 288
+        ("blocked", ConvSpec.create((1, 16, 9, 9), (16, 1, 3, 3), groups=16)),   # depthwise
+        ("planar", ConvSpec.create((2, 4, 9), (4, 1, 1), groups=4)),          # depthwise 1x1, 4 of 16 lanes
+        ("blocked", ConvSpec.create((1, 16, 9, 9), (16, 1, 3, 3), stride=2, groups=16)),
         ("planar", ConvSpec.create((1, 16, 32, 32), (16, 16, 3, 3), padding=1)),
         ("im2col", ConvSpec.create((64, 20, 14, 14), (20, 20, 5, 5))),       # P = 10000 on 10x10 planes
         ("planar", ConvSpec.create((8, 20, 28, 28), (20, 20, 5, 5))),         # P = 10000 on 24x24 planes
@@ -157,11 +156,18 @@ def test_auto_rule(monkeypatch):
     for algo, spec in picks:
         for pass_name in ("forward", "input", "weight"):
             assert dispatch.choose("cpu", "auto", spec.as_3d(), pass_name) is dispatch.REGISTRY["cpu"][algo], algo
-    # 3x3 depthwise, "same" size (with a channel multiplier, dilated)
-    for same_depthwise in (ConvSpec.create((8, 16, 28, 28), (32, 1, 3, 3), padding=1, groups=16),
-                           ConvSpec.create((2, 8, 9, 9), (8, 1, 3, 3), padding=2, dilation=2, groups=8)):
-        for pass_name in ("forward", "input", "weight"):
-            assert dispatch.choose("cpu", "auto", same_depthwise.as_3d(), pass_name) is dispatch.REGISTRY["cpu"]["depthwise"]
+    # depthwise (with a channel multiplier, dilated, strided): blocked, but depthwise's forward and
+    # input gradient on its own problems (3x3, "same" size) from 128 outputs a plane
+    for depthwise, picks in ((ConvSpec.create((8, 16, 28, 28), (32, 1, 3, 3), padding=1, groups=16),
+                              ("depthwise", "depthwise", "blocked")),
+                             (ConvSpec.create((2, 16, 9, 9), (16, 1, 3, 3), padding=2, dilation=2, groups=16),
+                              ("blocked",) * 3),
+                             (ConvSpec.create((2, 16, 28, 28), (16, 1, 5, 5), stride=2, padding=2, groups=16),
+                              ("blocked",) * 3),
+                             # one input channel: the input gradient's lanes would be 1 of 16 full
+                             (ConvSpec.create((64, 1, 28, 28), (32, 1, 3, 3)), ("blocked", "planar", "blocked"))):
+        for pass_name, algo in zip(("forward", "input", "weight"), picks):
+            assert dispatch.choose("cpu", "auto", depthwise.as_3d(), pass_name) is dispatch.REGISTRY["cpu"][algo]
     # 32 tiles: Winograd by filter blocks for the passes that reduce over 256 channels (the weight
     # gradient: over both)
     for channels, out_channels, expected in ((512, 512, ("winograd", "winograd", "winograd")),

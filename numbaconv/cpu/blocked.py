@@ -12,17 +12,22 @@ weights with ``LANES`` inputs, at any stride, dilation, kernel size and
 padding, and small planes pay no per-plane loop overhead: the way oneDNN and
 XNNPACK run depthwise layers.
 
-- forward: the input is copied into a zero-bordered grid, each output row
-  correlated across the lanes, then written back to its ``LANES`` planes;
-- input gradient: each output gradient row's products are scattered into a
-  zero-bordered grid, whose interior is then the gradient (a strided layer
-  needs no split into phases);
+- forward: the input is copied into a zero-bordered grid, and each group
+  of four outputs sums a kernel row's taps in registers, then the outputs
+  go back to their ``LANES`` planes;
+- input gradient: at stride 1 the forward's correlation of ``grad_y`` with
+  the kernel turned 180 degrees (lanes across input channels); at other
+  strides each output gradient's products are scattered into a
+  zero-bordered grid, whose interior is then the gradient (no split into
+  phases);
 - weight gradient: the bordered input against the output gradient, a row's
   sums in the array dtype, the rows' sums in float64 per thread, the
   threads' sums added in thread order.
 
-NaN and Inf land as in numbaconv.reference: the padding is real zeros that
-every tap multiplies, and the input gradient adds every product.
+NaN and Inf land as in numbaconv.reference (the padding is real zeros that
+every tap multiplies, the scatter adds every product), except in the
+stride-1 input gradient, where the weights also meet the zeros bordering
+``grad_y`` (``INEXACT_NONFINITE``).
 
 FLOPs: ``2 N K (C/g) prod(out) prod(kernel)`` per pass (a last, partial
 block of lanes computes on zeros). Memory traffic: each pass reads its two
@@ -34,6 +39,7 @@ for the weight gradient's float64 sums).
 Speed: ``numbaconv bench --suite networks --network mobilenet_v2`` and the
 extra depthwise and grouped layers of the networks suite (docs/decisions.md, B1).
 """
+import dataclasses
 import functools
 import math
 
@@ -41,11 +47,17 @@ import numpy as np
 from numba import njit, prange
 
 from . import workspace
+from .common import rotated_weights
 from .simd import LANES, REGISTER_OUTPUTS, add_product_sums, add_product_sums_4, transpose_lanes
 from .threads import most_threads, share, thread_count
 
+CACHE_LINE = 64   # bytes
 # FLOPs of one uncut kernel call: a quarter second at 5 GFLOP/s (numbaconv.slices).
 SLICE_FLOPS = int(1.25e9)
+# Where NaN and Inf land differently from the reference (numbaconv.functional): the stride-1
+# input gradient multiplies the weights with the zeros bordering grad_y, where the reference adds
+# only the products of real outputs (Inf * 0 = NaN).
+INEXACT_NONFINITE = {"input": "weight"}
 
 
 def supports(spec):
@@ -64,11 +76,29 @@ def _scratch_elements(spec, pass_name):
     channels-last output planes (the output gradient's, for the input gradient), the block's
     weights (or the weight gradient's row sums)."""
     taps, outputs, grid = math.prod(spec.kernel_size), math.prod(spec.out_size), math.prod(_grid(spec))
+    correlation = _input_correlation(spec) if pass_name == "input" else None
+    if correlation is not None:
+        return _scratch_elements(correlation, "forward") + spec.out_channels * spec.group_in_channels * taps
     if pass_name == "input":
         sources = spec.group_out_channels
         return (grid + sources * outputs + sources * taps) * LANES
     sources = spec.group_in_channels
     return (sources * grid + outputs + sources * taps) * LANES
+
+
+def _input_correlation(spec):
+    """At stride 1, the input gradient as a forward correlation (the spec it runs): of ``grad_y``
+    padded by ``dilation (kernel - 1) - padding`` with the kernel turned 180 degrees and each
+    group's channel axes swapped (``common.rotated_weights``), lanes across input channels; its
+    kernel rows' sums stay in registers, where the scatter form adds every tap into memory.
+    None at other strides, or where a padding exceeds the kernel's reach."""
+    reach = [d * (k - 1) for d, k in zip(spec.dilation, spec.kernel_size)]
+    pad_lo = tuple(r - p for r, p in zip(reach, spec.pad_lo))
+    pad_hi = tuple(r - p for r, p in zip(reach, spec.pad_hi))
+    if any(s != 1 for s in spec.stride) or min(pad_lo + pad_hi) < 0:
+        return None
+    return dataclasses.replace(spec, in_channels=spec.out_channels, out_channels=spec.in_channels,
+                               in_size=spec.out_size, pad_lo=pad_lo, pad_hi=pad_hi)
 
 
 def _weight_sum_elements(spec, threads):
@@ -77,6 +107,11 @@ def _weight_sum_elements(spec, threads):
 
 def _blocks(channels):
     return -(-channels // LANES)
+
+
+def lane_fill(channels):
+    """The share of the lanes that hold channels when ``channels`` are split into blocks of LANES."""
+    return channels / (_blocks(channels) * LANES)
 
 
 @njit(inline="always", cache=True)
@@ -121,19 +156,18 @@ def _lanes_to_planes(src, table, src_at, size, dst, lane_offsets, count):
 
 
 @njit(inline="always", cache=True)
-def _correlate_row(out, out_at, weights, weights_at, grid, grid_at, grid_row, out_w, stride, dilation, kernel):
+def _correlate_row(out, out_at, weights, weights_at, grid, grid_at, grid_row, out_w, stride, dilation, k_h, k_w):
     """``out[out_at + ow LANES:+LANES] += sum over taps (th, tw) of weights[weights_at + (th KW + tw)
     LANES:+LANES] * grid[grid_at + th grid_row + (ow stride + tw dilation) LANES:+LANES]`` for ``ow
-    < out_w``: a kernel plane ``(KH, KW) = kernel`` on one output row, REGISTER_OUTPUTS outputs a
+    < out_w``: a kernel plane ``(KH, KW) = (k_h, k_w)`` on one output row, REGISTER_OUTPUTS outputs a
     call (each weight vector loaded once for them)."""
     full = out_w - out_w % REGISTER_OUTPUTS
     for ow in range(0, full, REGISTER_OUTPUTS):
-        add_product_sums_4(out, out_at + ow * LANES, LANES, weights, weights_at, LANES, kernel[1] * LANES,
-                           grid, grid_at + ow * stride * LANES, dilation * LANES, grid_row, stride * LANES,
-                           kernel[1], kernel[0])
+        add_product_sums_4(out, out_at + ow * LANES, LANES, weights, weights_at, LANES, k_w * LANES,
+                           grid, grid_at + ow * stride * LANES, dilation * LANES, grid_row, stride * LANES, k_w, k_h)
     for ow in range(full, out_w):
-        add_product_sums(out, out_at + ow * LANES, 0, weights, weights_at, LANES, kernel[1] * LANES,
-                         grid, grid_at + ow * stride * LANES, dilation * LANES, grid_row, 0, kernel[1], kernel[0])
+        add_product_sums(out, out_at + ow * LANES, 0, weights, weights_at, LANES, k_w * LANES,
+                         grid, grid_at + ow * stride * LANES, dilation * LANES, grid_row, 0, k_w, k_h)
 
 
 @njit(inline="always", cache=True)
@@ -201,7 +235,7 @@ def _forward_kernel(x, w, kernel, stride, dilation, grid_shape, grid_table, out_
                                                         + oh * stride[1]) * grid_shape[2] * LANES
                             weights = (j * kernel[0] + td) * kernel[1] * kernel[2] * LANES
                             _correlate_row(lanes, out_row, block, weights, grid, grid_at, grid_row, out_w, stride[2],
-                                           dilation[2], kernel[1:])
+                                           dilation[2], kernel[1], kernel[2])
             _lane_planes(offsets, n, lane0, out_channels, 1, 1, 0, out_channels, outputs)
             _lanes_to_planes(lanes, out_table, 0, outputs, y_flat, offsets, min(LANES, out_channels - lane0))
 
@@ -301,9 +335,10 @@ def _weight_kernel(x, grad_y, kernel, stride, dilation, grid_shape, grid_table, 
 
 
 def _arguments(spec):
-    """The kernels' geometry: kernel size, stride, dilation, bordered grid, and the tables of
-    :func:`_tables`."""
-    return (*(np.array(values, np.int64) for values in (spec.kernel_size, spec.stride, spec.dilation, _grid(spec))),
+    """The kernels' geometry: kernel size, stride, dilation, bordered grid (tuples: values the
+    compiled loops keep in registers, where an array's elements would be reloaded after every
+    store), and the tables of :func:`_tables`."""
+    return (spec.kernel_size, spec.stride, spec.dilation, _grid(spec),
             *_tables(spec.in_size, spec.pad_lo, _grid(spec), spec.out_size))
 
 
@@ -318,7 +353,10 @@ def _tables(in_size, pad_lo, grid, out_size):
 
 
 def _scratch(spec, pass_name, dtype):
-    return workspace.per_thread("blocked", thread_count(), _scratch_elements(spec, pass_name), dtype)
+    """The threads' scratch rows, each starting on a cache line: the grids' and the lanes' vectors
+    (LANES elements of float32, 64 bytes) then never straddle two lines."""
+    return workspace.per_thread("blocked", thread_count(), _scratch_elements(spec, pass_name), dtype,
+                                align=CACHE_LINE)
 
 
 def _taps_last(w):
@@ -330,6 +368,10 @@ def forward(spec, x, w, out):
 
 
 def backward_input(spec, grad_y, w, grad_x):
+    correlation = _input_correlation(spec)
+    if correlation is not None:
+        forward(correlation, grad_y, rotated_weights(w, spec.groups), grad_x)
+        return
     _input_kernel(grad_y, _taps_last(w), *_arguments(spec), _scratch(spec, "input", grad_y.dtype), grad_x)
 
 

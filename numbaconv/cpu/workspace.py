@@ -90,10 +90,18 @@ def _drop(buffers, keys) -> None:
                 _live.pop((thread, *key), None)
 
 
-def per_thread(name: str, threads: int, size: int, dtype) -> np.ndarray:
+def per_thread(name: str, threads: int, size: int, dtype, align: int = 0) -> np.ndarray:
     """Scratch of ``size`` elements for each of ``threads`` threads, as the rows of one borrowed
-    buffer (the ``prange`` kernels give each thread its row)."""
-    return borrow(name, threads * size, dtype).reshape(threads, size)
+    buffer (the ``prange`` kernels give each thread its row). With ``align`` (bytes, a multiple
+    of the itemsize), every row starts at an address that is a multiple of it: vector loads of
+    ``align`` bytes then never straddle two cache lines."""
+    if not align:
+        return borrow(name, threads * size, dtype).reshape(threads, size)
+    step = align // np.dtype(dtype).itemsize
+    row = -(-size // step) * step
+    buffer = borrow(name, threads * row + step, dtype)
+    skip = (-buffer.ctypes.data % align) // buffer.itemsize
+    return buffer[skip:skip + threads * row].reshape(threads, row)[:, :size]
 
 
 def release() -> None:

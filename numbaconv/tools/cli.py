@@ -54,12 +54,13 @@ def _parser() -> _Parser:
     run.add_argument("--suite", choices=tuple(suite.SUITES) + ("networks",), default="quick",
                      help="quick (default: a subset of the layers, algo auto; under 2 minutes), "
                           "full (every layer, every algorithm) or networks (every layer of "
-                          f"{', '.join(networks.NETWORKS)}, algo auto; about 10 minutes on 2 cores)")
+                          f"{', '.join(networks.NETWORKS)}, and the extra depthwise_grouped layers, algo auto; "
+                          "about 10 minutes on 2 cores)")
     run.add_argument("--layer", default=None,
                      help=f"comma-separated layer names instead of a suite: {', '.join(suite.LAYERS)}")
     run.add_argument("--network", default=None,
                      help="comma-separated networks of the networks suite instead of all: "
-                          f"{', '.join(networks.NETWORKS)}")
+                          f"{', '.join(networks.SUITE)}")
     run.add_argument("--batch", type=int, default=None,
                      help="run the networks at this batch size instead of their own (N=1 for a quick look)")
     run.add_argument("--device", default="all",
@@ -200,8 +201,8 @@ def _bench(parser, args) -> int:
     if args.network or (args.suite == "networks" and not args.layer):
         if args.layer:
             parser.error("--layer and --network cannot be combined")
-        chosen_networks = [networks.NETWORKS[name] for name in
-                           _choices(parser, "network", args.network or "all", tuple(networks.NETWORKS))]
+        chosen_networks = [networks.SUITE[name] for name in
+                           _choices(parser, "network", args.network or "all", tuple(networks.SUITE))]
         if args.batch is not None:
             if args.batch < 1:
                 parser.error(f"--batch must be at least 1, got {args.batch}")

@@ -22,6 +22,9 @@ The inputs and batch sizes are those of issues 21 and 22 (float32 layers, 2 thre
 | wav2vec2     | 4 x 1 x 16000          | 8 (8)                   |
 | r3d_18       | 1 x 3 x 16 x 112 x 112 | 20 (11)                 |
 | mobilenet_v2 | 4 x 3 x 224 x 224      | 52 (30)                 |
+
+and, as a sixth entry that is not a network, ``depthwise_grouped``: five depthwise and grouped
+layers of other networks (issue 22's extra layers), each counted once.
 """
 from __future__ import annotations
 
@@ -60,7 +63,9 @@ class Network:
     @property
     def title(self) -> str:
         """The architecture and its input, for the report."""
-        return f"{self.architecture} (N={self.batch}, {self.sample})"
+        batches = sorted({entry.layer.batch for entry in self.layers})
+        batch = "-".join(map(str, (batches[0], batches[-1]) if len(batches) > 1 else batches))
+        return f"{self.architecture} (N={batch}, {self.sample})"
 
     @property
     def convolutions(self) -> int:
@@ -232,4 +237,21 @@ def mobilenet_v2(batch: int = 4, size: int = 224) -> Network:
     return walk.network("mobilenet_v2", "MobileNetV2 1.0", f"3x{size}x{size}")
 
 
+# Not a network: depthwise and grouped layers that users' networks are full of beyond MobileNetV2
+# (issue 22): ConvNeXt's 7x7 depthwise at 384 and 768 channels (N=2), EfficientNet's 5x5 stride-2
+# depthwise at 240 channels (N=4), ResNeXt-50 32x4d's grouped 3x3 at 256 and 512 channels (N=4).
+def depthwise_grouped(batch: int = 4) -> Network:
+    """The extra layers, each once; ``batch`` for the N=4 layers, half of it for the N=2 ones."""
+    large, small = _Walk(max(1, batch // 2), 2), _Walk(batch, 2)
+    large.conv(384, 384, 14, 7, padding=3, groups=384)
+    large.conv(768, 768, 7, 7, padding=3, groups=768)
+    small.conv(240, 240, 28, 5, stride=2, padding=2, groups=240)
+    small.conv(256, 256, 28, 3, padding=1, groups=32)
+    small.conv(512, 512, 14, 3, padding=1, groups=32)
+    layers = tuple(NetworkLayer(layer, 1) for walk in (large, small) for layer, _, _ in walk.entries.values())
+    return Network("depthwise_grouped", "Depthwise and grouped layers (not a network)", "ConvNeXt, EfficientNet, ResNeXt",
+                   layers)
+
+
 NETWORKS = {network.name: network for network in (resnet50(), unet(), wav2vec2(), r3d_18(), mobilenet_v2())}
+SUITE = {**NETWORKS, "depthwise_grouped": depthwise_grouped()}   # what --suite networks runs

@@ -247,7 +247,7 @@ def format_network_summaries(summaries: list[NetworkSummary]) -> str:
     lines = ["ratio = sum over a network's layers of count x PyTorch time / sum of count x numbaconv time "
              "(above 1: numbaconv faster); inference = forward; training = forward + input gradient + "
              "weight gradient (no input gradient for a network's first layer)"]
-    head = f"{'network':<14}{'implementation':<16}{'convs':>7}{'inference':>11}{'training':>10}  worst layer per pass"
+    head = f"{'network':<19}{'implementation':<16}{'convs':>7}{'inference':>11}{'training':>10}  worst layer per pass"
     lines += [head, "-" * len(head)]
     for summary in summaries:
         kinds = summary.kinds
@@ -259,7 +259,7 @@ def format_network_summaries(summaries: list[NetworkSummary]) -> str:
         convs = f"{sum(layer.count for layer in summary.layers)}/{len(summary.layers)}"
         inference = summary.ratio("forward") if "forward" in kinds else math.nan
         training = summary.ratio(TRAINING) if TRAINING in kinds else math.nan
-        lines.append(f"{summary.network:<14}{summary.implementation:<16}{convs:>7}{_number(inference):>11}"
+        lines.append(f"{summary.network:<19}{summary.implementation:<16}{convs:>7}{_number(inference):>11}"
                      f"{_number(training):>10}  {'; '.join(worst) or '-'}")
     lines.append("convs = convolutions / distinct layers timed. numbaconv's count-weighted ms per network: "
                  + "; ".join(f"{s.network} " + ", ".join(f"{which} {_number(s.total_ms(which), 1)}"
