@@ -29,6 +29,12 @@ each rule; the command after each rule reproduces them.
    Winograd then goes by filter blocks (cpu/winograd.py), which pays on wide
    layers only. ``numbaconv bench --layer
    conv3x3_64,conv3x3_256,conv3x3_512,batch1_16ch --algo winograd,im2col,planar``.
+1a. ``depth_taps`` for 3-d problems whose kernel is deeper than one slice
+   when one depth tap's 2-d problem (every output slice a sample) is a
+   Winograd problem by rule 1: the sum over depth taps of Winograd's 2-d
+   passes does a quarter of the multiplications of the 3-d algorithms'
+   products. ``numbaconv bench --network r3d_18 --algo depth_taps,im2col``
+   (docs/decisions.md, DT1).
 2. ``planar`` at stride 1 when ``P < PLANAR_PRODUCT_LIMIT`` and the kernel
    has more than one tap, or when ``P < DIRECT_PRODUCT_LIMIT`` (depthwise
    1x1): the GEMM algorithms' products are too small there to pay for
@@ -63,11 +69,11 @@ import functools
 import math
 
 from .cpu import workspace
-from .cpu import blocked as cpu_blocked, depthwise as cpu_depthwise, direct as cpu_direct, im2col as cpu_im2col, planar as cpu_planar, winograd as cpu_winograd
+from .cpu import blocked as cpu_blocked, depth_taps as cpu_depth_taps, depthwise as cpu_depthwise, direct as cpu_direct, im2col as cpu_im2col, planar as cpu_planar, winograd as cpu_winograd
 from .devices import cuda_usable
 
 REGISTRY = {
-    "cpu": {"blocked": cpu_blocked, "depthwise": cpu_depthwise, "direct": cpu_direct, "im2col": cpu_im2col, "planar": cpu_planar, "winograd": cpu_winograd},
+    "cpu": {"blocked": cpu_blocked, "depth_taps": cpu_depth_taps, "depthwise": cpu_depthwise, "direct": cpu_direct, "im2col": cpu_im2col, "planar": cpu_planar, "winograd": cpu_winograd},
 }
 DIRECT_PRODUCT_LIMIT = 32
 DEPTHWISE_MIN_PLANE_OUTPUTS = 128
@@ -168,6 +174,8 @@ def _auto_cpu(spec, runnable, pass_name):
         return "depthwise" if rows_pay and pass_name != "weight" else "blocked"
     if "depthwise" in runnable:
         return "depthwise"
+    if "depth_taps" in runnable and _winograd_pays_per_tap(spec, pass_name):
+        return "depth_taps"
     if "winograd" in runnable and _winograd_pays(spec, pass_name):
         return "winograd"
     if "planar" in runnable and _planar_pays(spec, product, taps):
@@ -198,6 +206,12 @@ def _winograd_pays(spec, pass_name):
     reduced = {"forward": spec.group_in_channels, "input": spec.group_out_channels,
                "weight": min(spec.group_in_channels, spec.group_out_channels)}[pass_name]
     return tiles >= WINOGRAD_WIDE_MIN_TILES and reduced >= WINOGRAD_WIDE_MIN_CHANNELS
+
+
+def _winograd_pays_per_tap(spec, pass_name):
+    """Rule 1a of the module docstring: a depth tap's 2-d problem is one Winograd runs and pays on."""
+    plane = cpu_depth_taps.plane_spec(spec)
+    return cpu_winograd.supports(plane) is None and _winograd_pays(plane, pass_name)
 
 
 def _auto_cuda(spec):

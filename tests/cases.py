@@ -47,5 +47,7 @@ CASES = [
     ("2d-one-channel-dilated", (2, 1, 8, 9), (5, 1, 3, 2), 1, ((1, 0), (2, 1)), (1, 2), 1),
     ("3d-few-channels-dilated", (2, 2, 4, 5, 6), (8, 1, 2, 3, 2), 1, ((1, 0), (0, 1), (1, 1)), (2, 1, 2), 2),
     ("3d-depthwise-multiplier-stride1", (2, 3, 5, 4, 6), (6, 1, 3, 3, 3), 1, ((1, 0), (2, 1), (1, 1)), (1, 1, 2), 3),
+    ("3d-3x3x3-winograd-planes", (1, 8, 8, 16, 16), (8, 8, 3, 3, 3), 1, 1, 1, 1),   # 128 tiles a depth tap
+    ("3d-depth-strided-dilated", (2, 3, 7, 6, 5), (4, 3, 3, 2, 3), (2, 1, 1), ((2, 1), (0, 1), (1, 1)), (2, 1, 1), 1),
 ]
 CASE_IDS = [case[0] for case in CASES]

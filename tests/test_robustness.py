@@ -145,15 +145,18 @@ def test_absurd_arguments_are_named_before_anything_is_allocated(call, error, fr
 SLICED_PROBLEMS = [((3, 4, 9, 8), (6, 4, 3, 3), dict(padding=1)),
                    ((2, 6, 7, 9), (6, 2, 3, 3), dict(stride=(1, 2), padding=(1, 0), groups=3)),
                    ((2, 6, 9, 8), (6, 1, 3, 3), dict(padding=1, groups=6)),
-                   ((3, 5, 12), (4, 5, 3), dict(padding=2, dilation=2))]
+                   ((3, 5, 12), (4, 5, 3), dict(padding=2, dilation=2)),
+                   ((2, 4, 3, 6, 6), (4, 4, 3, 3, 3), dict(padding=1))]     # depth_taps: its taps' passes sliced
 
 
 @pytest.fixture
 def tiny_slices(monkeypatch):
-    """Budgets so small that every pass runs in slices; ``flops`` or ``nbytes`` picks which budget."""
+    """Budgets so small that every pass runs in slices; ``flops`` or ``nbytes`` picks which budget.
+    (depth_taps has no budget of its own: the 2-d passes of its taps run in slices.)"""
     def shrink(flops=None, nbytes=None):
         for module in CPU.values():
-            monkeypatch.setattr(module, "SLICE_FLOPS", flops or 10**12)
+            if hasattr(module, "SLICE_FLOPS"):
+                monkeypatch.setattr(module, "SLICE_FLOPS", flops or 10**12)
         monkeypatch.setattr(slices, "SLICE_BYTES", nbytes or 2**40)
     return shrink
 
@@ -397,6 +400,11 @@ def test_auto_thresholds_hold_at_their_boundaries():
     assert _auto((2, 16, 32, 32), (16, 1, 7, 7), padding=3, groups=16) == "blocked"
     assert _auto((2, 24, 32, 32), (24, 1, 7, 7), padding=3, groups=24) == "blocked"          # 24 of 32 lanes
     assert _auto((2, 23, 32, 32), (23, 1, 7, 7), padding=3, groups=23) != "blocked"          # 23 of 32
+    # depth_taps where one depth tap's 2-d problem is Winograd's: 8 slices x 16 tiles = 128 tiles
+    assert _auto((1, 8, 8, 16, 16), (8, 8, 3, 3, 3), padding=1) == "depth_taps"
+    assert _auto((1, 8, 7, 16, 16), (8, 8, 3, 3, 3), padding=1) != "depth_taps"          # 112 tiles
+    assert _auto((1, 7, 8, 16, 16), (8, 7, 3, 3, 3), padding=1) != "depth_taps"          # 7 channels
+    assert _auto((1, 8, 8, 32, 32), (8, 8, 3, 3, 3), stride=2, padding=1) != "depth_taps"   # not Winograd's
     # direct below P = 32 for a strided problem, im2col at it
     assert dispatch.DIRECT_PRODUCT_LIMIT == 32
     assert _auto((1, 31, 9, 9), (31, 1, 1, 1), stride=2, groups=31) == "blocked"  # depthwise: rule 0
@@ -414,3 +422,23 @@ def test_auto_thresholds_hold_at_their_boundaries():
     assert _auto((1, 255, 16, 32), (8, 255, 3, 3), padding=1) != "winograd"
     assert _auto((1, 256, 16, 28), (8, 256, 3, 3), padding=1) != "winograd"       # 4x7 = 28 tiles
     assert _auto((1, 256, 16, 32), (8, 256, 3, 3), "input", padding=1) != "winograd"    # reduces 8
+
+
+@pytest.mark.parametrize("operand", ["input", "weight", "grad_output"])
+def test_depth_taps_places_nan_and_inf_as_the_reference(rng, operand):
+    """3x3x3 under auto runs its depth taps on Winograd; Inf in any operand lands as in the reference."""
+    options = dict(padding=1)
+    x, w = random_array(rng, (1, 8, 8, 16, 16), np.float32), random_array(rng, (8, 8, 3, 3, 3), np.float32)
+    grad_y = random_array(rng, (1, 8, 8, 16, 16), np.float32)
+    assert _auto(x.shape, w.shape, **options) == "depth_taps"
+    target = {"input": x, "weight": w, "grad_output": grad_y}[operand]
+    target[(0,) * target.ndim] = np.inf
+    x64, w64, gy64 = (a.astype(np.float64) for a in (x, w, grad_y))
+    if operand != "grad_output":
+        _assert_same_pattern(nc.conv3d(x, w, **options), reference.conv3d(x64, w64, **options), "forward")
+    if operand != "input":
+        _assert_same_pattern(nc.conv3d_input(x.shape, w, grad_y, **options),
+                             reference.conv3d_input(x.shape, w64, gy64, **options), "input gradient")
+    if operand != "weight":
+        _assert_same_pattern(nc.conv3d_weight(x, w.shape, grad_y, **options),
+                             reference.conv3d_weight(x64, w.shape, gy64, **options), "weight gradient")

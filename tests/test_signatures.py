@@ -110,7 +110,7 @@ def test_nan_and_inf_propagate():
 def test_devices_and_algorithms():
     # tests/conftest.py turns the CUDA simulator on when there is no real GPU
     assert nc.devices() == ("cpu", "cuda")
-    assert set(nc.algorithms("cpu")) == {"blocked", "depthwise", "direct", "im2col", "planar", "winograd"}
+    assert set(nc.algorithms("cpu")) == {"blocked", "depth_taps", "depthwise", "direct", "im2col", "planar", "winograd"}
     with pytest.raises(ValueError, match="unknown device"):
         nc.algorithms("tpu")
 
@@ -119,12 +119,14 @@ def test_every_algorithm_through_the_public_api(rng):
     from numbaconv import dispatch
     from numbaconv.spec import ConvSpec
     ran = set()
-    for x_shape, w_shape, groups in (((2, 4, 6, 7), (6, 2, 3, 3), 2), ((2, 4, 6, 7), (8, 1, 3, 3), 4)):
+    for x_shape, w_shape, groups in (((2, 4, 6, 7), (6, 2, 3, 3), 2), ((2, 4, 6, 7), (8, 1, 3, 3), 4),
+                                     ((1, 4, 3, 6, 7), (6, 2, 3, 3, 3), 2)):
         x, w = random_array(rng, x_shape), random_array(rng, w_shape)
-        expected = nc.reference.conv2d(x, w, padding="same", groups=groups)
+        conv = getattr(nc, f"conv{len(x_shape) - 2}d")
+        expected = getattr(nc.reference, f"conv{len(x_shape) - 2}d")(x, w, padding="same", groups=groups)
         spec = ConvSpec.create(x_shape, w_shape, padding="same", groups=groups).as_3d()
         for algo in ("auto", *dispatch.runnable("cpu", spec)):
-            y = nc.conv2d(x, w, padding="same", groups=groups, algo=algo, device="cpu")
+            y = conv(x, w, padding="same", groups=groups, algo=algo, device="cpu")
             assert_close(y, expected, np.float64, algo)
             ran.add(algo)
     assert ran == {"auto", *nc.algorithms("cpu")}

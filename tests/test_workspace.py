@@ -94,12 +94,13 @@ def test_a_small_limit_shrinks_the_blocks_and_keeps_results(rng, limit):
 
 
 # Problems for the limit: 3x3 (every algorithm but depthwise), grouped, pointwise (im2col's views),
-# 5x5 strided, 3x3 depthwise with a channel multiplier.
+# 5x5 strided, 3x3 depthwise with a channel multiplier, 3x3x3 (depth_taps, its taps' 2-d passes).
 LIMITED_PROBLEMS = [((4, 32, 40, 40), (32, 32, 3, 3), dict(padding=1)),
                     ((2, 16, 20, 20), (32, 4, 3, 3), dict(padding=1, groups=4)),
                     ((2, 64, 24, 24), (32, 64, 1, 1), {}),
                     ((2, 8, 30, 30), (16, 8, 5, 5), dict(stride=2, padding=2)),
-                    ((2, 16, 20, 20), (32, 1, 3, 3), dict(padding=1, groups=16))]
+                    ((2, 16, 20, 20), (32, 1, 3, 3), dict(padding=1, groups=16)),
+                    ((1, 8, 4, 16, 16), (8, 8, 3, 3, 3), dict(padding=1))]
 
 
 @pytest.mark.parametrize("limit_bytes", [64 * 1024, MIB, 4 * MIB])
@@ -111,14 +112,15 @@ def test_every_algorithm_stays_under_the_limit_or_declines(rng, limit, limit_byt
     for x_shape, w_shape, options in LIMITED_PROBLEMS:
         spec = ConvSpec.create(x_shape, w_shape, **options)
         x, w, grad_y = random_array(rng, x_shape), random_array(rng, w_shape), random_array(rng, spec.y_shape)
-        expected = {"forward": reference.conv2d(x, w, **options),
-                    "input": reference.conv2d_input(x.shape, w, grad_y, **options),
-                    "weight": reference.conv2d_weight(x, w.shape, grad_y, **options)}
+        name = f"conv{spec.rank}d"
+        expected = {"forward": getattr(reference, name)(x, w, **options),
+                    "input": getattr(reference, f"{name}_input")(x.shape, w, grad_y, **options),
+                    "weight": getattr(reference, f"{name}_weight")(x, w.shape, grad_y, **options)}
         for algo in (*nc.algorithms("cpu"), "auto"):
             reason = None if algo == "auto" else dispatch.REGISTRY["cpu"][algo].supports(spec.as_3d())
-            calls = {"forward": lambda: nc.conv2d(x, w, algo=algo, **options),
-                     "input": lambda: nc.conv2d_input(x.shape, w, grad_y, algo=algo, **options),
-                     "weight": lambda: nc.conv2d_weight(x, w.shape, grad_y, algo=algo, **options)}
+            calls = {"forward": lambda: getattr(nc, name)(x, w, algo=algo, **options),
+                     "input": lambda: getattr(nc, f"{name}_input")(x.shape, w, grad_y, algo=algo, **options),
+                     "weight": lambda: getattr(nc, f"{name}_weight")(x, w.shape, grad_y, algo=algo, **options)}
             for pass_name, call in calls.items():
                 if reason is not None:
                     if "workspace limit" in reason:

@@ -26,6 +26,7 @@ buffer at that moment is :func:`peak_by_buffer`). The record is
 process-wide: calls running at the same time from several Python threads add
 up in it.
 """
+import contextlib
 import os
 import threading
 
@@ -164,8 +165,22 @@ MIN_BLOCK_COLUMNS = 256               # narrower blocks make the BLAS products i
 
 
 def workspace_limit() -> int:
-    """The cap, in bytes, on all the scratch of one call, all threads together."""
-    return WORKSPACE_LIMIT_BYTES
+    """The cap, in bytes, on all the scratch of one call, all threads together (less what an
+    enclosing pass holds on this thread, :func:`held_by_caller`)."""
+    return WORKSPACE_LIMIT_BYTES - getattr(_local, "reserved", 0)
+
+
+@contextlib.contextmanager
+def held_by_caller(nbytes: int):
+    """Within: ``nbytes`` of this thread's scratch are held by an algorithm that runs others on
+    parts of its problem (numbaconv.cpu.depth_taps), so the limit those see (their ``supports``,
+    the automatic choice, block sizes) is that much lower."""
+    previous = getattr(_local, "reserved", 0)
+    _local.reserved = previous + nbytes
+    try:
+        yield
+    finally:
+        _local.reserved = previous
 
 
 def set_workspace_limit(nbytes) -> int:
@@ -182,10 +197,11 @@ def set_workspace_limit(nbytes) -> int:
 
 def over_limit(nbytes: int):
     """None if ``nbytes`` of scratch fit under the limit, else the reason (for ``supports``)."""
-    if nbytes <= WORKSPACE_LIMIT_BYTES:
+    limit = workspace_limit()
+    if nbytes <= limit:
         return None
     return (f"it needs at least {nbytes / 2**20:.1f} MiB of scratch, over the workspace limit of "
-            f"{WORKSPACE_LIMIT_BYTES / 2**20:.1f} MiB (numbaconv.set_workspace_limit)")
+            f"{limit / 2**20:.1f} MiB (numbaconv.set_workspace_limit)")
 
 
 def block_columns(bytes_per_column: int, threads: int, total: int, reserved: int = 0) -> int:
@@ -193,7 +209,7 @@ def block_columns(bytes_per_column: int, threads: int, total: int, reserved: int
     MIN_BLOCK_COLUMNS, at most what keeps all threads' blocks under WORKSPACE_LIMIT_BYTES
     less the ``reserved`` bytes of other scratch (but one column always), and no more than
     there are."""
-    widest = max(1, (WORKSPACE_LIMIT_BYTES - reserved) // (threads * bytes_per_column))
+    widest = max(1, (workspace_limit() - reserved) // (threads * bytes_per_column))
     return max(1, min(max(BLOCK_BYTES // bytes_per_column, MIN_BLOCK_COLUMNS), widest, total))
 
 

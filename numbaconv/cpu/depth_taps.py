@@ -1,0 +1,155 @@
+"""3-d convolution as a sum over its depth taps of 2-d convolutions, each run by the 2-d algorithms.
+
+A kernel of depth ``KD`` is ``KD`` plane kernels ``w[:, :, td]``: output
+slice ``od`` is the sum over ``td`` of the 2-d convolution of input slice
+``od * stride_d + td * dilation_d`` (of the depth-padded input) with plane
+kernel ``td``. Each depth tap is one 2-d problem over all ``N x OD`` output
+slices at once (the slices are the batch), so a 3x3x3 layer's taps run on
+Winograd F(4x4, 3x3), with 2.25 instead of 9 multiplications per output
+and channel in the plane, where the 3-d algorithms have only direct
+products. The 2-d algorithm of each tap is the automatic choice for that
+2-d problem (``numbaconv.dispatch``), run in slices (numbaconv.slices); one
+that would place NaN or Inf otherwise than the reference through an
+operand (padding-skipping passes) gives way to the choice among those that
+place them as it does, and Winograd's results are checked by the engine
+(``INEXACT_NONFINITE``), as for a 2-d call.
+
+- forward: the input copied depth-major, ``(N, D + padding, C, H, W)`` with
+  zero slices at both ends; per tap, the slices it reads (a view at depth
+  stride 1 and N = 1, else a copy) through the 2-d forward, the taps'
+  results added, then moved back to ``(N, K, OD, OH, OW)``;
+- input gradient: the output gradient depth-major once; per tap, its 2-d
+  input gradient, added into the depth-major, depth-padded input gradient
+  at the slices the tap reads; the interior moved back;
+- weight gradient: per tap, the 2-d weight gradient of the slices it reads
+  against the output gradient, the plane kernel ``grad_w[:, :, td]``.
+
+FLOPs: the 3-d problem's ``2 N K (C/g) prod(out) prod(kernel)``, as each
+tap's 2-d algorithm counts them (Winograd's: about a quarter of the
+multiplications). Memory traffic: the operands moved depth-major and back
+once (and per tap, at depth stride > 1 or N > 1, a copy of the slices it
+reads), plus the taps' 2-d passes. Workspace: the depth-major copies (input
+and output sized), one tap's result, and the 2-d algorithms' own.
+
+Speed: ``numbaconv bench --suite networks --network r3d_18 --algo
+depth_taps,im2col`` (docs/decisions.md, DT1).
+"""
+import dataclasses
+import math
+
+import numpy as np
+
+from . import workspace
+from .. import slices
+
+# Winograd's results are scanned by the engine when a tap's 2-d pass ran on it.
+INEXACT_NONFINITE = {"forward": "result", "input": "result", "weight": "result"}
+
+
+def supports(spec):
+    if spec.kernel_size[0] == 1:
+        return "needs a kernel deeper than one slice (3-d with KD > 1)"
+    return workspace.over_limit(_held_bytes(spec, 8))
+
+
+def _held_bytes(spec, itemsize):
+    """The scratch a pass holds while its taps' 2-d passes run (which get the rest of the limit):
+    at most the depth-padded input moved depth-major, the output gradient moved, and a tap's
+    result or the taps' sum, each at most the size of the larger activation."""
+    depth = spec.in_size[0] + spec.pad_lo[0] + spec.pad_hi[0]
+    activation = max(math.prod(spec.x_shape) // max(1, spec.in_size[0]) * depth, math.prod(spec.y_shape))
+    return 3 * activation * itemsize
+
+
+def plane_spec(spec):
+    """The 2-d problem of one depth tap: every output slice a sample, a plane kernel."""
+    return dataclasses.replace(
+        spec, batch=spec.batch * spec.out_size[0], in_size=(1,) + spec.in_size[1:],
+        kernel_size=(1,) + spec.kernel_size[1:], stride=(1,) + spec.stride[1:],
+        dilation=(1,) + spec.dilation[1:], pad_lo=(0,) + spec.pad_lo[1:], pad_hi=(0,) + spec.pad_hi[1:])
+
+
+def _plane_algorithm(plane, pass_name):
+    """The 2-d algorithm of a tap's pass: the automatic choice, or where that would place NaN or
+    Inf otherwise than the reference through an operand, the choice among those that do not."""
+    from .. import dispatch   # dispatch registers this module: imported when a pass runs
+    module = dispatch.choose("cpu", "auto", plane, pass_name)
+    if dispatch.nonfinite_check(module, pass_name) not in (None, "result"):
+        module = dispatch.choose_as_reference("cpu", plane, pass_name)
+    return module
+
+
+def _run(spec, plane, pass_name, a, b, out):
+    """One tap's 2-d pass, under the limit less what this pass holds."""
+    with workspace.held_by_caller(_held_bytes(spec, out.itemsize)):
+        slices.run(_plane_algorithm(plane, pass_name), pass_name, plane, a, b, out)
+
+
+def _depth_major(name, array, pad_lo, pad_hi):
+    """``array`` (N, C, D, H, W) as borrowed ``(N, pad_lo + D + pad_hi, C, H, W)``, zero slices
+    at both ends."""
+    batch, channels, depth, height, width = array.shape
+    moved = workspace.borrow(name, batch * (pad_lo + depth + pad_hi) * channels * height * width, array.dtype)
+    moved = moved.reshape(batch, pad_lo + depth + pad_hi, channels, height, width)
+    moved[:, :pad_lo] = 0
+    moved[:, pad_lo + depth:] = 0
+    moved[:, pad_lo:pad_lo + depth] = array.transpose(0, 2, 1, 3, 4)
+    return moved
+
+
+def _tap_slices(spec, padded, td):
+    """The input slices depth tap ``td`` reads, as a 2-d batch ``(N OD, C, 1, H, W)``."""
+    first, step, count = td * spec.dilation[0], spec.stride[0], spec.out_size[0]
+    taken = np.ascontiguousarray(padded[:, first:first + step * (count - 1) + 1:step])
+    return taken.reshape(-1, taken.shape[2], 1, *taken.shape[3:])
+
+
+def _plane_kernel(w, td):
+    return np.ascontiguousarray(w[:, :, td:td + 1])
+
+
+def forward(spec, x, w, out):
+    plane = plane_spec(spec)
+    padded = _depth_major("depth_taps_input", x, spec.pad_lo[0], spec.pad_hi[0])
+    size = (plane.batch, spec.out_channels, 1, *spec.out_size[1:])
+    total = workspace.borrow("depth_taps_total", math.prod(size), x.dtype).reshape(size)
+    part = workspace.borrow("depth_taps_part", math.prod(size), x.dtype).reshape(size)
+    for td in range(spec.kernel_size[0]):
+        _run(spec, plane, "forward", _tap_slices(spec, padded, td), _plane_kernel(w, td), part if td else total)
+        if td:
+            total += part
+    by_sample = total.reshape(spec.batch, spec.out_size[0], spec.out_channels, *spec.out_size[1:])
+    out[...] = by_sample.transpose(0, 2, 1, 3, 4)
+
+
+def backward_input(spec, grad_y, w, grad_x):
+    plane = plane_spec(spec)
+    moved = _depth_major("depth_taps_output", grad_y, 0, 0)
+    moved = moved.reshape(plane.batch, spec.out_channels, 1, *spec.out_size[1:])
+    depth = spec.in_size[0] + spec.pad_lo[0] + spec.pad_hi[0]
+    size = (spec.batch, depth, spec.in_channels, *spec.in_size[1:])
+    total = workspace.borrow("depth_taps_total", math.prod(size), grad_y.dtype).reshape(size)
+    total[...] = 0
+    part_size = (plane.batch, spec.in_channels, 1, *spec.in_size[1:])
+    part = workspace.borrow("depth_taps_part", math.prod(part_size), grad_y.dtype).reshape(part_size)
+    first_slices = spec.out_size[0]
+    for td in range(spec.kernel_size[0]):
+        _run(spec, plane, "input", moved, _plane_kernel(w, td), part)
+        first, step = td * spec.dilation[0], spec.stride[0]
+        total[:, first:first + step * (first_slices - 1) + 1:step] += part.reshape(
+            spec.batch, first_slices, spec.in_channels, *spec.in_size[1:])
+    interior = total[:, spec.pad_lo[0]:spec.pad_lo[0] + spec.in_size[0]]
+    grad_x[...] = interior.transpose(0, 2, 1, 3, 4)
+
+
+def backward_weight(spec, x, grad_y, grad_w):
+    plane = plane_spec(spec)
+    padded = _depth_major("depth_taps_input", x, spec.pad_lo[0], spec.pad_hi[0])
+    moved = _depth_major("depth_taps_output", grad_y, 0, 0)
+    moved = moved.reshape(plane.batch, spec.out_channels, 1, *spec.out_size[1:])
+    size = (spec.out_channels, spec.group_in_channels, 1, *spec.kernel_size[1:])
+    part = workspace.borrow("depth_taps_part", math.prod(size), x.dtype).reshape(size)
+    for td in range(spec.kernel_size[0]):
+        _run(spec, plane, "weight", _tap_slices(spec, padded, td), moved, part)
+        grad_w[:, :, td:td + 1] = part
+
