@@ -2,7 +2,7 @@
 
 ``algo="auto"`` on the CPU, per pass, in order, with ``P = (K / groups) * (C /
 groups) * prod(kernel)`` the size of each group's matrix product (its rows
-times its reduction). docs/decisions.md (D1-D8) holds the measurements behind
+times its reduction). docs/decisions.md (D1-D9) holds the measurements behind
 each rule; the command after each rule reproduces them.
 
 0. One input channel per group (depthwise layers with any kernel, stride,
@@ -17,7 +17,7 @@ each rule; the command after each rule reproduces them.
    ``DEPTHWISE_MIN_PLANE_OUTPUTS`` outputs, where ``depthwise``'s vectors
    along the rows are long enough and ``blocked``'s transposes of large
    planes cost more than they save. ``numbaconv bench --network
-   mobilenet_v2,depthwise_grouped --algo blocked,depthwise,direct`` (docs/decisions.md, B1).
+   mobilenet_v2,depthwise_grouped --algo blocked,depthwise,direct`` (docs/decisions.md, D2, BL1).
 1. ``winograd`` (F(4x4, 3x3)) for 3x3 stride-1 2-d problems with at least
    ``WINOGRAD_MIN_CHANNELS`` input channels per group and ``WINOGRAD_MIN_TILES``
    4x4 output tiles: its filter transform (36 K C/g values, ~100 flops each)
@@ -44,9 +44,10 @@ each rule; the command after each rule reproduces them.
    its passes over the grid are short and im2col's products are not.
    ``numbaconv bench --layer batch1_16ch,lenet_conv1,lenet_conv2,video3d,conv1x1_256to64
    --algo planar,im2col``.
-3. ``direct`` when ``P < DIRECT_PRODUCT_LIMIT`` (strided depthwise
-   convolutions): with so few rows and columns the GEMM algorithms spend more
-   on moving columns than on arithmetic. ``numbaconv.tune`` on a stride-2
+3. ``direct`` when ``P < DIRECT_PRODUCT_LIMIT`` (strided problems with few
+   channels a group that ``blocked`` leaves: lanes mostly empty): with so few
+   rows and columns the GEMM algorithms spend more on moving columns than on
+   arithmetic. ``numbaconv.tune`` on a stride-2
    depthwise problem (the command is in docs/decisions.md, D7).
 4. ``im2col`` otherwise, or ``direct`` where im2col's one-column blocks
    would not fit the workspace limit (direct borrows no scratch).
@@ -206,6 +207,19 @@ def _winograd_pays(spec, pass_name):
     reduced = {"forward": spec.group_in_channels, "input": spec.group_out_channels,
                "weight": min(spec.group_in_channels, spec.group_out_channels)}[pass_name]
     return tiles >= WINOGRAD_WIDE_MIN_TILES and reduced >= WINOGRAD_WIDE_MIN_CHANNELS
+
+
+def plane_algorithm(plane, pass_name: str):
+    """The module that runs one depth tap's 2-d pass for ``depth_taps``: the automatic choice, or
+    where that would place NaN or Inf otherwise than the reference through an operand, the choice
+    among those that do not (Winograd's results are checked by the engine)."""
+    module = choose("cpu", "auto", plane, pass_name)
+    if nonfinite_check(module, pass_name) not in (None, "result"):
+        module = choose_as_reference("cpu", plane, pass_name)
+    return module
+
+
+cpu_depth_taps.choose_plane_algorithm = plane_algorithm
 
 
 def _winograd_pays_per_tap(spec, pass_name):

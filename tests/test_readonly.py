@@ -63,7 +63,7 @@ def test_problems_reach_the_layout_dependent_paths():
     assert im2col._wide_blocking(specs["2d-stride2"], np.float64, 2) is None and im2col._gathers(specs["2d-stride2"])
     for name in ("2d-wide-rows", "2d-wide-rows-stride2", "1d-wide-rows-stride3"):
         assert not im2col._gathers(specs[name])
-    assert im2col._Blocking(specs["2d-1x1"], np.float64, 2).pointwise
+    assert im2col._pointwise(specs["2d-1x1"])
     assert planar.weight_columns(specs["2d-one-channel"]) and not planar.weight_columns(specs["2d-depthwise"])
     assert {a for _, a in SUPPORTED} == set(dispatch.REGISTRY["cpu"])
 

@@ -37,7 +37,7 @@ Workspace per thread: the copy, one row and the block's weights (doubled
 for the weight gradient's float64 sums).
 
 Speed: ``numbaconv bench --suite networks --network mobilenet_v2`` and the
-extra depthwise and grouped layers of the networks suite (docs/decisions.md, B1).
+extra depthwise and grouped layers of the networks suite (docs/decisions.md, D2, BL1).
 """
 import dataclasses
 import functools

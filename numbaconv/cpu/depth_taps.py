@@ -44,6 +44,9 @@ from .. import slices
 
 # Winograd's results are scanned by the engine when a tap's 2-d pass ran on it.
 INEXACT_NONFINITE = {"forward": "result", "input": "result", "weight": "result"}
+# (plane spec, pass name) -> the module that runs a tap's 2-d pass: set by numbaconv.dispatch,
+# which holds the rules and registers this module (importing it here would close a circle).
+choose_plane_algorithm = None
 
 
 def supports(spec):
@@ -69,20 +72,10 @@ def plane_spec(spec):
         dilation=(1,) + spec.dilation[1:], pad_lo=(0,) + spec.pad_lo[1:], pad_hi=(0,) + spec.pad_hi[1:])
 
 
-def _plane_algorithm(plane, pass_name):
-    """The 2-d algorithm of a tap's pass: the automatic choice, or where that would place NaN or
-    Inf otherwise than the reference through an operand, the choice among those that do not."""
-    from .. import dispatch   # dispatch registers this module: imported when a pass runs
-    module = dispatch.choose("cpu", "auto", plane, pass_name)
-    if dispatch.nonfinite_check(module, pass_name) not in (None, "result"):
-        module = dispatch.choose_as_reference("cpu", plane, pass_name)
-    return module
-
-
 def _run(spec, plane, pass_name, a, b, out):
     """One tap's 2-d pass, under the limit less what this pass holds."""
     with workspace.held_by_caller(_held_bytes(spec, out.itemsize)):
-        slices.run(_plane_algorithm(plane, pass_name), pass_name, plane, a, b, out)
+        slices.run(choose_plane_algorithm(plane, pass_name), pass_name, plane, a, b, out)
 
 
 def _depth_major(name, array, pad_lo, pad_hi):

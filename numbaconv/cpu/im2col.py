@@ -13,10 +13,7 @@ group,
 The matrix is never built whole: it is made and consumed in blocks of
 consecutive columns small enough to stay in a core's cache (``workspace.BLOCK_BYTES``),
 so unfolding costs cache writes rather than memory traffic; the blocks are
-made equal and as many as a multiple of the threads. A pointwise problem
-(1x1 kernel, stride 1, no padding, at least ``MIN_BLOCK_COLUMNS`` outputs a
-sample) needs no unfolding: its blocks are views of the input, and its input
-gradient is written in place. The threads take consecutive blocks in one
+made equal and as many as a multiple of the threads. The threads take consecutive blocks in one
 ``prange`` region; each unfolds its block and multiplies it with
 single-threaded BLAS calls from inside (``blas.gemm``, straight into the
 output's views, sample by sample); ``threads`` says why BLAS runs inside the
@@ -37,6 +34,17 @@ lenet_conv2,conv3x3_512,conv3x3_256 --algo im2col --pass forward`` with
 the true columns: a weight gradient over wide columns would multiply the
 dropped windows' inputs by zeros (``0 * inf`` is NaN where the reference has
 inf), and the input gradient would fold them back row run by row run.
+
+A pointwise problem (1x1 kernel, stride 1, no padding) needs no columns: a
+sample's input is its column matrix, on planes of any size. The threads take
+items of one sample and a block of the product's rows (as many blocks a
+sample as there are threads per sample), each a product of views straight
+into the result; the weight gradient's items are a sample and a block of its
+columns, summed into a partial per thread (blocks of grad_w's rows instead
+made narrow products, 0.5-0.8 of PyTorch on 56x56 planes). Blocks
+of columns spanning samples would copy the input first: on 14x14 and 7x7
+planes (fewer outputs than a block) that ran 1x1 layers at 0.4-0.8 of
+the same products by BLAS (docs/decisions.md, I3).
 
 FLOPs: ``2 N K (C/g) prod(out) prod(kernel)`` per pass, all in BLAS (times
 ``span / prod(out)`` over wide columns). Memory traffic: x, w and y once each,
@@ -337,31 +345,23 @@ class _Blocking(_ColumnBlocks):
         self.gathers_rows = _gathers(spec)
         widest = workspace.block_columns(_column_bytes(spec, self.dtype.itemsize), threads, self.columns,
                                          _held_bytes(spec, pass_name, self.dtype.itemsize, threads))
-        # pointwise (1x1, stride 1, no padding): a sample's input is its column matrix, so blocks
-        # within one sample are views of it, and the input gradient is written in place
-        self.pointwise = (all(k == 1 for k in spec.kernel_size) and spec.in_size == spec.out_size
-                          and self.positions >= workspace.MIN_BLOCK_COLUMNS)
-        if self.pointwise:
-            self.block = workspace.balanced_width(widest, self.positions, 1)
-        else:
-            self.block = workspace.balanced_width(widest, self.columns, threads)
+        self.block = workspace.balanced_width(widest, self.columns, threads)
 
     def scratch(self):
-        """(columns, runs, sources, geometry): the threads' column blocks (none where pointwise),
+        """(columns, runs, sources, geometry): the threads' column blocks,
         tables of row runs and of source offsets (where rows are gathered), and the problem's
         shape for :func:`_unfold` and :func:`_fold` as one array (:func:`_geometry`)."""
         s = self.spec
         taps = math.prod(s.kernel_size)
-        columns = self.per_thread("columns", 0 if self.pointwise else self.groups * self.rows * self.block)
+        columns = self.per_thread("columns", self.groups * self.rows * self.block)
         runs = self.per_thread("runs", taps * _most_runs(s, self.block) * 5, np.int64)
         sources = self.per_thread("offsets", taps * self.block if self.gathers_rows else 0, np.int64)
         geometry = np.array(s.kernel_size + s.out_size + s.stride + s.dilation + s.pad_lo + (self.gathers_rows,), np.int64)
         return columns, runs, sources, geometry
 
     def gathered(self):
-        """The threads' scratch for grad_y's columns of a block that spans samples (none where
-        pointwise: its blocks never do)."""
-        return self.per_thread("gathered", 0 if self.pointwise else self.spec.out_channels * self.block)
+        """The threads' scratch for grad_y's columns of a block that spans samples."""
+        return self.per_thread("gathered", self.spec.out_channels * self.block)
 
 
 class _WideBlocking(_ColumnBlocks):
@@ -429,19 +429,10 @@ def _forward_wide_blocks(source, w_matrix, out, block, span, shifts, padded_size
 
 
 @njit(inline="always", cache=True)
-def _block_of(number, block, positions, batch, pointwise):
-    """(first column, count) of block ``number``: cut at sample boundaries too where ``pointwise``."""
-    if pointwise:
-        per_sample = -(-positions // block)
-        first = number // per_sample * positions + number % per_sample * block
-        return first, min(block, positions - number % per_sample * block)
+def _block_of(number, block, columns):
+    """(first column, count) of block ``number`` of ``columns``."""
     first = number * block
-    return first, min(block, batch * positions - first)
-
-
-@njit(inline="always", cache=True)
-def _block_count(block, positions, batch, pointwise):
-    return batch * -(-positions // block) if pointwise else -(-(batch * positions) // block)
+    return first, min(block, columns - first)
 
 
 @njit(inline="always", cache=True)
@@ -454,15 +445,10 @@ def _geometry(numbers):
 
 
 @njit(nogil=True, cache=True)
-def _columns_of(x, first, count, groups, rows, pointwise, thread, columns, runs, sources, geometry):
-    """The block's column matrix (G, R, count): a view of ``x`` where ``pointwise`` (the block
-    lies in one sample), else unfolded (:func:`_unfold`) into ``thread``'s rows of the
-    scratch ``columns``, ``runs`` and ``sources``."""
+def _columns_of(x, first, count, groups, rows, thread, columns, runs, sources, geometry):
+    """The block's column matrix (G, R, count), unfolded (:func:`_unfold`) into ``thread``'s rows
+    of the scratch ``columns``, ``runs`` and ``sources``."""
     kernel_size, out_size, stride, dilation, pad_lo, gather = _geometry(geometry)
-    positions = out_size[0] * out_size[1] * out_size[2]
-    if pointwise:
-        sample, position = first // positions, first % positions
-        return x[sample].reshape(groups, rows, positions)[:, :, position:position + count]
     taps = kernel_size[0] * kernel_size[1] * kernel_size[2]
     cols = scratch(columns, thread, (groups, rows, count))
     _unfold(x, cols, runs[thread].reshape(taps, -1, 5), scratch(sources, thread, (taps, count if gather else 0)),
@@ -471,17 +457,17 @@ def _columns_of(x, first, count, groups, rows, pointwise, thread, columns, runs,
 
 
 @njit(parallel=True, cache=True)
-def _forward_blocks(x, w_matrix, out, block, pointwise, columns, runs, sources, geometry):
+def _forward_blocks(x, w_matrix, out, block, columns, runs, sources, geometry):
     """``out = w @ cols`` per group, the threads taking consecutive blocks of ``block`` columns,
     each product written straight into ``out`` sample by sample. Scratch rows per thread:
     ``columns``, ``runs`` and ``sources`` (:func:`_unfold`)."""
     threads, (groups, group_out, rows) = columns.shape[0], w_matrix.shape
     batch, positions = x.shape[0], out[0, 0].size
     for thread in prange(threads):
-        first_block, stop_block = share(_block_count(block, positions, batch, pointwise), thread, threads)
+        first_block, stop_block = share(-(-(batch * positions) // block), thread, threads)
         for number in range(first_block, stop_block):
-            first, count = _block_of(number, block, positions, batch, pointwise)
-            cols = _columns_of(x, first, count, groups, rows, pointwise, thread, columns, runs, sources, geometry)
+            first, count = _block_of(number, block, batch * positions)
+            cols = _columns_of(x, first, count, groups, rows, thread, columns, runs, sources, geometry)
             j = 0
             while j < count:   # the block's columns sample by sample
                 sample, position = (first + j) // positions, (first + j) % positions
@@ -513,37 +499,20 @@ def _gathered(grad_y, first, count, groups, group_out, thread, gathered):
 
 
 @njit(parallel=True, cache=True)
-def _weight_blocks(x, grad_y, block, pointwise, partials, gathered, columns, runs, sources, geometry):
+def _weight_blocks(x, grad_y, block, partials, gathered, columns, runs, sources, geometry):
     """``partials[thread, g] += grad_y (K/g, cols) @ cols.T`` over the thread's consecutive blocks
     of ``block`` columns (``partials`` zeroed by the caller). Scratch rows per thread:
     ``gathered`` (:func:`_gathered`), ``columns``, ``runs``, ``sources``."""
     threads, groups, group_out, rows = partials.shape
     batch, positions = x.shape[0], grad_y[0, 0].size
     for thread in prange(threads):
-        first_block, stop_block = share(_block_count(block, positions, batch, pointwise), thread, threads)
+        first_block, stop_block = share(-(-(batch * positions) // block), thread, threads)
         for number in range(first_block, stop_block):
-            first, count = _block_of(number, block, positions, batch, pointwise)
-            cols = _columns_of(x, first, count, groups, rows, pointwise, thread, columns, runs, sources, geometry)
+            first, count = _block_of(number, block, batch * positions)
+            cols = _columns_of(x, first, count, groups, rows, thread, columns, runs, sources, geometry)
             dy = _gathered(grad_y, first, count, groups, group_out, thread, gathered)
             for g in range(groups):
                 gemm(dy[g], cols[g].T, partials[thread, g], 1.0)
-
-
-@njit(parallel=True, cache=True)
-def _input_pointwise(grad_y, w_matrix, grad_x, block, threads):
-    """A pointwise input gradient in place: ``grad_x = w.T @ grad_y`` per group, the threads taking
-    consecutive blocks (cut at sample boundaries) of ``block`` columns."""
-    groups, group_out, rows = w_matrix.shape
-    batch, positions = grad_y.shape[0], grad_y[0, 0].size
-    for thread in prange(threads):
-        first_block, stop_block = share(_block_count(block, positions, batch, True), thread, threads)
-        for number in range(first_block, stop_block):
-            first, count = _block_of(number, block, positions, batch, True)
-            sample, position = first // positions, first % positions
-            dy = grad_y[sample].reshape(groups, group_out, positions)
-            dx = grad_x[sample].reshape(groups, rows, positions)
-            for g in range(groups):
-                gemm(w_matrix[g].T, dy[g, :, position:position + count], dx[g, :, position:position + count], 0.0)
 
 
 @njit(parallel=True, cache=True)
@@ -579,7 +548,70 @@ def _fold_block(grad_x, cols, first, thread, runs, sources, geometry):
           first, gather, kernel_size, out_size, stride, dilation, pad_lo)
 
 
+def _pointwise(spec):
+    """1x1 kernel, stride 1, no padding: a sample's input is its own column matrix."""
+    return all(k == 1 for k in spec.kernel_size) and spec.in_size == spec.out_size
+
+
+@njit(parallel=True, cache=True)
+def _pointwise_kernel(a, w_matrix, out, transposed, threads):
+    """A pointwise forward (``out[n, g] = w[g] @ a[n, g]``) or, ``transposed``, input gradient
+    (``out[n, g] = w[g].T @ a[n, g]``) for ``a`` (N, G, S, P), ``w_matrix`` (G, K/g, C/g), ``out``
+    (N, G, R, P): items (sample, block of the R result rows), about ``threads`` of them a
+    sample where the samples are fewer than the threads."""
+    batch, groups, rows = out.shape[0], out.shape[1], out.shape[2]
+    parts = max(1, threads // batch)
+    for thread in prange(threads):
+        first, stop = share(batch * parts, thread, threads)
+        for item in range(first, stop):
+            n, part = item // parts, item % parts
+            r0, r1 = share(rows, part, parts)
+            for g in range(groups):
+                if transposed:
+                    gemm(w_matrix[g, :, r0:r1].T, a[n, g], out[n, g, r0:r1], 0.0)
+                else:
+                    gemm(w_matrix[g, r0:r1], a[n, g], out[n, g, r0:r1], 0.0)
+
+
+@njit(parallel=True, cache=True)
+def _pointwise_weight_kernel(x, grad_y, partials):
+    """``partials[thread, g] = sum over the thread's items of grad_y[n, g, :, cols] @ x[n, g, :,
+    cols].T`` for ``x`` (N, G, C/g, P), ``grad_y`` (N, G, K/g, P): items (sample, block of the P
+    columns), about as many blocks a sample as threads per sample; the caller adds the
+    partials in thread order."""
+    threads, groups = partials.shape[0], partials.shape[1]
+    batch, positions = x.shape[0], x.shape[3]
+    parts = max(1, threads // batch)
+    for thread in prange(threads):
+        partials[thread] = 0
+        first, stop = share(batch * parts, thread, threads)
+        for item in range(first, stop):
+            n, part = item // parts, item % parts
+            c0, c1 = share(positions, part, parts)
+            for g in range(groups):
+                gemm(grad_y[n, g, :, c0:c1], x[n, g, :, c0:c1].T, partials[thread, g], 1.0)
+
+
+def _pointwise_run(spec, pass_name, a, b, out):
+    """A pointwise pass (FLOPs ``2 N K (C/g) P``; memory: the operands once; scratch: the weight
+    gradient's partial sums per thread)."""
+    groups, positions, threads = spec.groups, math.prod(spec.out_size), thread_count()
+    by_group = lambda array: array.reshape(array.shape[0], groups, -1, positions)  # noqa: E731
+    with single_threaded_blas():
+        if pass_name == "weight":
+            shape = (threads, groups, spec.group_out_channels, spec.group_in_channels)
+            partials = workspace.borrow("im2col_partials", math.prod(shape), a.dtype).reshape(shape)
+            _pointwise_weight_kernel(by_group(a), by_group(b), partials)
+            add_partials(partials.reshape(threads, 1, -1), out.reshape(1, -1))
+            return
+        w_matrix = b.reshape(groups, spec.group_out_channels, spec.group_in_channels)
+        _pointwise_kernel(by_group(a), w_matrix, by_group(out), pass_name == "input", threads)
+
+
 def forward(spec, x, w, out):
+    if _pointwise(spec):
+        _pointwise_run(spec, "forward", x, w, out)
+        return
     threads = thread_count()
     w_matrix = w.reshape(spec.groups, spec.group_out_channels, -1)
     wide = _wide_blocking(spec, x.dtype, threads)
@@ -591,29 +623,32 @@ def forward(spec, x, w, out):
                                  wide.per_thread("wide_products", spec.out_channels * wide.block))
             return
         blocking = _Blocking(spec, x.dtype, threads)
-        _forward_blocks(x, w_matrix, out, blocking.block, blocking.pointwise, *blocking.scratch())
+        _forward_blocks(x, w_matrix, out, blocking.block, *blocking.scratch())
 
 
 def backward_weight(spec, x, grad_y, grad_w):
     """A partial ``grad_w`` per thread over its blocks, the partials added in thread order (the
     same rounding every run)."""
+    if _pointwise(spec):
+        _pointwise_run(spec, "weight", x, grad_y, grad_w)
+        return
     blocking = _Blocking(spec, x.dtype, thread_count(), "weight")
     shape = (blocking.threads, spec.groups, spec.group_out_channels, blocking.rows)
     partials = workspace.borrow("im2col_partials", math.prod(shape), x.dtype).reshape(shape)
     partials[...] = 0
     with single_threaded_blas():
-        _weight_blocks(x, grad_y, blocking.block, blocking.pointwise, partials, blocking.gathered(),
+        _weight_blocks(x, grad_y, blocking.block, partials, blocking.gathered(),
                        *blocking.scratch())
     add_partials(partials.reshape(blocking.threads, 1, -1), grad_w.reshape(1, -1))
 
 
 def backward_input(spec, grad_y, w, grad_x):
+    if _pointwise(spec):
+        _pointwise_run(spec, "input", grad_y, w, grad_x)
+        return
     blocking = _Blocking(spec, w.dtype, thread_count(), "input")
     w_matrix = w.reshape(spec.groups, spec.group_out_channels, blocking.rows)
     with single_threaded_blas():
-        if blocking.pointwise:
-            _input_pointwise(grad_y, w_matrix, grad_x, blocking.block, blocking.threads)
-            return
         # a thread folds whole samples: several per block where a sample has fewer outputs than a
         # block has columns (one product over several small samples: docs/decisions.md, I4)
         samples_per_share = max(1, min(blocking.block // blocking.positions, -(-spec.batch // blocking.threads)))
