@@ -5,19 +5,21 @@ groups) * prod(kernel)`` the size of each group's matrix product (its rows
 times its reduction). docs/decisions.md (D1-D9) holds the measurements behind
 each rule; the command after each rule reproduces them.
 
-0. One input channel per group (depthwise layers with any kernel, stride,
-   dilation or multiplier, and stems on one-channel data such as audio or
-   greyscale images): ``blocked`` (SIMD lanes across channels) where its
-   blocks of lanes are at least ``BLOCKED_MIN_LANE_FILL`` full (the output
-   channels', or for the input gradient the input channels'; its taps run
-   at about a third of the dense algorithms' rate, so empty lanes sink it
-   on compute-heavy problems such as LeNet's 1 -> 20 5x5), except
-   the forward and input gradient of the problems ``depthwise`` runs (3x3,
-   stride 1, "same" padding) on planes of at least
-   ``DEPTHWISE_MIN_PLANE_OUTPUTS`` outputs, where ``depthwise``'s vectors
-   along the rows are long enough and ``blocked``'s transposes of large
-   planes cost more than they save. ``numbaconv bench --network
-   mobilenet_v2,depthwise_grouped --algo blocked,depthwise,direct`` (docs/decisions.md, D2, BL1).
+0. Depthwise problems (one input channel per group, ``groups > 1``): at
+   stride 1 on planes of at least ``PLANAR_DEPTHWISE_MIN_OUTPUTS`` outputs
+   ``planar`` (its rows along whole padded planes are long enough to pay for
+   its plane copies); else ``blocked`` (SIMD lanes across channels, any
+   kernel, stride, dilation or multiplier) where its 16-lane blocks are at
+   least ``BLOCKED_MIN_LANE_FILL`` full (the output channels', or for the
+   input gradient the input channels'; its taps run at about a third of the
+   dense algorithms' rate, so empty lanes sink it on compute-heavy problems),
+   except the forward and input gradient of the problems ``depthwise`` runs
+   (3x3, stride 1, "same" padding) on planes of at least
+   ``DEPTHWISE_MIN_PLANE_OUTPUTS`` outputs; ``depthwise`` also for the
+   problems it runs that ``blocked`` leaves. One-channel stems (``groups =
+   1``) go by the rules below. ``numbaconv bench --network
+   mobilenet_v2,depthwise_grouped --algo planar,blocked,depthwise,direct``
+   (docs/decisions.md, D2, BL1).
 1. ``winograd`` (F(4x4, 3x3)) for 3x3 stride-1 2-d problems with at least
    ``WINOGRAD_MIN_CHANNELS`` input channels per group and ``WINOGRAD_MIN_TILES``
    4x4 output tiles: its filter transform (36 K C/g values, ~100 flops each)
@@ -79,6 +81,7 @@ REGISTRY = {
 DIRECT_PRODUCT_LIMIT = 32
 DEPTHWISE_MIN_PLANE_OUTPUTS = 128
 BLOCKED_MIN_LANE_FILL = 0.75
+PLANAR_DEPTHWISE_MIN_OUTPUTS = 784
 PLANAR_PRODUCT_LIMIT = 32768
 PLANAR_SMALL_PLANE_PRODUCT = 4096
 PLANAR_MIN_PLANE_OUTPUTS = 128
@@ -169,12 +172,10 @@ def _auto_cpu(spec, runnable, pass_name):
     """The CPU algorithm "auto" picks for one pass (rule in the module docstring)."""
     taps = math.prod(spec.kernel_size)
     product = spec.group_out_channels * spec.group_in_channels * taps
-    lanes_full = cpu_blocked.lane_fill(spec.in_channels if pass_name == "input" else spec.out_channels)
-    if spec.group_in_channels == 1 and "blocked" in runnable and lanes_full >= BLOCKED_MIN_LANE_FILL:
-        rows_pay = "depthwise" in runnable and math.prod(spec.out_size) >= DEPTHWISE_MIN_PLANE_OUTPUTS
-        return "depthwise" if rows_pay and pass_name != "weight" else "blocked"
-    if "depthwise" in runnable:
-        return "depthwise"
+    if spec.group_in_channels == 1 and spec.groups > 1:
+        choice = _depthwise_choice(spec, runnable, pass_name)
+        if choice is not None:
+            return choice
     if "depth_taps" in runnable and _winograd_pays_per_tap(spec, pass_name):
         return "depth_taps"
     if "winograd" in runnable and _winograd_pays(spec, pass_name):
@@ -184,6 +185,18 @@ def _auto_cpu(spec, runnable, pass_name):
     if "im2col" in runnable and (product >= DIRECT_PRODUCT_LIMIT or "direct" not in runnable):
         return "im2col"
     return "direct"
+
+
+def _depthwise_choice(spec, runnable, pass_name):
+    """Rule 0 of the module docstring, or None where no depthwise algorithm takes the problem."""
+    outputs = math.prod(spec.out_size)
+    if "planar" in runnable and outputs >= PLANAR_DEPTHWISE_MIN_OUTPUTS:
+        return "planar"
+    lanes_full = cpu_blocked.lane_fill(spec.in_channels if pass_name == "input" else spec.out_channels)
+    if "blocked" in runnable and lanes_full >= BLOCKED_MIN_LANE_FILL:
+        rows_pay = "depthwise" in runnable and outputs >= DEPTHWISE_MIN_PLANE_OUTPUTS
+        return "depthwise" if rows_pay and pass_name != "weight" else "blocked"
+    return "depthwise" if "depthwise" in runnable else None
 
 
 def _planar_pays(spec, product, taps):

@@ -389,17 +389,22 @@ def test_auto_thresholds_hold_at_their_boundaries():
     assert dispatch.PLANAR_PRODUCT_LIMIT == 32768
     assert _auto((1, 64, 20, 20), (56, 64, 3, 3), stride=1, padding=0, dilation=2) == "planar"    # P = 32256
     assert _auto((1, 64, 20, 20), (57, 64, 3, 3), dilation=2) == "im2col"          # P = 32832 >= 32768
-    # depthwise problems: blocked from 3/4 full lanes, but depthwise's forward and input gradient
-    # from 128 outputs a plane
+    # depthwise problems: planar at stride 1 from 784 outputs a plane; else blocked from 3/4 full
+    # lanes, but depthwise's forward and input gradient from 128 outputs a plane
+    assert dispatch.PLANAR_DEPTHWISE_MIN_OUTPUTS == 784
     assert dispatch.DEPTHWISE_MIN_PLANE_OUTPUTS == 128 and dispatch.BLOCKED_MIN_LANE_FILL == 0.75
-    assert _auto((2, 16, 8, 16), (16, 1, 3, 3), padding=1, groups=16) == "depthwise"         # 8x16
+    for pass_name in ("forward", "input", "weight"):
+        assert _auto((2, 16, 28, 28), (16, 1, 3, 3), pass_name, padding=1, groups=16) == "planar"    # 784
+    assert _auto((2, 16, 28, 27), (16, 1, 3, 3), padding=1, groups=16) == "depthwise"            # 756
+    assert _auto((2, 16, 8, 16), (16, 1, 3, 3), padding=1, groups=16) == "depthwise"             # 8x16
     assert _auto((2, 16, 8, 16), (16, 1, 3, 3), "input", padding=1, groups=16) == "depthwise"
     assert _auto((2, 16, 8, 16), (16, 1, 3, 3), "weight", padding=1, groups=16) == "blocked"
-    assert _auto((2, 16, 8, 15), (16, 1, 3, 3), padding=1, groups=16) == "blocked"           # 8x15 = 120
-    assert _auto((2, 16, 32, 32), (16, 1, 3, 3), stride=2, padding=1, groups=16) == "blocked"   # not depthwise's
-    assert _auto((2, 16, 32, 32), (16, 1, 7, 7), padding=3, groups=16) == "blocked"
-    assert _auto((2, 24, 32, 32), (24, 1, 7, 7), padding=3, groups=24) == "blocked"          # 24 of 32 lanes
-    assert _auto((2, 23, 32, 32), (23, 1, 7, 7), padding=3, groups=23) != "blocked"          # 23 of 32
+    assert _auto((2, 16, 8, 15), (16, 1, 3, 3), padding=1, groups=16) == "blocked"               # 8x15 = 120
+    assert _auto((2, 16, 64, 64), (16, 1, 3, 3), stride=2, padding=1, groups=16) == "blocked"    # not planar's
+    assert _auto((2, 16, 20, 20), (16, 1, 7, 7), padding=3, groups=16) == "blocked"
+    assert _auto((2, 24, 20, 20), (24, 1, 7, 7), padding=3, groups=24) == "blocked"              # 24 of 32 lanes
+    assert _auto((2, 23, 20, 20), (23, 1, 7, 7), padding=3, groups=23) != "blocked"              # 23 of 32
+    assert _auto((2, 1, 20, 20), (32, 1, 3, 3), padding=1) != "blocked"                          # groups = 1
     # depth_taps where one depth tap's 2-d problem is Winograd's: 8 slices x 16 tiles = 128 tiles
     assert _auto((1, 8, 8, 16, 16), (8, 8, 3, 3, 3), padding=1) == "depth_taps"
     assert _auto((1, 8, 7, 16, 16), (8, 8, 3, 3, 3), padding=1) != "depth_taps"          # 112 tiles
@@ -410,7 +415,7 @@ def test_auto_thresholds_hold_at_their_boundaries():
     assert _auto((1, 31, 9, 9), (31, 1, 1, 1), stride=2, groups=31) == "blocked"  # depthwise: rule 0
     assert _auto((1, 2, 9, 9), (16, 2, 1, 1), stride=2) == "im2col"               # P = 32
     assert _auto((1, 2, 9, 9), (15, 2, 1, 1), stride=2) == "direct"               # P = 30
-    assert _auto((1, 1, 9, 9), (31, 1, 1, 1), stride=2) == "blocked"              # one input channel: rule 0
+    assert _auto((1, 1, 9, 9), (31, 1, 1, 1), stride=2) == "direct"               # P = 31, groups = 1
     # winograd from 8 channels a group and 128 tiles (4x4): 32x64 outputs = 8x16 tiles
     assert dispatch.WINOGRAD_MIN_CHANNELS == 8 and dispatch.WINOGRAD_MIN_TILES == 128
     assert _auto((1, 8, 32, 64), (8, 8, 3, 3), padding=1) == "winograd"

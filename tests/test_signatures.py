@@ -158,18 +158,21 @@ def test_auto_rule(monkeypatch):
     for algo, spec in picks:
         for pass_name in ("forward", "input", "weight"):
             assert dispatch.choose("cpu", "auto", spec.as_3d(), pass_name) is dispatch.REGISTRY["cpu"][algo], algo
-    # depthwise (with a channel multiplier, dilated, strided): blocked, but depthwise's forward and
-    # input gradient on its own problems (3x3, "same" size) from 128 outputs a plane
+    # depthwise (with a channel multiplier, dilated, strided): planar from 784 outputs a plane at
+    # stride 1, else blocked, but depthwise's forward and input gradient on its own problems (3x3,
+    # "same" size) from 128 outputs a plane; one-channel stems by the dense rules
     for depthwise, picks in ((ConvSpec.create((8, 16, 28, 28), (32, 1, 3, 3), padding=1, groups=16),
+                              ("planar",) * 3),
+                             (ConvSpec.create((8, 16, 14, 14), (32, 1, 3, 3), padding=1, groups=16),
                               ("depthwise", "depthwise", "blocked")),
                              (ConvSpec.create((2, 16, 9, 9), (16, 1, 3, 3), padding=2, dilation=2, groups=16),
                               ("blocked",) * 3),
                              (ConvSpec.create((2, 16, 28, 28), (16, 1, 5, 5), stride=2, padding=2, groups=16),
                               ("blocked",) * 3),
-                             # one input channel: the input gradient's lanes would be 1 of 16 full
-                             (ConvSpec.create((64, 1, 28, 28), (32, 1, 3, 3)), ("blocked", "planar", "blocked"))):
+                             (ConvSpec.create((64, 1, 28, 28), (32, 1, 3, 3)), ("planar",) * 3)):
         for pass_name, algo in zip(("forward", "input", "weight"), picks):
-            assert dispatch.choose("cpu", "auto", depthwise.as_3d(), pass_name) is dispatch.REGISTRY["cpu"][algo]
+            assert dispatch.choose("cpu", "auto", depthwise.as_3d(), pass_name) is dispatch.REGISTRY["cpu"][algo], \
+                (depthwise, pass_name)
     # 32 tiles: Winograd by filter blocks for the passes that reduce over 256 channels (the weight
     # gradient: over both)
     for channels, out_channels, expected in ((512, 512, ("winograd", "winograd", "winograd")),

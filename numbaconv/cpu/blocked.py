@@ -2,12 +2,12 @@
 
 Each work item is one sample and one block of ``LANES`` channels (output
 channels for the forward and the weight gradient, input channels for the
-input gradient). The item's operand planes are first copied, transposed,
-into per-thread scratch in a channels-last layout ``(S, D, H, W, LANES)``:
-lane ``l`` of source ``s`` holds the ``s``-th channel that lane's channel
-reads (``S = C/g`` for a block of output channels, ``K/g`` for a block of
-input channels; with a channel multiplier neighbouring lanes may hold the
-same channel). Every tap is then one vector multiply-add of ``LANES``
+input gradient). The item's ``S`` source planes (``S = C/g`` for a block of
+output channels, ``K/g`` for a block of input channels) are copied one at a
+time, transposed, into per-thread scratch in a channels-last layout ``(D,
+H, W, LANES)``: lane ``l`` of source ``s`` holds the ``s``-th channel that
+lane's channel reads (with a channel multiplier neighbouring lanes may hold
+the same channel). Every tap is then one vector multiply-add of ``LANES``
 weights with ``LANES`` inputs, at any stride, dilation, kernel size and
 padding, and small planes pay no per-plane loop overhead: the way oneDNN and
 XNNPACK run depthwise layers.
@@ -31,10 +31,11 @@ stride-1 input gradient, where the weights also meet the zeros bordering
 
 FLOPs: ``2 N K (C/g) prod(out) prod(kernel)`` per pass (a last, partial
 block of lanes computes on zeros). Memory traffic: each pass reads its two
-operands once and writes its result once; an item's transposed copy (``S``
-bordered planes of ``LANES`` channels) is written and read back from L2.
-Workspace per thread: the copy, one row and the block's weights (doubled
-for the weight gradient's float64 sums).
+operands once and writes its result once; an item's transposed copies (a
+bordered plane of ``LANES`` channels each) are written and read back from
+L2. Workspace per thread: one bordered plane, the item's channels-last
+output planes and the block's weights; the weight gradient's float64 sums
+per thread.
 
 Speed: ``numbaconv bench --suite networks --network mobilenet_v2`` and the
 extra depthwise and grouped layers of the networks suite (docs/decisions.md, D2, BL1).
@@ -72,9 +73,9 @@ def _grid(spec):
 
 
 def _scratch_elements(spec, pass_name):
-    """One thread's scratch for a pass, in elements (:func:`_carve`): the bordered grids, the
-    channels-last output planes (the output gradient's, for the input gradient), the block's
-    weights (or the weight gradient's row sums)."""
+    """One thread's scratch for a pass, in elements (:func:`_carve`): the bordered grid (of one
+    source plane), the channels-last output planes (the output gradient's, for the input
+    gradient's scatter), the block's weights (or the weight gradient's row sums)."""
     taps, outputs, grid = math.prod(spec.kernel_size), math.prod(spec.out_size), math.prod(_grid(spec))
     correlation = _input_correlation(spec) if pass_name == "input" else None
     if correlation is not None:
@@ -83,7 +84,7 @@ def _scratch_elements(spec, pass_name):
         sources = spec.group_out_channels
         return (grid + sources * outputs + sources * taps) * LANES
     sources = spec.group_in_channels
-    return (sources * grid + outputs + sources * taps) * LANES
+    return (grid + outputs + sources * taps) * LANES
 
 
 def _input_correlation(spec):
@@ -191,13 +192,11 @@ def _pack_weights(w, lane0, lane_channels, per_group, across_inputs, block):
 
 
 @njit(inline="always", cache=True)
-def _gather_grid(x_flat, n, lane0, lane_channels, per_group, in_channels, in_plane, grid_table, offsets, grid,
-                 sources):
-    """Each source plane of an item, channels-last, into the interior of its bordered grid."""
-    grid_plane = grid.size // sources
-    for s in range(sources):
-        _lane_planes(offsets, n, lane0, lane_channels, per_group, sources, s, in_channels, in_plane)
-        _planes_to_lanes(x_flat, offsets, in_plane, grid, grid_table, s * grid_plane)
+def _gather_grid(x_flat, n, lane0, lane_channels, per_group, sources, s, in_channels, grid_table, offsets, grid):
+    """An item's ``s``-th source plane, channels-last, into the interior of the bordered grid."""
+    in_plane = grid_table.size
+    _lane_planes(offsets, n, lane0, lane_channels, per_group, sources, s, in_channels, in_plane)
+    _planes_to_lanes(x_flat, offsets, in_plane, grid, grid_table, 0)
 
 
 @njit(parallel=True, cache=True, fastmath={"contract"})
@@ -211,28 +210,27 @@ def _forward_kernel(x, w, kernel, stride, dilation, grid_shape, grid_table, out_
     blocks = (out_channels + LANES - 1) // LANES
     outputs = out_d * out_h * out_w
     grid_plane = grid_shape[0] * grid_shape[1] * grid_shape[2] * LANES
-    in_plane = grid_table.size
     grid_row = dilation[1] * grid_shape[2] * LANES   # from one kernel row's taps to the next's
     x_flat, y_flat = x.reshape(-1), y.reshape(-1)
     threads = rows.shape[0]
     for thread in prange(threads):
-        grid, lanes, block = _carve(rows[thread], sources * grid_plane, outputs * LANES, sources * taps * LANES)
+        grid, lanes, block = _carve(rows[thread], grid_plane, outputs * LANES, sources * taps * LANES)
         grid[:] = 0
         offsets = np.empty(LANES, np.int64)
         first, stop = share(batch * blocks, thread, threads)
         for item in range(first, stop):
             n, lane0 = item // blocks, item % blocks * LANES
-            _gather_grid(x_flat, n, lane0, out_channels, per_group, in_channels, in_plane, grid_table, offsets, grid,
-                         sources)
             _pack_weights(w, lane0, out_channels, per_group, False, block)
             lanes[:outputs * LANES] = 0
-            for od in range(out_d):
-                for oh in range(out_h):
-                    out_row = (od * out_h + oh) * out_w * LANES
-                    for j in range(sources):
+            for j in range(sources):   # one source plane in the grid at a time
+                _gather_grid(x_flat, n, lane0, out_channels, per_group, sources, j, in_channels, grid_table, offsets,
+                             grid)
+                for od in range(out_d):
+                    for oh in range(out_h):
+                        out_row = (od * out_h + oh) * out_w * LANES
                         for td in range(kernel[0]):
-                            grid_at = j * grid_plane + ((od * stride[0] + td * dilation[0]) * grid_shape[1]
-                                                        + oh * stride[1]) * grid_shape[2] * LANES
+                            grid_at = ((od * stride[0] + td * dilation[0]) * grid_shape[1]
+                                       + oh * stride[1]) * grid_shape[2] * LANES
                             weights = (j * kernel[0] + td) * kernel[1] * kernel[2] * LANES
                             _correlate_row(lanes, out_row, block, weights, grid, grid_at, grid_row, out_w, stride[2],
                                            dilation[2], kernel[1], kernel[2])
@@ -298,11 +296,10 @@ def _weight_kernel(x, grad_y, kernel, stride, dilation, grid_shape, grid_table, 
     blocks = (out_channels + LANES - 1) // LANES
     outputs = out_d * out_h * out_w
     grid_plane = grid_shape[0] * grid_shape[1] * grid_shape[2] * LANES
-    in_plane = grid_table.size
     x_flat, grad_y_flat = x.reshape(-1), grad_y.reshape(-1)
     threads = rows.shape[0]
     for thread in prange(threads):
-        grid, lanes, row_sums = _carve(rows[thread], sources * grid_plane, outputs * LANES, sources * taps * LANES)
+        grid, lanes, row_sums = _carve(rows[thread], grid_plane, outputs * LANES, taps * LANES)
         grid[:] = 0
         thread_sums = sums[thread]
         thread_sums[...] = 0
@@ -311,27 +308,27 @@ def _weight_kernel(x, grad_y, kernel, stride, dilation, grid_shape, grid_table, 
         for item in range(first, stop):
             n, block = item // blocks, item % blocks
             lane0 = block * LANES
-            _gather_grid(x_flat, n, lane0, out_channels, per_group, in_channels, in_plane, grid_table, offsets, grid,
-                         sources)
             _lane_planes(offsets, n, lane0, out_channels, 1, 1, 0, out_channels, outputs)
             _planes_to_lanes(grad_y_flat, offsets, outputs, lanes, out_table, 0)
-            for od in range(out_d):
-                for oh in range(out_h):
-                    out_row = (od * out_h + oh) * out_w * LANES
-                    row_sums[:] = 0
-                    for j in range(sources):
+            for j in range(sources):   # one source plane in the grid at a time
+                _gather_grid(x_flat, n, lane0, out_channels, per_group, sources, j, in_channels, grid_table, offsets,
+                             grid)
+                source_sums = thread_sums[block, j * taps * LANES:(j + 1) * taps * LANES]
+                for od in range(out_d):
+                    for oh in range(out_h):
+                        out_row = (od * out_h + oh) * out_w * LANES
+                        row_sums[:] = 0
                         for td in range(kernel[0]):
                             for th in range(kernel[1]):
-                                grid_row = j * grid_plane + ((od * stride[0] + td * dilation[0]) * grid_shape[1]
-                                                             + oh * stride[1] + th * dilation[1]) * grid_shape[2] * LANES
+                                grid_row = ((od * stride[0] + td * dilation[0]) * grid_shape[1]
+                                            + oh * stride[1] + th * dilation[1]) * grid_shape[2] * LANES
                                 for tw in range(kernel[2]):
-                                    tap = ((j * kernel[0] + td) * kernel[1] + th) * kernel[2] + tw
+                                    tap = (td * kernel[1] + th) * kernel[2] + tw
                                     add_product_sums(row_sums, tap * LANES, 0, lanes, out_row, LANES, 0,
                                                      grid, grid_row + tw * dilation[2] * LANES, stride[2] * LANES, 0, 0,
                                                      out_w, 1)
-                    block_sums = thread_sums[block]
-                    for i in range(row_sums.size):
-                        block_sums[i] += row_sums[i]
+                        for i in range(row_sums.size):
+                            source_sums[i] += row_sums[i]
 
 
 def _arguments(spec):
