@@ -29,6 +29,7 @@ CASES = [
     ("2d-depthwise-dilated-wide", (1, 5, 11, 33), (5, 1, 3, 3), 1, (2, 1), (2, 1), 5),
     ("2d-1x1-strided", (2, 6, 7, 5), (5, 6, 1, 1), 2, 0, 1, 1),
     ("2d-1x1-groups", (2, 6, 17, 16), (4, 3, 1, 1), 1, 0, 1, 2),
+    ("2d-1x1-wide-small-plane", (3, 8, 3, 3), (24, 4, 1, 1), 1, 0, 1, 2),   # more rows than outputs a plane
     ("2d-kernel-equals-input", (2, 3, 5, 4), (4, 3, 5, 4), 1, 0, 1, 1),
     ("2d-kernel-larger-than-input", (2, 2, 3, 3), (3, 2, 5, 5), 1, 1, 1, 1),
     ("2d-batch1-valid", (1, 5, 10, 6), (3, 5, 4, 3), (3, 2), "valid", 1, 1),

@@ -41,7 +41,10 @@ items of one sample and a block of the product's rows (as many blocks a
 sample as there are threads per sample), each a product of views straight
 into the result; the weight gradient's items are a sample and a block of its
 columns, summed into a partial per thread (blocks of grad_w's rows instead
-made narrow products, 0.5-0.8 of PyTorch on 56x56 planes). Blocks
+made narrow products, 0.5-0.8 of PyTorch on 56x56 planes). Where the weight
+matrix outweighs a sample's columns (more result rows than outputs a
+sample: 7x7 planes of wide layers), each thread takes a block of rows for
+every sample instead, streaming only its share of the weights. Blocks
 of columns spanning samples would copy the input first: on 14x14 and 7x7
 planes (fewer outputs than a block) that ran 1x1 layers at 0.4-0.8 of
 the same products by BLAS (docs/decisions.md, I3).
@@ -553,34 +556,53 @@ def _pointwise(spec):
     return all(k == 1 for k in spec.kernel_size) and spec.in_size == spec.out_size
 
 
+@njit(inline="always", cache=True)
+def _pointwise_items(batch, rows, positions, threads):
+    """``(samples an item takes, blocks of rows a sample)``: where the weight matrix outweighs a
+    sample's columns (``rows > positions``, small planes) every item takes all the samples and a
+    block of rows, so each thread streams only its share of the weights; else items of one
+    sample, split into blocks of rows only where the samples are fewer than the threads."""
+    if rows > positions:
+        return batch, threads
+    return 1, max(1, threads // batch)
+
+
 @njit(parallel=True, cache=True)
 def _pointwise_kernel(a, w_matrix, out, transposed, threads):
     """A pointwise forward (``out[n, g] = w[g] @ a[n, g]``) or, ``transposed``, input gradient
     (``out[n, g] = w[g].T @ a[n, g]``) for ``a`` (N, G, S, P), ``w_matrix`` (G, K/g, C/g), ``out``
-    (N, G, R, P): items (sample, block of the R result rows), about ``threads`` of them a
-    sample where the samples are fewer than the threads."""
-    batch, groups, rows = out.shape[0], out.shape[1], out.shape[2]
-    parts = max(1, threads // batch)
+    (N, G, R, P): items of samples and a block of the R result rows (:func:`_pointwise_items`)."""
+    batch, groups, rows, positions = out.shape
+    together, parts = _pointwise_items(batch, rows, positions, threads)
     for thread in prange(threads):
-        first, stop = share(batch * parts, thread, threads)
+        first, stop = share(batch // together * parts, thread, threads)
         for item in range(first, stop):
-            n, part = item // parts, item % parts
+            n0, part = item // parts * together, item % parts
             r0, r1 = share(rows, part, parts)
-            for g in range(groups):
-                if transposed:
-                    gemm(w_matrix[g, :, r0:r1].T, a[n, g], out[n, g, r0:r1], 0.0)
-                else:
-                    gemm(w_matrix[g, r0:r1], a[n, g], out[n, g, r0:r1], 0.0)
+            for n in range(n0, n0 + together):
+                for g in range(groups):
+                    if transposed:
+                        gemm(w_matrix[g, :, r0:r1].T, a[n, g], out[n, g, r0:r1], 0.0)
+                    else:
+                        gemm(w_matrix[g, r0:r1], a[n, g], out[n, g, r0:r1], 0.0)
 
 
 @njit(parallel=True, cache=True)
-def _pointwise_weight_kernel(x, grad_y, partials):
-    """``partials[thread, g] = sum over the thread's items of grad_y[n, g, :, cols] @ x[n, g, :,
-    cols].T`` for ``x`` (N, G, C/g, P), ``grad_y`` (N, G, K/g, P): items (sample, block of the P
-    columns), about as many blocks a sample as threads per sample; the caller adds the
-    partials in thread order."""
+def _pointwise_weight_kernel(x, grad_y, grad_w, partials):
+    """``grad_w[g] = sum over n of grad_y[n, g] @ x[n, g].T`` for ``x`` (N, G, C/g, P), ``grad_y``
+    (N, G, K/g, P), ``grad_w`` (G, K/g, C/g). Small planes (``K/g > P``): the threads take blocks
+    of grad_w's rows, adding the samples' products into them in sample order. Else items of a
+    sample and a block of its columns, summed into ``partials[thread]`` (the caller adds the
+    partials in thread order)."""
     threads, groups = partials.shape[0], partials.shape[1]
-    batch, positions = x.shape[0], x.shape[3]
+    batch, rows, positions = x.shape[0], grad_w.shape[1], x.shape[3]
+    if rows > positions:
+        for thread in prange(threads):
+            r0, r1 = share(rows, thread, threads)
+            for g in range(groups):
+                for n in range(batch):
+                    gemm(grad_y[n, g, r0:r1], x[n, g].T, grad_w[g, r0:r1], 1.0 if n else 0.0)
+        return
     parts = max(1, threads // batch)
     for thread in prange(threads):
         partials[thread] = 0
@@ -599,10 +621,14 @@ def _pointwise_run(spec, pass_name, a, b, out):
     by_group = lambda array: array.reshape(array.shape[0], groups, -1, positions)  # noqa: E731
     with single_threaded_blas():
         if pass_name == "weight":
+            grad_w = out.reshape(groups, spec.group_out_channels, spec.group_in_channels)
+            by_rows = spec.group_out_channels > positions
             shape = (threads, groups, spec.group_out_channels, spec.group_in_channels)
-            partials = workspace.borrow("im2col_partials", math.prod(shape), a.dtype).reshape(shape)
-            _pointwise_weight_kernel(by_group(a), by_group(b), partials)
-            add_partials(partials.reshape(threads, 1, -1), out.reshape(1, -1))
+            partials = workspace.borrow("im2col_partials", 0 if by_rows else math.prod(shape), a.dtype)
+            partials = partials.reshape((threads, groups, 0, 0) if by_rows else shape)
+            _pointwise_weight_kernel(by_group(a), by_group(b), grad_w, partials)
+            if not by_rows:
+                add_partials(partials.reshape(threads, 1, -1), out.reshape(1, -1))
             return
         w_matrix = b.reshape(groups, spec.group_out_channels, spec.group_in_channels)
         _pointwise_kernel(by_group(a), w_matrix, by_group(out), pass_name == "input", threads)
