@@ -40,7 +40,7 @@ def _assert_same_pattern(actual, expected, what):
 # --- NaN and Inf under algo="auto" ----------------------------------------------------------------
 
 # (x shape, w shape, options): problems where "auto" picks each algorithm that places NaN/Inf
-# differently for some pass (winograd, depthwise, planar, direct) and one where it picks im2col.
+# differently for some pass (winograd, depthwise, planar, blocked, depth_taps) and one where it picks im2col.
 NONFINITE_PROBLEMS = [
     ((2, 16, 32, 32), (16, 16, 3, 3), dict(padding=1)),                       # winograd
     ((2, 16, 12, 12), (16, 1, 3, 3), dict(padding=1, groups=16)),            # depthwise (blocked: weight)
@@ -48,6 +48,7 @@ NONFINITE_PROBLEMS = [
     ((2, 16, 9, 9), (16, 1, 3, 3), dict(stride=2, padding=1, groups=16)),     # blocked (input: scatter)
     ((2, 16, 9, 9), (16, 16, 3, 3), dict(stride=2, padding=1)),               # im2col
     ((2, 16, 7, 9), (32, 1, 3, 3), dict(padding=1, groups=16)),               # blocked (input: correlation)
+    ((1, 8, 8, 16, 16), (8, 8, 3, 3, 3), dict(padding=1)),                    # depth_taps (its taps on winograd)
 ]
 
 
@@ -62,20 +63,22 @@ def test_auto_places_nan_and_inf_as_the_reference(rng, x_shape, w_shape, options
         target[tuple(rng.integers(0, n) for n in target.shape)] = value
     target[(0,) * target.ndim] = value
     x64, w64, gy64 = (a.astype(np.float64) for a in (x, w, grad_y))
+    name = f"conv{spec.rank}d"
     if operand != "grad_output":
-        _assert_same_pattern(nc.conv2d(x, w, **options), reference.conv2d(x64, w64, **options), "forward")
+        _assert_same_pattern(getattr(nc, name)(x, w, **options), getattr(reference, name)(x64, w64, **options),
+                             "forward")
     if operand != "input":
-        _assert_same_pattern(nc.conv2d_input(x.shape, w, grad_y, **options),
-                             reference.conv2d_input(x.shape, w64, gy64, **options), "input gradient")
+        _assert_same_pattern(getattr(nc, f"{name}_input")(x.shape, w, grad_y, **options),
+                             getattr(reference, f"{name}_input")(x.shape, w64, gy64, **options), "input gradient")
     if operand != "weight":
-        _assert_same_pattern(nc.conv2d_weight(x, w.shape, grad_y, **options),
-                             reference.conv2d_weight(x64, w.shape, gy64, **options), "weight gradient")
+        _assert_same_pattern(getattr(nc, f"{name}_weight")(x, w.shape, grad_y, **options),
+                             getattr(reference, f"{name}_weight")(x64, w.shape, gy64, **options), "weight gradient")
 
 
 def test_auto_picks_the_algorithms_these_problems_are_meant_for():
     picked = [dispatch.choose("cpu", "auto", ConvSpec.create(x, w, **o).as_3d()).__name__.rsplit(".", 1)[1]
               for x, w, o in NONFINITE_PROBLEMS]
-    assert picked == ["winograd", "depthwise", "planar", "blocked", "im2col", "blocked"]
+    assert picked == ["winograd", "depthwise", "planar", "blocked", "im2col", "blocked", "depth_taps"]
 
 
 def test_the_problem_of_the_report_under_auto(rng):
@@ -427,23 +430,3 @@ def test_auto_thresholds_hold_at_their_boundaries():
     assert _auto((1, 255, 16, 32), (8, 255, 3, 3), padding=1) != "winograd"
     assert _auto((1, 256, 16, 28), (8, 256, 3, 3), padding=1) != "winograd"       # 4x7 = 28 tiles
     assert _auto((1, 256, 16, 32), (8, 256, 3, 3), "input", padding=1) != "winograd"    # reduces 8
-
-
-@pytest.mark.parametrize("operand", ["input", "weight", "grad_output"])
-def test_depth_taps_places_nan_and_inf_as_the_reference(rng, operand):
-    """3x3x3 under auto runs its depth taps on Winograd; Inf in any operand lands as in the reference."""
-    options = dict(padding=1)
-    x, w = random_array(rng, (1, 8, 8, 16, 16), np.float32), random_array(rng, (8, 8, 3, 3, 3), np.float32)
-    grad_y = random_array(rng, (1, 8, 8, 16, 16), np.float32)
-    assert _auto(x.shape, w.shape, **options) == "depth_taps"
-    target = {"input": x, "weight": w, "grad_output": grad_y}[operand]
-    target[(0,) * target.ndim] = np.inf
-    x64, w64, gy64 = (a.astype(np.float64) for a in (x, w, grad_y))
-    if operand != "grad_output":
-        _assert_same_pattern(nc.conv3d(x, w, **options), reference.conv3d(x64, w64, **options), "forward")
-    if operand != "input":
-        _assert_same_pattern(nc.conv3d_input(x.shape, w, grad_y, **options),
-                             reference.conv3d_input(x.shape, w64, gy64, **options), "input gradient")
-    if operand != "weight":
-        _assert_same_pattern(nc.conv3d_weight(x, w.shape, grad_y, **options),
-                             reference.conv3d_weight(x64, w.shape, gy64, **options), "weight gradient")
