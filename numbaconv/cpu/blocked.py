@@ -221,7 +221,7 @@ def _forward_kernel(x, w, kernel, stride, dilation, grid_shape, grid_table, out_
         for item in range(first, stop):
             n, lane0 = item // blocks, item % blocks * LANES
             _pack_weights(w, lane0, out_channels, per_group, False, block)
-            lanes[:outputs * LANES] = 0
+            lanes[:] = 0
             for j in range(sources):   # one source plane in the grid at a time
                 _gather_grid(x_flat, n, lane0, out_channels, per_group, sources, j, in_channels, grid_table, offsets,
                              grid)

@@ -557,23 +557,23 @@ def _pointwise(spec):
 
 
 @njit(inline="always", cache=True)
-def _pointwise_items(batch, rows, positions, threads):
-    """``(samples an item takes, blocks of rows a sample)``: where the weight matrix outweighs a
-    sample's columns (``rows > positions``, small planes) every item takes all the samples and a
-    block of rows, so each thread streams only its share of the weights; else items of one
-    sample, split into blocks of rows only where the samples are fewer than the threads."""
-    if rows > positions:
+def _pointwise_items(batch, by_rows, threads):
+    """``(samples an item takes, blocks of rows a sample)``: ``by_rows`` (:func:`_weights_outweigh`)
+    every item takes all the samples and a block of rows, so each thread streams only its share
+    of the weights; else items of one sample, split into blocks of rows only where the samples
+    are fewer than the threads."""
+    if by_rows:
         return batch, threads
     return 1, max(1, threads // batch)
 
 
 @njit(parallel=True, cache=True)
-def _pointwise_kernel(a, w_matrix, out, transposed, threads):
+def _pointwise_kernel(a, w_matrix, out, transposed, by_rows, threads):
     """A pointwise forward (``out[n, g] = w[g] @ a[n, g]``) or, ``transposed``, input gradient
     (``out[n, g] = w[g].T @ a[n, g]``) for ``a`` (N, G, S, P), ``w_matrix`` (G, K/g, C/g), ``out``
     (N, G, R, P): items of samples and a block of the R result rows (:func:`_pointwise_items`)."""
-    batch, groups, rows, positions = out.shape
-    together, parts = _pointwise_items(batch, rows, positions, threads)
+    batch, groups, rows = out.shape[0], out.shape[1], out.shape[2]
+    together, parts = _pointwise_items(batch, by_rows, threads)
     for thread in prange(threads):
         first, stop = share(batch // together * parts, thread, threads)
         for item in range(first, stop):
@@ -588,15 +588,15 @@ def _pointwise_kernel(a, w_matrix, out, transposed, threads):
 
 
 @njit(parallel=True, cache=True)
-def _pointwise_weight_kernel(x, grad_y, grad_w, partials):
+def _pointwise_weight_kernel(x, grad_y, grad_w, partials, by_rows):
     """``grad_w[g] = sum over n of grad_y[n, g] @ x[n, g].T`` for ``x`` (N, G, C/g, P), ``grad_y``
-    (N, G, K/g, P), ``grad_w`` (G, K/g, C/g). Small planes (``K/g > P``): the threads take blocks
-    of grad_w's rows, adding the samples' products into them in sample order. Else items of a
-    sample and a block of its columns, summed into ``partials[thread]`` (the caller adds the
-    partials in thread order)."""
+    (N, G, K/g, P), ``grad_w`` (G, K/g, C/g). ``by_rows`` (:func:`_weights_outweigh`): the
+    threads take blocks of grad_w's rows, adding the samples' products into them in sample
+    order. Else items of a sample and a block of its columns, summed into ``partials[thread]``
+    (the caller adds the partials in thread order)."""
     threads, groups = partials.shape[0], partials.shape[1]
     batch, rows, positions = x.shape[0], grad_w.shape[1], x.shape[3]
-    if rows > positions:
+    if by_rows:
         for thread in prange(threads):
             r0, r1 = share(rows, thread, threads)
             for g in range(groups):
@@ -614,24 +614,32 @@ def _pointwise_weight_kernel(x, grad_y, grad_w, partials):
                 gemm(grad_y[n, g, :, c0:c1], x[n, g, :, c0:c1].T, partials[thread, g], 1.0)
 
 
+def _weights_outweigh(spec, pass_name):
+    """Whether a pointwise pass's weight matrix outweighs a sample's columns: more result rows (the
+    input gradient's C/g, else K/g) than outputs a plane (small planes of wide layers). Its
+    threads then split the result's rows for all the samples (:func:`_pointwise_items`)."""
+    rows = spec.group_in_channels if pass_name == "input" else spec.group_out_channels
+    return rows > math.prod(spec.out_size)
+
+
 def _pointwise_run(spec, pass_name, a, b, out):
     """A pointwise pass (FLOPs ``2 N K (C/g) P``; memory: the operands once; scratch: the weight
     gradient's partial sums per thread)."""
     groups, positions, threads = spec.groups, math.prod(spec.out_size), thread_count()
     by_group = lambda array: array.reshape(array.shape[0], groups, -1, positions)  # noqa: E731
+    by_rows = _weights_outweigh(spec, pass_name)
     with single_threaded_blas():
         if pass_name == "weight":
             grad_w = out.reshape(groups, spec.group_out_channels, spec.group_in_channels)
-            by_rows = spec.group_out_channels > positions
             shape = (threads, groups, spec.group_out_channels, spec.group_in_channels)
             partials = workspace.borrow("im2col_partials", 0 if by_rows else math.prod(shape), a.dtype)
             partials = partials.reshape((threads, groups, 0, 0) if by_rows else shape)
-            _pointwise_weight_kernel(by_group(a), by_group(b), grad_w, partials)
+            _pointwise_weight_kernel(by_group(a), by_group(b), grad_w, partials, by_rows)
             if not by_rows:
                 add_partials(partials.reshape(threads, 1, -1), out.reshape(1, -1))
             return
         w_matrix = b.reshape(groups, spec.group_out_channels, spec.group_in_channels)
-        _pointwise_kernel(by_group(a), w_matrix, by_group(out), pass_name == "input", threads)
+        _pointwise_kernel(by_group(a), w_matrix, by_group(out), pass_name == "input", by_rows, threads)
 
 
 def forward(spec, x, w, out):
