@@ -7,9 +7,11 @@
 See numbaconv.functional for the functions, numbaconv.reference for the
 float64 oracle they are checked against.
 """
-from .compile_cache import ensure_writable as _ensure_writable_cache
+from .compile_cache import CompilingNotice, ensure_writable as _ensure_writable_cache
+from .compile_cache import watch_compilation as _watch_compilation
 
 _ensure_writable_cache()   # before the first kernel is defined
+_watch_compilation()
 
 from . import reference  # noqa: E402
 from .devices import available_devices as devices
@@ -22,5 +24,5 @@ from .tuning import tune
 from .version import __version__
 
 __all__ = ["reference", "devices", "algorithms", "ConvSpec", "tune", "set_workspace_limit", "workspace_limit",
-           "release_workspace",
+           "release_workspace", "CompilingNotice",
            *_functional_names]

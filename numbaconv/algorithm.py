@@ -10,7 +10,10 @@ one dtype: ``x (N, C, D, H, W)``, ``w (K, C/g, KD, KH, KW)``,
 tests/test_workspace.py check them for every registered module):
 
 1. It writes every element of its output (the tests poison outputs with NaN).
-2. It never writes its inputs, and accepts read-only ones.
+2. It never writes its inputs, and accepts read-only ones. On the CPU the
+   engine hands them over read-only (:func:`read_only`): Numba types a
+   read-only array apart from a writeable one, so every kernel compiles once,
+   whatever the flags of the caller's arrays.
 3. On the CPU it borrows scratch only from ``numbaconv.cpu.workspace`` and
    stays under its limit, or its ``supports`` declines the problem.
 4. It adds partial sums in a fixed order: the same operands and thread
@@ -51,3 +54,13 @@ class Algorithm(Protocol):
 
 
 PASS_FUNCTIONS = {"forward": "forward", "input": "backward_input", "weight": "backward_weight"}
+
+
+def read_only(array):
+    """``array`` (NumPy) as a read-only view, or itself where it already is read-only: the form in
+    which the CPU algorithms receive their inputs (rule 2)."""
+    if not array.flags.writeable:
+        return array
+    view = array.view()
+    view.flags.writeable = False
+    return view

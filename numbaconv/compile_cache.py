@@ -1,4 +1,5 @@
-"""Where Numba keeps the compiled kernels, and a fallback where it cannot write.
+"""Where Numba keeps the compiled kernels, a fallback where it cannot write, and a
+word to the user while it compiles them.
 
 The kernels are compiled with ``cache=True``, so a process loads them from
 Numba's cache instead of compiling again. Numba writes that cache next to
@@ -9,13 +10,27 @@ cached function at all, and importing numbaconv would fail. So before any
 kernel is defined, :func:`ensure_writable` asks Numba whether it can cache
 a function of this package; if not (and ``$NUMBA_CACHE_DIR`` is not set),
 it points Numba at a folder in the temporary directory and warns once.
+
+Compiling a kernel takes seconds (a parallel one 3-10 s on two cores); a
+process pays it once per kernel and dtype when the cache is cold, then
+loads the machine code in milliseconds. :func:`watch_compilation` listens
+to Numba's compile events (cache misses only: a load from the cache fires
+none): when numbaconv's compilation has gone on for ``NOTICE_AFTER_S``, it
+warns once per process (:class:`CompilingNotice`, one line: what is being
+compiled, where it is cached, and that ``numbaconv compile`` pays it ahead
+of time), and it tells the functions in ``COMPILE_LISTENERS`` (the
+command's progress bar) the name of each kernel it starts compiling.
 """
 import os
 import tempfile
+import threading
 import warnings
 
 import numba
-from numba.core import config
+from numba.core import config, event
+
+NOTICE_AFTER_S = 1.0
+COMPILE_LISTENERS = []   # functions called with a kernel's name as numbaconv starts compiling it
 
 
 def _probe():
@@ -49,3 +64,73 @@ def ensure_writable() -> None:
         f"compiled kernels are cached in {folder} instead. Set NUMBA_CACHE_DIR to choose the folder.",
         RuntimeWarning, stacklevel=3)
 
+
+
+def cache_folder(function) -> str:
+    """The folder Numba's cache locator picks for the machine code of Python ``function``'s module:
+    under $NUMBA_CACHE_DIR when set, else __pycache__ beside its source, else the user's cache
+    folder."""
+    from numba.core.caching import FunctionCache
+    return FunctionCache(function).cache_path
+
+
+class CompilingNotice(UserWarning):
+    """numbaconv is compiling kernels for this machine (once; they are cached afterwards)."""
+
+
+def _kernel(compile_event):
+    """The numbaconv function a Numba compile event is about, or None for anyone else's."""
+    function = getattr(compile_event.data.get("dispatcher"), "py_func", None)
+    if function is None or not function.__module__.startswith("numbaconv."):
+        return None
+    return function
+
+
+class _CompileWatch(event.Listener):
+    """Counts nested numbaconv compilations; the outermost one starts the notice's timer."""
+
+    def __init__(self):
+        self.depth = 0
+        self.timer = None
+        self.noticed = False
+
+    def on_start(self, compile_event):
+        function = _kernel(compile_event)
+        if function is None:
+            return
+        self.depth += 1
+        if self.depth > 1:
+            return
+        name = f"{function.__module__.removeprefix('numbaconv.')}.{function.__name__}"
+        for listener in COMPILE_LISTENERS:
+            listener(name)
+        if not self.noticed:
+            self.timer = threading.Timer(NOTICE_AFTER_S, self._notice,
+                                         (name, cache_folder(function)))
+            self.timer.daemon = True
+            self.timer.start()
+
+    def on_end(self, compile_event):
+        if _kernel(compile_event) is None:
+            return
+        self.depth -= 1
+        if self.depth == 0 and self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _notice(self, name, folder):
+        self.noticed = True
+        warnings.warn_explicit(f"compiling kernels for this machine (now {name}); this happens once, they are "
+                               f"cached in {folder}. `numbaconv compile` compiles them all ahead of time.",
+                               CompilingNotice, "numbaconv", 0)
+
+
+def watch_compilation() -> None:
+    """Listen to Numba's compile events for the notice and ``COMPILE_LISTENERS`` (once per process)."""
+    global _WATCH
+    if _WATCH is None:
+        _WATCH = _CompileWatch()
+        event.register("numba:compile", _WATCH)
+
+
+_WATCH = None

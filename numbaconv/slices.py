@@ -23,7 +23,7 @@ import dataclasses
 
 import numpy as np
 
-from .algorithm import PASS_FUNCTIONS
+from .algorithm import PASS_FUNCTIONS, read_only
 
 SLICE_BYTES = 128 * 2**20     # input and output of one slice: a quarter second even at 1 GB/s
 
@@ -31,8 +31,10 @@ SLICE_BYTES = 128 * 2**20     # input and output of one slice: a quarter second 
 def run(module, pass_name, spec, a, b, out):
     """``module``'s pass on ``spec`` (3-d): ``forward(spec, x, w, y)``,
     ``backward_input(spec, grad_y, w, grad_x)`` or ``backward_weight(spec, x, grad_y, grad_w)``
-    (``a``, ``b``, ``out`` in that order), in slices when it exceeds ``module.SLICE_FLOPS``."""
+    (``a``, ``b``, ``out`` in that order), in slices when it exceeds ``module.SLICE_FLOPS``;
+    ``a`` and ``b`` reach it read-only (numbaconv.algorithm, rule 2)."""
     method = getattr(module, PASS_FUNCTIONS[pass_name])
+    a, b = read_only(a), read_only(b)
     budget = getattr(module, "SLICE_FLOPS", None)
     activations = a.nbytes + (b if pass_name == "weight" else out).nbytes   # x and y, whichever pass
     if budget is None or spec.batch == 0 or (spec.flops <= budget and activations <= SLICE_BYTES):
@@ -63,7 +65,7 @@ def _channel_blocks(method, pass_name, spec, a, b, out, sample, wanted):
         if pass_name == "forward":
             method(sub, a[n, x_channels], b[w_rows, w_columns], out[n, y_channels])
         elif pass_name == "input":
-            method(sub, a[n, y_channels], np.ascontiguousarray(b[w_rows, w_columns]), out[n, x_channels])
+            method(sub, a[n, y_channels], read_only(np.ascontiguousarray(b[w_rows, w_columns])), out[n, x_channels])
         else:
             method(sub, a[n, x_channels], b[n, y_channels], out[w_rows, w_columns])
 

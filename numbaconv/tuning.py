@@ -41,6 +41,7 @@ import numba
 import numpy as np
 
 from . import dispatch, timing
+from .algorithm import read_only
 from .devices import cpu_model, empty, resolve_device, to_gpu
 from .passes import PASSES
 from .spec import ConvSpec
@@ -254,10 +255,10 @@ def _parse_problem(problem):
 
 def _kernel_runs(device: str, spec, x, w, grad_y) -> dict:
     """``{pass name: run(module)}`` for the operands of ``spec``, as the engine (numbaconv.functional)
-    hands them to the algorithms: contiguous, in the 3-d problem's 5-d layout, on ``device``, each
+    hands them to the algorithms: contiguous (read-only on the CPU), in the 3-d problem's 5-d layout, on ``device``, each
     pass writing into a result allocated once here."""
     spec3d = spec.as_3d()
-    place, allocate = (to_gpu, empty) if device == "cuda" else (lambda a, shape: a.reshape(shape), np.empty)
+    place, allocate = (to_gpu, empty) if device == "cuda" else (lambda a, shape: read_only(a.reshape(shape)), np.empty)
     x, w, grad_y = (place(a, shape) for a, shape in
                     zip((x, w, grad_y), (spec3d.x_shape, spec3d.w_shape, spec3d.y_shape)))
     y, grad_x, grad_w = (allocate(shape, x.dtype) for shape in (spec3d.y_shape, spec3d.x_shape, spec3d.w_shape))

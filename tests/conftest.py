@@ -38,7 +38,7 @@ def random_array(rng, shape, dtype=np.float64):
 
 
 def random_problem(rng, case, dtype):
-    """``(spec, x, w, grad_y)`` for a case of tests/cases.py's form, with random operands."""
+    """``(spec, x, w, grad_y)`` for a case of numbaconv/tools/grid.py's form, with random operands."""
     from numbaconv.spec import ConvSpec
     _, x_shape, w_shape, stride, padding, dilation, groups = case
     spec = ConvSpec.create(x_shape, w_shape, stride, padding, dilation, groups)

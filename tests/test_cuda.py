@@ -30,7 +30,7 @@ SMALL_LAUNCH = common.Launch(threads=32, reduce_threads=8, gemm_threads=(2, 4), 
                              gemm_depth=4)
 # Tiny problems (the simulator runs a Python thread per GPU thread) that still cover stride > 1,
 # asymmetric and "same" padding, dilation, groups, depthwise, 1-d and 3-d:
-# (name, x_shape, w_shape, stride, padding, dilation, groups), as in tests/cases.py.
+# (name, x_shape, w_shape, stride, padding, dilation, groups), as in numbaconv/tools/grid.py.
 CUDA_CASES = [
     ("2d-strided-asymmetric-dilated-groups", (2, 2, 5, 4), (4, 1, 3, 2), (2, 1), ((1, 0), (0, 2)), (1, 2), 2),
     ("2d-depthwise-same", (1, 3, 4, 3), (3, 1, 2, 2), 1, "same", 1, 3),

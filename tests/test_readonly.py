@@ -20,7 +20,7 @@ from numbaconv.spec import ConvSpec
 
 DTYPES = [np.float32, np.float64]
 PASSES = ["forward", "input", "weight"]
-# (name, x_shape, w_shape, stride, padding, dilation, groups), as in tests/cases.py
+# (name, x_shape, w_shape, stride, padding, dilation, groups), as in numbaconv/tools/grid.py
 PROBLEMS = [
     ("2d-stride1-padded", (2, 3, 7, 9), (4, 3, 3, 3), 1, 1, 1, 1),
     ("2d-stride2", (2, 2, 9, 10), (3, 2, 3, 4), 2, 1, 1, 1),

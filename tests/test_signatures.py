@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-import numbaconv as nc
-from cases import CASE_IDS, CASES
 from conftest import assert_close, random_array
+import numbaconv as nc
+from numbaconv.tools.grid import CASE_IDS, CASES
 
 DTYPES = [np.float32, np.float64]
 

@@ -32,7 +32,7 @@ import importlib
 
 import numpy as np
 from llvmlite import binding
-from numba import cfunc, njit, types
+from numba import _helperlib, cfunc, njit, types
 from threadpoolctl import threadpool_info
 
 # SciPy's BLAS, which numba_xxgemm calls, loaded now: threadpoolctl then finds it to hold to one thread
@@ -130,12 +130,36 @@ def _xxgemm_shim(kind):
     return shim
 
 
+def _product_through(routine, fortran: bool, dtype) -> list:
+    """``a @ b`` of a 2x3 and a 3x2 matrix through the gemm at address ``routine``: Fortran's
+    arguments (``numbaconv_sgemm``, ``numbaconv_dgemm``) or numba_xxgemm's, called from Python with
+    ctypes, as the kernels call it (c^T = b^T a^T column-major)."""
+    a, b = np.arange(1, 7, dtype=dtype).reshape(2, 3), np.ones((3, 2), dtype)
+    c, scalars = np.zeros((2, 2), dtype), np.array([1, 0], dtype)
+    pointer = ctypes.c_void_p
+    if fortran:
+        flag, sizes = ctypes.c_char(b"n"), np.array([2, 2, 3, 2, 3, 2], np.int64)   # m n k ldb lda ldc
+        size = [pointer(sizes.ctypes.data + 8 * i) for i in range(6)]
+        ctypes.CFUNCTYPE(None, *[pointer] * 13)(routine)(
+            ctypes.addressof(flag), ctypes.addressof(flag), size[0], size[1], size[2], scalars.ctypes.data,
+            b.ctypes.data, size[3], a.ctypes.data, size[4], scalars[1:].ctypes.data, c.ctypes.data, size[5])
+    else:
+        kind = _SINGLE if dtype == np.float32 else _DOUBLE
+        signature = ctypes.CFUNCTYPE(ctypes.c_int, *[ctypes.c_char] * 3, *[ctypes.c_ssize_t] * 3, pointer, pointer,
+                                     ctypes.c_ssize_t, pointer, ctypes.c_ssize_t, pointer, pointer, ctypes.c_ssize_t)
+        signature(routine)(bytes([kind]), b"n", b"n", 2, 2, 3, scalars.ctypes.data, b.ctypes.data, 2, a.ctypes.data,
+                           3, scalars[1:].ctypes.data, c.ctypes.data, 2)
+    return c.tolist()
+
+
 def _register():
     """Point numbaconv_sgemm and numbaconv_dgemm at NumPy's OpenBLAS, or at shims over SciPy's; then
-    call gemm once per dtype on this (the importing, GIL-holding) thread: numba_xxgemm looks
-    SciPy's functions up on its first call of each, taking the GIL, which a ``prange`` worker
-    cannot get while the thread that started the parallel region holds it."""
+    multiply through each routine the kernels call, per dtype, on this (the importing,
+    GIL-holding) thread: numba_xxgemm looks SciPy's functions up on its first call of each,
+    taking the GIL, which a ``prange`` worker cannot get while the thread that started the
+    parallel region holds it. (Through ctypes: nothing is compiled at import.)"""
     numpy_blas = _numpy_openblas()
+    routines = {}
     for routine, kind in (("sgemm", _SINGLE), ("dgemm", _DOUBLE)):
         if numpy_blas is None:
             _SHIMS.append(_xxgemm_shim(kind))
@@ -143,13 +167,12 @@ def _register():
         else:
             address = ctypes.cast(getattr(numpy_blas, f"scipy_{routine}_64_"), ctypes.c_void_p).value
         binding.add_symbol(f"numbaconv_{routine}", address)
-    for dtype in (np.float32, np.float64):
-        a, b = np.arange(1, 7, dtype=dtype).reshape(2, 3), np.ones((3, 2), dtype)
-        for b_view in (b, np.asfortranarray(b)):   # NumPy's BLAS, SciPy's
-            c = np.zeros((2, 2), dtype)
-            gemm(a, b_view, c, 0.0)
-            if c.tolist() != [[6, 6], [15, 15]]:
-                raise ImportError(f"numbaconv could not call BLAS from Numba ({np.dtype(dtype).name} gemm)")
+        routines[np.float32 if kind == _SINGLE else np.float64] = address
+    xxgemm = _helperlib.c_helpers["xxgemm"]
+    for dtype, address in routines.items():
+        for routine, fortran in ((address, True), (xxgemm, False)):   # NumPy's BLAS (or the shim), SciPy's
+            if _product_through(routine, fortran, dtype) != [[6, 6], [15, 15]]:
+                raise ImportError(f"numbaconv could not call BLAS ({np.dtype(dtype).name} gemm)")
 
 
 _SHIMS = []   # the compiled shims, kept alive while their addresses are registered

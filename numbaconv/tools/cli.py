@@ -1,4 +1,4 @@
-"""The ``numbaconv`` command: ``info``, ``bench``, ``verify``, ``tune`` and ``compile-time``.
+"""The ``numbaconv`` command: ``info``, ``bench``, ``verify``, ``tune``, ``compile`` and ``compile-time``.
 
 Exit codes: 0 success; 1 a result missed its tolerance; 2 bad arguments
 (one line on stderr, no traceback).
@@ -11,18 +11,20 @@ import os
 import platform
 import sys
 import time
+import warnings
 
 import numba
 import numpy as np
 
 from .. import dispatch, functional
 from ..accuracy import TOLERANCE
+from ..compile_cache import COMPILE_LISTENERS, CompilingNotice, cache_folder
 from ..cpu.threads import thread_count
 from ..devices import available_devices, cpu_model, cuda_simulated
 from ..passes import PASSES
 from ..tuning import plan_cache, tune
 from ..version import __version__
-from . import bench, compiletime, networks, report, suite
+from . import bench, compiletime, networks, precompile, report, suite
 from .verify import verify
 
 
@@ -46,7 +48,7 @@ def _split(text: str) -> list[str]:
 
 def _parser() -> _Parser:
     parser = _Parser(prog="numbaconv", description="numbaconv: convolution kernels compiled by Numba.")
-    commands = parser.add_subparsers(dest="command", metavar="{info,bench,verify,tune,compile-time}", parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", metavar="{info,bench,verify,tune,compile,compile-time}", parser_class=_Parser)
     info = commands.add_parser("info", help="versions, devices, threads, CPU and GPU, compile cache")
     info.set_defaults(handler=_info, subparser=info)
 
@@ -101,6 +103,16 @@ def _parser() -> _Parser:
     plan.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     plan.set_defaults(handler=_tune, subparser=plan)
 
+    warm = commands.add_parser(
+        "compile", help="compile every CPU kernel into Numba's cache now, in parallel processes")
+    warm.add_argument("--algo", default="all", help="comma-separated CPU algorithms, or all (default)")
+    warm.add_argument("--pass", dest="passes", default="all",
+                      help=f"comma-separated passes from {', '.join(PASSES)}, or all (default)")
+    warm.add_argument("--dtype", default="all", help="float32, float64 or all (default)")
+    warm.add_argument("--device", default="cpu", help="cpu (the only device whose kernels Numba caches on disk)")
+    warm.add_argument("--jobs", type=int, default=None, help="worker processes (default: one per core)")
+    warm.set_defaults(handler=_compile, subparser=warm)
+
     compile_time = commands.add_parser(
         "compile-time", help="cold compile time of the CPU engine and first-call times on a warm cache")
     compile_time.add_argument("--algo", default="all", help="comma-separated CPU algorithms, or all (default)")
@@ -149,11 +161,9 @@ def _algos(parser, text: str, devices, allowed) -> list[str] | None:
 
 
 def kernel_cache_folder() -> str:
-    """The folder Numba's cache locator picks for the CPU kernels' machine code (every CPU
-    algorithm module lives in numbaconv/cpu/, one folder): under $NUMBA_CACHE_DIR when set, else
-    __pycache__ beside the sources, else the user's cache folder where that is not writable."""
-    from numba.core.caching import FunctionCache
-    return FunctionCache(dispatch.registry("cpu")["direct"].forward).cache_path
+    """The folder of the CPU kernels' machine code (every CPU algorithm module lives in
+    numbaconv/cpu/, one folder)."""
+    return cache_folder(dispatch.registry("cpu")["direct"].forward)
 
 
 def machine() -> dict:
@@ -187,12 +197,54 @@ def _info(parser, args) -> int:
     return 0
 
 
-def _progress(index: int, total: int, text: str) -> None:
-    if sys.stderr.isatty():
-        filled = int(30 * index / total)
-        sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {index}/{total} {text:<40}")
-        if index == total:
+class _ProgressBar:
+    """A one-line progress bar on stderr where stderr is a terminal (nothing elsewhere): steps done
+    of ``total`` (None: not known yet) and what runs now; while numbaconv compiles a kernel it
+    names the kernel (numbaconv.compile_cache.COMPILE_LISTENERS), and the one-line compile
+    notice, which the bar replaces, stays quiet."""
+
+    def __init__(self, total=None):
+        self.total, self.index, self.text = total, 0, ""
+        self.live = sys.stderr.isatty()
+        self._quiet = warnings.catch_warnings()
+
+    def __enter__(self):
+        if self.live:
+            COMPILE_LISTENERS.append(self._compiling)
+            self._quiet.__enter__()
+            warnings.simplefilter("ignore", CompilingNotice)
+        return self
+
+    def __exit__(self, *error):
+        if self.live:
+            COMPILE_LISTENERS.remove(self._compiling)
+            self._quiet.__exit__(*error)
             sys.stderr.write("\n")
+
+    def show(self, index: int, text: str, total=None) -> None:
+        self.index, self.text, self.total = index, text, total if total is not None else self.total
+        self._draw(text)
+
+    def say(self, text: str) -> None:
+        """Print ``text`` on stdout under the bar's line, then draw the bar again."""
+        if self.live:
+            sys.stderr.write("\r" + " " * 110 + "\r")
+            sys.stderr.flush()
+        print(text, flush=True)
+        self._draw(self.text)
+
+    def _compiling(self, kernel: str) -> None:
+        self._draw(f"{self.text}: compiling {kernel}")
+
+    def _draw(self, text: str) -> None:
+        if not self.live:
+            return
+        if self.total:
+            filled = int(30 * self.index / self.total)
+            counts = f"[{'#' * filled}{'.' * (30 - filled)}] {self.index}/{self.total} "
+        else:
+            counts = ""
+        sys.stderr.write(f"\r{counts}{text[:70]:<70}")
         sys.stderr.flush()
 
 
@@ -227,36 +279,38 @@ def _bench(parser, args) -> int:
     budget = args.budget
     if budget is None:
         budget = NETWORKS_BUDGET_S if chosen_networks is not None else (0.3 if args.suite == "quick" else 1.0)
-    torch = None if args.without_torch else bench.import_torch()
+    with _ProgressBar() as bar:
+        bar.show(0, "importing PyTorch")
+        torch = None if args.without_torch else bench.import_torch()
+        bar.show(0, "machine and versions")
+        info = machine()
+        bar.say(f"numbaconv {info['numbaconv']}, numba {info['numba']}, numpy {info['numpy']}, "
+                f"torch {info['torch']}; {info['cpu']} ({info['cpu cores']} cores), gpu: {info['gpu']}")
+        bar.say("malloc left as it is (--default-malloc)" if args.default_malloc else bench.keep_freed_memory())
+        bar.show(0, "the CPU's practical peak")
+        peak = bench.cpu_peak_gflops()
+        bar.say(f"practical CPU peak (float32 2048^3 NumPy matmul): {peak:.1f} GFLOP/s; dtype {args.dtype}")
+        if chosen_networks is None:
+            bar.say("\n".join(f"  {layer.name:<18}{layer.describe()}" for layer in (suite.LAYERS[name] for name in names)))
+            steps = [(suite.LAYERS[name], pass_name, "", 1) for name in names for pass_name in passes]
+        else:
+            steps = _network_steps(chosen_networks, passes, bar.say)
+        bar.say("")
 
-    info = machine()
-    print(f"numbaconv {info['numbaconv']}, numba {info['numba']}, numpy {info['numpy']}, torch {info['torch']}; "
-          f"{info['cpu']} ({info['cpu cores']} cores), gpu: {info['gpu']}")
-    print("malloc left as it is (--default-malloc)" if args.default_malloc else bench.keep_freed_memory())
-    peak = bench.cpu_peak_gflops()
-    print(f"practical CPU peak (float32 2048^3 NumPy matmul): {peak:.1f} GFLOP/s; dtype {args.dtype}")
-    if chosen_networks is None:
-        for layer in (suite.LAYERS[name] for name in names):
-            print(f"  {layer.name:<18}{layer.describe()}")
-        steps = [(suite.LAYERS[name], pass_name, "", 1) for name in names for pass_name in passes]
-    else:
-        steps = _network_steps(chosen_networks, passes)
-    print()
-
-    candidates = bench.implementations(devices, algos, torch, with_reference=chosen_networks is None)
-    rows, started = [], time.perf_counter()
-    problem = None
-    for index, (layer, pass_name, network, count) in enumerate(steps):
-        _progress(index, len(steps), f"{network + ' ' if network else ''}{layer.name} {pass_name}")
-        if problem is None or problem.layer is not layer:
-            problem = suite.Problem.create(layer, args.dtype)
-        taking_part = [c for c in candidates if bench.runs(c, problem)]
-        for row in bench.compare(problem, pass_name, taking_part, torch, peak_gflops=peak,
-                                 min_repeats=args.repeats, budget_s=budget):
-            row.network, row.count = network, count
-            rows.append(row)
-    problem = None
-    _progress(len(steps), len(steps), "done")
+        candidates = bench.implementations(devices, algos, torch, with_reference=chosen_networks is None)
+        rows, started = [], time.perf_counter()
+        problem = None
+        for index, (layer, pass_name, network, count) in enumerate(steps):
+            bar.show(index, f"{network + ' ' if network else ''}{layer.name} {pass_name}", total=len(steps))
+            if problem is None or problem.layer is not layer:
+                problem = suite.Problem.create(layer, args.dtype)
+            taking_part = [c for c in candidates if bench.runs(c, problem)]
+            for row in bench.compare(problem, pass_name, taking_part, torch, peak_gflops=peak,
+                                     min_repeats=args.repeats, budget_s=budget):
+                row.network, row.count = network, count
+                rows.append(row)
+        problem = None
+        bar.show(len(steps), "done")
 
     torch_note = None
     if torch is None:
@@ -294,16 +348,16 @@ def _bench(parser, args) -> int:
     return 0
 
 
-def _network_steps(chosen, passes) -> list[tuple]:
-    """Print each network's layers; return its (layer, pass, network, count) steps, the passes
+def _network_steps(chosen, passes, say) -> list[tuple]:
+    """``say`` each network's layers; return its (layer, pass, network, count) steps, the passes
     each layer runs in training (no input gradient for a first layer) among ``passes``."""
     steps = []
     for network in chosen:
-        print(f"{network.name}: {network.title}, {network.convolutions} convolutions, "
-              f"{len(network.layers)} distinct (count, layer):")
+        say(f"{network.name}: {network.title}, {network.convolutions} convolutions, "
+            f"{len(network.layers)} distinct (count, layer):")
         for entry in network.layers:
             note = "" if entry.input_grad else "; no input gradient (the first layer)"
-            print(f"  {entry.count:>3} {entry.layer.name:<30}{entry.layer.describe()}{note}")
+            say(f"  {entry.count:>3} {entry.layer.name:<30}{entry.layer.describe()}{note}")
             steps += [(entry.layer, pass_name, network.name, entry.count)
                       for pass_name in passes if pass_name in entry.passes]
     return steps
@@ -368,6 +422,30 @@ def _tune(parser, args) -> int:
             times = ", ".join(f"{name} {ms:.3f}" for name, ms in sorted(result["ms"].items(), key=lambda item: item[1]))
             print(f"{layer.name:<18}{result['pass']:<9}{result['algo']:<10}  {times}")
     print(f"plans kept in {plan_cache().path} (algo=\"tune\" uses them)")
+    return 0
+
+
+def _compile(parser, args) -> int:
+    if args.device != "cpu":
+        parser.error(f"--device {args.device}: only the CPU kernels are cached on disk (Numba compiles CUDA "
+                     f"kernels in each process)")
+    if args.jobs is not None and args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
+    algos = _choices(parser, "algorithm", args.algo, dispatch.algorithms("cpu"))
+    passes = _choices(parser, "pass", args.passes, PASSES)
+    dtypes = _choices(parser, "dtype", args.dtype, precompile.DTYPES)
+    print(f"compiling {len(algos)} algorithm(s) x {len(passes)} pass(es) x {len(dtypes)} dtype(s) into "
+          f"{kernel_cache_folder()}", flush=True)
+    with _ProgressBar(total=len(algos) * len(passes) * len(dtypes)) as bar:
+        bar.show(0, "starting the worker processes")
+
+        def progress(done, total, text):
+            if bar.live:
+                bar.show(done, text)
+            else:   # a line per task in logs
+                print(f"[{done}/{total}] {text}", flush=True)
+        seconds = precompile.compile_all(algos, passes, dtypes, args.jobs, progress=progress)
+    print(f"done in {seconds:.1f} s; later processes on this machine load the kernels from the cache")
     return 0
 
 

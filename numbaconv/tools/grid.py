@@ -1,4 +1,6 @@
-"""The grid of convolution problems every algorithm is checked on.
+"""The grid of small convolution problems that reach every path of every CPU algorithm:
+tests/test_kernels.py checks every algorithm on it and ``numbaconv compile`` compiles
+every kernel by running it.
 
 Each case: (name, x_shape, w_shape, stride, padding, dilation, groups).
 Together they cover 1-d/2-d/3-d, asymmetric and "same" padding (at stride 1

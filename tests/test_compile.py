@@ -1,0 +1,94 @@
+"""Compilation: the one-line notice while numbaconv compiles, ``numbaconv compile`` filling the
+cache ahead of time, and an import that loads only what a first call needs."""
+import os
+import subprocess
+import sys
+import time
+import warnings
+from types import SimpleNamespace
+
+import pytest
+
+import numbaconv as nc
+from numbaconv import compile_cache
+from numbaconv.tools import cli, precompile
+
+
+def _event(module, name="kernel"):
+    """A Numba compile event about a function ``name`` of ``module``."""
+    function = SimpleNamespace(__module__=module, __name__=name)
+    return SimpleNamespace(data={"dispatcher": SimpleNamespace(py_func=function)})
+
+
+def _watch(monkeypatch, notice_after_s):
+    monkeypatch.setattr(compile_cache, "NOTICE_AFTER_S", notice_after_s)
+    monkeypatch.setattr(compile_cache, "cache_folder", lambda function: "/the/cache")
+    return compile_cache._CompileWatch()
+
+
+def test_a_long_compilation_is_announced_once(monkeypatch):
+    watch, heard = _watch(monkeypatch, 0.05), []
+    monkeypatch.setattr(compile_cache, "COMPILE_LISTENERS", [heard.append])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for name in ("slow", "slower"):
+            watch.on_start(_event("numbaconv.cpu.planar", name))
+            watch.on_start(_event("numbaconv.cpu.planar", "callee"))   # nested: not a new kernel
+            watch.on_end(_event("numbaconv.cpu.planar", "callee"))
+            time.sleep(0.3)
+            watch.on_end(_event("numbaconv.cpu.planar", name))
+    notices = [w for w in caught if issubclass(w.category, nc.CompilingNotice)]
+    assert len(notices) == 1
+    assert "now cpu.planar.slow" in str(notices[0].message) and "/the/cache" in str(notices[0].message)
+    assert "numbaconv compile" in str(notices[0].message)
+    assert heard == ["cpu.planar.slow", "cpu.planar.slower"]
+
+
+def test_quick_and_foreign_compilations_stay_quiet(monkeypatch):
+    watch, heard = _watch(monkeypatch, 0.5), []
+    monkeypatch.setattr(compile_cache, "COMPILE_LISTENERS", [heard.append])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        watch.on_start(_event("numbaconv.cpu.direct"))
+        watch.on_end(_event("numbaconv.cpu.direct"))          # done before the notice is due
+        watch.on_start(_event("users_module"))                # someone else's function
+        time.sleep(0.7)
+        watch.on_end(_event("users_module"))
+    assert not [w for w in caught if issubclass(w.category, nc.CompilingNotice)]
+    assert heard == ["cpu.direct.kernel"] and watch.depth == 0
+
+
+def test_compile_fills_an_empty_cache(capsys, monkeypatch, tmp_path):
+    """``numbaconv compile`` for one kernel in a worker process, into an empty NUMBA_CACHE_DIR."""
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))   # the spawned workers read it
+    assert cli.main(["compile", "--algo", "direct", "--pass", "forward", "--dtype", "float32", "--jobs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "[1/1] direct forward float32" in out and "done in" in out
+    cached = [name for _, _, names in os.walk(tmp_path) for name in names if name.endswith(".nbc")]
+    assert any(name.startswith("direct._forward_kernel") for name in cached), cached
+
+
+def test_delegating_algorithms_compile_last():
+    waves = precompile.waves(["depth_taps", "direct"], ["forward"], ["float32", "float64"])
+    assert waves == [[("direct", "forward", "float32"), ("direct", "forward", "float64")],
+                     [("depth_taps", "forward", "float32"), ("depth_taps", "forward", "float64")]]
+    assert precompile.waves(["direct"], ["weight"], ["float64"]) == [[("direct", "weight", "float64")]]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["compile", "--algo", "fastest"], "unknown algorithm 'fastest'"),
+    (["compile", "--dtype", "float16"], "unknown dtype 'float16'"),
+    (["compile", "--jobs", "0"], "--jobs must be at least 1"),
+    (["compile", "--device", "cuda"], "only the CPU kernels are cached on disk"),
+])
+def test_compile_bad_arguments(capsys, argv, message):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(argv)
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_import_leaves_out_cuda_torch_and_plotting():
+    done = subprocess.run([sys.executable, "-c", "import sys, numbaconv; print(sorted(m for m in sys.modules if "
+                           "m.split('.')[0] in ('torch', 'matplotlib') or m.startswith(('numba.cuda', "
+                           "'numbaconv.cuda', 'numbaconv.tools'))))"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
