@@ -21,6 +21,8 @@ compiled, where it is cached, and that ``numbaconv compile`` pays it ahead
 of time), and it tells the functions in ``COMPILE_LISTENERS`` (the
 command's progress bar) the name of each kernel it starts compiling.
 """
+from __future__ import annotations
+
 import os
 import tempfile
 import threading
@@ -86,6 +88,12 @@ def _kernel(compile_event):
     return function
 
 
+def kernel_name(compile_event) -> str | None:
+    """``"cpu.planar._correlate_kernel"``: the numbaconv function a compile event is about, or None."""
+    function = _kernel(compile_event)
+    return None if function is None else f"{function.__module__.removeprefix('numbaconv.')}.{function.__name__}"
+
+
 class _CompileWatch(event.Listener):
     """Counts nested numbaconv compilations; the outermost one starts the notice's timer."""
 
@@ -95,13 +103,12 @@ class _CompileWatch(event.Listener):
         self.noticed = False
 
     def on_start(self, compile_event):
-        function = _kernel(compile_event)
+        function, name = _kernel(compile_event), kernel_name(compile_event)
         if function is None:
             return
         self.depth += 1
         if self.depth > 1:
             return
-        name = f"{function.__module__.removeprefix('numbaconv.')}.{function.__name__}"
         for listener in COMPILE_LISTENERS:
             listener(name)
         if not self.noticed:

@@ -11,6 +11,10 @@ it. Two numbers matter:
 - warm: for each (algorithm, pass, dtype), a fresh child process on that now
   filled cache: the time to import numbaconv and the time of the first call.
 
+The cold child also names the kernels each call compiled and the seconds of
+each (callees included; Numba's compile events), so the report shows where
+the time goes.
+
 The problem is a tiny 2-d 3x3 depthwise convolution that every CPU algorithm runs
 (``PROBLEM``): the kernels are compiled per argument types, never per
 shape, so its first call costs what any problem's would.
@@ -26,7 +30,10 @@ import time
 
 import numpy as np
 
+from numba.core import event
+
 from .. import functional, timing
+from ..compile_cache import kernel_name
 from ..passes import pass_calls
 
 PROBLEM = {"x_shape": (2, 4, 8, 8), "w_shape": (4, 1, 3, 3), "padding": 1, "groups": 4}
@@ -38,17 +45,38 @@ numbaconv.tools.compiletime.child(started, json.loads(sys.argv[1]))
 """
 
 
+class _KernelClock(event.Listener):
+    """Seconds of each outermost numbaconv compilation, in order: ``[name, seconds]``."""
+
+    def __init__(self):
+        self.kernels, self._starts = [], []
+
+    def on_start(self, compile_event):
+        if kernel_name(compile_event) is not None:
+            self._starts.append(time.perf_counter())
+
+    def on_end(self, compile_event):
+        name = kernel_name(compile_event)
+        if name is not None:
+            seconds = time.perf_counter() - self._starts.pop()
+            if not self._starts:
+                self.kernels.append([name, seconds])
+
+
 def child(started: float, items) -> None:
     """In the child process: time the import (since ``started``) and the first call of each
-    ``(algorithm, pass, dtype)``; print the seconds as JSON."""
+    ``(algorithm, pass, dtype)``, and the kernels each compiled; print them as JSON."""
     import_s = time.perf_counter() - started
     options = {"padding": PROBLEM["padding"], "groups": PROBLEM["groups"]}
-    seconds = []
+    seconds, kernels = [], []
     for algo, pass_name, dtype in items:
         operands = (np.ones(shape, dtype) for shape in (PROBLEM["x_shape"], PROBLEM["w_shape"], PROBLEM["x_shape"]))
         call = pass_calls(functional, 2, options, *operands, algo=algo, device="cpu")[pass_name]
-        seconds.append(timing.timed_call(call)[1])
-    print(json.dumps({"import_s": import_s, "call_s": seconds}))
+        clock = _KernelClock()
+        with event.install_listener("numba:compile", clock):
+            seconds.append(timing.timed_call(call)[1])
+        kernels.append(clock.kernels)
+    print(json.dumps({"import_s": import_s, "call_s": seconds, "kernels": kernels}))
 
 
 def _run_child(items, numba_cache: str) -> dict:
@@ -66,15 +94,16 @@ def compile_times(algos, passes, dtypes) -> dict:
     """Cold and warm first-call seconds of every (algorithm, pass, dtype).
 
     Returns ``{"cold_import_s", "cold_total_s", "rows": [{"algo", "pass", "dtype", "cold_s",
-    "warm_import_s", "warm_call_s"}]}``; ``cold_total_s`` is the import plus every cold call.
+    "kernels", "warm_import_s", "warm_call_s"}]}``; ``cold_total_s`` is the import plus every cold
+    call, ``kernels`` the ``[name, seconds]`` of each kernel the cold call compiled.
     """
     items = [(algo, pass_name, dtype) for algo in algos for pass_name in passes for dtype in dtypes]
     with tempfile.TemporaryDirectory(prefix="numbaconv-numba-cache-") as numba_cache:
         cold = _run_child(items, numba_cache)
         warm = [_run_child([item], numba_cache) for item in items]
-    rows = [{"algo": algo, "pass": pass_name, "dtype": dtype, "cold_s": cold_s,
+    rows = [{"algo": algo, "pass": pass_name, "dtype": dtype, "cold_s": cold_s, "kernels": kernels,
              "warm_import_s": fresh["import_s"], "warm_call_s": fresh["call_s"][0]}
-            for (algo, pass_name, dtype), cold_s, fresh in zip(items, cold["call_s"], warm)]
+            for (algo, pass_name, dtype), cold_s, kernels, fresh in zip(items, cold["call_s"], cold["kernels"], warm)]
     return {"cold_import_s": cold["import_s"], "cold_total_s": cold["import_s"] + sum(cold["call_s"]),
             "rows": rows}
 
@@ -87,6 +116,8 @@ def format_report(result: dict) -> str:
         lines.append(f"{row['algo']:<11}{row['pass']:<9}{row['dtype']:<9}{row['cold_s']:>8.2f}"
                      f"{row['warm_import_s']:>16.2f}{row['warm_call_s']:>14.3f}"
                      f"{row['warm_import_s'] + row['warm_call_s']:>7.2f}")
+        if row["kernels"]:
+            lines.append("    compiled: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in row["kernels"]))
     worst = max(result["rows"], key=lambda row: row["warm_import_s"] + row["warm_call_s"])
     lines += ["",
               f"cold compile of these {len(result['rows'])} (algorithm, pass, dtype) in one process with an "
