@@ -393,7 +393,9 @@ def _verify(parser, args) -> int:
     started = time.perf_counter()
     if args.draws < 1:
         parser.error(f"--draws must be at least 1, got {args.draws}")
-    tallies = verify(devices, args.seed, algos, args.draws)
+    with _ProgressBar() as bar:
+        tallies = verify(devices, args.seed, algos, args.draws,
+                         progress=lambda done, total, text: bar.show(done, text, total))
     print(f"{'device/algorithm':<20}{'pass':<9}{'checked':>8}{'declined':>9}"
           f"{'max err f32':>13}{'max err f64':>13}  status")
     failed = False
@@ -453,7 +455,9 @@ def _compile_time(parser, args) -> int:
     algos = _choices(parser, "algorithm", args.algo, dispatch.algorithms("cpu"))
     passes = _choices(parser, "pass", args.passes, PASSES)
     dtypes = _choices(parser, "dtype", args.dtype, suite.DTYPES)
-    result = compiletime.compile_times(algos, passes, dtypes)
+    with _ProgressBar() as bar:
+        result = compiletime.compile_times(algos, passes, dtypes, progress=lambda done, total, text: bar.show(
+            done, text, total))
     print(compiletime.format_report(result))
     if args.json:
         with open(args.json, "w") as out:

@@ -61,12 +61,16 @@ class Tally:
     failures: list = field(default_factory=list)
 
 
-def verify(devices, seed=0, algos=None, draws=3) -> dict:
-    """Check every algorithm on ``devices``; returns ``{(device, algo, pass): Tally}``."""
+def verify(devices, seed=0, algos=None, draws=3, progress=None) -> dict:
+    """Check every algorithm on ``devices``; returns ``{(device, algo, pass): Tally}``.
+    ``progress(done, total, text)`` is called before each problem."""
     rng = np.random.default_rng(seed)
     tallies = {}
-    for problem in random_problems(rng, draws):
+    problems = list(random_problems(rng, draws))
+    for index, problem in enumerate(problems):
         rank, arguments, x, w, bias, grad_y, dtype = problem
+        if progress is not None:
+            progress(index, len(problems), f"conv{rank}d {dtype} x {x.shape} w {w.shape}")
         x64, w64, grad_y64, bias64 = (a.astype(np.float64) for a in (x, w, grad_y, bias))
         expected = {name: run() for name, run in
                     pass_calls(reference, rank, arguments, x64, w64, grad_y64, bias64).items()}
