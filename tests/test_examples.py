@@ -61,3 +61,13 @@ def test_digits_cnn_three_runs_agree(tmp_path, capsys):
     _assert_png(outcome["plot"])
     printed = capsys.readouterr().out
     assert "accuracy" in printed and "ratio (torch / numbaconv)" in printed
+
+
+def test_large_volume_filters_out_of_core_and_matches_in_memory(tmp_path, capsys):
+    example = _load("large_volume", "dask", "distributed", "zarr")
+    outcome = example.main(shape=(20, 24, 28), chunks=(8, 10, 12), out_dir=str(tmp_path / "stores"), samples=2)
+    assert outcome["error"] <= example.TOLERANCE
+    assert outcome["voxels_per_second"] > 0 and len(outcome["peak_bytes"]) == 2
+    assert list((tmp_path / "stores").iterdir()) == []      # the stores removed without keep=True
+    printed = capsys.readouterr().out
+    assert "voxels/s" in printed and "peak memory of each worker" in printed
