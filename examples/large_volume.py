@@ -113,7 +113,7 @@ def main(shape=DEFAULT_SHAPE, chunks=DEFAULT_CHUNKS, workers=2, threads=1,
           f"= {format_bytes(volume_bytes * len(FILTERS))}; stores in {out_dir}")
     try:
         with LocalCluster(n_workers=workers, threads_per_worker=threads, memory_limit=limit, processes=True,
-                          dashboard_address=None, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+                          dashboard_address=":0", silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
             started = time.perf_counter()
             write_volume(in_path, shape, chunks)
             print(f"1. wrote the volume in {time.perf_counter() - started:.1f} s")
