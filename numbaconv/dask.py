@@ -396,7 +396,9 @@ def _make_rank(rank: int) -> dict:
         function.__name__ = function.__qualname__ = name
         function.__doc__ = (f"numbaconv.{name} over Dask arrays: the input / grad_output a Dask array "
                             "(NumPy data is wrapped), weight and bias NumPy; Dask arrays out "
-                            "(nothing runs until they are computed).\n\n" + in_memory[name].__doc__)
+                            "(nothing runs until they are computed). Blocks run with algo=\"auto\" "
+                            "on the CPU: the algo and device arguments below do not apply.\n\n"
+                            + in_memory[name].__doc__)
         functions[name] = function
     return functions
 

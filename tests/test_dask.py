@@ -227,6 +227,15 @@ def test_channels_in_chunks_are_rechunked_with_a_warning(rng):
     assert _relative_error(y.compute(scheduler="sync"), nc.conv1d(x, w, padding=1)) <= RESULT_TOLERANCE
 
 
+def test_blocks_run_at_once_on_the_local_thread_pool(rng):
+    """Dask's local threaded scheduler: blocks on two threads at once, each on its share of Numba's."""
+    x = rng.standard_normal((4, 3, 21, 19)).astype(np.float32)
+    w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
+    with dask.config.set(scheduler="threads", num_workers=2):
+        y = ncd.conv2d(da.from_array(x, chunks=(1, 3, 7, 6)), w, padding="same").compute()
+    assert _relative_error(y, nc.conv2d(x, w, padding="same")) <= RESULT_TOLERANCE
+
+
 def test_each_worker_gives_a_block_its_share_of_the_cores(client):
     """2 workers x 1 thread on this host: each block gets cores // 2 Numba threads (at least 1)."""
     share = max(1, min(numba.config.NUMBA_NUM_THREADS, dask.system.CPU_COUNT // 2))
