@@ -82,8 +82,9 @@ def _concurrent_tasks() -> int:
 
 
 def task_threads() -> int:
-    """The Numba threads one block gets where it runs: ``max(1, cores // tasks that run at once
-    on the host)``, at most ``numba.config.NUMBA_NUM_THREADS``. Called inside a task."""
+    """The Numba threads a block gets where this runs (a task on a worker, or Dask's local
+    scheduler): ``max(1, cores // tasks that run at once on the host)``, at most
+    ``numba.config.NUMBA_NUM_THREADS``."""
     return max(1, min(numba.config.NUMBA_NUM_THREADS, _cores() // _concurrent_tasks()))
 
 
@@ -164,6 +165,11 @@ class _Block:
     before: int         # how far the read range passes the operand's low end
     after: int          # and its high end
 
+    @property
+    def padding(self) -> tuple[int, int]:
+        """The forward pass's zero padding of the block: the read range past the input's ends."""
+        return self.before, self.after
+
 
 @dataclass(frozen=True)
 class _AxisPlan:
@@ -240,7 +246,7 @@ def _with_halo(array, plans):
     return da.overlap.overlap(array, depth=depth, boundary="none", allow_rechunk=False)
 
 
-def _local(block, plans, block_id):
+def _block_operand(block, plans, block_id):
     """What result block ``block_id`` reads of ``block`` (its operand block with the halo), and
     its plan along each spatial axis."""
     blocks = [plan.blocks[i] for plan, i in zip(plans, block_id[2:])]
@@ -252,17 +258,17 @@ def _local(block, plans, block_id):
 
 
 def _forward_block(x, *, rank, plans, w, bias, stride, dilation, groups, block_id=None):
-    x, blocks = _local(x, plans, block_id)
-    padding = tuple((b.before, b.after) for b in blocks)
+    x, blocks = _block_operand(x, plans, block_id)
+    padding = tuple(b.padding for b in blocks)
     with _block_threads():
         return getattr(functional, f"conv{rank}d")(x, w, bias, stride, padding, dilation, groups)
 
 
 def _input_block(grad_y, *, rank, plans, geometries, w, bias, in_channels, stride, dilation, groups,
                  block_id=None):
-    grad_y, blocks = _local(grad_y, plans, block_id)
+    grad_y, blocks = _block_operand(grad_y, plans, block_id)
     if any(b.before or b.after for b in blocks):   # outputs past grad_y's ends contribute zeros
-        grad_y = np.pad(grad_y, [(0, 0), (0, 0), *((b.before, b.after) for b in blocks)])
+        grad_y = np.pad(grad_y, [(0, 0), (0, 0), *(b.padding for b in blocks)])
     x_shape = (grad_y.shape[0], in_channels, *(b.stop - b.start for b in blocks))
     padding = tuple(g.input_padding(b) for g, b in zip(geometries, blocks))
     with _block_threads():
@@ -274,8 +280,8 @@ def _input_block(grad_y, *, rank, plans, geometries, w, bias, in_channels, strid
 
 
 def _weight_block(x, grad_y, *, rank, plans, w_shape, stride, dilation, groups, block_id=None):
-    x, blocks = _local(x, plans, block_id)
-    padding = tuple((b.before, b.after) for b in blocks)
+    x, blocks = _block_operand(x, plans, block_id)
+    padding = tuple(b.padding for b in blocks)
     with _block_threads():
         grad_w = getattr(functional, f"conv{rank}d_weight")(x, w_shape, grad_y, stride, padding,
                                                             dilation, groups)
