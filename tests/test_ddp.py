@@ -12,6 +12,8 @@ import torch.multiprocessing as mp  # noqa: E402
 
 import numbaconv.torch as nct  # noqa: E402
 
+pytestmark = pytest.mark.skipif(not dist.is_available(), reason="this PyTorch has no torch.distributed")
+
 WORLD_SIZE = 2
 GLOBAL_BATCH = 8
 STEPS = 4
