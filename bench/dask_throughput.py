@@ -111,7 +111,7 @@ def main(repeats=5, json_path=None):
         clients = {name: client for name, (_, client) in started.items()}
         for name, client in clients.items():
             threads = client.submit(ncd.task_threads, pure=False).result()
-            print(f"{name}: {threads} Numba threads a block")
+            print(f"{name}: Numba threads per block {threads}")
         rows = throughput(clients, repeats)
         print(f"\n1. throughput, million input voxels per second (seconds, best of {repeats})")
         names = ["in memory", *clients]

@@ -128,7 +128,7 @@ def main(shape=DEFAULT_SHAPE, chunks=DEFAULT_CHUNKS, workers=2, threads=1,
             peaks = client.run(_peak_resident_bytes)
             threads_per_block = client.submit(ncd.task_threads, pure=False).result()
             print(f"2. filtered in {seconds:.1f} s: {voxels_per_second / 1e6:.1f} M voxels/s "
-                  f"({workers} workers x {threads} threads, {threads_per_block} Numba threads a block); "
+                  f"(workers {workers}, threads per worker {threads}, Numba threads per block {threads_per_block}); "
                   "peak memory of each worker: " + ", ".join(format_bytes(peak) for peak in peaks.values())
                   + f" (limit {format_bytes(limit)})")
 
