@@ -68,39 +68,61 @@ def _as_column_major(matrix):
     return _NO_TRANSPOSE, -1
 
 
-@njit(nogil=True, cache=True)
+@njit(inline="always", cache=True)
 def gemm(a, b, c, beta):
     """``c = a @ b + beta * c`` for 2-d views ``a`` (m, k), ``b`` (k, n), ``c`` (m, n) of one
-    float dtype, each with rows or columns of unit stride (``c``: rows)."""
-    m, k = a.shape
-    n = b.shape[1]
-    if b.shape[0] != k or c.shape[0] != m or c.shape[1] != n:
-        raise ValueError("gemm: operand shapes do not match")
+    float dtype, each with rows or columns of unit stride (``c``: rows). Inlined into its caller,
+    it hands :func:`_gemm` only numbers, addresses and a small buffer, so the product is compiled
+    once for every layout, dtype and read-only flag of the views (a function of the views
+    themselves would be compiled for each combination, a second or so each)."""
     transpose_a, lead_a = _as_column_major(a)
     transpose_b, lead_b = _as_column_major(b)
     transpose_c, lead_c = _as_column_major(c)
+    _gemm(a.shape[0], a.shape[1], b.shape[0], b.shape[1], c.shape[0], c.shape[1], transpose_a, lead_a,
+          transpose_b, lead_b, transpose_c, lead_c, a.ctypes.data, b.ctypes.data, c.ctypes.data, c.itemsize,
+          beta, np.empty(_ARGUMENT_SLOTS, np.int64))
+
+
+_ARGUMENT_SLOTS = 9   # BLAS's arguments by reference: the two flags, six sizes, alpha and beta
+
+
+@njit(nogil=True, cache=True)
+def _gemm(m, k, b_rows, n, c_rows, c_columns, transpose_a, lead_a, transpose_b, lead_b, transpose_c, lead_c,
+          a, b, c, itemsize, beta, arguments):
+    """:func:`gemm` on the views' sizes, storage (:func:`_as_column_major`) and addresses.
+    ``arguments`` (int64, ``_ARGUMENT_SLOTS``) holds what BLAS takes by reference; the caller
+    owns it, so it outlives the call (an array made here could be freed after its last use in
+    this function, before BLAS reads it)."""
+    if b_rows != k or c_rows != m or c_columns != n:
+        raise ValueError("gemm: operand shapes do not match")
     if lead_a < 0 or lead_b < 0 or transpose_c != _NO_TRANSPOSE:
         raise ValueError("gemm: every operand needs unit-stride rows or columns (c: rows)")
     if m == 0 or n == 0:
         return
-    scalars = np.empty(2, c.dtype)
-    scalars[0], scalars[1] = 1, beta
+    address = arguments.ctypes.data   # slot 0: flags; 1-6: sizes; 7-8: alpha and beta
+    if itemsize == 4:
+        singles = arguments[7:].view(np.float32)
+        singles[0], singles[1] = 1, beta
+    else:
+        doubles = arguments[7:].view(np.float64)
+        doubles[0], doubles[1] = 1, beta
+    alpha, beta_at = address + 56, address + 56 + itemsize
     # column-major, c^T (n, m) = b^T (n, k) @ a^T (k, m): b's storage is the first operand
     if transpose_b == _TRANSPOSE:   # b stored by columns (the weight gradients' columns.T): SciPy's BLAS
-        _xxgemm(_SINGLE if c.itemsize == 4 else _DOUBLE, transpose_b, transpose_a, n, m, k, scalars.ctypes.data,
-                b.ctypes.data, lead_b, a.ctypes.data, lead_a, scalars[1:].ctypes.data, c.ctypes.data, lead_c)
+        _xxgemm(_SINGLE if itemsize == 4 else _DOUBLE, transpose_b, transpose_a, n, m, k, alpha,
+                b, lead_b, a, lead_a, beta_at, c, lead_c)
         return
-    flags = np.empty(2, np.uint8)
+    flags = arguments[:1].view(np.uint8)
     flags[0], flags[1] = transpose_b, transpose_a
-    sizes = np.empty(6, np.int64)
-    sizes[0], sizes[1], sizes[2], sizes[3], sizes[4], sizes[5] = n, m, k, lead_b, lead_a, lead_c
-    arguments = (flags.ctypes.data, flags[1:].ctypes.data, sizes.ctypes.data, sizes[1:].ctypes.data,
-                 sizes[2:].ctypes.data, scalars.ctypes.data, b.ctypes.data, sizes[3:].ctypes.data, a.ctypes.data,
-                 sizes[4:].ctypes.data, scalars[1:].ctypes.data, c.ctypes.data, sizes[5:].ctypes.data)
-    if c.itemsize == 4:
-        _sgemm(*arguments)
+    arguments[1], arguments[2], arguments[3], arguments[4], arguments[5], arguments[6] = (
+        n, m, k, lead_b, lead_a, lead_c)
+    size = address + 8   # the address of slot 1
+    blas_arguments = (address, address + 1, size, size + 8, size + 16, alpha, b, size + 24, a, size + 32, beta_at, c,
+                      size + 40)
+    if itemsize == 4:
+        _sgemm(*blas_arguments)
     else:
-        _dgemm(*arguments)
+        _dgemm(*blas_arguments)
 
 
 def _numpy_openblas():

@@ -213,7 +213,8 @@ def _forward_kernel(x, w, kernel, stride, dilation, grid_shape, grid_table, out_
     grid_row = dilation[1] * grid_shape[2] * LANES   # from one kernel row's taps to the next's
     x_flat, y_flat = x.reshape(-1), y.reshape(-1)
     threads = rows.shape[0]
-    for thread in prange(threads):
+    for index in prange(threads):
+        thread = np.int64(index)
         grid, lanes, block = _carve(rows[thread], grid_plane, outputs * LANES, sources * taps * LANES)
         grid[:] = 0
         offsets = np.empty(LANES, np.int64)
@@ -253,7 +254,8 @@ def _input_kernel(grad_y, w, kernel, stride, dilation, grid_shape, grid_table, o
     grid_size = grid_shape[0] * grid_shape[1] * grid_shape[2] * LANES
     grad_y_flat, grad_x_flat = grad_y.reshape(-1), grad_x.reshape(-1)
     threads = rows.shape[0]
-    for thread in prange(threads):
+    for index in prange(threads):
+        thread = np.int64(index)
         grid, copies, block = _carve(rows[thread], grid_size, sources * outputs * LANES, sources * taps * LANES)
         offsets = np.empty(LANES, np.int64)
         first, stop = share(batch * blocks, thread, threads)
@@ -298,7 +300,8 @@ def _weight_kernel(x, grad_y, kernel, stride, dilation, grid_shape, grid_table, 
     grid_plane = grid_shape[0] * grid_shape[1] * grid_shape[2] * LANES
     x_flat, grad_y_flat = x.reshape(-1), grad_y.reshape(-1)
     threads = rows.shape[0]
-    for thread in prange(threads):
+    for index in prange(threads):
+        thread = np.int64(index)
         grid, lanes, row_sums = _carve(rows[thread], grid_plane, outputs * LANES, taps * LANES)
         grid[:] = 0
         thread_sums = sums[thread]

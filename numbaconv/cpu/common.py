@@ -18,6 +18,7 @@ import itertools
 from numba import njit
 
 from . import workspace
+from ..algorithm import read_only
 
 
 @njit(inline="always", cache=True)
@@ -48,14 +49,15 @@ def rotated_weights(w, groups):
     """The input gradient's weights, ``out[g*Cg + c, j, t] = w[g*Kg + j, c, T-1-t]`` for ``w`` (K,
     C/g, kernel...) with ``T`` taps: each group's channel axes swapped and its taps in reverse
     order (the kernel turned 180 degrees), as (C, K/g, T) in borrowed scratch (``w.size``
-    elements), for planar and depthwise. Winograd gathers the same mapping straight from ``w``
+    elements), read-only as every input a kernel takes (numbaconv.algorithm, rule 2), for
+    planar, depthwise and blocked. Winograd gathers the same mapping straight from ``w``
     inside its filter transform (``winograd_tiling.transform_filters``). Memory: ``w`` read
     once, the copy written once."""
     out_channels, group_in = w.shape[0], w.shape[1]
     group_out, taps = out_channels // groups, w.size // (out_channels * group_in)
     rotated = workspace.borrow("rotated_weights", w.size, w.dtype).reshape(groups, group_in, group_out, taps)
     rotated[...] = w.reshape(groups, group_out, group_in, taps)[..., ::-1].transpose(0, 2, 1, 3)
-    return rotated.reshape(groups * group_in, group_out, taps)
+    return read_only(rotated.reshape(groups * group_in, group_out, taps))
 
 
 @njit(inline="always", cache=True)

@@ -184,7 +184,8 @@ def _depthwise_kernel(source, weights, shifts, masks, margin, padded, out):
     group_out = out_channels // (source_channels // per_out)
     flat = source.reshape(-1)
     threads = padded.shape[0]
-    for thread in prange(threads):
+    for index in prange(threads):
+        thread = np.int64(index)
         first, stop = share(batch * out_channels * depth, thread, threads)
         for item in range(first, stop):
             n, o, d = item // (out_channels * depth), item // depth % out_channels, item % depth
@@ -207,7 +208,8 @@ def _weight_kernel(x, grad_y, shifts, masks, margin, padded, grad_w):
     multiplier = out_channels // in_channels
     flat = x.reshape(-1)
     threads = padded.shape[0]
-    for thread in prange(threads):
+    for index in prange(threads):
+        thread = np.int64(index)
         first, stop = share(out_channels, thread, threads)
         for k in range(first, stop):
             sums = np.zeros(TAPS)

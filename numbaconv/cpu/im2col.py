@@ -65,6 +65,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import workspace
+from ..algorithm import read_only
 from .blas import gemm
 from .common import grid_walk, valid_outputs
 from .threads import add_partials, most_threads, scratch, share, single_threaded_blas, thread_count
@@ -386,7 +387,8 @@ class _WideBlocking(_ColumnBlocks):
         self.block = workspace.balanced_width(widest, self.columns, threads)
 
     def source(self, x):
-        """``x`` with its zero padding, in scratch (``x`` itself without padding)."""
+        """``x`` with its zero padding, in scratch (``x`` itself without padding), read-only as
+        every input a kernel takes."""
         if not self.padded:
             return x
         s = self.spec
@@ -394,7 +396,7 @@ class _WideBlocking(_ColumnBlocks):
             x.shape[:2] + self.padded_size)
         padded[...] = 0
         padded[(slice(None), slice(None)) + tuple(slice(lo, lo + n) for lo, n in zip(s.pad_lo, s.in_size))] = x
-        return padded
+        return read_only(padded)
 
 
 def _wide_blocking(spec, dtype, threads):
@@ -418,7 +420,8 @@ def _forward_wide_blocks(source, w_matrix, out, block, span, shifts, padded_size
     (:func:`_compact_wide`). Scratch rows per thread: ``columns``, ``products``."""
     threads, (groups, group_out, rows) = columns.shape[0], w_matrix.shape
     total = source.shape[0] * span
-    for thread in prange(threads):
+    for index in prange(threads):
+        thread = np.int64(index)
         first_block, stop_block = share(-(-total // block), thread, threads)
         for number in range(first_block, stop_block):
             first = number * block
@@ -466,7 +469,8 @@ def _forward_blocks(x, w_matrix, out, block, columns, runs, sources, geometry):
     ``columns``, ``runs`` and ``sources`` (:func:`_unfold`)."""
     threads, (groups, group_out, rows) = columns.shape[0], w_matrix.shape
     batch, positions = x.shape[0], out[0, 0].size
-    for thread in prange(threads):
+    for index in prange(threads):
+        thread = np.int64(index)
         first_block, stop_block = share(-(-(batch * positions) // block), thread, threads)
         for number in range(first_block, stop_block):
             first, count = _block_of(number, block, batch * positions)
@@ -496,7 +500,11 @@ def _gathered(grad_y, first, count, groups, group_out, thread, gathered):
     while j < count:
         sample, position = (first + j) // positions, (first + j) % positions
         run = min(positions - position, count - j)
-        block[:, :, j:j + run] = grad_y[sample].reshape(groups, group_out, positions)[:, :, position:position + run]
+        source = grad_y[sample].reshape(groups * group_out, positions)
+        for row in range(groups * group_out):   # loops: a 3-d slice assignment compiles for seconds more
+            target = block[row // group_out, row % group_out]
+            for i in range(run):
+                target[j + i] = source[row, position + i]
         j += run
     return block[:, :, :count]
 
@@ -508,7 +516,8 @@ def _weight_blocks(x, grad_y, block, partials, gathered, columns, runs, sources,
     ``gathered`` (:func:`_gathered`), ``columns``, ``runs``, ``sources``."""
     threads, groups, group_out, rows = partials.shape
     batch, positions = x.shape[0], grad_y[0, 0].size
-    for thread in prange(threads):
+    for index in prange(threads):
+        thread = np.int64(index)
         first_block, stop_block = share(-(-(batch * positions) // block), thread, threads)
         for number in range(first_block, stop_block):
             first, count = _block_of(number, block, batch * positions)
@@ -526,7 +535,8 @@ def _input_blocks(grad_y, w_matrix, grad_x, block, samples_per_share, gathered, 
     Scratch rows per thread: ``gathered`` (:func:`_gathered`), ``columns``, ``runs``, ``sources``."""
     threads, (groups, group_out, rows) = columns.shape[0], w_matrix.shape
     batch, positions = grad_x.shape[0], grad_y[0, 0].size
-    for thread in prange(threads):
+    for index in prange(threads):
+        thread = np.int64(index)
         first_share, stop_share = share(-(-batch // samples_per_share), thread, threads)
         for number in range(first_share, stop_share):
             first_sample = number * samples_per_share
@@ -574,7 +584,8 @@ def _pointwise_kernel(a, w_matrix, out, transposed, by_rows, threads):
     (N, G, R, P): items of samples and a block of the R result rows (:func:`_pointwise_items`)."""
     batch, groups, rows = out.shape[0], out.shape[1], out.shape[2]
     together, parts = _pointwise_items(batch, by_rows, threads)
-    for thread in prange(threads):
+    for index in prange(threads):
+        thread = np.int64(index)
         first, stop = share(batch // together * parts, thread, threads)
         for item in range(first, stop):
             n0, part = item // parts * together, item % parts
@@ -597,14 +608,16 @@ def _pointwise_weight_kernel(x, grad_y, grad_w, partials, by_rows):
     threads, groups = partials.shape[0], partials.shape[1]
     batch, rows, positions = x.shape[0], grad_w.shape[1], x.shape[3]
     if by_rows:
-        for thread in prange(threads):
+        for index in prange(threads):
+            thread = np.int64(index)
             r0, r1 = share(rows, thread, threads)
             for g in range(groups):
                 for n in range(batch):
                     gemm(grad_y[n, g, r0:r1], x[n, g].T, grad_w[g, r0:r1], 1.0 if n else 0.0)
         return
     parts = max(1, threads // batch)
-    for thread in prange(threads):
+    for index in prange(threads):
+        thread = np.int64(index)
         partials[thread] = 0
         first, stop = share(batch * parts, thread, threads)
         for item in range(first, stop):

@@ -306,7 +306,8 @@ def _correlate_kernel(source, weights, shifts, offset, grid, blocks, scratch, ou
     block = -(-group_out // blocks)
     grid_size = grid[0] * grid[1] * grid[2]
     span = (scratch.shape[1] - group_source * grid_size) // 2
-    for thread in prange(scratch.shape[0]):
+    for index in prange(scratch.shape[0]):
+        thread = np.int64(index)
         first, stop, own = _share_and_row(scratch, thread, batch * groups * blocks)
         for item in range(first, stop):
             n, g, b = item // (groups * blocks), item // blocks % groups, item % blocks
@@ -348,6 +349,8 @@ def _weight_kernel(x, grad_y, shifts, offset, grid, columns, dilation_w, blocks,
     group_out = out_channels // groups
     block = -(-group_out // blocks)
     grid_size, rows = grid[0] * grid[1] * grid[2], grid[0] * grid[1]
+    zero = np.int64(0)
+    origin = (zero, zero, zero)   # int64s, not literal zeros: _pad compiles for one offset type
     if columns:
         plane_size, slices, slice_size, slice_step = columns * rows * out_w, out_d, out_h * out_w, grid[1] * out_w
         planes_at = grid_size
@@ -355,7 +358,8 @@ def _weight_kernel(x, grad_y, shifts, offset, grid, columns, dilation_w, blocks,
         plane_size, slices, slice_step = grid_size, 1, 0
         slice_size = scratch.shape[1] - group_in * grid_size
         planes_at = 0
-    for thread in prange(scratch.shape[0]):
+    for index in prange(scratch.shape[0]):
+        thread = np.int64(index)
         first, stop, own = _share_and_row(scratch, thread, batch * groups * blocks)
         for item in range(first, stop):
             n, g, b = item // (groups * blocks), item // blocks % groups, item % blocks
@@ -378,12 +382,12 @@ def _weight_kernel(x, grad_y, shifts, offset, grid, columns, dilation_w, blocks,
                 else:
                     # grad_y on the output grid: the entries that are not outputs stay zero
                     grad = own[group_in * grid_size:][:slice_size]
-                    _pad(grad_y[n, k], grad, (0, 0, 0), grid)
+                    _pad(grad_y[n, k], grad, origin, grid)
                 for c in range(group_in):
                     plane = own[planes_at + c * plane_size:planes_at + (c + 1) * plane_size]
-                    for index in range(slices):
-                        at = index * slice_size
-                        _tap_dots(grad[at:at + slice_size], plane[index * slice_step:], shifts,
+                    for depth_slice in range(slices):
+                        at = depth_slice * slice_size
+                        _tap_dots(grad[at:at + slice_size], plane[depth_slice * slice_step:], shifts,
                                   partial[thread, k, c])
 
 
@@ -424,4 +428,4 @@ def _weight_gradient(spec, x, grad_y, grad_w, by_columns):
     partial[...] = 0
     _weight_kernel(x, grad_y, shifts, offset, grid, columns, spec.dilation[2], blocks, scratch, partial)
     taps = math.prod(spec.kernel_size)
-    add_partials(partial.reshape(threads, -1, len(shifts))[:, :, :taps], grad_w.reshape(-1, taps))
+    add_partials(partial.reshape(threads, -1, len(shifts)), grad_w.reshape(-1, taps))   # the dummy taps left out

@@ -6,8 +6,11 @@ One idiom for every parallel kernel:
   (``numba.set_num_threads``; numbaconv.torch lowers it per call to PyTorch's
   count);
 - each parallel stage is one ``prange`` over that many *logical* threads,
-  ``for thread in prange(threads)``, and logical thread ``thread`` takes the
-  consecutive share :func:`share` of the stage's items;
+  ``for index in prange(threads): thread = np.int64(index)``, and logical
+  thread ``thread`` takes the consecutive share :func:`share` of the stage's
+  items. (Numba types the function once with the index an int64, then the
+  parallel region's body with it a uint64: a function the body calls with
+  the raw index would be compiled for both, seconds each);
 - a thread's scratch is row ``thread`` of a buffer borrowed with
   ``workspace.per_thread(name, threads, size, dtype)``, sized by the same
   count (:func:`scratch` shapes a row);
@@ -40,6 +43,7 @@ import contextlib
 import threading
 
 import numba
+import numpy as np
 from numba import njit, prange
 from threadpoolctl import ThreadpoolController
 
@@ -73,7 +77,8 @@ def scratch(rows, thread, shape):
 @njit(inline="always", cache=True)
 def add_in_thread_order(partials, out, first, stop):
     """Elements ``[first, stop)`` (row-major) of ``out = partials[0] + partials[1] + ...``, for
-    ``partials`` (threads, rows, columns) and ``out`` (rows, columns), views of any strides: each
+    ``partials`` (threads, rows, columns or more: the rest is left out) and ``out`` (rows,
+    columns), views of any strides: each
     element summed in thread order in the partials' dtype, then stored in ``out``'s, so the
     result has the same bits on every call. ``out`` may be ``partials[0]``. FLOPs: ``threads -
     1`` per element; memory: the partials read once, ``out`` written once."""
@@ -95,7 +100,8 @@ def add_partials(partials, out):
     """:func:`add_in_thread_order` of all of ``out``, the threads taking consecutive shares of its
     elements."""
     threads = partials.shape[0]
-    for thread in prange(threads):
+    for index in prange(threads):
+        thread = np.int64(index)
         first, stop = share(out.size, thread, threads)
         add_in_thread_order(partials, out, first, stop)
 

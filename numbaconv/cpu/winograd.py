@@ -158,7 +158,8 @@ def _tile_blocks(padded, u, y, tiles_h, block_rows, patches, products, half, row
     threads, out_channels, tiles_w = patches.shape[0], y.shape[1], padded.shape[3] - 1
     groups, group_in, group_out = u.shape[1], u.shape[2], u.shape[3]
     tile_rows = y.shape[0] * tiles_h
-    for thread in prange(threads):
+    for index in prange(threads):
+        thread = np.int64(index)
         first_block, stop_block = share(-(-tile_rows // block_rows), thread, threads)
         for block in range(first_block, stop_block):
             first, stop, v = block_patches(padded, tiles_h, block, block_rows, tile_rows, thread, patches, half)
@@ -167,7 +168,7 @@ def _tile_blocks(padded, u, y, tiles_h, block_rows, patches, products, half, row
                 for g in range(groups):
                     gemm(v[p, :, g * group_in:(g + 1) * group_in], u[p, g], m[p, :, g * group_out:(g + 1) * group_out], 0.0)
             output_tiles(m, first, stop, tiles_h, y, scratch(half, thread, (PATCH, TILE, tiles_w, out_channels)),
-                         scratch(rows, thread, (TILE, TILE, tiles_w, out_channels)), 0)
+                         scratch(rows, thread, (TILE, TILE, tiles_w, out_channels)), np.int64(0))   # int64: one compile
 
 
 def _winograd(x, u, y, tiling, pad_top, pad_left):
@@ -185,7 +186,8 @@ def _all_input_tiles(padded, tiles_h, patches, half):
     """input_tiles of every tile row of ``padded`` into ``patches`` (36, all tiles, C), the threads
     taking consecutive tile rows. Scratch ``half`` rows per thread."""
     threads, channels, tiles_w = half.shape[0], padded.shape[4], padded.shape[3] - 1
-    for thread in prange(threads):
+    for index in prange(threads):
+        thread = np.int64(index)
         first, stop = share(padded.shape[0] * tiles_h, thread, threads)
         input_tiles(padded, first, stop, tiles_h, patches, scratch(half, thread, (PATCH, TILE, tiles_w + 1, channels)),
                     first * tiles_w)
@@ -196,7 +198,8 @@ def _all_output_tiles(products, tiles_h, y, half, rows):
     """output_tiles of every tile row of ``products`` (36, all tiles, K) into ``y``, the threads
     taking consecutive tile rows. Scratch rows per thread ``half`` and ``rows``."""
     threads, out_channels, tiles_w = half.shape[0], y.shape[1], -(-y.shape[3] // TILE)
-    for thread in prange(threads):
+    for index in prange(threads):
+        thread = np.int64(index)
         first, stop = share(y.shape[0] * tiles_h, thread, threads)
         output_tiles(products, first, stop, tiles_h, y, scratch(half, thread, (PATCH, TILE, tiles_w, out_channels)),
                      scratch(rows, thread, (TILE, TILE, tiles_w, out_channels)), first * tiles_w)
@@ -209,14 +212,16 @@ def _multiply_filter_blocks(w, rotated, patches, products, block_outs, taps, hal
     (``w`` (K, C, 9), one group; :func:`transform_filters`) just before using them. Scratch rows
     per thread: ``taps``, ``half``, ``filters`` (36 rows of unaliased(C * block_outs))."""
     threads, channels, out_channels = taps.shape[0], patches.shape[2], products.shape[2]
-    for thread in prange(threads):
+    for index in prange(threads):
+        thread = np.int64(index)
         first_block, stop_block = share(-(-out_channels // block_outs), thread, threads)
         for block in range(first_block, stop_block):
             first, stop = block * block_outs, min((block + 1) * block_outs, out_channels)
             size, step = channels * (stop - first), unaliased(channels * (stop - first))
             points = filters[thread]
-            transform_filters(w, rotated, 0, 0, channels, first, stop, scratch(taps, thread, (9, step)),
-                              scratch(half, thread, (18, FILTER_CHUNK)), points, 0, step)
+            zero = np.int64(0)   # not a literal 0: transform_filters compiles once for both its callers
+            transform_filters(w, rotated, zero, zero, channels, first, stop, scratch(taps, thread, (9, step)),
+                              scratch(half, thread, (18, FILTER_CHUNK)), points, zero, step)
             for p in range(POINTS):
                 gemm(patches[p], points[p * step:p * step + size].reshape(channels, stop - first),
                      products[p, :, first:stop], 0.0)
@@ -280,13 +285,14 @@ def _weight_blocks(padded, padded_grad, tiles_h, block_rows, patches, grads, hal
     threads, out_channels, tiles_w = patches.shape[0], padded_grad.shape[4], padded.shape[3] - 1
     groups, group_out, group_in = partials.shape[2], partials.shape[3], partials.shape[4]
     tile_rows = padded.shape[0] * tiles_h
-    for thread in prange(threads):
+    for index in prange(threads):
+        thread = np.int64(index)
         first_block, stop_block = share(-(-tile_rows // block_rows), thread, threads)
         for block in range(first_block, stop_block):
             first, stop, v = block_patches(padded, tiles_h, block, block_rows, tile_rows, thread, patches, half)
             y = scratch(grads, thread, (POINTS, v.shape[1], out_channels))
             gradient_tiles(padded_grad, first, stop, tiles_h, y,
-                           scratch(half, thread, (PATCH, TILE, tiles_w, out_channels)), 0)
+                           scratch(half, thread, (PATCH, TILE, tiles_w, out_channels)), np.int64(0))
             for p in range(POINTS):
                 for g in range(groups):
                     gemm(y[p, :, g * group_out:(g + 1) * group_out].T, v[p, :, g * group_in:(g + 1) * group_in],
@@ -300,7 +306,8 @@ def _partials_to_taps(partials, taps_by_points, grad_w):
     order into ``partials[0]``: the threads take consecutive filters, adding their partials just
     before the product (in cache)."""
     threads, filters = partials.shape[0], grad_w.shape[0]
-    for thread in prange(threads):
+    for index in prange(threads):
+        thread = np.int64(index)
         first, stop = share(filters, thread, threads)
         sums = partials[0, :, first:stop]
         if threads > 1:   # one thread's partial is the sum
@@ -313,7 +320,8 @@ def _all_gradient_tiles(padded_grad, tiles_h, grads, half):
     """gradient_tiles of every tile row of ``padded_grad`` into ``grads`` (36, all tiles, K), the
     threads taking consecutive tile rows. Scratch ``half`` rows per thread."""
     threads, out_channels, tiles_w = half.shape[0], padded_grad.shape[4], padded_grad.shape[3]
-    for thread in prange(threads):
+    for index in prange(threads):
+        thread = np.int64(index)
         first, stop = share(padded_grad.shape[0] * tiles_h, thread, threads)
         gradient_tiles(padded_grad, first, stop, tiles_h, grads,
                        scratch(half, thread, (PATCH, TILE, tiles_w, out_channels)), first * tiles_w)
@@ -326,7 +334,8 @@ def _weight_filter_blocks(patches, grads, block_outs, taps_by_points, sums, grad
     ``block_outs`` output channels: each block's 36 sums (rows of ``sums`` per thread) go back to
     the taps while they are in cache."""
     threads, channels, out_channels = sums.shape[0], patches.shape[2], grads.shape[2]
-    for thread in prange(threads):
+    for index in prange(threads):
+        thread = np.int64(index)
         first_block, stop_block = share(-(-out_channels // block_outs), thread, threads)
         for block in range(first_block, stop_block):
             first, stop = block * block_outs, min((block + 1) * block_outs, out_channels)

@@ -58,7 +58,8 @@ def to_channels_last(image, first, stop, pad_top, pad_left, out):
 @njit(parallel=True, cache=True)
 def _channels_last_by_threads(image, pad_top, pad_left, out, threads):
     """:func:`to_channels_last` of all of ``image``, the threads taking consecutive samples."""
-    for thread in prange(threads):
+    for index in prange(threads):
+        thread = np.int64(index)
         first, stop = share(image.shape[0], thread, threads)
         to_channels_last(image, first, stop, pad_top, pad_left, out)
 
@@ -144,7 +145,9 @@ def block_patches(padded, tiles_h, block, block_rows, tile_rows, thread, patches
     tiles_w, channels = padded.shape[3] - 1, padded.shape[4]
     first, stop = block * block_rows, min((block + 1) * block_rows, tile_rows)
     v = scratch(patches, thread, (POINTS, (stop - first) * tiles_w, channels))
-    input_tiles(padded, first, stop, tiles_h, v, scratch(half, thread, (PATCH, TILE, tiles_w + 1, channels)), 0)
+    # np.int64(0), not 0: a literal argument would compile input_tiles a second time, for it alone
+    input_tiles(padded, first, stop, tiles_h, v, scratch(half, thread, (PATCH, TILE, tiles_w + 1, channels)),
+                np.int64(0))
     return first, stop, v
 
 
@@ -200,13 +203,14 @@ def _filters_by_threads(w, rotated, groups, ins, outs, block, taps, half, points
     ``ins`` input channels, ``block`` at a time; ``points`` (36, g, ins, outs) flat. Scratch per
     thread: ``taps`` rows, ``half`` rows (18 * FILTER_CHUNK)."""
     threads, group_start_step = taps.shape[0], w.shape[0] // groups
-    for thread in prange(threads):
+    for index in prange(threads):
+        thread = np.int64(index)
         first_in, stop_in = share(ins, thread, threads)
         for g in range(groups):
             for first in range(first_in, stop_in, block):
                 stop = min(first + block, stop_in)
                 filters = unaliased((stop - first) * outs)
-                transform_filters(w, rotated, g * group_start_step, first, stop, 0, outs,
+                transform_filters(w, rotated, g * group_start_step, first, stop, np.int64(0), outs,
                                   taps[thread, :9 * filters].reshape(9, filters), half[thread].reshape(18, FILTER_CHUNK),
                                   points, (g * ins + first) * outs, groups * ins * outs)
 
