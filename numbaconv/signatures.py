@@ -164,8 +164,13 @@ def _make_rank(engine, rank: int, module: str) -> dict:
     }
 
 
-def _transpose_spec(rank, x_shape, w_shape, stride, padding, output_padding, groups, dilation):
-    """The forward ConvSpec whose input gradient is this transposed convolution."""
+def transpose_arguments(rank, x_shape, w_shape, stride, padding, output_padding, groups, dilation):
+    """A transposed convolution's arguments checked and resolved, one entry per spatial dim:
+    ``(output size, stride, (low, high) pads, dilation, output_padding)``.
+
+    The sizes in the shapes only enter arithmetic and comparisons, so they may be
+    symbolic (numbaconv.torch under torch.compile's dynamic shapes).
+    """
     if len(x_shape) != rank + 2 or len(w_shape) != rank + 2:
         raise ValueError(f"conv_transpose{rank}d needs input and weight with {rank + 2} dims, "
                          f"got input {x_shape} and weight {w_shape}")
@@ -182,12 +187,19 @@ def _transpose_spec(rank, x_shape, w_shape, stride, padding, output_padding, gro
         if op >= max(s, dil):
             raise ValueError(f"output_padding {output_padding} must be smaller than stride {stride} "
                              f"or dilation {dilation} in every dim")
-    check_groups(groups)   # before groups scales the channel count below
+    check_groups(groups)   # before a caller scales the channel count by it
     out_size = transpose_output_size(x_shape[2:], w_shape[2:], stride, [lo for lo, _ in pads],
                                      [hi for _, hi in pads], dilation, output_padding)
     if any(n < 1 for n in out_size):
         raise ValueError(f"conv_transpose{rank}d of input {x_shape} with weight {w_shape} and "
                          f"padding {padding} gives an empty output size {out_size}")
+    return out_size, stride, pads, dilation, output_padding
+
+
+def _transpose_spec(rank, x_shape, w_shape, stride, padding, output_padding, groups, dilation):
+    """The forward ConvSpec whose input gradient is this transposed convolution."""
+    out_size, stride, pads, dilation, _ = transpose_arguments(rank, x_shape, w_shape, stride, padding,
+                                                              output_padding, groups, dilation)
     return ConvSpec.create((x_shape[0], w_shape[1] * groups, *out_size), w_shape, stride, pads,
                            dilation, groups, rank=rank)
 

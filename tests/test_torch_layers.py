@@ -1,4 +1,5 @@
 """numbaconv.torch: autograd Functions and drop-in modules, checked against torch.nn."""
+import re
 import subprocess
 import sys
 
@@ -11,10 +12,19 @@ import numbaconv.torch as nct  # noqa: E402
 F = torch.nn.functional
 TOLERANCE = 1e-10   # float64, norm-relative (the issue's bar)
 
-# (stride, padding, dilation, groups): one row per feature, then all together
-CONV_OPTIONS = [(1, 0, 1, 1), (2, 1, 1, 1), (1, 2, 2, 1), (1, 1, 1, 2), (2, 1, 2, 2)]
-TRANSPOSE_OPTIONS = [  # (stride, padding, output_padding, groups, dilation)
-    (1, 0, 0, 1, 1), (2, 1, 1, 1, 1), (1, 1, 0, 1, 2), (2, 0, 1, 2, 1), (1, 1, 2, 1, 3)]
+# First and second derivatives on tiny float64 problems, one row per feature, then several
+# together; bias on in some rows, off in others.
+CONV_GRID = [  # (stride, padding, dilation, groups, bias)
+    (1, 0, 1, 1, True), (2, 1, 1, 1, False), (1, 2, 2, 1, True), (1, 1, 1, 2, False),
+    (1, "asymmetric", 2, 1, True),     # (low, high) pairs: (1, 0) in the first dim, (0, 2) in the others
+    (2, "same", 1, 2, False),          # numbaconv's "same" at stride 2: the odd pad at the high end
+    (2, 1, 2, 2, True)]
+TRANSPOSE_GRID = [  # (stride, padding, output_padding, groups, dilation, bias)
+    (1, 0, 0, 1, 1, True), (2, 1, 1, 1, 1, False), (1, 1, 0, 1, 2, True), (2, 0, 1, 2, 1, False),
+    (1, 1, 2, 1, 3, True),             # output_padding >= stride: the input zero-extended
+    (2, "asymmetric", 1, 2, 2, False)]
+# Spatial size of the input by rank: small, so that gradgradcheck's numerical Jacobians stay cheap.
+GRID_SIZE = {1: 5, 2: 4, 3: 3}
 
 
 def _close(actual, expected, what):
@@ -28,31 +38,61 @@ def _leaf(generator, *shape):
     return torch.randn(*shape, dtype=torch.float64, generator=generator).requires_grad_()
 
 
+def _padding(padding, rank):
+    return tuple([(1, 0)] + [(0, 2)] * (rank - 1)) if padding == "asymmetric" else padding
+
+
+def _check_derivatives(function, inputs):
+    assert torch.autograd.gradcheck(function, inputs)
+    assert torch.autograd.gradgradcheck(function, inputs)
+
+
 @pytest.mark.parametrize("rank", [1, 2, 3])
-@pytest.mark.parametrize("options", CONV_OPTIONS, ids=str)
-def test_conv_gradcheck(rank, options):
-    stride, padding, dilation, groups = options
+@pytest.mark.parametrize("options", CONV_GRID, ids=str)
+def test_conv_first_and_second_derivatives(rank, options):
+    stride, padding, dilation, groups, bias = options
     generator = torch.Generator().manual_seed(rank)
-    x = _leaf(generator, 2, 2 * groups, *(5,) * rank)
+    x = _leaf(generator, 1, 2 * groups, *(GRID_SIZE[rank],) * rank)
     w = _leaf(generator, 2 * groups, 2, *(2,) * rank)
-    bias = _leaf(generator, 2 * groups)
+    b = _leaf(generator, 2 * groups) if bias else None
     conv = getattr(nct, f"conv{rank}d")
-    assert torch.autograd.gradcheck(
-        lambda x, w, b: conv(x, w, b, stride, padding, dilation, groups), (x, w, bias))
+    _check_derivatives(lambda x, w, b: conv(x, w, b, stride, _padding(padding, rank), dilation, groups),
+                       (x, w, b))
 
 
 @pytest.mark.parametrize("rank", [1, 2, 3])
-@pytest.mark.parametrize("options", TRANSPOSE_OPTIONS, ids=str)
-def test_conv_transpose_gradcheck(rank, options):
-    stride, padding, output_padding, groups, dilation = options
+@pytest.mark.parametrize("options", TRANSPOSE_GRID, ids=str)
+def test_conv_transpose_first_and_second_derivatives(rank, options):
+    stride, padding, output_padding, groups, dilation, bias = options
     generator = torch.Generator().manual_seed(rank)
-    x = _leaf(generator, 2, 2 * groups, *(4,) * rank)
+    x = _leaf(generator, 1, 2 * groups, *(GRID_SIZE[rank] - 1,) * rank)
     w = _leaf(generator, 2 * groups, 2, *(2,) * rank)
-    bias = _leaf(generator, 2 * groups)
+    b = _leaf(generator, 2 * groups) if bias else None
     conv_transpose = getattr(nct, f"conv_transpose{rank}d")
-    assert torch.autograd.gradcheck(
-        lambda x, w, b: conv_transpose(x, w, b, stride, padding, output_padding, groups, dilation),
-        (x, w, bias))
+    _check_derivatives(lambda x, w, b: conv_transpose(x, w, b, stride, _padding(padding, rank), output_padding,
+                                                      groups, dilation), (x, w, b))
+
+
+def test_gradient_penalty_matches_torch_nn():
+    """A WGAN-GP style step: the norm of d(output)/d(input), differentiated again for the weights."""
+    reference, ours = _sequential([("Conv2d", (2, 4, 3), dict(stride=2, padding=1)), ("Tanh", (), {}),
+                                   ("ConvTranspose2d", (4, 3, 3), dict(stride=2, output_padding=1)),
+                                   ("Flatten", (), {}), ("LazyLinear", (1,), {})])
+    x = torch.randn(3, 2, 6, 6, dtype=torch.float64)
+    reference(x), ours(x)     # materialise the lazy layer in both
+    ours.load_state_dict(reference.state_dict())
+    gradients = []
+    for model in (reference, ours):
+        xi = x.clone().requires_grad_()
+        (grad_x,) = torch.autograd.grad(model(xi).sum(), xi, create_graph=True)
+        penalty = ((grad_x.flatten(1).norm(dim=1) - 1) ** 2).mean()
+        gradients.append(torch.autograd.grad(penalty, list(model.parameters()), allow_unused=True,
+                                             materialize_grads=True))   # the last bias adds a constant
+    for name, ours_gradient, expected in zip(dict(reference.named_parameters()), gradients[1], gradients[0]):
+        if name.endswith("bias") and not expected.any():
+            assert not ours_gradient.any(), name
+        else:
+            _close(ours_gradient, expected, f"penalty gradient of {name}")
 
 
 def _run_both(torch_module, our_module, x):
@@ -180,10 +220,74 @@ def test_only_requested_gradients_are_computed(monkeypatch, requires):
         assert (tensor.grad is not None) == flag
 
 
-def test_cpu_tensors_reach_the_kernels_without_copies():
-    x = torch.randn(2, 3, 4)
-    (view,) = nct._to_engine("test", x)
-    assert np.shares_memory(view, x.numpy())
+def test_cpu_tensors_reach_the_kernels_without_copies(monkeypatch):
+    import numbaconv.functional as functional
+    seen = {}
+
+    def conv2d(x, w, *args):
+        seen["x"], seen["w"], seen["y"] = x, w, original(x, w, *args)
+        return seen["y"]
+
+    original = functional.conv2d
+    monkeypatch.setattr(functional, "conv2d", conv2d)
+    x, w = torch.randn(2, 3, 6, 6), torch.randn(4, 3, 3, 3)
+    y = nct.conv2d(x, w)
+    assert np.shares_memory(seen["x"], x.numpy()) and np.shares_memory(seen["w"], w.numpy())
+    assert np.shares_memory(seen["y"], y.numpy())
+
+
+def _memory_format(tensor):
+    return next(name for name, layout in (("contiguous", torch.contiguous_format),
+                                          ("channels_last", torch.channels_last),
+                                          ("channels_last_3d", torch.channels_last_3d))
+                if tensor.is_contiguous(memory_format=layout))
+
+
+@pytest.mark.parametrize("name, dtype, operand", [
+    ("Conv2d", torch.float32, "input"), ("Conv2d", torch.float64, "input"), ("Conv2d", torch.float32, "weight"),
+    ("Conv3d", torch.float32, "input"), ("ConvTranspose2d", torch.float32, "input")])
+def test_channels_last_gives_what_torch_nn_gives(name, dtype, operand):
+    """channels_last (channels_last_3d) input or weight: the output and the gradients in the layout
+    torch.nn gives, with the same values. (torch.nn's float64 Conv3d on the CPU returns a
+    contiguous output for a channels_last_3d input; numbaconv keeps channels_last_3d there too.)"""
+    rank = 3 if name.endswith("3d") else 2
+    layout = torch.channels_last_3d if rank == 3 else torch.channels_last
+    torch.manual_seed(7)
+    reference = getattr(torch.nn, name)(4, 6, 3, padding=1).to(dtype)
+    ours = getattr(nct, name)(4, 6, 3, padding=1).to(dtype)
+    ours.load_state_dict(reference.state_dict())
+    x = torch.randn(2, 4, *(5,) * rank, dtype=dtype)
+    if operand == "input":
+        x = x.contiguous(memory_format=layout)
+    else:
+        for module in (reference, ours):
+            module.weight.data = module.weight.data.contiguous(memory_format=layout)
+    tolerance = 1e-5 if dtype == torch.float32 else 1e-12
+    results = []
+    for module in (reference, ours):
+        xi = x.clone().requires_grad_()
+        hidden = xi * 1.5                # a non-leaf input: its gradient keeps the layout it is given
+        y = module(hidden)
+        grad_hidden, grad_w = torch.autograd.grad(y, (hidden, module.weight), torch.ones_like(y))
+        results.append({"output": y, "input gradient": grad_hidden, "weight gradient": grad_w})
+    expected, actual = results
+    for what in expected:
+        assert _memory_format(actual[what]) == _memory_format(expected[what]), what
+        error = torch.linalg.norm(actual[what] - expected[what]) / torch.linalg.norm(expected[what])
+        assert error <= tolerance, f"{what}: relative error {error:.2e}"
+    assert _memory_format(expected["output"]) != "contiguous"
+
+
+def test_meta_tensors_get_torch_nn_shapes():
+    """Shapes only, on the meta device: a model built there (for later to_empty()) runs."""
+    for ours, reference, shape in [(nct.Conv2d(3, 4, 3, stride=2, padding="valid"), torch.nn.Conv2d(3, 4, 3, stride=2),
+                                    (2, 3, 9, 8)),
+                                   (nct.ConvTranspose3d(3, 2, 2, stride=2, output_padding=1),
+                                    torch.nn.ConvTranspose3d(3, 2, 2, stride=2, output_padding=1), (1, 3, 3, 4, 2)),
+                                   (nct.Conv1d(3, 4, 3, padding="same"), torch.nn.Conv1d(3, 4, 3, padding="same"), (3, 7))]:
+        x = torch.empty(shape, device="meta")
+        y = ours.to("meta")(x)
+        assert y.device.type == "meta" and y.shape == reference.to("meta")(x).shape
 
 
 BAD_LAYER_INPUTS = [
@@ -195,22 +299,33 @@ BAD_LAYER_INPUTS = [
      "numbaconv.torch.Conv1d: input dtype torch.float32 does not match"),
     ("dtype-unsupported", lambda: nct.Conv2d(3, 4, 3).half()(torch.randn(1, 3, 8, 8).half()), TypeError,
      "numbaconv.torch.Conv2d: input dtype torch.float16 is not supported"),
-    ("device", lambda: nct.Conv2d(3, 4, 3)(torch.randn(1, 3, 8, 8, device="meta")), RuntimeError,
-     "numbaconv.torch.Conv2d: got a tensor on meta"),
+    ("devices", lambda: nct.Conv2d(3, 4, 3)(torch.randn(1, 3, 8, 8, device="meta")), RuntimeError,
+     "numbaconv.torch.Conv2d: the weight is on cpu and the input on meta"),
     ("transpose-channels", lambda: nct.ConvTranspose2d(3, 4, 3)(torch.randn(1, 4, 8, 8)), ValueError,
      "numbaconv.torch.ConvTranspose2d: expected 3 input channels, got 4"),
     ("functional-channels", lambda: nct.conv1d(torch.randn(1, 5, 8), torch.randn(4, 2, 3), groups=2),
      ValueError, "numbaconv.torch.conv1d: expected 4 input channels, got 5"),
-    ("functional-device", lambda: nct.conv_transpose2d(torch.randn(1, 3, 4, 4, device="meta"),
-                                                       torch.randn(3, 2, 3, 3, device="meta")),
-     RuntimeError, "need the CUDA engine"),
+    ("functional-devices", lambda: nct.conv_transpose2d(torch.randn(1, 3, 4, 4),
+                                                        torch.randn(3, 2, 3, 3, device="meta")),
+     RuntimeError, "numbaconv.torch.conv_transpose2d: the weight is on meta and the input on cpu"),
+    ("bias-shape", lambda: nct.conv2d(torch.randn(1, 3, 4, 4), torch.randn(2, 3, 3, 3), torch.randn(3)),
+     ValueError, "numbaconv.torch.conv2d: bias must have shape (2,), got (3,)"),
+    ("bias-dtype", lambda: nct.conv_transpose1d(torch.randn(1, 3, 4), torch.randn(3, 2, 3), torch.randn(2).double()),
+     TypeError, "numbaconv.torch.conv_transpose1d: bias dtype torch.float64 does not match"),
+    ("stride", lambda: nct.conv2d(torch.randn(1, 3, 4, 4), torch.randn(2, 3, 3, 3), stride=0),
+     ValueError, "stride entries must be >= 1"),
+    ("stride-type", lambda: nct.conv2d(torch.randn(1, 3, 4, 4), torch.randn(2, 3, 3, 3), stride=1.5),
+     TypeError, "stride must be an int or a tuple of 2 ints"),
+    ("transpose-padding", lambda: nct.conv_transpose2d(torch.randn(1, 3, 4, 4), torch.randn(3, 2, 3, 3),
+                                                       padding="same"),
+     ValueError, "conv_transpose2d takes numeric padding"),
 ]
 
 
 @pytest.mark.parametrize("case", BAD_LAYER_INPUTS, ids=lambda c: c[0])
 def test_bad_input_names_the_layer(case):
     _, call, exception, message = case
-    with pytest.raises(exception, match=message.replace("(", r"\(")):
+    with pytest.raises(exception, match=re.escape(message)):
         call()
 
 
