@@ -24,6 +24,13 @@ place them as it does, and Winograd's results are checked by the engine
 - weight gradient: per tap, the 2-d weight gradient of the slices it reads
   against the output gradient, the plane kernel ``grad_w[:, :, td]``.
 
+A problem whose copies would hold more than half the workspace limit runs
+as slabs of consecutive output slices (:func:`_slabs`), each the same
+passes on the input slices its outputs read, so the copies stay bounded
+and the taps' 2-d passes keep the other half: the input gradients of
+neighbouring slabs overlap and are added, their weight gradients summed in
+float64.
+
 FLOPs: the 3-d problem's ``2 N K (C/g) prod(out) prod(kernel)``, as each
 tap's 2-d algorithm counts them (Winograd's: about a quarter of the
 multiplications). Memory traffic: the operands moved depth-major and back
@@ -52,16 +59,52 @@ choose_plane_algorithm = None
 def supports(spec):
     if spec.kernel_size[0] == 1:
         return "needs a kernel deeper than one slice (3-d with KD > 1)"
-    return workspace.over_limit(_held_bytes(spec, 8))
+    return workspace.over_limit(2 * _held_bytes(spec, 8, 1))
 
 
-def _held_bytes(spec, itemsize):
-    """The scratch a pass holds while its taps' 2-d passes run (which get the rest of the limit):
-    at most the depth-padded input moved depth-major, the output gradient moved, and a tap's
-    result or the taps' sum, each at most the size of the larger activation."""
-    depth = spec.in_size[0] + spec.pad_lo[0] + spec.pad_hi[0]
-    activation = max(math.prod(spec.x_shape) // max(1, spec.in_size[0]) * depth, math.prod(spec.y_shape))
-    return 3 * activation * itemsize
+def _held_bytes(spec, itemsize, count=None):
+    """The scratch a pass over ``count`` output slices (default: all) holds while its taps' 2-d
+    passes run (which get the rest of the limit): at most the input slices it reads moved
+    depth-major, the output gradient moved, and a tap's result or the taps' sum, each at most
+    the size of the larger of those input slices and outputs."""
+    count = spec.out_size[0] if count is None else count
+    reach = (spec.kernel_size[0] - 1) * spec.dilation[0] + 1
+    inputs = spec.batch * spec.in_channels * math.prod(spec.in_size[1:]) * ((count - 1) * spec.stride[0] + reach)
+    outputs = spec.batch * spec.out_channels * math.prod(spec.out_size[1:]) * count
+    return 3 * max(inputs, outputs) * itemsize
+
+
+def _slab_slices(spec, itemsize):
+    """Output slices a slab: all of them where the pass holds at most half the workspace limit,
+    else as many as keep it there (at least one)."""
+    budget, count = workspace.workspace_limit() // 2, spec.out_size[0]
+    if _held_bytes(spec, itemsize, count) <= budget:
+        return count
+    low, high = 1, count   # the most that fit: _held_bytes grows with count
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if _held_bytes(spec, itemsize, middle) <= budget else (low, middle - 1)
+    return low
+
+
+def _slabs(spec, itemsize):
+    """``(sub_spec, input depths, output depths)`` of each slab of :func:`_slab_slices` output
+    slices: the sub-problem maps the input slices its outputs read (a slice range, padding
+    where they lie outside) to those outputs. A slab wholly in the padding has ``sub_spec``
+    None."""
+    count = _slab_slices(spec, itemsize)
+    stride, pad_lo, depth = spec.stride[0], spec.pad_lo[0], spec.in_size[0]
+    reach = (spec.kernel_size[0] - 1) * spec.dilation[0] + 1
+    for first in range(0, spec.out_size[0], count):
+        stop = min(spec.out_size[0], first + count)
+        low, high = first * stride - pad_lo, (stop - 1) * stride + reach - pad_lo   # input depths, padding < 0
+        inside = slice(max(low, 0), min(high, depth))
+        sub = None
+        if inside.start < inside.stop:
+            sub = dataclasses.replace(spec, in_size=(inside.stop - inside.start,) + spec.in_size[1:],
+                                      pad_lo=(inside.start - low,) + spec.pad_lo[1:],
+                                      pad_hi=(high - inside.stop,) + spec.pad_hi[1:])
+        yield sub, inside, slice(first, stop)
 
 
 def plane_spec(spec):
@@ -102,6 +145,36 @@ def _plane_kernel(w, td):
 
 
 def forward(spec, x, w, out):
+    for sub, inputs, outputs in _slabs(spec, x.itemsize):
+        if sub is None:
+            out[:, :, outputs] = 0
+        else:
+            _forward(sub, x[:, :, inputs], w, out[:, :, outputs])
+
+
+def backward_input(spec, grad_y, w, grad_x):
+    slabs = list(_slabs(spec, grad_y.itemsize))
+    if len(slabs) > 1:
+        grad_x[...] = 0
+    for sub, inputs, outputs in slabs:
+        if sub is not None:
+            _backward_input(sub, grad_y[:, :, outputs], w, grad_x[:, :, inputs], len(slabs) > 1)
+
+
+def backward_weight(spec, x, grad_y, grad_w):
+    slabs = list(_slabs(spec, x.itemsize))
+    if len(slabs) == 1:
+        _backward_weight(spec, x, grad_y, grad_w)
+        return
+    total, part = np.zeros(grad_w.shape, np.float64), np.empty_like(grad_w)
+    for sub, inputs, outputs in slabs:
+        if sub is not None:
+            _backward_weight(sub, x[:, :, inputs], grad_y[:, :, outputs], part)
+            total += part
+    grad_w[...] = total
+
+
+def _forward(spec, x, w, out):
     plane = plane_spec(spec)
     padded = _depth_major("depth_taps_input", x, spec.pad_lo[0], spec.pad_hi[0])
     size = (plane.batch, spec.out_channels, 1, *spec.out_size[1:])
@@ -115,7 +188,7 @@ def forward(spec, x, w, out):
     out[...] = by_sample.transpose(0, 2, 1, 3, 4)
 
 
-def backward_input(spec, grad_y, w, grad_x):
+def _backward_input(spec, grad_y, w, grad_x, accumulate):
     plane = plane_spec(spec)
     moved = _depth_major("depth_taps_output", grad_y, 0, 0)
     moved = moved.reshape(plane.batch, spec.out_channels, 1, *spec.out_size[1:])
@@ -131,11 +204,14 @@ def backward_input(spec, grad_y, w, grad_x):
         first, step = td * spec.dilation[0], spec.stride[0]
         total[:, first:first + step * (first_slices - 1) + 1:step] += part.reshape(
             spec.batch, first_slices, spec.in_channels, *spec.in_size[1:])
-    interior = total[:, spec.pad_lo[0]:spec.pad_lo[0] + spec.in_size[0]]
-    grad_x[...] = interior.transpose(0, 2, 1, 3, 4)
+    interior = total[:, spec.pad_lo[0]:spec.pad_lo[0] + spec.in_size[0]].transpose(0, 2, 1, 3, 4)
+    if accumulate:
+        grad_x += interior
+    else:
+        grad_x[...] = interior
 
 
-def backward_weight(spec, x, grad_y, grad_w):
+def _backward_weight(spec, x, grad_y, grad_w):
     plane = plane_spec(spec)
     padded = _depth_major("depth_taps_input", x, spec.pad_lo[0], spec.pad_hi[0])
     moved = _depth_major("depth_taps_output", grad_y, 0, 0)
