@@ -75,6 +75,7 @@ __all__ = ["Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "
            "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"]
 
 _DEVICES = ("cpu", "cuda", "meta")
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
 _CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
 # The options every operator ends with, in its schema; padding is flat: low, high of each dim.
 _OPTIONS_SCHEMA = "int[] stride, SymInt[] padding, int[] dilation, int groups"
@@ -238,7 +239,7 @@ def _conv_gradients(operands, options, grad, needs):
     """conv(x, w) + b: x's gradient is conv_input(grad, w), w's conv_weight(x, grad); both
     in one call of the kernels where no graph of them is recorded (eager, first derivatives)."""
     x, w = operands
-    if needs[0] and needs[1] and not torch.is_grad_enabled() and _eager(x):
+    if needs[0] and needs[1] and not torch.is_grad_enabled() and _eager(x, grad):
         grad_x, grad_w = _conv_backward_kernel(grad, x, w, *options)
         grad_x, grad_w = _in_layout(grad_x, grad, w), _in_layout(grad_w, x, grad)
     else:
@@ -321,16 +322,19 @@ def _in_layout(result, a, b):
     return result
 
 
-def _eager(tensor) -> bool:
-    """True where the kernels are called directly: eager mode, on a device with kernels."""
-    return not torch.compiler.is_compiling() and tensor.device.type != "meta"
+def _eager(a, b) -> bool:
+    """True where the kernels are called directly: eager mode, plain tensors (not the subclasses
+    tracing uses, nor others: those reach their own handling through the custom op), not meta."""
+    return (not torch.compiler.is_compiling() and type(a) in _PLAIN and type(b) in _PLAIN
+            and a.device.type != "meta")
 
 
 def _call(operator: _Operator, *inputs):
     """``operator`` on its arguments: the kernel in eager mode (through an autograd.Function when
-    a gradient is needed), else the custom op (torch.compile, torch.export, meta tensors)."""
+    a gradient is needed), else the custom op (torch.compile, torch.export, other tracing, tensor
+    subclasses, meta tensors)."""
     a, b = inputs[0], inputs[1]
-    if not _eager(a):
+    if not _eager(a, b):
         result = operator.custom(*inputs)
     elif torch.is_grad_enabled() and (a.requires_grad or b.requires_grad
                                       or (isinstance(inputs[2], torch.Tensor) and inputs[2].requires_grad)):
