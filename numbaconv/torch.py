@@ -11,8 +11,8 @@ and replace only the convolution. ``conv1d`` ... ``conv_transpose3d`` take
 ``torch.nn.functional``'s arguments.
 
 Operators. Everything runs on three linear operators of one convolution
-(stride, padding as ``(low, high)`` pairs, dilation, groups), registered as
-PyTorch custom operators:
+(stride, padding as low and high of each dim, dilation, groups), registered
+as PyTorch custom operators:
 
 - ``numbaconv::conv(input, weight, bias)``: the convolution;
 - ``numbaconv::conv_input(grad_output, weight, bias, input_size)``: its input
@@ -31,8 +31,8 @@ tensors) the custom operators are called: Dynamo sees one opaque node per
 operator, with a shape function (``register_fake``) and gradients
 (``register_autograd``), and never traces numbaconv's engine. In eager mode
 the kernels are called directly, through a ``torch.autograd.Function`` when a
-gradient is needed, since a custom operator's Python path through the
-dispatcher costs tens of microseconds a call more (bench/torch_overhead.py).
+gradient is needed: a custom operator's Python path through the dispatcher
+costs tens of microseconds a call more than an autograd.Function.
 
 Memory format: where an operand is channels_last (channels_last_3d), the
 result is too, as torch.nn's CPU convolutions do, gradients included. The
@@ -74,7 +74,6 @@ from .spec import ConvSpec, _same_padding, check_groups, normalize_ints, normali
 __all__ = ["Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
            "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"]
 
-_DEVICES = ("cpu", "cuda", "meta")
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
 _CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
 # The options every operator ends with, in its schema; padding is flat: low, high of each dim.
@@ -144,13 +143,13 @@ def _on_device(name: str, call, *tensors):
     """``call(*arrays)`` on the engine of the tensors' device (the first tensor's: the wrappers
     check they share it), its result (or tuple of results) as new tensors there; None operands
     stay None."""
-    device = tensors[0].device
-    if device.type == "cpu":
+    first = tensors[0]
+    if first.is_cpu:
         arrays = [None if t is None else t.detach().numpy() for t in tensors]
         return _each(torch.from_numpy, _with_torch_threads(call, *arrays))
-    if device.type == "cuda":
-        return _on_gpu(device, call, tensors)
-    raise RuntimeError(f"{name}: got a tensor on {device}; numbaconv runs CPU and CUDA tensors")
+    if first.is_cuda:
+        return _on_gpu(first.device, call, tensors)
+    raise RuntimeError(f"{name}: got a tensor on {first.device}; numbaconv runs CPU and CUDA tensors")
 
 
 def _numbaconv(pattern: str, rank: int):
@@ -159,8 +158,11 @@ def _numbaconv(pattern: str, rank: int):
 
 
 def _numbaconv_options(stride, padding, dilation, groups):
-    """An operator's options in numbaconv's form: tuples, padding as (low, high) pairs."""
-    return tuple(stride), tuple(zip(padding[0::2], padding[1::2])), tuple(dilation), groups
+    """An operator's options as numbaconv takes them: tuples; padding one int per dim where low
+    and high are equal (torch.nn's spelling, so a problem met through both libraries is one
+    ConvSpec in numbaconv's caches, found there by identity), else (low, high) pairs."""
+    low, high = tuple(padding[0::2]), tuple(padding[1::2])
+    return tuple(stride), low if low == high else tuple(zip(low, high)), tuple(dilation), groups
 
 
 def _conv_kernel(input, weight, bias, stride, padding, dilation, groups):
@@ -325,8 +327,7 @@ def _in_layout(result, a, b):
 def _eager(a, b) -> bool:
     """True where the kernels are called directly: eager mode, plain tensors (not the subclasses
     tracing uses, nor others: those reach their own handling through the custom op), not meta."""
-    return (not torch.compiler.is_compiling() and type(a) in _PLAIN and type(b) in _PLAIN
-            and a.device.type != "meta")
+    return not torch.compiler.is_compiling() and type(a) in _PLAIN and type(b) in _PLAIN and not a.is_meta
 
 
 def _call(operator: _Operator, *inputs):
@@ -358,11 +359,11 @@ _CONV_WEIGHT = _Operator.register("conv_weight", "Tensor input, Tensor grad_outp
 def _check_operands(where: str, input, weight, bias, out_channels):
     """Raise unless input, weight and bias share a device numbaconv runs and bias fits."""
     device = input.device
-    for name, tensor in (("weight", weight), ("bias", bias)):
-        if tensor is not None and tensor.device != device:
-            raise RuntimeError(f"{where}: the {name} is on {tensor.device} and the input on {device}; "
-                               "put them on one device")
-    if device.type not in _DEVICES:
+    if weight.device != device or (bias is not None and bias.device != device):
+        name, tensor = ("weight", weight) if weight.device != device else ("bias", bias)
+        raise RuntimeError(f"{where}: the {name} is on {tensor.device} and the input on {device}; "
+                           "put them on one device")
+    if not (input.is_cpu or input.is_cuda or input.is_meta):
         raise RuntimeError(f"{where}: got a tensor on {device}; numbaconv runs CPU and CUDA tensors "
                            "(and meta tensors, for their shapes): move the model and data, or use torch.nn")
     if bias is not None:
@@ -423,11 +424,11 @@ def _convolve_transpose(where: str, rank: int, input, weight, bias, stride, padd
     """conv_transpose{rank}d of a batched or an unbatched input: conv_input of the convolution
     it inverts, whose output is the input, zero-extended at the high end where output_padding
     reaches a stride past it (output_padding >= stride, allowed when dilation > stride)."""
-    _check_operands(where, input, weight, bias, weight.shape[1] * groups)
     batched = input.dim() == rank + 2
     x = input if batched else input.unsqueeze(0)
     out_size, stride, pads, dilation, output_padding = transpose_arguments(
         rank, tuple(x.shape), tuple(weight.shape), stride, padding, output_padding, groups, dilation)
+    _check_operands(where, input, weight, bias, weight.shape[1] * groups)
     extension = [op // s for op, s in zip(output_padding, stride)]
     if any(extension):
         x = torch.nn.functional.pad(x, [p for e in reversed(extension) for p in (0, e)])

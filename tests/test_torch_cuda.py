@@ -26,7 +26,7 @@ TORCH_CUDA = torch.cuda.is_available()
 class CudaLike:
     """A CPU tensor posing as a CUDA tensor, for what the routing reads of one."""
 
-    device = CUDA
+    device, is_cpu, is_cuda = CUDA, False, True
 
     def __init__(self, tensor):
         self.tensor = tensor
@@ -87,11 +87,12 @@ def test_each_device_picks_its_engine(monkeypatch):
     assert gpu_calls == [(CUDA, (fake, None))]
     for device in ("meta", "mps"):
         with pytest.raises(RuntimeError, match=f"op: got a tensor on {device}; numbaconv runs CPU and CUDA"):
-            nct._on_device("op", None, types.SimpleNamespace(device=torch.device(device)))
+            nct._on_device("op", None, types.SimpleNamespace(device=torch.device(device), is_cpu=False,
+                                                               is_cuda=False))
 
 
 def test_other_devices_are_refused_by_name():
-    tensor = types.SimpleNamespace(device=torch.device("mps"), shape=(1, 2, 3), dtype=torch.float32)
+    tensor = types.SimpleNamespace(device=torch.device("mps"), is_cpu=False, is_cuda=False, is_meta=False)
     with pytest.raises(RuntimeError, match="numbaconv.torch.Conv1d: got a tensor on mps; numbaconv runs CPU"):
         nct._check_operands("numbaconv.torch.Conv1d", tensor, tensor, None, 2)
 
