@@ -236,20 +236,23 @@ def test_depthwise_weight_gradient_puts_nan_and_inf_where_the_reference_does(rng
     assert_same_non_finite(grad_w.reshape(spec.w_shape), expected)
 
 
-@pytest.mark.parametrize("slab", [1, 2])
+@pytest.mark.parametrize("slab", [1, 2, None])
 @pytest.mark.parametrize("case", [
     ("3d-strided-padded", (2, 3, 7, 5, 6), (4, 3, 3, 2, 3), (2, 1, 1), ((2, 1), (0, 1), (1, 1)), (1, 1, 1), 1),
+    ("3d-last-slice-unread", (2, 2, 7, 4, 5), (3, 2, 2, 3, 3), (2, 1, 1), (0, 1, 1), 1, 1),
     ("3d-dilated-grouped", (1, 4, 9, 4, 5), (4, 2, 3, 3, 2), 1, 1, (2, 1, 1), 2),
     ("3d-slab-in-padding", (1, 2, 2, 4, 4), (3, 2, 2, 3, 3), 1, ((3, 3), (1, 1), (1, 1)), 1, 1),
 ], ids=lambda case: case[0] if isinstance(case, tuple) else case)
 def test_depth_taps_in_slabs_of_output_slices(rng, monkeypatch, case, slab):
     """Slabs of one or two output slices (as where the copies would pass half the workspace
-    limit): the input gradients of overlapping slabs add up, the weight gradients sum, and a
-    slab that reads only padding gives zeros."""
+    limit) and one slab of all (None): the input gradients of overlapping slabs add up, the
+    weight gradients sum, a slab that reads only padding gives zeros, input slices that no
+    window reads get zero gradient."""
     from numbaconv.cpu import depth_taps
-    monkeypatch.setattr(depth_taps, "_slab_slices", lambda spec, itemsize: slab)
+    if slab is not None:
+        monkeypatch.setattr(depth_taps, "_slab_slices", lambda spec, itemsize: slab)
     spec, x, w, grad_y = random_problem(rng, case, np.float64)
-    assert len(list(depth_taps._slabs(spec.as_3d(), 8))) > 1
+    assert (len(list(depth_taps._slabs(spec.as_3d(), 8))) > 1) == (slab is not None)
     check_passes(dispatch.REGISTRY["cpu"]["depth_taps"], spec, x, w, grad_y, np.float64)
 
 

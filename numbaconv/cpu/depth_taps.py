@@ -154,11 +154,14 @@ def forward(spec, x, w, out):
 
 def backward_input(spec, grad_y, w, grad_x):
     slabs = list(_slabs(spec, grad_y.itemsize))
-    if len(slabs) > 1:
+    # one slab over every input slice writes all of grad_x; else the slabs add into zeros (they
+    # overlap, and input slices no output reads, past the last window, get none)
+    whole = len(slabs) == 1 and slabs[0][1] == slice(0, spec.in_size[0])
+    if not whole:
         grad_x[...] = 0
     for sub, inputs, outputs in slabs:
         if sub is not None:
-            _backward_input(sub, grad_y[:, :, outputs], w, grad_x[:, :, inputs], len(slabs) > 1)
+            _backward_input(sub, grad_y[:, :, outputs], w, grad_x[:, :, inputs], not whole)
 
 
 def backward_weight(spec, x, grad_y, grad_w):
