@@ -39,8 +39,9 @@ result is too, as torch.nn's CPU convolutions do, gradients included. The
 kernels read and write contiguous arrays, so such a call copies its operands
 in and its result out.
 
-Devices: CPU tensors reach the kernels as NumPy views (no copies) and results
-come back through ``torch.from_numpy``. CUDA tensors reach numbaconv's CUDA
+Devices: CPU tensors reach the kernels as NumPy views (no copies; strided
+ones are made contiguous by torch first) and results come back through
+``torch.from_numpy``. CUDA tensors reach numbaconv's CUDA
 engine as Numba device arrays on the same memory (``__cuda_array_interface__``)
 and its results come back as CUDA tensors on the memory of its device arrays;
 the engine launches on Numba's default stream, after the work queued on
@@ -144,8 +145,8 @@ def _on_device(name: str, call, *tensors):
     check they share it), its result (or tuple of results) as new tensors there; None operands
     stay None."""
     first = tensors[0]
-    if first.is_cpu:
-        arrays = [None if t is None else t.detach().numpy() for t in tensors]
+    if first.is_cpu:   # torch copies a strided operand (channels_last, expanded) faster than NumPy would
+        arrays = [None if t is None else t.detach().contiguous().numpy() for t in tensors]
         return _each(torch.from_numpy, _with_torch_threads(call, *arrays))
     if first.is_cuda:
         return _on_gpu(first.device, call, tensors)
