@@ -44,8 +44,9 @@ ones are made contiguous by torch first) and results come back through
 ``torch.from_numpy``. CUDA tensors reach numbaconv's CUDA
 engine as Numba device arrays on the same memory (``__cuda_array_interface__``)
 and its results come back as CUDA tensors on the memory of its device arrays;
-the engine launches on Numba's default stream, after the work queued on
-torch's current stream and before the work queued on it afterwards. Meta
+the engine launches on Numba's default stream (torch's default stream), after
+the work queued on torch's current stream and before the work queued on it
+afterwards. Meta
 tensors get their shapes. Other devices, or operands on different devices,
 raise a RuntimeError naming the layer.
 
@@ -111,18 +112,16 @@ def _gpu_tensor(array, device):
 @contextlib.contextmanager
 def _on_torch_stream(device):
     """Order the work launched inside after what torch's current stream has queued, and what it
-    queues afterwards after that work: numbaconv launches on Numba's default stream, which is
-    torch's default stream unless the caller made another stream current."""
-    from numba import cuda
-    current = torch.cuda.current_stream(device)
-    launches = int(cuda.default_stream())
-    if current.cuda_stream == launches:
+    queues afterwards after that work. numbaconv launches on Numba's default stream: the legacy
+    default stream, which is torch's default stream (Numba's per-thread default stream, when
+    chosen, synchronises with it), so only another current stream needs the two waits."""
+    current, default = torch.cuda.current_stream(device), torch.cuda.default_stream(device)
+    if current.cuda_stream == default.cuda_stream:
         yield
         return
-    numba_stream = torch.cuda.ExternalStream(launches, device=device)
-    numba_stream.wait_stream(current)
+    default.wait_stream(current)
     yield
-    current.wait_stream(numba_stream)
+    current.wait_stream(default)
 
 
 def _each(convert, result):
