@@ -39,16 +39,16 @@ result is too, as torch.nn's CPU convolutions do, gradients included. The
 kernels read and write contiguous arrays, so such a call copies its operands
 in and its result out.
 
-Devices: CPU tensors reach the kernels as NumPy views (no copies; strided
-ones are made contiguous by torch first) and results come back through
-``torch.from_numpy``. CUDA tensors reach numbaconv's CUDA
-engine as Numba device arrays on the same memory (``__cuda_array_interface__``)
-and its results come back as CUDA tensors on the memory of its device arrays;
-the engine launches on Numba's default stream (torch's default stream), after
-the work queued on torch's current stream and before the work queued on it
-afterwards. Meta
-tensors get their shapes. Other devices, or operands on different devices,
-raise a RuntimeError naming the layer.
+Devices: CPU tensors reach the kernels as NumPy views (no copies) and
+results come back through ``torch.from_numpy``. CUDA tensors reach numbaconv's
+CUDA engine as Numba device arrays on the same memory
+(``__cuda_array_interface__``) and its results come back as CUDA tensors on
+the memory of its device arrays; the engine launches on Numba's default stream
+(torch's default stream), after the work queued on torch's current stream and
+before the work queued on it afterwards. Strided operands (channels_last,
+expanded gradients) are made contiguous by torch first. Meta tensors get their
+shapes. Other devices, or operands on different devices, raise a RuntimeError
+naming the layer.
 
 Threads: on the CPU the kernels run on ``torch.get_num_threads()`` threads
 (at most Numba's own count, ``numba.get_num_threads()``), so
@@ -99,9 +99,9 @@ def _with_torch_threads(call, *args):
 
 
 def _gpu_array(tensor):
-    """A Numba device array on a CUDA tensor's memory."""
+    """A Numba device array on a (detached) CUDA tensor's memory."""
     from numba import cuda
-    return cuda.as_cuda_array(tensor.detach())
+    return cuda.as_cuda_array(tensor)
 
 
 def _gpu_tensor(array, device):
@@ -142,14 +142,16 @@ def _on_gpu(device, call, tensors):
 def _on_device(name: str, call, *tensors):
     """``call(*arrays)`` on the engine of the tensors' device (the first tensor's: the wrappers
     check they share it), its result (or tuple of results) as new tensors there; None operands
-    stay None."""
+    stay None. Strided operands (channels_last, expanded gradients) are made contiguous by torch,
+    whose copy is faster than numbaconv's."""
     first = tensors[0]
-    if first.is_cpu:   # torch copies a strided operand (channels_last, expanded) faster than NumPy would
-        arrays = [None if t is None else t.detach().contiguous().numpy() for t in tensors]
-        return _each(torch.from_numpy, _with_torch_threads(call, *arrays))
+    if not (first.is_cpu or first.is_cuda):
+        raise RuntimeError(f"{name}: got a tensor on {first.device}; numbaconv runs CPU and CUDA tensors")
+    operands = [None if t is None else t.detach().contiguous() for t in tensors]
     if first.is_cuda:
-        return _on_gpu(first.device, call, tensors)
-    raise RuntimeError(f"{name}: got a tensor on {first.device}; numbaconv runs CPU and CUDA tensors")
+        return _on_gpu(first.device, call, operands)
+    arrays = [None if t is None else t.numpy() for t in operands]
+    return _each(torch.from_numpy, _with_torch_threads(call, *arrays))
 
 
 def _numbaconv(pattern: str, rank: int):

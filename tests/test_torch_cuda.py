@@ -37,6 +37,9 @@ class CudaLike:
     def detach(self):
         return self
 
+    def contiguous(self):
+        return self
+
 
 class FakeStream:
     """A torch stream with a handle, recording the waits made on it into a shared list."""
@@ -76,7 +79,7 @@ def test_each_device_picks_its_engine(monkeypatch):
     assert isinstance(nct._on_device("op", on_cpu, x, None), torch.Tensor) and seen == [(True, None)]
     fake = CudaLike(x)
     nct._on_device("op", None, fake, None)
-    assert gpu_calls == [(CUDA, (fake, None))]
+    assert gpu_calls == [(CUDA, [fake, None])]
     for device in ("meta", "mps"):
         with pytest.raises(RuntimeError, match=f"op: got a tensor on {device}; numbaconv runs CPU and CUDA"):
             nct._on_device("op", None, types.SimpleNamespace(device=torch.device(device), is_cpu=False,
