@@ -87,8 +87,12 @@ _OPTIONS_SCHEMA = "int[] stride, SymInt[] padding, int[] dilation, int groups"
 def _with_torch_threads(call, *args):
     """``call(*args)`` on ``min(torch.get_num_threads(), numba.get_num_threads())`` of Numba's
     threads; Numba's setting (per calling thread) is restored afterwards, torch's never changed."""
+    torch_threads = torch.get_num_threads()
     before = numba.get_num_threads()
-    wanted = max(1, min(torch.get_num_threads(), before))
+    if torch.get_num_threads() != torch_threads:
+        # the first call starts Numba's OpenMP workers, which resets the count OpenMP gives torch
+        torch.set_num_threads(torch_threads)
+    wanted = max(1, min(torch_threads, before))
     if wanted == before:
         return call(*args)
     numba.set_num_threads(wanted)

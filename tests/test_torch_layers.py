@@ -338,6 +338,15 @@ def test_transpose_padding_mode_other_than_zeros_is_refused():
         layer(torch.randn(1, 2, 5))
 
 
+def test_first_call_leaves_torch_thread_count_alone():
+    """In a fresh process the first call starts Numba's OpenMP workers, which resets the thread
+    count OpenMP gives torch: the layer puts torch's back and runs on it."""
+    code = ("import torch, numbaconv.torch as nct; torch.set_num_threads(1); "
+            "nct.Conv2d(2, 2, 3)(torch.randn(1, 2, 5, 5)); "
+            "assert torch.get_num_threads() == 1, torch.get_num_threads()")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_importing_numbaconv_does_not_import_torch():
     code = "import sys, numbaconv, numbaconv.nn; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
