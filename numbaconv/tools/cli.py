@@ -103,25 +103,26 @@ def _parser() -> _Parser:
     plan.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     plan.set_defaults(handler=_tune, subparser=plan)
 
-    warm = commands.add_parser(
-        "compile", help="compile every CPU kernel into Numba's cache now, in parallel processes")
-    warm.add_argument("--algo", default="all", help="comma-separated CPU algorithms, or all (default)")
-    warm.add_argument("--pass", dest="passes", default="all",
-                      help=f"comma-separated passes from {', '.join(PASSES)}, or all (default)")
-    warm.add_argument("--dtype", default="all", help="float32, float64 or all (default)")
+    warm = _kernel_options(commands.add_parser(
+        "compile", help="compile every CPU kernel into Numba's cache now, in parallel processes"))
     warm.add_argument("--device", default="cpu", help="cpu (the only device whose kernels Numba caches on disk)")
     warm.add_argument("--jobs", type=int, default=None, help="worker processes (default: one per core)")
     warm.set_defaults(handler=_compile, subparser=warm)
 
-    compile_time = commands.add_parser(
-        "compile-time", help="cold compile time of the CPU engine and first-call times on a warm cache")
-    compile_time.add_argument("--algo", default="all", help="comma-separated CPU algorithms, or all (default)")
-    compile_time.add_argument("--pass", dest="passes", default="all",
-                              help=f"comma-separated passes from {', '.join(PASSES)}, or all (default)")
-    compile_time.add_argument("--dtype", default="all", help="float32, float64 or all (default)")
+    compile_time = _kernel_options(commands.add_parser(
+        "compile-time", help="cold compile time of the CPU engine and first-call times on a warm cache"))
     compile_time.add_argument("--json", default=None, metavar="FILE", help="write the numbers as JSON")
     compile_time.set_defaults(handler=_compile_time, subparser=compile_time)
     return parser
+
+
+def _kernel_options(command):
+    """``command`` with the --algo, --pass and --dtype options of the compile commands."""
+    command.add_argument("--algo", default="all", help="comma-separated CPU algorithms, or all (default)")
+    command.add_argument("--pass", dest="passes", default="all",
+                         help=f"comma-separated passes from {', '.join(PASSES)}, or all (default)")
+    command.add_argument("--dtype", default="all", help="float32, float64 or all (default)")
+    return command
 
 
 def _choices(parser, what: str, text: str, allowed) -> list[str]:
