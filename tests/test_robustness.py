@@ -199,7 +199,10 @@ def test_a_pass_over_budget_is_several_kernel_calls_and_stops_between_them(rng, 
 
 
 INTERRUPTED = textwrap.dedent("""
-    import sys, time, numpy as np, numbaconv as nc
+    import signal, sys, time, numpy as np, numbaconv as nc
+    # Ctrl-C raises KeyboardInterrupt whatever SIGINT disposition this process inherited (an earlier
+    # test's library may leave the test process ignoring it, and ignored signals pass to children)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     algo = sys.argv[1]
     x = np.random.default_rng(0).standard_normal((64, 64, 56, 56)).astype(np.float32)
     w = np.random.default_rng(1).standard_normal((64, 64, 3, 3)).astype(np.float32)
