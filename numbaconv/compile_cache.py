@@ -11,7 +11,7 @@ kernel is defined, :func:`ensure_writable` asks Numba whether it can cache
 a function of this package; if not (and ``$NUMBA_CACHE_DIR`` is not set),
 it points Numba at a folder in the temporary directory and warns once.
 
-Compiling a kernel takes seconds (a parallel one 3-10 s on two cores); a
+Compiling a kernel takes seconds (a parallel one 3-20 s on two cores); a
 process pays it once per kernel and dtype when the cache is cold, then
 loads the machine code in milliseconds. :func:`watch_compilation` listens
 to Numba's compile events (cache misses only: a load from the cache fires
@@ -88,10 +88,15 @@ def _kernel(compile_event):
     return function
 
 
+def _name(function) -> str:
+    """``"cpu.planar._correlate_kernel"`` for that numbaconv function."""
+    return f"{function.__module__.removeprefix('numbaconv.')}.{function.__name__}"
+
+
 def kernel_name(compile_event) -> str | None:
-    """``"cpu.planar._correlate_kernel"``: the numbaconv function a compile event is about, or None."""
+    """The name (:func:`_name`) of the numbaconv function a compile event is about, or None."""
     function = _kernel(compile_event)
-    return None if function is None else f"{function.__module__.removeprefix('numbaconv.')}.{function.__name__}"
+    return None if function is None else _name(function)
 
 
 class _CompileWatch(event.Listener):
@@ -103,12 +108,13 @@ class _CompileWatch(event.Listener):
         self.noticed = False
 
     def on_start(self, compile_event):
-        function, name = _kernel(compile_event), kernel_name(compile_event)
+        function = _kernel(compile_event)
         if function is None:
             return
         self.depth += 1
         if self.depth > 1:
             return
+        name = _name(function)
         for listener in COMPILE_LISTENERS:
             listener(name)
         if not self.noticed:
