@@ -40,7 +40,6 @@ per thread.
 Speed: ``numbaconv bench --suite networks --network mobilenet_v2`` and the
 extra depthwise and grouped layers of the networks suite (docs/decisions.md, D2, BL1).
 """
-import dataclasses
 import functools
 import math
 
@@ -48,7 +47,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import workspace
-from .common import rotated_weights
+from .common import input_correlation, rotated_weights
 from .simd import LANES, REGISTER_OUTPUTS, add_product_sums, add_product_sums_4, transpose_lanes
 from .threads import most_threads, share, thread_count
 
@@ -77,7 +76,7 @@ def _scratch_elements(spec, pass_name):
     source plane), the channels-last output planes (the output gradient's, for the input
     gradient's scatter), the block's weights (or the weight gradient's row sums)."""
     taps, outputs, grid = math.prod(spec.kernel_size), math.prod(spec.out_size), math.prod(_grid(spec))
-    correlation = _input_correlation(spec) if pass_name == "input" else None
+    correlation = input_correlation(spec) if pass_name == "input" else None
     if correlation is not None:
         return _scratch_elements(correlation, "forward") + spec.out_channels * spec.group_in_channels * taps
     if pass_name == "input":
@@ -85,21 +84,6 @@ def _scratch_elements(spec, pass_name):
         return (grid + sources * outputs + sources * taps) * LANES
     sources = spec.group_in_channels
     return (grid + outputs + sources * taps) * LANES
-
-
-def _input_correlation(spec):
-    """At stride 1, the input gradient as a forward correlation (the spec it runs): of ``grad_y``
-    padded by ``dilation (kernel - 1) - padding`` with the kernel turned 180 degrees and each
-    group's channel axes swapped (``common.rotated_weights``), lanes across input channels; its
-    kernel rows' sums stay in registers, where the scatter form adds every tap into memory.
-    None at other strides, or where a padding exceeds the kernel's reach."""
-    reach = [d * (k - 1) for d, k in zip(spec.dilation, spec.kernel_size)]
-    pad_lo = tuple(r - p for r, p in zip(reach, spec.pad_lo))
-    pad_hi = tuple(r - p for r, p in zip(reach, spec.pad_hi))
-    if any(s != 1 for s in spec.stride) or min(pad_lo + pad_hi) < 0:
-        return None
-    return dataclasses.replace(spec, in_channels=spec.out_channels, out_channels=spec.in_channels,
-                               in_size=spec.out_size, pad_lo=pad_lo, pad_hi=pad_hi)
 
 
 def _weight_sum_elements(spec, threads):
@@ -368,7 +352,7 @@ def forward(spec, x, w, out):
 
 
 def backward_input(spec, grad_y, w, grad_x):
-    correlation = _input_correlation(spec)
+    correlation = input_correlation(spec)
     if correlation is not None:
         forward(correlation, grad_y, rotated_weights(w, spec.groups), grad_x)
         return

@@ -13,6 +13,7 @@ The input gradient of a stride-1 correlation is the correlation of
 ``grad_y`` with the kernel turned 180 degrees and each group's channel axes
 swapped (:func:`rotated_weights`).
 """
+import dataclasses
 import itertools
 
 from numba import njit
@@ -58,6 +59,21 @@ def rotated_weights(w, groups):
     rotated = workspace.borrow("rotated_weights", w.size, w.dtype).reshape(groups, group_in, group_out, taps)
     rotated[...] = w.reshape(groups, group_out, group_in, taps)[..., ::-1].transpose(0, 2, 1, 3)
     return read_only(rotated.reshape(groups * group_in, group_out, taps))
+
+
+def input_correlation(spec):
+    """At stride 1, the input gradient as a forward correlation (the spec it runs): of ``grad_y``
+    padded by ``dilation (kernel - 1) - padding`` with the kernel turned 180 degrees and each
+    group's channel axes swapped (:func:`rotated_weights`), for the algorithms whose forward
+    pass runs any padding (blocked, channels_last). None at other strides, or where a padding
+    exceeds the kernel's reach."""
+    reach = [d * (k - 1) for d, k in zip(spec.dilation, spec.kernel_size)]
+    pad_lo = tuple(r - p for r, p in zip(reach, spec.pad_lo))
+    pad_hi = tuple(r - p for r, p in zip(reach, spec.pad_hi))
+    if any(s != 1 for s in spec.stride) or min(pad_lo + pad_hi) < 0:
+        return None
+    return dataclasses.replace(spec, in_channels=spec.out_channels, out_channels=spec.in_channels,
+                               in_size=spec.out_size, pad_lo=pad_lo, pad_hi=pad_hi)
 
 
 @njit(inline="always", cache=True)

@@ -13,6 +13,10 @@ caller keeps every ``LANES``-long slice inside its array.
   t of a[...] * b[...]`` for one or four outputs, the sums held in registers
   (one load and store of ``out`` per output and call, each ``a`` vector
   loaded once for all the outputs);
+- :func:`broadcast_sums`: ``out[o_r:o_r+W] (+)= sum of a[...] * b[...:+W]`` for a tile of
+  outputs ``r``, each ``a`` element broadcast to all ``W`` lanes (an input element times a
+  vector of output channels' weights), the tile's sums held in registers over four nested
+  loops: the register-blocked direct convolution of the channels-last algorithm;
 - :func:`transpose_lanes`: a ``LANES x LANES`` block from ``LANES`` vectors
   anywhere in one array to ``LANES`` vectors anywhere in another (rows of
   ``LANES`` channel planes to ``LANES`` channels-last positions, or back),
@@ -101,6 +105,85 @@ REGISTER_OUTPUTS = 4
 add_product_sums_4 = _product_sums(REGISTER_OUTPUTS)
 
 
+# Bytes of accumulators a broadcast_sums tile holds in registers: twelve 256-bit registers, which
+# leaves an AVX2 core's other four for the weight vector and the broadcast element.
+TILE_BYTES = 384
+
+
+def tile_outputs(width, itemsize):
+    """Outputs in one :func:`broadcast_sums` tile of ``width`` lanes of ``itemsize`` bytes."""
+    return TILE_BYTES // (width * itemsize)
+
+
+def _broadcast_sums(width, accumulate):
+    """``broadcast_sums(out, out_at, out_offsets, a, a_at, a_offsets, first, b, b_at, loops)`` for
+    ``width`` lanes: for each output ``r`` of a tile of ``R = tile_outputs(width, itemsize)``,
+    ``out[out_at + out_offsets[first + r]:+W]`` ``= sum over i0, i1, i2, i3 of a[a_at +
+    a_offsets[first + r] + sum_l i_l a_l] * b[b_at + sum_l i_l b_l:+W]`` (``+=`` where
+    ``accumulate``), ``loops = (n0, a0, b0, n1, a1, b1, n2, a2, b2, n3,
+    a3, b3)``: four nested loops, outermost first, each with its count and its steps through ``a``
+    and ``b``. Each ``a`` element is broadcast to the ``W`` lanes; each ``b`` vector is loaded once
+    for the tile; the tile's sums stay in registers until the end. FLOPs ``2 R W n0 n1 n2 n3``;
+    loads per step of the innermost loop: ``R`` elements and one ``W``-vector, for ``R W / V``
+    vector FMAs (``V`` lanes a register)."""
+
+    @intrinsic
+    def broadcast_sums(typingctx, out, out_at, out_offsets, a, a_at, a_offsets, first, b, b_at, loops):
+        if not (_float_arrays(out, a, b) and isinstance(loops, types.BaseTuple) and len(loops) == 12
+                and all(isinstance(t, types.Integer) for t in loops)
+                and all(isinstance(t, types.Array) and t.ndim == 1 and t.dtype == types.int64
+                        for t in (out_offsets, a_offsets))):
+            return None
+        outputs = tile_outputs(width, out.dtype.bitwidth // 8)
+
+        def codegen(context, builder, signature, args):
+            index = lambda position: _intp(context, builder, signature, args, position)  # noqa: E731
+            out_lanes, a_lanes, b_lanes = (_Lanes(context, builder, t, args[i]) for t, i in ((out, 0), (a, 3), (b, 7)))
+            out_at, a_at, first, b_at = (index(i) for i in (1, 4, 6, 8))
+            plan = [context.cast(builder, builder.extract_value(args[9], i), loops[i], types.intp) for i in range(12)]
+            out_starts = _offsets(context, builder, out_offsets, args[2], first, out_at, outputs)
+            a_starts = _offsets(context, builder, a_offsets, args[5], first, a_at, outputs)
+            vector = ir.VectorType(out_lanes.element, width)
+            splat = ir.Constant(ir.VectorType(ir.IntType(32), width), [0] * width)
+            slots = [cgutils.alloca_once_value(builder, ir.Constant(vector, None)) for _ in range(outputs)]
+
+            def multiply_add(a_offset, b_offset):
+                b_value = b_lanes.load(b_offset, width)
+                for start, slot in zip(a_starts, slots):
+                    element = builder.load(builder.gep(a_lanes.data, [builder.add(start, a_offset)], inbounds=True))
+                    single = builder.insert_element(ir.Constant(vector, ir.Undefined), element,
+                                                    ir.Constant(ir.IntType(32), 0))
+                    spread = builder.shuffle_vector(single, ir.Constant(vector, ir.Undefined), splat)
+                    product = builder.fmul(spread, b_value, flags=("contract",))
+                    builder.store(builder.fadd(builder.load(slot), product, flags=("contract",)), slot)
+
+            def nest(level, a_offset, b_offset):
+                count, a_stride, b_stride = plan[3 * level:3 * level + 3]
+                with cgutils.for_range(builder, count) as loop:
+                    a_here = builder.add(a_offset, builder.mul(loop.index, a_stride))
+                    b_here = builder.add(b_offset, builder.mul(loop.index, b_stride))
+                    if level < 3:
+                        nest(level + 1, a_here, b_here)
+                    else:
+                        multiply_add(a_here, b_here)
+
+            nest(0, context.get_constant(types.intp, 0), b_at)
+            for at, slot in zip(out_starts, slots):
+                value = builder.load(slot)
+                if accumulate:
+                    value = builder.fadd(out_lanes.load(at, width), value, flags=("contract",))
+                out_lanes.store(value, at, width)
+            return context.get_dummy_value()
+
+        return types.none(out, out_at, out_offsets, a, a_at, a_offsets, first, b, b_at, loops), codegen
+
+    return broadcast_sums
+
+
+broadcast_sums_8, broadcast_sums_16 = _broadcast_sums(8, False), _broadcast_sums(16, False)
+add_broadcast_sums_8, add_broadcast_sums_16 = _broadcast_sums(8, True), _broadcast_sums(16, True)
+
+
 # The transpose of a V x V block of 256-bit vectors (V = 8 float32 or 4 float64) in the
 # shuffles x86 runs in one instruction each: interleave neighbouring rows' elements (unpack),
 # then pairs of elements (shufps; float32 only), then 128-bit halves (vperm2f128). Each stage
@@ -129,11 +212,11 @@ def _block_transpose(builder, rows):
     return rows
 
 
-def _offsets(context, builder, offsets_type, offsets, at):
-    """``offsets[i] + at`` for ``i < LANES`` (``offsets`` a 1-d int64 array of at least LANES)."""
+def _offsets(context, builder, offsets_type, offsets, first, at, count=LANES):
+    """``offsets[first + i] + at`` for ``i < count`` (``offsets`` a 1-d int64 array)."""
     array = context.make_array(offsets_type)(context, builder, offsets)
-    return [builder.add(builder.load(builder.gep(array.data, [context.get_constant(types.intp, i)])), at)
-            for i in range(LANES)]
+    return [builder.add(builder.load(builder.gep(array.data, [builder.add(first, context.get_constant(types.intp, i))])),
+                        at) for i in range(count)]
 
 
 @intrinsic
@@ -148,8 +231,9 @@ def transpose_lanes(typingctx, dst, dst_offsets, dst_at, src, src_offsets, src_a
 
     def codegen(context, builder, signature, args):
         dst_lanes, src_lanes = _Lanes(context, builder, dst, args[0]), _Lanes(context, builder, src, args[3])
-        sources = _offsets(context, builder, src_offsets, args[4], _intp(context, builder, signature, args, 5))
-        targets = _offsets(context, builder, dst_offsets, args[1], _intp(context, builder, signature, args, 2))
+        zero = context.get_constant(types.intp, 0)
+        sources = _offsets(context, builder, src_offsets, args[4], zero, _intp(context, builder, signature, args, 5))
+        targets = _offsets(context, builder, dst_offsets, args[1], zero, _intp(context, builder, signature, args, 2))
         width = 256 // dst.dtype.bitwidth
         step = lambda start, count: builder.add(start, context.get_constant(types.intp, count))  # noqa: E731
         for row_block in range(0, LANES, width):

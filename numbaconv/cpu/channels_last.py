@@ -1,0 +1,407 @@
+"""Channels-last direct convolution: output channels in SIMD lanes, a tile of outputs in registers.
+
+The register-blocked direct convolution of oneDNN's CPU kernels (Zhang,
+Franchetti and Low, ICML 2018; Georganas et al., SC18), for dense and
+grouped layers at any stride, dilation, padding and rank, with no column
+matrix. One sample at a time:
+
+1. its input planes go, transposed, into a zero-bordered channels-last grid
+   ``(Dp, Hp, Wp, C)`` (16 x 16 vector transposes);
+2. each work item, a block of ``W`` output channels of one group (``W`` =
+   16 lanes, or 8 where a group has at most 8 outputs) and a tile of ``R``
+   consecutive outputs (6 for float32 at 16 lanes: twelve AVX2 registers of
+   sums), sums over its taps and its group's input channels: each input
+   element is broadcast to the lanes and multiplied by the vector of the
+   block's weights for that tap and channel (``simd.broadcast_sums``). The
+   tile's outputs are found through a table of their windows' corners in the
+   grid, so tiles run across output rows at any stride: no output row is
+   padded to a multiple of ``R``;
+3. the channels-last outputs go back, transposed, to the planes of ``y``.
+
+- forward: as above;
+- input gradient: at stride 1 the forward's correlation of ``grad_y`` with
+  the kernel turned 180 degrees (lanes across input channels,
+  ``common.input_correlation``); at other strides each tile of output
+  gradients, channels-last, adds its products tap by tap into a
+  channels-last bordered grid of input channels (the blocks of ``W`` input
+  channels are the work items, so no two threads add into one element),
+  whose interior is then the gradient;
+- weight gradient: a work item is a block of ``W`` output channels, a tap
+  row (or, with one group and dilation 1 along the rows, a whole kernel
+  row) and a tile of ``R`` input channels; it sums input elements times
+  output-gradient vectors over the outputs in chunks of at most
+  ``WEIGHT_CHUNK`` outputs in the array dtype, the chunks' sums in float64.
+
+NaN and Inf land as in numbaconv.reference, except in the stride-1 input
+gradient, where the weights also meet the zeros bordering ``grad_y``
+(``INEXACT_NONFINITE``).
+
+FLOPs: ``2 N K (C/g) prod(out) prod(kernel)`` per pass, plus the empty lanes
+of a group's last block of ``W`` channels and the empty outputs of a
+sample's last tile. Memory traffic: each operand read once and the result
+written once, the channels-last copies of one sample written and read once
+more (from L2 where a sample's planes fit), the block's weights
+``taps x C/g x W`` from L1/L2 for every tile. Workspace: one sample's
+bordered grid and channels-last output (or output gradient), the packed
+weights; the weight gradient's float64 sums.
+
+Speed: ``numbaconv bench --suite networks --algo channels_last,auto``
+(docs/decisions.md, CL1).
+"""
+import functools
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from . import workspace
+from .common import input_correlation, rotated_weights
+from .simd import (LANES, add_broadcast_sums_8, add_broadcast_sums_16, broadcast_sums_8, broadcast_sums_16,
+                   tile_outputs, transpose_lanes)
+from .threads import most_threads, share, thread_count
+
+# FLOPs of one uncut kernel call: a quarter second at 20 GFLOP/s (numbaconv.slices).
+SLICE_FLOPS = int(5e9)
+# Outputs the weight gradient sums in the array dtype before adding into float64: float32
+# sums of 1024 products keep a relative error near 1e-6.
+WEIGHT_CHUNK = 1024
+# The stride-1 input gradient multiplies the weights with the zeros bordering grad_y, where the
+# reference adds only the products of real outputs (Inf * 0 = NaN).
+INEXACT_NONFINITE = {"input": "weight"}
+
+
+def lane_width(channels):
+    """Lanes of a block of output channels: 8 for groups of at most 8 channels, else 16."""
+    return 8 if channels <= 8 else 16
+
+
+def _padded(spec):
+    return tuple(n + lo + hi for n, lo, hi in zip(spec.in_size, spec.pad_lo, spec.pad_hi))
+
+
+@functools.lru_cache(maxsize=256)
+def _tables(spec, channels, tile):
+    """``(in_table, corners, stop)``: where each input position (row-major) sits in the bordered
+    grid of ``channels`` channels, in elements; the grid index of each output's window corner in
+    elements, then ``tile`` more for a last, partial tile, pointing past the grid (``stop``, the
+    grid's size with that margin, at which the scatter of a partial tile lands harmlessly).
+    Remembered: a training loop asks every step."""
+    grid = _padded(spec)
+    positions = np.indices(spec.in_size).reshape(3, -1) + np.array(spec.pad_lo)[:, None]
+    in_table = np.ravel_multi_index(tuple(positions), grid).astype(np.int64) * channels
+    corners = np.indices(spec.out_size).reshape(3, -1) * np.array(spec.stride)[:, None]
+    grid_positions = math.prod(grid)
+    reach = np.ravel_multi_index(tuple(d * (k - 1) for d, k in zip(spec.dilation, spec.kernel_size)), grid)
+    tail = grid_positions + np.arange(tile)
+    corners = np.concatenate([np.ravel_multi_index(tuple(corners), grid), tail]).astype(np.int64) * channels
+    return in_table, corners, (grid_positions + tile + reach + 1) * channels
+
+
+@functools.lru_cache(maxsize=64)
+def _steps(count, step):
+    return np.arange(count, dtype=np.int64) * step
+
+
+def _tap_loops(spec, a_channels, b_row):
+    """The four loops of a tap sum over the grid (depth taps, rows of taps, taps along a row,
+    input channels of the group), as ``broadcast_sums`` takes them: counts, steps through the
+    grid of ``a_channels`` channels, steps through the packed weights whose channel rows are
+    ``b_row`` elements apart. With one group and dilation 1 along the rows, a row's taps and
+    channels are one loop: they are consecutive in the grid and in the weights."""
+    (kd, kh, kw), (dd, dh, dw), (_, hp, wp) = spec.kernel_size, spec.dilation, _padded(spec)
+    sources = a_channels // spec.groups
+    depth = (kd, dd * hp * wp * a_channels, kh * kw * sources * b_row)
+    rows = (kh, dh * wp * a_channels, kw * sources * b_row)
+    if dw * a_channels == sources:
+        return depth + rows + (1, 0, 0, kw * sources, 1, b_row)
+    return depth + rows + (kw, dw * a_channels, sources * b_row, sources, 1, b_row)
+
+
+@njit(parallel=True, cache=True)
+def _to_channels_last(src, positions, channels, table, dst, threads):
+    """``dst[table[p] + c] = src[c positions + p]``: planes to channels-last rows, by 16 x 16
+    vector transposes and a scalar remainder. Memory: ``src`` read once, ``dst`` written once."""
+    position_blocks = (positions + LANES - 1) // LANES
+    items = (channels + LANES - 1) // LANES * position_blocks
+    for index in prange(threads):
+        thread = np.int64(index)
+        planes = np.empty(LANES, np.int64)
+        first, stop = share(items, thread, threads)
+        for item in range(first, stop):
+            c0, p0 = item // position_blocks * LANES, item % position_blocks * LANES
+            if c0 + LANES <= channels and p0 + LANES <= positions:
+                for lane in range(LANES):
+                    planes[lane] = (c0 + lane) * positions
+                transpose_lanes(dst, table[p0:p0 + LANES], c0, src, planes, p0)
+            else:
+                for c in range(c0, min(c0 + LANES, channels)):
+                    for p in range(p0, min(p0 + LANES, positions)):
+                        dst[table[p] + c] = src[c * positions + p]
+
+
+@njit(parallel=True, cache=True)
+def _to_planes(src, table, per_group, padded_group, dst, positions, channels, threads):
+    """``dst[c positions + p] = src[table[p] + (c // per_group) padded_group + c % per_group]``:
+    channels-last rows (each group's channels padded to ``padded_group``) back to planes. Memory:
+    the rows' real channels read once, ``dst`` written once."""
+    position_blocks = (positions + LANES - 1) // LANES
+    items = (channels + LANES - 1) // LANES * position_blocks
+    contiguous = per_group == padded_group
+    for index in prange(threads):
+        thread = np.int64(index)
+        planes = np.empty(LANES, np.int64)
+        first, stop = share(items, thread, threads)
+        for item in range(first, stop):
+            c0, p0 = item // position_blocks * LANES, item % position_blocks * LANES
+            if contiguous and c0 + LANES <= channels and p0 + LANES <= positions:
+                for lane in range(LANES):
+                    planes[lane] = (c0 + lane) * positions
+                transpose_lanes(dst, planes, p0, src, table[p0:p0 + LANES], c0)
+            else:
+                for c in range(c0, min(c0 + LANES, channels)):
+                    at = c // per_group * padded_group + c % per_group
+                    for p in range(p0, min(p0 + LANES, positions)):
+                        dst[c * positions + p] = src[table[p] + at]
+
+
+@njit(parallel=True, cache=True)
+def _pack_weights(w, groups, width, across_inputs, packed, threads):
+    """``packed[(((g B + b) taps + tap) S + s) W + l]``: lane ``l`` of block ``b`` of group ``g``,
+    the weight of its ``s``-th source channel, zero past the group's channels. ``w`` (K, C/g,
+    taps). Lanes across output channels (``S = C/g``): ``w[g Kg + b W + l, s, tap]``;
+    ``across_inputs`` (``S = K/g``): ``w[g Kg + s, b W + l, tap]``."""
+    group_out, group_in, taps = w.shape[0] // groups, w.shape[1], w.shape[2]
+    lanes, sources = (group_in, group_out) if across_inputs else (group_out, group_in)
+    blocks = (lanes + width - 1) // width
+    for index in prange(threads):
+        thread = np.int64(index)
+        first, stop = share(groups * blocks * taps, thread, threads)
+        for item in range(first, stop):
+            g, b, tap = item // (blocks * taps), item // taps % blocks, item % taps
+            for s in range(sources):
+                at = (item * sources + s) * width
+                for lane in range(width):
+                    t = b * width + lane
+                    if t >= lanes:
+                        packed[at + lane] = 0
+                    elif across_inputs:
+                        packed[at + lane] = w[g * group_out + s, t, tap]
+                    else:
+                        packed[at + lane] = w[g * group_out + t, s, tap]
+
+
+@njit(inline="always", cache=True)
+def _tile_sums(width, out, out_at, out_offsets, a, a_at, a_offsets, first, b, b_at, loops):
+    if width == 16:
+        broadcast_sums_16(out, out_at, out_offsets, a, a_at, a_offsets, first, b, b_at, loops)
+    else:
+        broadcast_sums_8(out, out_at, out_offsets, a, a_at, a_offsets, first, b, b_at, loops)
+
+
+@njit(inline="always", cache=True)
+def _add_tile_sums(width, out, out_at, out_offsets, a, a_at, a_offsets, first, b, b_at, loops):
+    if width == 16:
+        add_broadcast_sums_16(out, out_at, out_offsets, a, a_at, a_offsets, first, b, b_at, loops)
+    else:
+        add_broadcast_sums_8(out, out_at, out_offsets, a, a_at, a_offsets, first, b, b_at, loops)
+
+
+@njit(parallel=True, cache=True, fastmath={"contract"})
+def _forward_tiles(grid, group_in, packed, block_weights, groups, blocks, width, tile, corners, outputs, loops,
+                   lanes_out, out_offsets, threads):
+    """``lanes_out[q Kp + (g B + b) W + l] = sum over taps and j < C/g of grid[corner_q + tap +
+    g C/g + j] * packed[...]``: the channels-last outputs of every block ``b`` of ``W`` output
+    channels of every group ``g``, items (block, tile of ``tile`` outputs). FLOPs ``2 tile W
+    taps C/g`` an item."""
+    tiles = (outputs + tile - 1) // tile
+    for index in prange(threads):
+        thread = np.int64(index)
+        first, stop = share(groups * blocks * tiles, thread, threads)
+        for item in range(first, stop):
+            block, t = item // tiles, item % tiles
+            _tile_sums(width, lanes_out, block * width, out_offsets, grid, block // blocks * group_in, corners,
+                       t * tile, packed, block * block_weights, loops)
+
+
+@njit(parallel=True, cache=True, fastmath={"contract"})
+def _scatter_tiles(lanes_in, group_out, packed, groups, blocks, width, tile, positions, lane_steps, taps, tap_shifts,
+                   corners, grid, threads):
+    """``grid[corner_q + shift_tap + (g B + b) W:+W] += sum over j < K/g of lanes_in[q K + g K/g +
+    j] * packed[...]``: the input gradient's products of every output gradient ``q`` and tap,
+    added into the channels-last grid of input channels; items: (group, block of ``W`` input
+    channels), each over all tiles and taps, so no two threads add into one element. FLOPs ``2
+    positions taps K/g W`` an item."""
+    tiles = (positions + tile - 1) // tile
+    loops = (1, 0, 0, 1, 0, 0, 1, 0, 0, group_out, 1, width)
+    for index in prange(threads):
+        thread = np.int64(index)
+        first, stop = share(groups * blocks, thread, threads)
+        for block in range(first, stop):
+            for t in range(tiles):
+                for tap in range(taps):
+                    _add_tile_sums(width, grid, tap_shifts[tap] + block * width, corners, lanes_in,
+                                   block // blocks * group_out, lane_steps, t * tile, packed,
+                                   (block * taps + tap) * group_out * width, loops)
+
+
+@njit(parallel=True, cache=True, fastmath={"contract"})
+def _weight_tiles(grid, lanes_in, groups, blocks, width, tile, source_tiles, tap_items, tap_shifts, group_in,
+                  group_out, out_channels, out_size, strides, chunk_rows, consecutive, tile_rows, sums, threads):
+    """``sums[item]`` (float64) ``+= sum over outputs q of grid[corner_q + shift + g C/g + j] *
+    lanes_in[q K + g K/g + b W:+W]`` for the ``tile`` channels ``j`` of a tile: one sample's
+    share of the weight gradient. Items (group, block, tap item, tile of sources), each summing
+    ``chunk_rows`` output rows at a time in the array dtype. FLOPs ``2 tile W prod(out)`` an
+    item."""
+    out_d, out_h, out_w = out_size
+    plane_step, row_step, column_step = strides
+    items = groups * blocks * tap_items * source_tiles
+    for index in prange(threads):
+        thread = np.int64(index)
+        partial = np.empty(tile * width, lanes_in.dtype)
+        first, stop = share(items, thread, threads)
+        for item in range(first, stop):
+            block = item // (tap_items * source_tiles)
+            tap, source_tile = item // source_tiles % tap_items, item % source_tiles
+            g = block // blocks
+            a_at = tap_shifts[tap] + g * group_in + source_tile * tile
+            b_at = g * group_out + block % blocks * width
+            total = sums[item]
+            for od in range(out_d):
+                for oh in range(0, out_h, chunk_rows):
+                    rows = min(chunk_rows, out_h - oh)
+                    loops = (rows, row_step, out_w * out_channels, out_w, column_step, out_channels,
+                             1, 0, 0, 1, 0, 0)
+                    _tile_sums(width, partial, 0, tile_rows, grid, a_at + od * plane_step + oh * row_step,
+                               consecutive, 0, lanes_in, b_at + (od * out_h + oh) * out_w * out_channels, loops)
+                    for i in range(partial.size):
+                        total[i] += partial[i]
+
+
+def _geometry(spec, lanes, itemsize):
+    """``(width, blocks, tile)``: lanes a block, blocks a group, outputs a tile, for ``lanes``
+    channels a group in lanes."""
+    width = lane_width(lanes)
+    return width, -(-lanes // width), tile_outputs(width, itemsize)
+
+
+def _tap_shifts(spec, channels, taps_along_rows=True):
+    """Each tap's offset (row-major) in the bordered grid of ``channels`` channels, in elements;
+    without ``taps_along_rows``, one per row of taps (its first tap)."""
+    (kd, kh, kw), (dd, dh, dw), (_, hp, wp) = spec.kernel_size, spec.dilation, _padded(spec)
+    columns = range(kw) if taps_along_rows else range(1)
+    return np.array([((td * dd * hp + th * dh) * wp + tw * dw) * channels
+                     for td in range(kd) for th in range(kh) for tw in columns], dtype=np.int64)
+
+
+def _grid(name, spec, channels, tile, dtype):
+    """A bordered channels-last grid of ``channels`` channels with the margin of :func:`_tables`
+    and a tile's worth past it (the weight gradient's last tile of channels reads past a
+    position), zeroed."""
+    grid = workspace.borrow(name, _tables(spec, channels, tile)[2] + tile + LANES, dtype)
+    grid[:] = 0
+    return grid
+
+
+def _scratch_bytes(spec, itemsize):
+    """The most scratch any pass borrows, in bytes."""
+    outputs, positions = math.prod(spec.out_size), math.prod(_padded(spec))
+    taps = math.prod(spec.kernel_size)
+    total = 0
+    for lanes, channels in ((spec.group_out_channels, spec.in_channels), (spec.group_in_channels, None)):
+        width, blocks, tile = _geometry(spec, lanes, itemsize)
+        padded = spec.groups * blocks * width
+        grid_channels = channels or padded
+        grid = (positions + 2 * tile + LANES + math.prod(spec.kernel_size) * 0) * grid_channels
+        reach = math.prod(d * (k - 1) + 1 for d, k in zip(spec.dilation, spec.kernel_size))
+        lanes_bytes = (outputs + tile) * max(padded, spec.out_channels)
+        packed = padded * taps * max(spec.group_in_channels, spec.group_out_channels)
+        sums = 2 * padded * taps * (spec.in_channels + tile)
+        total = max(total, (grid + reach * grid_channels + lanes_bytes + packed) * itemsize + sums * 8)
+    return total
+
+
+def supports(spec):
+    return workspace.over_limit(_scratch_bytes(spec, 8))
+
+
+def forward(spec, x, w, y):
+    batch, in_channels, out_channels, groups = x.shape[0], spec.in_channels, spec.out_channels, spec.groups
+    group_in, group_out = spec.group_in_channels, spec.group_out_channels
+    width, blocks, tile = _geometry(spec, group_out, x.itemsize)
+    taps, outputs, positions = math.prod(spec.kernel_size), math.prod(spec.out_size), math.prod(spec.in_size)
+    threads, padded = thread_count(), groups * blocks * width
+    in_table, corners, _ = _tables(spec, in_channels, tile)
+    packed = workspace.borrow("channels_last_weights", padded * taps * group_in, x.dtype)
+    _pack_weights(w.reshape(out_channels, group_in, taps), groups, width, False, packed, threads)
+    grid = _grid("channels_last_grid", spec, in_channels, tile, x.dtype)
+    lanes_out = workspace.borrow("channels_last_lanes", (outputs + tile) * padded, x.dtype)
+    out_offsets = _steps(outputs + tile, padded)
+    loops = _tap_loops(spec, in_channels, width)
+    for n in range(batch):
+        _to_channels_last(x[n].reshape(-1), positions, in_channels, in_table, grid, threads)
+        _forward_tiles(grid, group_in, packed, taps * group_in * width, groups, blocks, width, tile, corners, outputs,
+                       loops, lanes_out, out_offsets, threads)
+        _to_planes(lanes_out, out_offsets[:outputs], group_out, blocks * width, y[n].reshape(-1), outputs,
+                   out_channels, threads)
+
+
+def backward_input(spec, grad_y, w, grad_x):
+    correlation = input_correlation(spec)
+    if correlation is not None:
+        forward(correlation, grad_y, rotated_weights(w, spec.groups), grad_x)
+        return
+    batch, in_channels, out_channels, groups = grad_x.shape[0], spec.in_channels, spec.out_channels, spec.groups
+    group_in, group_out = spec.group_in_channels, spec.group_out_channels
+    width, blocks, tile = _geometry(spec, group_in, grad_y.dtype.itemsize)
+    taps, outputs, positions = math.prod(spec.kernel_size), math.prod(spec.out_size), math.prod(spec.in_size)
+    threads, padded = thread_count(), groups * blocks * width
+    in_table, corners, _ = _tables(spec, padded, tile)
+    packed = workspace.borrow("channels_last_weights", padded * taps * group_out, grad_y.dtype)
+    _pack_weights(w.reshape(out_channels, group_in, taps), groups, width, True, packed, threads)
+    grid = _grid("channels_last_grid", spec, padded, tile, grad_y.dtype)
+    lanes_in = workspace.borrow("channels_last_lanes", (outputs + tile) * out_channels, grad_y.dtype)
+    lanes_in[outputs * out_channels:] = 0
+    lane_steps, shifts = _steps(outputs + tile, out_channels), _tap_shifts(spec, padded)
+    for n in range(batch):
+        _to_channels_last(grad_y[n].reshape(-1), outputs, out_channels, lane_steps, lanes_in, threads)
+        if n:
+            grid[:] = 0
+        _scatter_tiles(lanes_in, group_out, packed, groups, blocks, width, tile, outputs, lane_steps, taps, shifts,
+                       corners, grid, threads)
+        _to_planes(grid, in_table, group_in, blocks * width, grad_x[n].reshape(-1), positions, in_channels, threads)
+
+
+def backward_weight(spec, x, grad_y, grad_w):
+    batch, in_channels, out_channels, groups = x.shape[0], spec.in_channels, spec.out_channels, spec.groups
+    group_in, group_out = spec.group_in_channels, spec.group_out_channels
+    width, blocks, tile = _geometry(spec, group_out, x.itemsize)
+    (kd, kh, kw), (sd, sh, sw), (_, hp, wp) = spec.kernel_size, spec.stride, _padded(spec)
+    outputs, positions = math.prod(spec.out_size), math.prod(spec.in_size)
+    threads = thread_count()
+    whole_rows = groups == 1 and spec.dilation[2] == 1   # a row's taps and channels are consecutive
+    sources = kw * in_channels if whole_rows else group_in
+    shifts = _tap_shifts(spec, in_channels, not whole_rows)
+    source_tiles = -(-sources // tile)
+    in_table, _, _ = _tables(spec, in_channels, tile)
+    grid = _grid("channels_last_grid", spec, in_channels, tile, x.dtype)
+    lanes_in = workspace.borrow("channels_last_lanes", outputs * out_channels + LANES, x.dtype)
+    lanes_in[outputs * out_channels:] = 0
+    items = groups * blocks * shifts.size * source_tiles
+    sums = workspace.borrow("channels_last_sums", items * tile * width, np.float64).reshape(items, tile * width)
+    sums[...] = 0
+    strides = (sd * hp * wp * in_channels, sh * wp * in_channels, sw * in_channels)
+    chunk_rows = max(1, WEIGHT_CHUNK // spec.out_size[2])
+    for n in range(batch):
+        _to_channels_last(x[n].reshape(-1), positions, in_channels, in_table, grid, threads)
+        _to_channels_last(grad_y[n].reshape(-1), outputs, out_channels, _steps(outputs, out_channels), lanes_in,
+                          threads)
+        _weight_tiles(grid, lanes_in, groups, blocks, width, tile, source_tiles, shifts.size, shifts, group_in,
+                      group_out, out_channels, spec.out_size, strides, chunk_rows, _steps(tile, 1),
+                      _steps(tile, width), sums, threads)
+    sums = sums.reshape(groups, blocks, kd, kh, -1, width)
+    if whole_rows:
+        sums = sums[:, :, :, :, :sources].reshape(groups, blocks, kd, kh, kw, in_channels, width)
+    else:
+        sums = sums.reshape(groups, blocks, kd, kh, kw, source_tiles * tile, width)[..., :group_in, :]
+    per_lane = sums.transpose(0, 1, 6, 5, 2, 3, 4).reshape(groups, blocks * width, group_in, kd, kh, kw)
+    grad_w[...] = per_lane[:, :group_out].reshape(grad_w.shape)
