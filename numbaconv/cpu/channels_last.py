@@ -62,6 +62,9 @@ from .threads import most_threads, share, thread_count
 
 # FLOPs of one uncut kernel call: a quarter second at 20 GFLOP/s (numbaconv.slices).
 SLICE_FLOPS = int(5e9)
+# Bytes of one call's channels-last copies of a slab of samples (staged together, so a call runs
+# three parallel regions per slab, not per sample).
+SLAB_BYTES = 64 * 2**20
 # Outputs the weight gradient sums in the array dtype before adding into float64: float32
 # sums of 1024 products keep a relative error near 1e-6.
 WEIGHT_CHUNK = 1024
@@ -118,50 +121,55 @@ def _tap_loops(spec, a_channels, b_row):
 
 
 @njit(parallel=True, cache=True)
-def _to_channels_last(src, positions, channels, table, dst, threads):
-    """``dst[table[p] + c] = src[c positions + p]``: planes to channels-last rows, by 16 x 16
-    vector transposes and a scalar remainder. Memory: ``src`` read once, ``dst`` written once."""
-    position_blocks = (positions + LANES - 1) // LANES
-    items = (channels + LANES - 1) // LANES * position_blocks
+def _to_channels_last(src, positions, channels, table, dst, dst_stride, threads):
+    """``dst[n dst_stride + table[p] + c] = src[n, c positions + p]``: each sample's planes to
+    channels-last rows, by 16 x 16 vector transposes and a scalar remainder; items (sample, 16
+    positions, 16 channels), so a thread writes whole rows. Memory: ``src`` read once, ``dst``
+    written once."""
+    position_blocks, channel_blocks = (positions + LANES - 1) // LANES, (channels + LANES - 1) // LANES
     for index in prange(threads):
         thread = np.int64(index)
         planes = np.empty(LANES, np.int64)
-        first, stop = share(items, thread, threads)
+        first, stop = share(src.shape[0] * position_blocks * channel_blocks, thread, threads)
         for item in range(first, stop):
-            c0, p0 = item // position_blocks * LANES, item % position_blocks * LANES
+            n, block = item // (position_blocks * channel_blocks), item % (position_blocks * channel_blocks)
+            p0, c0 = block // channel_blocks * LANES, block % channel_blocks * LANES
+            sample, at = src[n], n * dst_stride
             if c0 + LANES <= channels and p0 + LANES <= positions:
                 for lane in range(LANES):
                     planes[lane] = (c0 + lane) * positions
-                transpose_lanes(dst, table[p0:p0 + LANES], c0, src, planes, p0)
+                transpose_lanes(dst, table[p0:p0 + LANES], at + c0, sample, planes, p0)
             else:
                 for c in range(c0, min(c0 + LANES, channels)):
                     for p in range(p0, min(p0 + LANES, positions)):
-                        dst[table[p] + c] = src[c * positions + p]
+                        dst[at + table[p] + c] = sample[c * positions + p]
 
 
 @njit(parallel=True, cache=True)
-def _to_planes(src, table, per_group, padded_group, dst, positions, channels, threads):
-    """``dst[c positions + p] = src[table[p] + (c // per_group) padded_group + c % per_group]``:
-    channels-last rows (each group's channels padded to ``padded_group``) back to planes. Memory:
-    the rows' real channels read once, ``dst`` written once."""
-    position_blocks = (positions + LANES - 1) // LANES
-    items = (channels + LANES - 1) // LANES * position_blocks
+def _to_planes(src, src_stride, table, per_group, padded_group, dst, positions, channels, threads):
+    """``dst[n, c positions + p] = src[n src_stride + table[p] + (c // per_group) padded_group + c %
+    per_group]``: channels-last rows (each group's channels padded to ``padded_group``) back to
+    each sample's planes; items as in :func:`_to_channels_last`. Memory: the rows' real channels
+    read once, ``dst`` written once."""
+    position_blocks, channel_blocks = (positions + LANES - 1) // LANES, (channels + LANES - 1) // LANES
     contiguous = per_group == padded_group
     for index in prange(threads):
         thread = np.int64(index)
         planes = np.empty(LANES, np.int64)
-        first, stop = share(items, thread, threads)
+        first, stop = share(dst.shape[0] * position_blocks * channel_blocks, thread, threads)
         for item in range(first, stop):
-            c0, p0 = item // position_blocks * LANES, item % position_blocks * LANES
+            n, block = item // (position_blocks * channel_blocks), item % (position_blocks * channel_blocks)
+            p0, c0 = block // channel_blocks * LANES, block % channel_blocks * LANES
+            sample, at = dst[n], n * src_stride
             if contiguous and c0 + LANES <= channels and p0 + LANES <= positions:
                 for lane in range(LANES):
                     planes[lane] = (c0 + lane) * positions
-                transpose_lanes(dst, planes, p0, src, table[p0:p0 + LANES], c0)
+                transpose_lanes(sample, planes, p0, src, table[p0:p0 + LANES], at + c0)
             else:
                 for c in range(c0, min(c0 + LANES, channels)):
-                    at = c // per_group * padded_group + c % per_group
+                    channel_at = at + c // per_group * padded_group + c % per_group
                     for p in range(p0, min(p0 + LANES, positions)):
-                        dst[c * positions + p] = src[table[p] + at]
+                        sample[c * positions + p] = src[table[p] + channel_at]
 
 
 @njit(parallel=True, cache=True)
@@ -207,51 +215,60 @@ def _add_tile_sums(width, out, out_at, out_offsets, a, a_at, a_offsets, first, b
 
 
 @njit(parallel=True, cache=True, fastmath={"contract"})
-def _forward_tiles(grid, group_in, packed, block_weights, groups, blocks, width, tile, corners, outputs, loops,
-                   lanes_out, out_offsets, threads):
-    """``lanes_out[q Kp + (g B + b) W + l] = sum over taps and j < C/g of grid[corner_q + tap +
-    g C/g + j] * packed[...]``: the channels-last outputs of every block ``b`` of ``W`` output
-    channels of every group ``g``, items (block, tile of ``tile`` outputs). FLOPs ``2 tile W
-    taps C/g`` an item."""
+def _forward_tiles(grid, grid_stride, group_in, packed, block_weights, groups, blocks, width, tile, corners, outputs,
+                   loops, lanes_out, lanes_stride, out_offsets, samples, threads):
+    """``lanes_out[n lanes_stride + q Kp + (g B + b) W + l] = sum over taps and j < C/g of
+    grid[n grid_stride + corner_q + tap + g C/g + j] * packed[...]``: the channels-last outputs
+    of every block ``b`` of ``W`` output channels of every group ``g``, items (sample, block,
+    tile of ``tile`` outputs). FLOPs ``2 tile W taps C/g`` an item."""
     tiles = (outputs + tile - 1) // tile
+    items = groups * blocks * tiles
     for index in prange(threads):
         thread = np.int64(index)
-        first, stop = share(groups * blocks * tiles, thread, threads)
+        first, stop = share(samples * items, thread, threads)
         for item in range(first, stop):
-            block, t = item // tiles, item % tiles
-            _tile_sums(width, lanes_out, block * width, out_offsets, grid, block // blocks * group_in, corners,
-                       t * tile, packed, block * block_weights, loops)
+            n, block, t = item // items, item % items // tiles, item % tiles
+            _tile_sums(width, lanes_out, n * lanes_stride + block * width, out_offsets, grid,
+                       n * grid_stride + block // blocks * group_in, corners, t * tile, packed,
+                       block * block_weights, loops)
 
 
 @njit(parallel=True, cache=True, fastmath={"contract"})
-def _scatter_tiles(lanes_in, group_out, packed, groups, blocks, width, tile, positions, lane_steps, taps, tap_shifts,
-                   corners, grid, threads):
-    """``grid[corner_q + shift_tap + (g B + b) W:+W] += sum over j < K/g of lanes_in[q K + g K/g +
-    j] * packed[...]``: the input gradient's products of every output gradient ``q`` and tap,
-    added into the channels-last grid of input channels; items: (group, block of ``W`` input
-    channels), each over all tiles and taps, so no two threads add into one element. FLOPs ``2
-    positions taps K/g W`` an item."""
+def _scatter_tiles(lanes_in, lanes_stride, group_out, packed, groups, blocks, width, tile, positions, lane_steps,
+                   taps, tap_shifts, corners, grid, grid_stride, grid_positions, samples, threads):
+    """``grid[n grid_stride + corner_q + shift_tap + (g B + b) W:+W] += sum over j < K/g of
+    lanes_in[n lanes_stride + q K + g K/g + j] * packed[...]``: the input gradient's products of
+    every output gradient ``q`` and tap, added into the channels-last grid of input channels
+    (zeroed first); items: (sample, group, block of ``W`` input channels), each over all tiles
+    and taps, so no two threads add into one element. FLOPs ``2 positions taps K/g W`` an
+    item."""
     tiles = (positions + tile - 1) // tile
     loops = (1, 0, 0, 1, 0, 0, 1, 0, 0, group_out, 1, width)
+    padded = groups * blocks * width
     for index in prange(threads):
         thread = np.int64(index)
-        first, stop = share(groups * blocks, thread, threads)
-        for block in range(first, stop):
+        first, stop = share(samples * groups * blocks, thread, threads)
+        for item in range(first, stop):
+            n, block = item // (groups * blocks), item % (groups * blocks)
+            lanes_at, grid_at = n * lanes_stride + block // blocks * group_out, n * grid_stride + block * width
+            for p in range(grid_positions):
+                grid[grid_at + p * padded:grid_at + p * padded + width] = 0
             for t in range(tiles):
                 for tap in range(taps):
-                    _add_tile_sums(width, grid, tap_shifts[tap] + block * width, corners, lanes_in,
-                                   block // blocks * group_out, lane_steps, t * tile, packed,
-                                   (block * taps + tap) * group_out * width, loops)
+                    _add_tile_sums(width, grid, grid_at + tap_shifts[tap], corners, lanes_in, lanes_at, lane_steps,
+                                   t * tile, packed, (block * taps + tap) * group_out * width, loops)
 
 
 @njit(parallel=True, cache=True, fastmath={"contract"})
-def _weight_tiles(grid, lanes_in, groups, blocks, width, tile, source_tiles, tap_items, tap_shifts, group_in,
-                  group_out, out_channels, out_size, strides, chunk_rows, consecutive, tile_rows, sums, threads):
-    """``sums[item]`` (float64) ``+= sum over outputs q of grid[corner_q + shift + g C/g + j] *
-    lanes_in[q K + g K/g + b W:+W]`` for the ``tile`` channels ``j`` of a tile: one sample's
-    share of the weight gradient. Items (group, block, tap item, tile of sources), each summing
-    ``chunk_rows`` output rows at a time in the array dtype. FLOPs ``2 tile W prod(out)`` an
-    item."""
+def _weight_tiles(grid, grid_stride, lanes_in, lanes_stride, groups, blocks, width, tile, source_tiles, tap_items,
+                  tap_shifts, group_in, group_out, out_channels, out_size, strides, chunk_rows, consecutive,
+                  tile_rows, samples, sums, threads):
+    """``sums[item]`` (float64) ``+= sum over samples n and outputs q of grid[n grid_stride +
+    corner_q + shift + g C/g + j] * lanes_in[n lanes_stride + q K + g K/g + b W:+W]`` for the
+    ``tile`` channels ``j`` of a tile: the samples' share of the weight gradient. Items (group,
+    block, tap item, tile of sources), each summing ``chunk_rows`` output rows at a time in the
+    array dtype; a chunk's rows stay in cache while the thread runs all its items on them. FLOPs
+    ``2 tile W prod(out)`` an item and sample."""
     out_d, out_h, out_w = out_size
     plane_step, row_step, column_step = strides
     items = groups * blocks * tap_items * source_tiles
@@ -259,23 +276,23 @@ def _weight_tiles(grid, lanes_in, groups, blocks, width, tile, source_tiles, tap
         thread = np.int64(index)
         partial = np.empty(tile * width, lanes_in.dtype)
         first, stop = share(items, thread, threads)
-        for item in range(first, stop):
-            block = item // (tap_items * source_tiles)
-            tap, source_tile = item // source_tiles % tap_items, item % source_tiles
-            g = block // blocks
-            a_at = tap_shifts[tap] + g * group_in + source_tile * tile
-            b_at = g * group_out + block % blocks * width
-            total = sums[item]
+        for n in range(samples):
             for od in range(out_d):
                 for oh in range(0, out_h, chunk_rows):
                     rows = min(chunk_rows, out_h - oh)
-                    loops = (rows, row_step, out_w * out_channels, out_w, column_step, out_channels,
-                             1, 0, 0, 1, 0, 0)
-                    _tile_sums(width, partial, 0, tile_rows, grid, a_at + od * plane_step + oh * row_step,
-                               consecutive, 0, lanes_in, b_at + (od * out_h + oh) * out_w * out_channels, loops)
-                    for i in range(partial.size):
-                        total[i] += partial[i]
-
+                    loops = (rows, row_step, out_w * out_channels, out_w, column_step, out_channels, 1, 0, 0, 1, 0, 0)
+                    chunk_a = n * grid_stride + od * plane_step + oh * row_step
+                    chunk_b = n * lanes_stride + (od * out_h + oh) * out_w * out_channels
+                    for item in range(first, stop):
+                        block = item // (tap_items * source_tiles)
+                        tap, source_tile = item // source_tiles % tap_items, item % source_tiles
+                        g = block // blocks
+                        a_at = chunk_a + tap_shifts[tap] + g * group_in + source_tile * tile
+                        b_at = chunk_b + g * group_out + block % blocks * width
+                        _tile_sums(width, partial, 0, tile_rows, grid, a_at, consecutive, 0, lanes_in, b_at, loops)
+                        total = sums[item]
+                        for i in range(partial.size):
+                            total[i] += partial[i]
 
 def _geometry(spec, lanes, itemsize):
     """``(width, blocks, tile)``: lanes a block, blocks a group, outputs a tile, for ``lanes``
@@ -293,31 +310,30 @@ def _tap_shifts(spec, channels, taps_along_rows=True):
                      for td in range(kd) for th in range(kh) for tw in columns], dtype=np.int64)
 
 
-def _grid(name, spec, channels, tile, dtype):
-    """A bordered channels-last grid of ``channels`` channels with the margin of :func:`_tables`
-    and a tile's worth past it (the weight gradient's last tile of channels reads past a
-    position), zeroed."""
-    grid = workspace.borrow(name, _tables(spec, channels, tile)[2] + tile + LANES, dtype)
-    grid[:] = 0
-    return grid
+def _grid_size(spec, channels, tile):
+    """Elements of one sample's bordered channels-last grid of ``channels`` channels: the margin
+    of :func:`_tables` and a tile's worth past it (the weight gradient's last tile of channels
+    reads past a position)."""
+    return _tables(spec, channels, tile)[2] + tile + LANES
+
+
+def _slab(batch, sample_bytes):
+    """Samples a kernel call stages at once: as many as fit ``SLAB_BYTES``, at least one."""
+    return max(1, min(batch, SLAB_BYTES // max(sample_bytes, 1)))
 
 
 def _scratch_bytes(spec, itemsize):
-    """The most scratch any pass borrows, in bytes."""
-    outputs, positions = math.prod(spec.out_size), math.prod(_padded(spec))
-    taps = math.prod(spec.kernel_size)
-    total = 0
-    for lanes, channels in ((spec.group_out_channels, spec.in_channels), (spec.group_in_channels, None)):
-        width, blocks, tile = _geometry(spec, lanes, itemsize)
-        padded = spec.groups * blocks * width
-        grid_channels = channels or padded
-        grid = (positions + 2 * tile + LANES + math.prod(spec.kernel_size) * 0) * grid_channels
-        reach = math.prod(d * (k - 1) + 1 for d, k in zip(spec.dilation, spec.kernel_size))
-        lanes_bytes = (outputs + tile) * max(padded, spec.out_channels)
-        packed = padded * taps * max(spec.group_in_channels, spec.group_out_channels)
-        sums = 2 * padded * taps * (spec.in_channels + tile)
-        total = max(total, (grid + reach * grid_channels + lanes_bytes + packed) * itemsize + sums * 8)
-    return total
+    """The most scratch any pass borrows for one sample, in bytes (each call stages at least
+    one sample; :func:`_slab`)."""
+    outputs, taps = math.prod(spec.out_size), math.prod(spec.kernel_size)
+    out_width, out_blocks, out_tile = _geometry(spec, spec.group_out_channels, itemsize)
+    in_width, in_blocks, in_tile = _geometry(spec, spec.group_in_channels, itemsize)
+    out_padded, in_padded = spec.groups * out_blocks * out_width, spec.groups * in_blocks * in_width
+    weights = max(out_padded * spec.group_in_channels, in_padded * spec.group_out_channels) * taps
+    forward = _grid_size(spec, spec.in_channels, out_tile) + (outputs + out_tile) * out_padded
+    scatter = _grid_size(spec, in_padded, in_tile) + (outputs + in_tile) * spec.out_channels
+    sums = out_padded * taps * (spec.in_channels + out_tile) * 8
+    return (weights + max(forward, scatter)) * itemsize + sums
 
 
 def supports(spec):
@@ -333,16 +349,21 @@ def forward(spec, x, w, y):
     in_table, corners, _ = _tables(spec, in_channels, tile)
     packed = workspace.borrow("channels_last_weights", padded * taps * group_in, x.dtype)
     _pack_weights(w.reshape(out_channels, group_in, taps), groups, width, False, packed, threads)
-    grid = _grid("channels_last_grid", spec, in_channels, tile, x.dtype)
-    lanes_out = workspace.borrow("channels_last_lanes", (outputs + tile) * padded, x.dtype)
+    grid_size, lanes_size = _grid_size(spec, in_channels, tile), (outputs + tile) * padded
+    slab = _slab(batch, (grid_size + lanes_size) * x.itemsize)
+    grid = workspace.borrow("channels_last_grid", slab * grid_size, x.dtype)
+    grid[:] = 0
+    lanes_out = workspace.borrow("channels_last_lanes", slab * lanes_size, x.dtype)
     out_offsets = _steps(outputs + tile, padded)
     loops = _tap_loops(spec, in_channels, width)
-    for n in range(batch):
-        _to_channels_last(x[n].reshape(-1), positions, in_channels, in_table, grid, threads)
-        _forward_tiles(grid, group_in, packed, taps * group_in * width, groups, blocks, width, tile, corners, outputs,
-                       loops, lanes_out, out_offsets, threads)
-        _to_planes(lanes_out, out_offsets[:outputs], group_out, blocks * width, y[n].reshape(-1), outputs,
-                   out_channels, threads)
+    for n in range(0, batch, slab):
+        samples = min(slab, batch - n)
+        _to_channels_last(x[n:n + samples].reshape(samples, -1), positions, in_channels, in_table, grid, grid_size,
+                          threads)
+        _forward_tiles(grid, grid_size, group_in, packed, taps * group_in * width, groups, blocks, width, tile,
+                       corners, outputs, loops, lanes_out, lanes_size, out_offsets, samples, threads)
+        _to_planes(lanes_out, lanes_size, out_offsets[:outputs], group_out, blocks * width,
+                   y[n:n + samples].reshape(samples, -1), outputs, out_channels, threads)
 
 
 def backward_input(spec, grad_y, w, grad_x):
@@ -358,17 +379,21 @@ def backward_input(spec, grad_y, w, grad_x):
     in_table, corners, _ = _tables(spec, padded, tile)
     packed = workspace.borrow("channels_last_weights", padded * taps * group_out, grad_y.dtype)
     _pack_weights(w.reshape(out_channels, group_in, taps), groups, width, True, packed, threads)
-    grid = _grid("channels_last_grid", spec, padded, tile, grad_y.dtype)
-    lanes_in = workspace.borrow("channels_last_lanes", (outputs + tile) * out_channels, grad_y.dtype)
-    lanes_in[outputs * out_channels:] = 0
+    grid_size, lanes_size = _grid_size(spec, padded, tile), (outputs + tile) * out_channels
+    slab = _slab(batch, (grid_size + lanes_size) * grad_y.itemsize)
+    grid = workspace.borrow("channels_last_grid", slab * grid_size, grad_y.dtype)
+    lanes_in = workspace.borrow("channels_last_lanes", slab * lanes_size, grad_y.dtype)
+    lanes_in.reshape(slab, lanes_size)[:, outputs * out_channels:] = 0   # a last, partial tile adds zeros
     lane_steps, shifts = _steps(outputs + tile, out_channels), _tap_shifts(spec, padded)
-    for n in range(batch):
-        _to_channels_last(grad_y[n].reshape(-1), outputs, out_channels, lane_steps, lanes_in, threads)
-        if n:
-            grid[:] = 0
-        _scatter_tiles(lanes_in, group_out, packed, groups, blocks, width, tile, outputs, lane_steps, taps, shifts,
-                       corners, grid, threads)
-        _to_planes(grid, in_table, group_in, blocks * width, grad_x[n].reshape(-1), positions, in_channels, threads)
+    grid_positions = _tables(spec, padded, tile)[2] // padded
+    for n in range(0, batch, slab):
+        samples = min(slab, batch - n)
+        _to_channels_last(grad_y[n:n + samples].reshape(samples, -1), outputs, out_channels, lane_steps, lanes_in,
+                          lanes_size, threads)
+        _scatter_tiles(lanes_in, lanes_size, group_out, packed, groups, blocks, width, tile, outputs, lane_steps,
+                       taps, shifts, corners, grid, grid_size, grid_positions, samples, threads)
+        _to_planes(grid, grid_size, in_table, group_in, blocks * width, grad_x[n:n + samples].reshape(samples, -1),
+                   positions, in_channels, threads)
 
 
 def backward_weight(spec, x, grad_y, grad_w):
@@ -383,21 +408,26 @@ def backward_weight(spec, x, grad_y, grad_w):
     shifts = _tap_shifts(spec, in_channels, not whole_rows)
     source_tiles = -(-sources // tile)
     in_table, _, _ = _tables(spec, in_channels, tile)
-    grid = _grid("channels_last_grid", spec, in_channels, tile, x.dtype)
-    lanes_in = workspace.borrow("channels_last_lanes", outputs * out_channels + LANES, x.dtype)
-    lanes_in[outputs * out_channels:] = 0
+    grid_size, lanes_size = _grid_size(spec, in_channels, tile), outputs * out_channels + LANES
+    slab = _slab(batch, (grid_size + lanes_size) * x.itemsize)
+    grid = workspace.borrow("channels_last_grid", slab * grid_size, x.dtype)
+    grid[:] = 0
+    lanes_in = workspace.borrow("channels_last_lanes", slab * lanes_size, x.dtype)
+    lanes_in.reshape(slab, lanes_size)[:, outputs * out_channels:] = 0   # read past by the last block's lanes
     items = groups * blocks * shifts.size * source_tiles
     sums = workspace.borrow("channels_last_sums", items * tile * width, np.float64).reshape(items, tile * width)
     sums[...] = 0
     strides = (sd * hp * wp * in_channels, sh * wp * in_channels, sw * in_channels)
     chunk_rows = max(1, WEIGHT_CHUNK // spec.out_size[2])
-    for n in range(batch):
-        _to_channels_last(x[n].reshape(-1), positions, in_channels, in_table, grid, threads)
-        _to_channels_last(grad_y[n].reshape(-1), outputs, out_channels, _steps(outputs, out_channels), lanes_in,
+    for n in range(0, batch, slab):
+        samples = min(slab, batch - n)
+        _to_channels_last(x[n:n + samples].reshape(samples, -1), positions, in_channels, in_table, grid, grid_size,
                           threads)
-        _weight_tiles(grid, lanes_in, groups, blocks, width, tile, source_tiles, shifts.size, shifts, group_in,
-                      group_out, out_channels, spec.out_size, strides, chunk_rows, _steps(tile, 1),
-                      _steps(tile, width), sums, threads)
+        _to_channels_last(grad_y[n:n + samples].reshape(samples, -1), outputs, out_channels,
+                          _steps(outputs, out_channels), lanes_in, lanes_size, threads)
+        _weight_tiles(grid, grid_size, lanes_in, lanes_size, groups, blocks, width, tile, source_tiles, shifts.size,
+                      shifts, group_in, group_out, out_channels, spec.out_size, strides, chunk_rows, _steps(tile, 1),
+                      _steps(tile, width), samples, sums, threads)
     sums = sums.reshape(groups, blocks, kd, kh, -1, width)
     if whole_rows:
         sums = sums[:, :, :, :, :sources].reshape(groups, blocks, kd, kh, kw, in_channels, width)
