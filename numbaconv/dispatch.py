@@ -20,6 +20,21 @@ each rule; the command after each rule reproduces them.
    1``) go by the rules below. ``numbaconv bench --network
    mobilenet_v2,depthwise_grouped --algo planar,blocked,depthwise,direct``
    (docs/decisions.md, D2, BL1).
+0a. ``channels_last`` (output channels in SIMD lanes, a tile of outputs
+   in registers) for grouped layers (``groups > 1``) with
+   ``CHANNELS_LAST_MIN_GROUP_CHANNELS`` to ``CHANNELS_LAST_MAX_GROUP_CHANNELS``
+   channels a group (input and output): the GEMM algorithms run one small
+   product per group, Winograd and planar transform or copy each group's
+   planes for few channels; its lanes hold a group's output channels and
+   every tap is a vector multiply-add, in every pass. And for the input
+   gradient at stride > 1 of kernels of at least
+   ``CHANNELS_LAST_MIN_SCATTER_TAPS`` taps with at least
+   ``CHANNELS_LAST_MIN_GROUP_CHANNELS`` input channels a group (its lanes):
+   im2col's input gradient writes a column matrix of ``taps`` values per
+   output and folds it back, where ``channels_last`` adds each tap's
+   products into a cached channels-last grid. ``numbaconv bench --network
+   r3d_18,depthwise_grouped --algo channels_last,auto`` (docs/decisions.md,
+   CL1).
 1. ``winograd`` (F(4x4, 3x3)) for 3x3 stride-1 2-d problems with at least
    ``WINOGRAD_MIN_CHANNELS`` input channels per group and ``WINOGRAD_MIN_TILES``
    4x4 output tiles: its filter transform (36 K C/g values, ~100 flops each)
@@ -79,6 +94,9 @@ REGISTRY = {
     "cpu": {"blocked": cpu_blocked, "channels_last": cpu_channels_last, "depth_taps": cpu_depth_taps, "depthwise": cpu_depthwise, "direct": cpu_direct, "im2col": cpu_im2col, "planar": cpu_planar, "winograd": cpu_winograd},
 }
 DIRECT_PRODUCT_LIMIT = 32
+CHANNELS_LAST_MIN_GROUP_CHANNELS = 8
+CHANNELS_LAST_MAX_GROUP_CHANNELS = 64
+CHANNELS_LAST_MIN_SCATTER_TAPS = 27
 DEPTHWISE_MIN_PLANE_OUTPUTS = 128
 BLOCKED_MIN_LANE_FILL = 0.75
 PLANAR_DEPTHWISE_MIN_OUTPUTS = 784
@@ -176,6 +194,8 @@ def _auto_cpu(spec, runnable, pass_name):
         choice = _depthwise_choice(spec, runnable, pass_name)
         if choice is not None:
             return choice
+    if "channels_last" in runnable and _channels_last_pays(spec, pass_name):
+        return "channels_last"
     if "depth_taps" in runnable and _winograd_pays_per_tap(spec, pass_name):
         return "depth_taps"
     if "winograd" in runnable and _winograd_pays(spec, pass_name):
@@ -197,6 +217,18 @@ def _depthwise_choice(spec, runnable, pass_name):
         rows_pay = "depthwise" in runnable and outputs >= DEPTHWISE_MIN_PLANE_OUTPUTS
         return "depthwise" if rows_pay and pass_name != "weight" else "blocked"
     return "depthwise" if "depthwise" in runnable else None
+
+
+def _channels_last_pays(spec, pass_name):
+    """Rule 0a of the module docstring: a grouped layer of a few channels a group, or the strided
+    input gradient of a large kernel."""
+    narrow_groups = (spec.groups > 1 and min(spec.group_in_channels, spec.group_out_channels)
+                     >= CHANNELS_LAST_MIN_GROUP_CHANNELS
+                     and max(spec.group_in_channels, spec.group_out_channels) <= CHANNELS_LAST_MAX_GROUP_CHANNELS)
+    strided_scatter = (pass_name == "input" and max(spec.stride) > 1
+                       and math.prod(spec.kernel_size) >= CHANNELS_LAST_MIN_SCATTER_TAPS
+                       and spec.group_in_channels >= CHANNELS_LAST_MIN_GROUP_CHANNELS)
+    return narrow_groups or strided_scatter
 
 
 def _planar_pays(spec, product, taps):

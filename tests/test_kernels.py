@@ -170,6 +170,18 @@ def test_planar_on_one_thread(rng):
         numba.set_num_threads(previous)
 
 
+@pytest.mark.parametrize("case_name", ["2d-groups-16-lanes", "2d-groups-16-lanes-strided", "3d-strided",
+                                       "2d-3x3-many-tiles"])
+def test_channels_last_slabs_of_one_sample(rng, monkeypatch, case_name):
+    """With room for one sample a slab, every sample is staged by its own kernel calls (and the
+    weight gradient's sums run on across them); the default stages whole small batches at once."""
+    from numbaconv.cpu import channels_last
+    monkeypatch.setattr(channels_last, "SLAB_BYTES", 1)
+    case = next(c for c in CASES if c[0] == case_name)
+    spec, x, w, grad_y = random_problem(rng, case, np.float32)
+    check_passes(channels_last, spec, x, w, grad_y, np.float32)
+
+
 def assert_same_non_finite(result, expected):
     """NaN and Inf where ``expected`` has them, the rest close to it."""
     np.testing.assert_array_equal(np.isnan(result), np.isnan(expected))

@@ -62,9 +62,9 @@ from .threads import most_threads, share, thread_count
 
 # FLOPs of one uncut kernel call: a quarter second at 20 GFLOP/s (numbaconv.slices).
 SLICE_FLOPS = int(5e9)
-# Bytes of one call's channels-last copies of a slab of samples (staged together, so a call runs
-# three parallel regions per slab, not per sample).
-SLAB_BYTES = 64 * 2**20
+# Bytes of one call's channels-last copies of a slab of samples, staged together: a call runs three
+# parallel regions per slab, not per sample, while a slab's copies stay in the last-level cache.
+SLAB_BYTES = 8 * 2**20
 # Outputs the weight gradient sums in the array dtype before adding into float64: float32
 # sums of 1024 products keep a relative error near 1e-6.
 WEIGHT_CHUNK = 1024
@@ -317,9 +317,14 @@ def _grid_size(spec, channels, tile):
     return _tables(spec, channels, tile)[2] + tile + LANES
 
 
-def _slab(batch, sample_bytes):
-    """Samples a kernel call stages at once: as many as fit ``SLAB_BYTES``, at least one."""
-    return max(1, min(batch, SLAB_BYTES // max(sample_bytes, 1)))
+def _slab(batch, sample_bytes, items=None):
+    """Samples a kernel call stages at once: as many as fit ``SLAB_BYTES``, at least one; where a
+    sample's ``items`` work items are fewer than the threads, enough samples to give each thread
+    one."""
+    fitting = SLAB_BYTES // max(sample_bytes, 1)
+    if items is not None:
+        fitting = max(fitting, -(-thread_count() // items))
+    return max(1, min(batch, fitting))
 
 
 def _scratch_bytes(spec, itemsize):
@@ -332,7 +337,7 @@ def _scratch_bytes(spec, itemsize):
     weights = max(out_padded * spec.group_in_channels, in_padded * spec.group_out_channels) * taps
     forward = _grid_size(spec, spec.in_channels, out_tile) + (outputs + out_tile) * out_padded
     scatter = _grid_size(spec, in_padded, in_tile) + (outputs + in_tile) * spec.out_channels
-    sums = out_padded * taps * (spec.in_channels + out_tile) * 8
+    sums = out_padded * taps * (spec.group_in_channels + out_tile) * 8
     return (weights + max(forward, scatter)) * itemsize + sums
 
 
@@ -340,7 +345,7 @@ def supports(spec):
     return workspace.over_limit(_scratch_bytes(spec, 8))
 
 
-def forward(spec, x, w, y):
+def forward(spec, x, w, out):
     batch, in_channels, out_channels, groups = x.shape[0], spec.in_channels, spec.out_channels, spec.groups
     group_in, group_out = spec.group_in_channels, spec.group_out_channels
     width, blocks, tile = _geometry(spec, group_out, x.itemsize)
@@ -363,7 +368,7 @@ def forward(spec, x, w, y):
         _forward_tiles(grid, grid_size, group_in, packed, taps * group_in * width, groups, blocks, width, tile,
                        corners, outputs, loops, lanes_out, lanes_size, out_offsets, samples, threads)
         _to_planes(lanes_out, lanes_size, out_offsets[:outputs], group_out, blocks * width,
-                   y[n:n + samples].reshape(samples, -1), outputs, out_channels, threads)
+                   out[n:n + samples].reshape(samples, -1), outputs, out_channels, threads)
 
 
 def backward_input(spec, grad_y, w, grad_x):
@@ -380,7 +385,7 @@ def backward_input(spec, grad_y, w, grad_x):
     packed = workspace.borrow("channels_last_weights", padded * taps * group_out, grad_y.dtype)
     _pack_weights(w.reshape(out_channels, group_in, taps), groups, width, True, packed, threads)
     grid_size, lanes_size = _grid_size(spec, padded, tile), (outputs + tile) * out_channels
-    slab = _slab(batch, (grid_size + lanes_size) * grad_y.itemsize)
+    slab = _slab(batch, (grid_size + lanes_size) * grad_y.itemsize, groups * blocks)
     grid = workspace.borrow("channels_last_grid", slab * grid_size, grad_y.dtype)
     lanes_in = workspace.borrow("channels_last_lanes", slab * lanes_size, grad_y.dtype)
     lanes_in.reshape(slab, lanes_size)[:, outputs * out_channels:] = 0   # a last, partial tile adds zeros

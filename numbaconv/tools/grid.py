@@ -13,7 +13,8 @@ unpadded input, and batch 1 and more; 3x3 stride-1
 cases whose outputs do not fill Winograd's 4x4 tiles, with padding on one
 side only and padding wider than the kernel, and with few tiles for many filters
 (Winograd by filter blocks); stride-1 problems with many more
-output than input channels per group (planar's weight gradient by columns).
+output than input channels per group (planar's weight gradient by columns); groups of 16
+channels at stride 1 and 2 (channels_last's full 16-lane blocks and vector transposes).
 """
 CASES = [
     ("2d-basic", (2, 3, 7, 9), (4, 3, 3, 3), 1, 0, 1, 1),
@@ -51,6 +52,8 @@ CASES = [
     ("3d-few-channels-dilated", (2, 2, 4, 5, 6), (8, 1, 2, 3, 2), 1, ((1, 0), (0, 1), (1, 1)), (2, 1, 2), 2),
     ("3d-depthwise-multiplier-stride1", (2, 3, 5, 4, 6), (6, 1, 3, 3, 3), 1, ((1, 0), (2, 1), (1, 1)), (1, 1, 2), 3),
     ("3d-3x3x3-winograd-planes", (1, 8, 8, 16, 16), (8, 8, 3, 3, 3), 1, 1, 1, 1),   # 128 tiles a depth tap
+    ("2d-groups-16-lanes", (2, 32, 6, 7), (32, 16, 3, 3), 1, 1, 1, 2),   # full 16-lane blocks, 16+ outputs
+    ("2d-groups-16-lanes-strided", (2, 32, 9, 8), (32, 16, 3, 3), 2, 1, 1, 2),
     ("3d-depth-strided-dilated", (2, 3, 7, 6, 5), (4, 3, 3, 2, 3), (2, 1, 1), ((2, 1), (0, 1), (1, 1)), (2, 1, 1), 1),
 ]
 CASE_IDS = [case[0] for case in CASES]
