@@ -26,9 +26,10 @@ matrix. One sample at a time:
   channels-last bordered grid of input channels (the blocks of ``W`` input
   channels are the work items, so no two threads add into one element),
   whose interior is then the gradient;
-- weight gradient: a work item is a block of ``W`` output channels, a tap
-  row (or, with one group and dilation 1 along the rows, a whole kernel
-  row) and a tile of ``R`` input channels; it sums input elements times
+- weight gradient: a work item is a block of ``W`` output channels, a row
+  of taps and a tile of ``R`` sources (a tap of the row and an input
+  channel, through a table of their offsets in the grid, so a tile fills up
+  however few channels a group has); it sums input elements times
   output-gradient vectors over the outputs in chunks of at most
   ``WEIGHT_CHUNK`` outputs in the array dtype, the chunks' sums in float64.
 
@@ -65,9 +66,10 @@ SLICE_FLOPS = int(5e9)
 # Bytes of one call's channels-last copies of a slab of samples, staged together: a call runs three
 # parallel regions per slab, not per sample, while a slab's copies stay in the last-level cache.
 SLAB_BYTES = 8 * 2**20
-# Outputs the weight gradient sums in the array dtype before adding into float64: float32
-# sums of 1024 products keep a relative error near 1e-6.
-WEIGHT_CHUNK = 1024
+# Outputs the weight gradient sums in the array dtype before adding into float64 (float32 sums of
+# 256 products keep a relative error under 1e-6), and the chunk of outputs whose input and output
+# gradient rows stay in the L1 cache while a thread runs its items on them.
+WEIGHT_CHUNK = 256
 # The stride-1 input gradient multiplies the weights with the zeros bordering grad_y, where the
 # reference adds only the products of real outputs (Inf * 0 = NaN).
 INEXACT_NONFINITE = {"input": "weight"}
@@ -261,12 +263,13 @@ def _scatter_tiles(lanes_in, lanes_stride, group_out, packed, groups, blocks, wi
 
 @njit(parallel=True, cache=True, fastmath={"contract"})
 def _weight_tiles(grid, grid_stride, lanes_in, lanes_stride, groups, blocks, width, tile, source_tiles, tap_items,
-                  tap_shifts, group_in, group_out, out_channels, out_size, strides, chunk_rows, consecutive,
-                  tile_rows, samples, sums, threads):
+                  tap_shifts, group_in, group_out, out_channels, out_size, strides, chunk_rows, source_table,
+                  source_rows, samples, sums, threads):
     """``sums[item]`` (float64) ``+= sum over samples n and outputs q of grid[n grid_stride +
-    corner_q + shift + g C/g + j] * lanes_in[n lanes_stride + q K + g K/g + b W:+W]`` for the
-    ``tile`` channels ``j`` of a tile: the samples' share of the weight gradient. Items (group,
-    block, tap item, tile of sources), each summing ``chunk_rows`` output rows at a time in the
+    corner_q + shift + g C/g + source_table[j]] * lanes_in[n lanes_stride + q K + g K/g + b
+    W:+W]`` for the ``tile`` sources ``j`` (a tap along the row and an input channel) of a tile:
+    the samples' share of the weight gradient. Items (group, block, row of taps, tile of
+    sources), each summing ``chunk_rows`` output rows at a time in the
     array dtype; a chunk's rows stay in cache while the thread runs all its items on them. FLOPs
     ``2 tile W prod(out)`` an item and sample."""
     out_d, out_h, out_w = out_size
@@ -287,9 +290,11 @@ def _weight_tiles(grid, grid_stride, lanes_in, lanes_stride, groups, blocks, wid
                         block = item // (tap_items * source_tiles)
                         tap, source_tile = item // source_tiles % tap_items, item % source_tiles
                         g = block // blocks
-                        a_at = chunk_a + tap_shifts[tap] + g * group_in + source_tile * tile
+                        a_at = chunk_a + tap_shifts[tap] + g * group_in
                         b_at = chunk_b + g * group_out + block % blocks * width
-                        _tile_sums(width, partial, 0, tile_rows, grid, a_at, consecutive, 0, lanes_in, b_at, loops)
+                        first_source = source_tile * tile   # picks both tables' rows: partial's from 0
+                        _tile_sums(width, partial, -first_source * width, source_rows, grid, a_at, source_table,
+                                   first_source, lanes_in, b_at, loops)
                         total = sums[item]
                         for i in range(partial.size):
                             total[i] += partial[i]
@@ -308,6 +313,18 @@ def _tap_shifts(spec, channels, taps_along_rows=True):
     columns = range(kw) if taps_along_rows else range(1)
     return np.array([((td * dd * hp + th * dh) * wp + tw * dw) * channels
                      for td in range(kd) for th in range(kh) for tw in columns], dtype=np.int64)
+
+
+@functools.lru_cache(maxsize=256)
+def _source_table(spec, count):
+    """The weight gradient's sources along a row of taps, ``j = tw C/g + c`` for ``j < KW C/g``:
+    the offset ``tw dw C + c`` of tap ``tw``'s input channel ``c`` in the channels-last grid, so a
+    tile of sources spans the taps of a row whatever the group size (zero past the last)."""
+    table = np.zeros(count, np.int64)
+    kw, group_in = spec.kernel_size[2], spec.group_in_channels
+    j = np.arange(kw * group_in)
+    table[:j.size] = j // group_in * spec.dilation[2] * spec.in_channels + j % group_in
+    return table
 
 
 def _grid_size(spec, channels, tile):
@@ -408,9 +425,7 @@ def backward_weight(spec, x, grad_y, grad_w):
     (kd, kh, kw), (sd, sh, sw), (_, hp, wp) = spec.kernel_size, spec.stride, _padded(spec)
     outputs, positions = math.prod(spec.out_size), math.prod(spec.in_size)
     threads = thread_count()
-    whole_rows = groups == 1 and spec.dilation[2] == 1   # a row's taps and channels are consecutive
-    sources = kw * in_channels if whole_rows else group_in
-    shifts = _tap_shifts(spec, in_channels, not whole_rows)
+    sources, shifts = kw * group_in, _tap_shifts(spec, in_channels, taps_along_rows=False)
     source_tiles = -(-sources // tile)
     in_table, _, _ = _tables(spec, in_channels, tile)
     grid_size, lanes_size = _grid_size(spec, in_channels, tile), outputs * out_channels + LANES
@@ -431,12 +446,10 @@ def backward_weight(spec, x, grad_y, grad_w):
         _to_channels_last(grad_y[n:n + samples].reshape(samples, -1), outputs, out_channels,
                           _steps(outputs, out_channels), lanes_in, lanes_size, threads)
         _weight_tiles(grid, grid_size, lanes_in, lanes_size, groups, blocks, width, tile, source_tiles, shifts.size,
-                      shifts, group_in, group_out, out_channels, spec.out_size, strides, chunk_rows, _steps(tile, 1),
-                      _steps(tile, width), samples, sums, threads)
-    sums = sums.reshape(groups, blocks, kd, kh, -1, width)
-    if whole_rows:
-        sums = sums[:, :, :, :, :sources].reshape(groups, blocks, kd, kh, kw, in_channels, width)
-    else:
-        sums = sums.reshape(groups, blocks, kd, kh, kw, source_tiles * tile, width)[..., :group_in, :]
+                      shifts, group_in, group_out, out_channels, spec.out_size, strides, chunk_rows,
+                      _source_table(spec, source_tiles * tile), _steps(source_tiles * tile, width), samples, sums,
+                      threads)
+    sums = sums.reshape(groups, blocks, kd, kh, -1, width)[:, :, :, :, :sources]
+    sums = sums.reshape(groups, blocks, kd, kh, kw, group_in, width)
     per_lane = sums.transpose(0, 1, 6, 5, 2, 3, 4).reshape(groups, blocks * width, group_in, kd, kh, kw)
     grad_w[...] = per_lane[:, :group_out].reshape(grad_w.shape)

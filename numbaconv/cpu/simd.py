@@ -106,13 +106,15 @@ add_product_sums_4 = _product_sums(REGISTER_OUTPUTS)
 
 
 # Bytes of accumulators a broadcast_sums tile holds in registers: twelve 256-bit registers, which
-# leaves an AVX2 core's other four for the weight vector and the broadcast element.
+# leaves an AVX2 core's other four for the weight vector and the broadcast element. And at most
+# TILE_MAX_OUTPUTS outputs: each has its own address in a register (of the 16 general ones).
 TILE_BYTES = 384
+TILE_MAX_OUTPUTS = 8
 
 
 def tile_outputs(width, itemsize):
     """Outputs in one :func:`broadcast_sums` tile of ``width`` lanes of ``itemsize`` bytes."""
-    return TILE_BYTES // (width * itemsize)
+    return min(TILE_BYTES // (width * itemsize), TILE_MAX_OUTPUTS)
 
 
 def _broadcast_sums(width, accumulate):
