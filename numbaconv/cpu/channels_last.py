@@ -122,6 +122,21 @@ def _tap_loops(spec, a_channels, b_row):
     return depth + rows + (kw, dw * a_channels, sources * b_row, sources, 1, b_row)
 
 
+@njit(inline="always", cache=True)
+def _transpose_item(item, positions, channels, planes):
+    """``(n, p0, c0, whole)`` of transpose item ``item`` (sample, 16 positions, 16 channels): its
+    first position and channel, and whether it is a whole 16 x 16 block, whose channels' plane
+    offsets it then writes into ``planes``."""
+    position_blocks, channel_blocks = (positions + LANES - 1) // LANES, (channels + LANES - 1) // LANES
+    n, block = item // (position_blocks * channel_blocks), item % (position_blocks * channel_blocks)
+    p0, c0 = block // channel_blocks * LANES, block % channel_blocks * LANES
+    whole = c0 + LANES <= channels and p0 + LANES <= positions
+    if whole:
+        for lane in range(LANES):
+            planes[lane] = (c0 + lane) * positions
+    return n, p0, c0, whole
+
+
 @njit(parallel=True, cache=True)
 def _to_channels_last(src, positions, channels, table, dst, dst_stride, threads):
     """``dst[n dst_stride + table[p] + c] = src[n, c positions + p]``: each sample's planes to
@@ -134,12 +149,9 @@ def _to_channels_last(src, positions, channels, table, dst, dst_stride, threads)
         planes = np.empty(LANES, np.int64)
         first, stop = share(src.shape[0] * position_blocks * channel_blocks, thread, threads)
         for item in range(first, stop):
-            n, block = item // (position_blocks * channel_blocks), item % (position_blocks * channel_blocks)
-            p0, c0 = block // channel_blocks * LANES, block % channel_blocks * LANES
+            n, p0, c0, whole = _transpose_item(item, positions, channels, planes)
             sample, at = src[n], n * dst_stride
-            if c0 + LANES <= channels and p0 + LANES <= positions:
-                for lane in range(LANES):
-                    planes[lane] = (c0 + lane) * positions
+            if whole:
                 transpose_lanes(dst, table[p0:p0 + LANES], at + c0, sample, planes, p0)
             else:
                 for c in range(c0, min(c0 + LANES, channels)):
@@ -160,12 +172,9 @@ def _to_planes(src, src_stride, table, per_group, padded_group, dst, positions, 
         planes = np.empty(LANES, np.int64)
         first, stop = share(dst.shape[0] * position_blocks * channel_blocks, thread, threads)
         for item in range(first, stop):
-            n, block = item // (position_blocks * channel_blocks), item % (position_blocks * channel_blocks)
-            p0, c0 = block // channel_blocks * LANES, block % channel_blocks * LANES
+            n, p0, c0, whole = _transpose_item(item, positions, channels, planes)
             sample, at = dst[n], n * src_stride
-            if contiguous and c0 + LANES <= channels and p0 + LANES <= positions:
-                for lane in range(LANES):
-                    planes[lane] = (c0 + lane) * positions
+            if contiguous and whole:
                 transpose_lanes(sample, planes, p0, src, table[p0:p0 + LANES], at + c0)
             else:
                 for c in range(c0, min(c0 + LANES, channels)):
@@ -334,13 +343,15 @@ def _grid_size(spec, channels, tile):
     return _tables(spec, channels, tile)[2] + tile + LANES
 
 
-def _slab(batch, sample_bytes, items=None):
-    """Samples a kernel call stages at once: as many as fit ``SLAB_BYTES``, at least one; where a
-    sample's ``items`` work items are fewer than the threads, enough samples to give each thread
-    one."""
-    fitting = SLAB_BYTES // max(sample_bytes, 1)
+def _slab(batch, sample_bytes, reserved, items=None):
+    """Samples a kernel call stages at once: as many as fit ``SLAB_BYTES`` and the workspace limit
+    less the ``reserved`` bytes of other scratch, at least one (``supports`` checked that one
+    fits); where a sample's ``items`` work items are fewer than the threads, enough samples to
+    give each thread one, within the limit."""
+    room = max(workspace.workspace_limit() - reserved, 0) // max(sample_bytes, 1)
+    fitting = min(SLAB_BYTES // max(sample_bytes, 1), room)
     if items is not None:
-        fitting = max(fitting, -(-thread_count() // items))
+        fitting = min(max(fitting, -(-thread_count() // items)), room)
     return max(1, min(batch, fitting))
 
 
@@ -372,7 +383,7 @@ def forward(spec, x, w, out):
     packed = workspace.borrow("channels_last_weights", padded * taps * group_in, x.dtype)
     _pack_weights(w.reshape(out_channels, group_in, taps), groups, width, False, packed, threads)
     grid_size, lanes_size = _grid_size(spec, in_channels, tile), (outputs + tile) * padded
-    slab = _slab(batch, (grid_size + lanes_size) * x.itemsize)
+    slab = _slab(batch, (grid_size + lanes_size) * x.itemsize, packed.nbytes)
     grid = workspace.borrow("channels_last_grid", slab * grid_size, x.dtype)
     grid[:] = 0
     lanes_out = workspace.borrow("channels_last_lanes", slab * lanes_size, x.dtype)
@@ -402,7 +413,7 @@ def backward_input(spec, grad_y, w, grad_x):
     packed = workspace.borrow("channels_last_weights", padded * taps * group_out, grad_y.dtype)
     _pack_weights(w.reshape(out_channels, group_in, taps), groups, width, True, packed, threads)
     grid_size, lanes_size = _grid_size(spec, padded, tile), (outputs + tile) * out_channels
-    slab = _slab(batch, (grid_size + lanes_size) * grad_y.itemsize, groups * blocks)
+    slab = _slab(batch, (grid_size + lanes_size) * grad_y.itemsize, packed.nbytes, groups * blocks)
     grid = workspace.borrow("channels_last_grid", slab * grid_size, grad_y.dtype)
     lanes_in = workspace.borrow("channels_last_lanes", slab * lanes_size, grad_y.dtype)
     lanes_in.reshape(slab, lanes_size)[:, outputs * out_channels:] = 0   # a last, partial tile adds zeros
@@ -428,15 +439,15 @@ def backward_weight(spec, x, grad_y, grad_w):
     sources, shifts = kw * group_in, _tap_shifts(spec, in_channels, taps_along_rows=False)
     source_tiles = -(-sources // tile)
     in_table, _, _ = _tables(spec, in_channels, tile)
+    items = groups * blocks * shifts.size * source_tiles
+    sums = workspace.borrow("channels_last_sums", items * tile * width, np.float64).reshape(items, tile * width)
+    sums[...] = 0
     grid_size, lanes_size = _grid_size(spec, in_channels, tile), outputs * out_channels + LANES
-    slab = _slab(batch, (grid_size + lanes_size) * x.itemsize)
+    slab = _slab(batch, (grid_size + lanes_size) * x.itemsize, sums.nbytes)
     grid = workspace.borrow("channels_last_grid", slab * grid_size, x.dtype)
     grid[:] = 0
     lanes_in = workspace.borrow("channels_last_lanes", slab * lanes_size, x.dtype)
     lanes_in.reshape(slab, lanes_size)[:, outputs * out_channels:] = 0   # read past by the last block's lanes
-    items = groups * blocks * shifts.size * source_tiles
-    sums = workspace.borrow("channels_last_sums", items * tile * width, np.float64).reshape(items, tile * width)
-    sums[...] = 0
     strides = (sd * hp * wp * in_channels, sh * wp * in_channels, sw * in_channels)
     chunk_rows = max(1, WEIGHT_CHUNK // spec.out_size[2])
     for n in range(0, batch, slab):
