@@ -67,9 +67,9 @@ SLICE_FLOPS = int(5e9)
 # parallel regions per slab, not per sample, while a slab's copies stay in the last-level cache.
 SLAB_BYTES = 8 * 2**20
 # Outputs the weight gradient sums in the array dtype before adding into float64 (float32 sums of
-# 256 products keep a relative error under 1e-6), and the chunk of outputs whose input and output
+# 128 products keep a relative error under 1e-6), and the chunk of outputs whose input and output
 # gradient rows stay in the L1 cache while a thread runs its items on them.
-WEIGHT_CHUNK = 256
+WEIGHT_CHUNK = 128
 # The stride-1 input gradient multiplies the weights with the zeros bordering grad_y, where the
 # reference adds only the products of real outputs (Inf * 0 = NaN).
 INEXACT_NONFINITE = {"input": "weight"}
