@@ -61,6 +61,8 @@ from .simd import (LANES, add_broadcast_sums_8, add_broadcast_sums_16, broadcast
                    tile_outputs, transpose_lanes)
 from .threads import most_threads, share, thread_count
 
+# Entries of the table of (row of taps, tap, channel) offsets one innermost loop runs over.
+TAP_TABLE_ENTRIES = 1024
 # FLOPs of one uncut kernel call: a quarter second at 20 GFLOP/s (numbaconv.slices).
 SLICE_FLOPS = int(5e9)
 # Bytes of one call's channels-last copies of a slab of samples, staged together: a call runs three
@@ -107,19 +109,25 @@ def _steps(count, step):
     return np.arange(count, dtype=np.int64) * step
 
 
+@functools.lru_cache(maxsize=256)
 def _tap_loops(spec, a_channels, b_row):
-    """The four loops of a tap sum over the grid (depth taps, rows of taps, taps along a row,
-    input channels of the group), as ``broadcast_sums`` takes them: counts, steps through the
-    grid of ``a_channels`` channels, steps through the packed weights whose channel rows are
-    ``b_row`` elements apart. With one group and dilation 1 along the rows, a row's taps and
-    channels are one loop: they are consecutive in the grid and in the weights."""
+    """``(loops, table)``: the loops of a tap sum over the grid, as ``broadcast_sums`` takes them,
+    for a grid of ``a_channels`` channels and packed weights whose channel rows are ``b_row``
+    elements apart: depth taps, then one loop over the (row of taps, tap along the row, input
+    channel) triples of a depth tap through a table of their offsets in the grid where there
+    are at most ``TAP_TABLE_ENTRIES``, else a loop over the rows of taps and one over the (tap,
+    channel) pairs of a row. One long innermost loop: a group of 8 channels has 72 terms to
+    sum in a 3x3 kernel, which as three nested loops would spend most of its time starting
+    them."""
     (kd, kh, kw), (dd, dh, dw), (_, hp, wp) = spec.kernel_size, spec.dilation, _padded(spec)
     sources = a_channels // spec.groups
+    row = [tw * dw * a_channels + c for tw in range(kw) for c in range(sources)]
     depth = (kd, dd * hp * wp * a_channels, kh * kw * sources * b_row)
+    if kh * len(row) <= TAP_TABLE_ENTRIES:
+        table = [th * dh * wp * a_channels + offset for th in range(kh) for offset in row]
+        return depth + (1, 0, 0, 1, 0, 0, len(table), b_row), np.array(table, np.int64)
     rows = (kh, dh * wp * a_channels, kw * sources * b_row)
-    if dw * a_channels == sources:
-        return depth + rows + (1, 0, 0, kw * sources, 1, b_row)
-    return depth + rows + (kw, dw * a_channels, sources * b_row, sources, 1, b_row)
+    return depth + rows + (1, 0, 0, len(row), b_row), np.array(row, np.int64)
 
 
 @njit(inline="always", cache=True)
@@ -210,24 +218,24 @@ def _pack_weights(w, groups, width, across_inputs, packed, threads):
 
 
 @njit(inline="always", cache=True)
-def _tile_sums(width, out, out_at, out_offsets, a, a_at, a_offsets, first, b, b_at, loops):
+def _tile_sums(width, out, out_at, out_offsets, a, a_at, a_offsets, first, b, b_at, loops, a_table):
     if width == 16:
-        broadcast_sums_16(out, out_at, out_offsets, a, a_at, a_offsets, first, b, b_at, loops)
+        broadcast_sums_16(out, out_at, out_offsets, a, a_at, a_offsets, first, b, b_at, loops, a_table)
     else:
-        broadcast_sums_8(out, out_at, out_offsets, a, a_at, a_offsets, first, b, b_at, loops)
+        broadcast_sums_8(out, out_at, out_offsets, a, a_at, a_offsets, first, b, b_at, loops, a_table)
 
 
 @njit(inline="always", cache=True)
-def _add_tile_sums(width, out, out_at, out_offsets, a, a_at, a_offsets, first, b, b_at, loops):
+def _add_tile_sums(width, out, out_at, out_offsets, a, a_at, a_offsets, first, b, b_at, loops, a_table):
     if width == 16:
-        add_broadcast_sums_16(out, out_at, out_offsets, a, a_at, a_offsets, first, b, b_at, loops)
+        add_broadcast_sums_16(out, out_at, out_offsets, a, a_at, a_offsets, first, b, b_at, loops, a_table)
     else:
-        add_broadcast_sums_8(out, out_at, out_offsets, a, a_at, a_offsets, first, b, b_at, loops)
+        add_broadcast_sums_8(out, out_at, out_offsets, a, a_at, a_offsets, first, b, b_at, loops, a_table)
 
 
 @njit(parallel=True, cache=True, fastmath={"contract"})
 def _forward_tiles(grid, grid_stride, group_in, packed, block_weights, groups, blocks, width, tile, corners, outputs,
-                   loops, lanes_out, lanes_stride, out_offsets, samples, threads):
+                   loops, tap_table, lanes_out, lanes_stride, out_offsets, samples, threads):
     """``lanes_out[n lanes_stride + q Kp + (g B + b) W + l] = sum over taps and j < C/g of
     grid[n grid_stride + corner_q + tap + g C/g + j] * packed[...]``: the channels-last outputs
     of every block ``b`` of ``W`` output channels of every group ``g``, items (sample, block,
@@ -241,7 +249,7 @@ def _forward_tiles(grid, grid_stride, group_in, packed, block_weights, groups, b
             n, block, t = item // items, item % items // tiles, item % tiles
             _tile_sums(width, lanes_out, n * lanes_stride + block * width, out_offsets, grid,
                        n * grid_stride + block // blocks * group_in, corners, t * tile, packed,
-                       block * block_weights, loops)
+                       block * block_weights, loops, tap_table)
 
 
 @njit(parallel=True, cache=True, fastmath={"contract"})
@@ -254,7 +262,7 @@ def _scatter_tiles(lanes_in, lanes_stride, group_out, packed, groups, blocks, wi
     and taps, so no two threads add into one element. FLOPs ``2 positions taps K/g W`` an
     item."""
     tiles = (positions + tile - 1) // tile
-    loops = (1, 0, 0, 1, 0, 0, 1, 0, 0, group_out, 1, width)
+    loops, channels = (1, 0, 0, 1, 0, 0, 1, 0, 0, group_out, width), np.arange(group_out)   # channels in a row
     padded = groups * blocks * width
     for index in prange(threads):
         thread = np.int64(index)
@@ -267,7 +275,7 @@ def _scatter_tiles(lanes_in, lanes_stride, group_out, packed, groups, blocks, wi
             for t in range(tiles):
                 for tap in range(taps):
                     _add_tile_sums(width, grid, grid_at + tap_shifts[tap], corners, lanes_in, lanes_at, lane_steps,
-                                   t * tile, packed, (block * taps + tap) * group_out * width, loops)
+                                   t * tile, packed, (block * taps + tap) * group_out * width, loops, channels)
 
 
 @njit(parallel=True, cache=True, fastmath={"contract"})
@@ -284,6 +292,7 @@ def _weight_tiles(grid, grid_stride, lanes_in, lanes_stride, groups, blocks, wid
     out_d, out_h, out_w = out_size
     plane_step, row_step, column_step = strides
     items = groups * blocks * tap_items * source_tiles
+    no_offset = np.zeros(1, np.int64)   # the innermost loop, one step: the outputs are the outer ones
     for index in prange(threads):
         thread = np.int64(index)
         partial = np.empty(tile * width, lanes_in.dtype)
@@ -292,7 +301,7 @@ def _weight_tiles(grid, grid_stride, lanes_in, lanes_stride, groups, blocks, wid
             for od in range(out_d):
                 for oh in range(0, out_h, chunk_rows):
                     rows = min(chunk_rows, out_h - oh)
-                    loops = (rows, row_step, out_w * out_channels, out_w, column_step, out_channels, 1, 0, 0, 1, 0, 0)
+                    loops = (rows, row_step, out_w * out_channels, out_w, column_step, out_channels, 1, 0, 0, 1, 0)
                     chunk_a = n * grid_stride + od * plane_step + oh * row_step
                     chunk_b = n * lanes_stride + (od * out_h + oh) * out_w * out_channels
                     for item in range(first, stop):
@@ -303,7 +312,7 @@ def _weight_tiles(grid, grid_stride, lanes_in, lanes_stride, groups, blocks, wid
                         b_at = chunk_b + g * group_out + block % blocks * width
                         first_source = source_tile * tile   # picks both tables' rows: partial's from 0
                         _tile_sums(width, partial, -first_source * width, source_rows, grid, a_at, source_table,
-                                   first_source, lanes_in, b_at, loops)
+                                   first_source, lanes_in, b_at, loops, no_offset)
                         total = sums[item]
                         for i in range(partial.size):
                             total[i] += partial[i]
@@ -388,13 +397,13 @@ def forward(spec, x, w, out):
     grid[:] = 0
     lanes_out = workspace.borrow("channels_last_lanes", slab * lanes_size, x.dtype)
     out_offsets = _steps(outputs + tile, padded)
-    loops = _tap_loops(spec, in_channels, width)
+    loops, tap_table = _tap_loops(spec, in_channels, width)
     for n in range(0, batch, slab):
         samples = min(slab, batch - n)
         _to_channels_last(x[n:n + samples].reshape(samples, -1), positions, in_channels, in_table, grid, grid_size,
                           threads)
         _forward_tiles(grid, grid_size, group_in, packed, taps * group_in * width, groups, blocks, width, tile,
-                       corners, outputs, loops, lanes_out, lanes_size, out_offsets, samples, threads)
+                       corners, outputs, loops, tap_table, lanes_out, lanes_size, out_offsets, samples, threads)
         _to_planes(lanes_out, lanes_size, out_offsets[:outputs], group_out, blocks * width,
                    out[n:n + samples].reshape(samples, -1), outputs, out_channels, threads)
 

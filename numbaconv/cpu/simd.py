@@ -16,7 +16,8 @@ caller keeps every ``LANES``-long slice inside its array.
 - :func:`broadcast_sums`: ``out[o_r:o_r+W] (+)= sum of a[...] * b[...:+W]`` for a tile of
   outputs ``r``, each ``a`` element broadcast to all ``W`` lanes (an input element times a
   vector of output channels' weights), the tile's sums held in registers over four nested
-  loops: the register-blocked direct convolution of the channels-last algorithm;
+  loops, the innermost through a table of offsets: the register-blocked direct convolution
+  of the channels-last algorithm;
 - :func:`transpose_lanes`: a ``LANES x LANES`` block from ``LANES`` vectors
   anywhere in one array to ``LANES`` vectors anywhere in another (rows of
   ``LANES`` channel planes to ``LANES`` channels-last positions, or back),
@@ -118,23 +119,25 @@ def tile_outputs(width, itemsize):
 
 
 def _broadcast_sums(width, accumulate):
-    """``broadcast_sums(out, out_at, out_offsets, a, a_at, a_offsets, first, b, b_at, loops)`` for
-    ``width`` lanes: for each output ``r`` of a tile of ``R = tile_outputs(width, itemsize)``,
-    ``out[out_at + out_offsets[first + r]:+W]`` ``= sum over i0, i1, i2, i3 of a[a_at +
-    a_offsets[first + r] + sum_l i_l a_l] * b[b_at + sum_l i_l b_l:+W]`` (``+=`` where
-    ``accumulate``), ``loops = (n0, a0, b0, n1, a1, b1, n2, a2, b2, n3,
-    a3, b3)``: four nested loops, outermost first, each with its count and its steps through ``a``
-    and ``b``. Each ``a`` element is broadcast to the ``W`` lanes; each ``b`` vector is loaded once
-    for the tile; the tile's sums stay in registers until the end. FLOPs ``2 R W n0 n1 n2 n3``;
-    loads per step of the innermost loop: ``R`` elements and one ``W``-vector, for ``R W / V``
-    vector FMAs (``V`` lanes a register)."""
+    """``broadcast_sums(out, out_at, out_offsets, a, a_at, a_offsets, first, b, b_at, loops,
+    a_table)`` for ``width`` lanes: for each output ``r`` of a tile of ``R = tile_outputs(width,
+    itemsize)``, ``out[out_at + out_offsets[first + r]:+W]`` ``= sum over i0, i1, i2, i3 of
+    a[a_at + a_offsets[first + r] + i0 a0 + i1 a1 + i2 a2 + a_table[i3]] * b[b_at + i0 b0 + i1
+    b1 + i2 b2 + i3 b3:+W]`` (``+=`` where ``accumulate``), ``loops = (n0, a0, b0, n1, a1, b1,
+    n2, a2, b2, n3, b3)``: four nested loops, outermost first, each with its count and its
+    steps through ``a`` and ``b``, the innermost reading its steps through ``a`` from
+    ``a_table`` (so it can run over taps and channels that are not evenly spaced). Each ``a``
+    element is broadcast to the ``W`` lanes; each ``b`` vector is loaded once for the tile;
+    the tile's sums stay in registers until the end. FLOPs ``2 R W n0 n1 n2 n3``; loads per
+    step of the innermost loop: ``R`` elements, one table entry and one ``W``-vector, for ``R
+    W / V`` vector FMAs (``V`` lanes a register)."""
 
     @intrinsic
-    def broadcast_sums(typingctx, out, out_at, out_offsets, a, a_at, a_offsets, first, b, b_at, loops):
-        if not (_float_arrays(out, a, b) and isinstance(loops, types.BaseTuple) and len(loops) == 12
+    def broadcast_sums(typingctx, out, out_at, out_offsets, a, a_at, a_offsets, first, b, b_at, loops, a_table):
+        index_arrays = (out_offsets, a_offsets, a_table)
+        if not (_float_arrays(out, a, b) and isinstance(loops, types.BaseTuple) and len(loops) == 11
                 and all(isinstance(t, types.Integer) for t in loops)
-                and all(isinstance(t, types.Array) and t.ndim == 1 and t.dtype == types.int64
-                        for t in (out_offsets, a_offsets))):
+                and all(isinstance(t, types.Array) and t.ndim == 1 and t.dtype == types.int64 for t in index_arrays)):
             return None
         outputs = tile_outputs(width, out.dtype.bitwidth // 8)
 
@@ -142,7 +145,8 @@ def _broadcast_sums(width, accumulate):
             index = lambda position: _intp(context, builder, signature, args, position)  # noqa: E731
             out_lanes, a_lanes, b_lanes = (_Lanes(context, builder, t, args[i]) for t, i in ((out, 0), (a, 3), (b, 7)))
             out_at, a_at, first, b_at = (index(i) for i in (1, 4, 6, 8))
-            plan = [context.cast(builder, builder.extract_value(args[9], i), loops[i], types.intp) for i in range(12)]
+            plan = [context.cast(builder, builder.extract_value(args[9], i), loops[i], types.intp) for i in range(11)]
+            table = context.make_array(a_table)(context, builder, args[10]).data
             out_starts = _offsets(context, builder, out_offsets, args[2], first, out_at, outputs)
             a_starts = _offsets(context, builder, a_offsets, args[5], first, a_at, outputs)
             vector = ir.VectorType(out_lanes.element, width)
@@ -160,9 +164,16 @@ def _broadcast_sums(width, accumulate):
                     builder.store(builder.fadd(builder.load(slot), product, flags=("contract",)), slot)
 
             def nest(level, a_offset, b_offset):
-                count, a_stride, b_stride = plan[3 * level:3 * level + 3]
+                if level == 3:
+                    count, b_stride = plan[9:11]
+                else:
+                    count, a_stride, b_stride = plan[3 * level:3 * level + 3]
                 with cgutils.for_range(builder, count) as loop:
-                    a_here = builder.add(a_offset, builder.mul(loop.index, a_stride))
+                    if level == 3:
+                        step = builder.load(builder.gep(table, [loop.index], inbounds=True))
+                    else:
+                        step = builder.mul(loop.index, a_stride)
+                    a_here = builder.add(a_offset, step)
                     b_here = builder.add(b_offset, builder.mul(loop.index, b_stride))
                     if level < 3:
                         nest(level + 1, a_here, b_here)
@@ -177,7 +188,7 @@ def _broadcast_sums(width, accumulate):
                 out_lanes.store(value, at, width)
             return context.get_dummy_value()
 
-        return types.none(out, out_at, out_offsets, a, a_at, a_offsets, first, b, b_at, loops), codegen
+        return types.none(out, out_at, out_offsets, a, a_at, a_offsets, first, b, b_at, loops, a_table), codegen
 
     return broadcast_sums
 
