@@ -72,11 +72,11 @@ import functools
 import math
 
 from .cpu import workspace
-from .cpu import blocked as cpu_blocked, depth_taps as cpu_depth_taps, depthwise as cpu_depthwise, direct as cpu_direct, im2col as cpu_im2col, planar as cpu_planar, winograd as cpu_winograd
+from .cpu import blocked as cpu_blocked, depth_taps as cpu_depth_taps, depthwise as cpu_depthwise, direct as cpu_direct, fft as cpu_fft, im2col as cpu_im2col, planar as cpu_planar, winograd as cpu_winograd
 from .devices import cuda_usable
 
 REGISTRY = {
-    "cpu": {"blocked": cpu_blocked, "depth_taps": cpu_depth_taps, "depthwise": cpu_depthwise, "direct": cpu_direct, "im2col": cpu_im2col, "planar": cpu_planar, "winograd": cpu_winograd},
+    "cpu": {"blocked": cpu_blocked, "depth_taps": cpu_depth_taps, "depthwise": cpu_depthwise, "direct": cpu_direct, "fft": cpu_fft, "im2col": cpu_im2col, "planar": cpu_planar, "winograd": cpu_winograd},
 }
 DIRECT_PRODUCT_LIMIT = 32
 DEPTHWISE_MIN_PLANE_OUTPUTS = 128
