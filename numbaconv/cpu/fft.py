@@ -81,7 +81,10 @@ SLICE_FLOPS = int(2.5e11)
 INEXACT_NONFINITE = {"forward": "result", "input": "result", "weight": "result"}
 
 CHUNK_BYTES = 8 * 2**20      # the buffers and spectra of one chunk of blocks (L2/L3-sized)
-GEMM_MIN_ENTRIES = 256       # expanded per-frequency matrices of at least this many reals go to BLAS
+TILE = 32                    # positions a tile of the kernels that move channels last <-> first
+PRODUCT_ROWS = 64            # but at least this many blocks a chunk: the rows of each frequency's product
+GEMM_MIN_ENTRIES = 256       # expanded per-frequency matrices of at least this many reals go to BLAS,
+BLAS_MIN_REDUCTION = 8       # where they reduce over at least this many complex values
 FFT_NS = 0.13                # the cost model: ns per transformed point and log2 level, 2 threads
 PRODUCT_NS = 0.12            # ns per complex multiply-add of the products
 
@@ -187,20 +190,30 @@ def _channels(spec, pass_name):
 
 
 def _bytes(spec, pass_name, axes, itemsize, blocks):
-    """Scratch of a plan with ``blocks`` blocks a chunk: the filters' spectrum (or the weight
-    gradient's sums), twice while the filters are transformed (scipy's results), one chunk's
-    real buffers and spectra (a second spectrum for scipy's temporaries), and the per-thread
-    expanded matrices."""
+    """Scratch of a plan with ``blocks`` blocks a chunk, at its peak: the filters' spectrum while
+    it is made (two stages of its pruned transform) or held beside a chunk's real buffer, result
+    spectrum and one of scipy's results (the source's spectrum, then the results' buffer); for
+    the weight gradient the sums (three times over while transformed back) beside a chunk's two
+    buffers and two spectra. Plus the per-thread scratch of the products."""
     lengths = [axis.length for axis in axes]
     points = math.prod(lengths)
     frequencies = points // lengths[2] * (lengths[2] // 2 + 1)
     complex_size = 2 * itemsize
-    filters = spec.out_channels * spec.group_in_channels
+    filters = (spec.out_channels * spec.group_in_channels) * complex_size
     source, result = _channels(spec, pass_name)
-    held = 2 * frequencies * filters * complex_size
-    per_block = (points * itemsize + frequencies * complex_size) * (source + result) + frequencies * complex_size * max(source, result)
-    per_thread = 4 * max(source, result) * max(spec.group_in_channels, spec.group_out_channels) * itemsize
-    return held + blocks * per_block + most_threads() * (per_thread + 4 * blocks * (source + result) * itemsize)
+    group_most = max(spec.group_in_channels, spec.group_out_channels)
+    if pass_name == "weight":
+        chunk = blocks * (points * itemsize + frequencies * complex_size) * (source + result)
+        per_thread = 2 * blocks * (spec.group_in_channels + spec.group_out_channels) * itemsize
+        return 3 * frequencies * filters + chunk + most_threads() * per_thread
+    length_d, length_h, _ = lengths
+    stage_w = spec.kernel_size[0] * spec.kernel_size[1] * (frequencies // (length_d * length_h))
+    stage_h, stage_d = stage_w * length_h // spec.kernel_size[1], frequencies
+    making = max(stage_w + stage_h, stage_h + stage_d) * filters
+    chunk = blocks * (points * source * itemsize + frequencies * result * complex_size
+                      + max(frequencies * source * complex_size, points * result * itemsize))
+    per_thread = 4 * group_most * group_most * itemsize
+    return max(making, frequencies * filters + chunk) + most_threads() * per_thread
 
 
 def _cost(spec, pass_name, axes):
@@ -227,10 +240,12 @@ def _plan_for(spec, pass_name, itemsize, limit, chunk_bytes):
         return None
     axes = min(fitting, key=lambda axes: _cost(spec, pass_name, axes))
     total = spec.batch * math.prod(axis.blocks for axis in axes)
-    held = _bytes(spec, pass_name, axes, itemsize, 0)
-    per_block = _bytes(spec, pass_name, axes, itemsize, 1) - held
-    chunk = max(1, min(total, (limit - held) // per_block, chunk_bytes // per_block))
-    return _Plan(tuple(axes), spec.batch, chunk)
+    per_block = _bytes(spec, pass_name, axes, itemsize, 2) - _bytes(spec, pass_name, axes, itemsize, 1)
+    low, high = 1, min(total, max(chunk_bytes // max(per_block, 1), PRODUCT_ROWS))
+    while low < high:   # the most blocks up to the wanted count that fit the limit
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if _bytes(spec, pass_name, axes, itemsize, middle) <= limit else (low, middle - 1)
+    return _Plan(tuple(axes), spec.batch, low)
 
 
 def _product(per_dim):
@@ -267,29 +282,29 @@ def backward_weight(spec, x, grad_y, grad_w):
     plan = _plan(spec, "weight", x.dtype.itemsize)
     threads, dtype = thread_count(), x.dtype
     frequencies, lengths = math.prod(plan.spectrum_shape), plan.lengths
-    filters = spec.out_channels * spec.group_in_channels
-    sums = workspace.borrow("fft_spectrum", frequencies * filters, _complex(dtype)).reshape(
-        frequencies, spec.out_channels, spec.group_in_channels)
+    group_out, group_in = spec.group_out_channels, spec.group_in_channels
+    sums = workspace.borrow("fft_spectrum", frequencies * spec.out_channels * group_in, _complex(dtype)).reshape(
+        spec.out_channels, group_in, frequencies)
     grad_windows = tuple(axis.block for axis in plan.axes)
-    use_blas = 2 * spec.group_in_channels * spec.group_out_channels >= GEMM_MIN_ENTRIES
+    use_blas = 4 * group_in * group_out >= GEMM_MIN_ENTRIES
     for first_block, count in _chunks(plan):
-        rows = workspace.per_thread("fft_weight_planes", threads,
-                                    2 * count * (spec.group_out_channels + spec.group_in_channels), dtype)
+        rows = workspace.per_thread("fft_weight_planes", threads, 2 * count * (group_out + group_in) + 2 * group_out * group_in,
+                                    dtype)
         inputs = _transform(x, "fft_source", plan, first_block, count, tuple(a.first for a in plan.axes), lengths,
                             threads)
         grads = _transform(grad_y, "fft_grad_source", plan, first_block, count, (0, 0, 0), grad_windows, threads)
         with single_threaded_blas():
             _weight_products(inputs.view(dtype), grads.view(dtype), sums.view(dtype), spec.groups, first_block > 0,
                              use_blas, rows)
+        del inputs, grads
     taps = spec.kernel_size
-    sums = sums.reshape(*plan.spectrum_shape, spec.out_channels, spec.group_in_channels)
+    sums = sums.reshape(*sums.shape[:2], *plan.spectrum_shape)
     # the inverse transform, keeping the first k rows along each axis before the next
     if lengths[0] > 1:
-        sums = scipy.fft.ifft(sums, axis=0, workers=threads)[:taps[0]]
+        sums = scipy.fft.ifft(sums, axis=2, workers=threads)[:, :, :taps[0]]
     if lengths[1] > 1:
-        sums = scipy.fft.ifft(sums, axis=1, workers=threads)[:, :taps[1]]
-    taps_first = scipy.fft.irfft(sums, n=lengths[2], axis=2, workers=threads)[:, :, :taps[2]]
-    grad_w[...] = taps_first.transpose(3, 4, 0, 1, 2)
+        sums = scipy.fft.ifft(sums, axis=3, workers=threads)[:, :, :, :taps[1]]
+    grad_w[...] = scipy.fft.irfft(sums, n=lengths[2], axis=4, workers=threads)[..., :taps[2]]
 
 
 def _complex(dtype):
@@ -322,18 +337,16 @@ def _transform(source, name, plan, first_block, count, firsts, windows, threads)
 
 
 def _filter_spectrum(spec, w, plan):
-    """The filters' spectrum ``(F, K, C/g)`` at the plan's transform size: ``w`` turned taps-first
-    (K and C/g last), then transformed along each axis with its zeros past the ``k`` taps
-    (only the rows holding taps are transformed along the earlier axes)."""
+    """The filters' spectrum ``(K, C/g, F)`` at the plan's transform size: ``w`` transformed along
+    its own contiguous axes, width first, with zeros past the ``k`` taps (only the rows that hold
+    taps are transformed along the width and height axes)."""
     threads, (length_d, length_h, length_w) = thread_count(), plan.lengths
-    taps_first = workspace.borrow("fft_filters", w.size, w.dtype).reshape(*spec.kernel_size, *w.shape[:2])
-    taps_first[...] = w.transpose(2, 3, 4, 0, 1)
-    spectrum = scipy.fft.rfft(taps_first, n=length_w, axis=2, workers=threads)
+    spectrum = scipy.fft.rfft(w, n=length_w, axis=4, workers=threads)
     if length_h > 1:
-        spectrum = scipy.fft.fft(spectrum, n=length_h, axis=1, workers=threads, overwrite_x=True)
+        spectrum = scipy.fft.fft(spectrum, n=length_h, axis=3, workers=threads, overwrite_x=True)
     if length_d > 1:
-        spectrum = scipy.fft.fft(spectrum, n=length_d, axis=0, workers=threads, overwrite_x=True)
-    return np.ascontiguousarray(spectrum).reshape(-1, *w.shape[:2])
+        spectrum = scipy.fft.fft(spectrum, n=length_d, axis=2, workers=threads, overwrite_x=True)
+    return np.ascontiguousarray(spectrum).reshape(*w.shape[:2], -1)
 
 
 def _through_blocks(spec, plan, source, spectrum, out, forward):
@@ -347,7 +360,7 @@ def _through_blocks(spec, plan, source, spectrum, out, forward):
     frequencies = math.prod(plan.spectrum_shape)
     blocks, block = _geometry(plan)
     expanded = workspace.per_thread("fft_expanded", threads, 4 * reduced * produced, dtype)
-    use_blas = 4 * reduced * produced >= GEMM_MIN_ENTRIES
+    use_blas = reduced >= BLAS_MIN_REDUCTION and 4 * reduced * produced >= GEMM_MIN_ENTRIES
     firsts, readouts = tuple(a.first for a in plan.axes), tuple(a.readout for a in plan.axes)
     sizes = [plan.lengths[d] for d in plan.transform_axes]
     for first_block, count in _chunks(plan):
@@ -357,6 +370,7 @@ def _through_blocks(spec, plan, source, spectrum, out, forward):
         with single_threaded_blas():
             _products(spectra.view(dtype), spectrum.view(dtype), products.view(dtype), spec.groups, forward, use_blas,
                       expanded)
+        del spectra   # scipy's result: freed before the inverse transform makes the next one
         results = scipy.fft.irfftn(products.reshape(*plan.spectrum_shape, count, result_channels), s=sizes,
                                    axes=plan.transform_axes, workers=threads, overwrite_x=True)
         _scatter(np.ascontiguousarray(results), out, first_block, blocks, block, readouts, threads)
@@ -405,7 +419,9 @@ def _gather(source, buffer, first_block, blocks, block, firsts, windows, threads
 def _scatter(buffer, out, first_block, blocks, block, readouts, threads):
     """``out[n, r, od, oh, ow]`` for the results of blocks ``first_block + j`` from the circular
     results ``buffer[(qd + readouts[0]) % LD, ..., j, r]`` (``q`` the position in the block),
-    each result written once; the threads take consecutive shares of (block, qd, qh) rows."""
+    each result written once; the threads take consecutive shares of (block, qd, qh) rows, and
+    each row goes ``TILE`` positions at a time for all channels, so the buffer's lines (channels
+    last) are read from cache while ``out``'s rows are written along their length."""
     length_d, length_h, length_w, count, channels = buffer.shape
     size_d, size_h, size_w = out.shape[2], out.shape[3], out.shape[4]
     rows = count * block[0] * block[1]
@@ -419,25 +435,22 @@ def _scatter(buffer, out, first_block, blocks, block, readouts, threads):
                 continue
             pd, ph = (qd + readouts[0]) % length_d, (qh + readouts[1]) % length_h
             width = min(block[2], size_w - ow)
-            for r in range(channels):
-                pw = readouts[2] % length_w
-                for qw in range(width):
-                    out[n, r, od, oh, ow + qw] = buffer[pd, ph, pw, j, r]
-                    pw += 1
-                    if pw == length_w:
-                        pw = 0
+            for tile in range(0, width, TILE):
+                for r in range(channels):
+                    for qw in range(tile, min(width, tile + TILE)):
+                        out[n, r, od, oh, ow + qw] = buffer[pd, ph, (qw + readouts[2]) % length_w, j, r]
 
 
 @njit(inline="always", cache=True)
-def _expand(filters, matrix, forward):
-    """The 2x2 real blocks of each frequency's complex matrix, from the filters' spectrum
-    ``filters`` (K/g, 2 C/g) of one group (interleaved re, im): for the forward ``conj(W).T``
+def _expand(filters, f, matrix, forward):
+    """The 2x2 real blocks of frequency ``f``'s complex matrix, from the filters' spectrum
+    ``filters`` (K/g, C/g, 2 F) of one group (interleaved re, im): for the forward ``conj(W).T``
     (C/g, K/g), for the input gradient ``W`` (K/g, C/g); entry ``m`` becomes ``[[re m, im m],
     [-im m, re m]]``, so that a row of interleaved complex values times ``matrix`` is the row of
     interleaved complex products."""
     for k in range(filters.shape[0]):
-        for c in range(filters.shape[1] // 2):
-            real, imag = filters[k, 2 * c], filters[k, 2 * c + 1]
+        for c in range(filters.shape[1]):
+            real, imag = filters[k, c, 2 * f], filters[k, c, 2 * f + 1]
             if forward:
                 row, column, imag = 2 * c, 2 * k, -imag
             else:
@@ -464,19 +477,19 @@ def _products(spectra, filters, products, groups, forward, use_blas, expanded):
     """Per frequency ``f`` and group: ``products[f] = spectra[f] @ conj(W[f]).T`` (forward:
     (blocks, C/g) x (C/g, K/g)) or ``spectra[f] @ W[f]`` (input gradient: (blocks, K/g) x (K/g,
     C/g)), on the complex arrays' interleaved float views ``spectra`` (F, blocks, 2 channels),
-    ``filters`` (F, K, 2 C/g) and ``products`` (F, blocks, 2 channels), through each thread's
+    ``filters`` (K, C/g, 2 F) and ``products`` (F, blocks, 2 channels), through each thread's
     expanded matrix (:func:`_expand`). FLOPs: ``8 blocks K (C/g)`` per frequency."""
     frequencies = spectra.shape[0]
-    group_out, group_in = filters.shape[1] // groups, filters.shape[2] // 2
+    group_out, group_in = filters.shape[0] // groups, filters.shape[1]
     reduced, produced = (group_in, group_out) if forward else (group_out, group_in)
     threads = expanded.shape[0]
     for index in prange(threads):
         thread = np.int64(index)
         first, stop = share(frequencies, thread, threads)
         matrix = scratch(expanded, thread, (2 * reduced, 2 * produced))
-        for f in range(first, stop):
-            for g in range(groups):
-                _expand(filters[f, g * group_out:(g + 1) * group_out], matrix, forward)
+        for g in range(groups):   # a group's filters (K/g C/g lines) stay in cache over its frequencies
+            for f in range(first, stop):
+                _expand(filters[g * group_out:(g + 1) * group_out], f, matrix, forward)
                 a = spectra[f, :, 2 * g * reduced:2 * (g + 1) * reduced]
                 c = products[f, :, 2 * g * produced:2 * (g + 1) * produced]
                 if use_blas:
@@ -487,25 +500,29 @@ def _products(spectra, filters, products, groups, forward, use_blas, expanded):
 
 @njit(parallel=True, cache=True)
 def _weight_products(inputs, grads, sums, groups, accumulate, use_blas, rows):
-    """Per frequency ``f`` and group: ``sums[f] (+)= conj(GY[f]).T @ X[f]``, (K/g, blocks) x
+    """Per frequency ``f`` and group: ``sums[:, :, f] (+)= conj(GY[f]).T @ X[f]``, (K/g, blocks) x
     (blocks, C/g), on interleaved float views: ``inputs`` (F, blocks, 2 C), ``grads`` (F,
-    blocks, 2 K), ``sums`` (F, K, 2 C/g). With ``GY = gr + i gi`` and ``X``'s interleaved rows
-    ``x``: ``sums = gr.T @ x + gi.T @ rot(x)``, ``rot(x)`` the rows of ``i conj``-rotated values
-    ``(im, -re)``, so both products are real. Each thread's ``rows`` hold ``gr``, ``gi`` and
-    ``rot(x)``. Each frequency belongs to one thread, and the chunks add in order: the same bits
-    every call. FLOPs: ``8 blocks K (C/g)`` per frequency."""
+    blocks, 2 K), ``sums`` (K, C/g, 2 F). With ``GY = gr + i gi`` and ``X``'s interleaved rows
+    ``x``: ``conj(GY).T @ X = gr.T @ x + gi.T @ rot(x)``, ``rot(x)`` the rows of the rotated
+    values ``(im, -re)``, so both products are real. Each thread's ``rows`` hold ``gr``, ``gi``,
+    ``rot(x)`` and the frequency's product, which is then added into ``sums`` (a group's K/g C/g
+    lines stay in cache over the thread's frequencies). Each frequency belongs to one thread and
+    the chunks add in order: the same bits every call. FLOPs: ``8 blocks K (C/g)`` per
+    frequency."""
     frequencies, count = inputs.shape[0], inputs.shape[1]
-    group_out, group_in = sums.shape[1] // groups, sums.shape[2] // 2
+    group_out, group_in = sums.shape[0] // groups, sums.shape[1]
     threads = rows.shape[0]
-    beta = 1.0 if accumulate else 0.0
+    planes_size, rotated_size = 2 * count * group_out, 2 * count * group_in
     for index in prange(threads):
         thread = np.int64(index)
         first, stop = share(frequencies, thread, threads)
         row = rows[thread]
-        planes = row[:2 * count * group_out].reshape(2, count, group_out)
-        rotated = row[2 * count * group_out:2 * count * (group_out + group_in)].reshape(count, 2 * group_in)
-        for f in range(first, stop):
-            for g in range(groups):
+        planes = row[:planes_size].reshape(2, count, group_out)
+        rotated = row[planes_size:planes_size + rotated_size].reshape(count, 2 * group_in)
+        product = row[planes_size + rotated_size:planes_size + rotated_size + 2 * group_out * group_in].reshape(
+            group_out, 2 * group_in)
+        for g in range(groups):
+            for f in range(first, stop):
                 for b in range(count):
                     for k in range(group_out):
                         planes[0, b, k] = grads[f, b, 2 * (g * group_out + k)]
@@ -514,14 +531,21 @@ def _weight_products(inputs, grads, sums, groups, accumulate, use_blas, rows):
                         rotated[b, 2 * c] = inputs[f, b, 2 * (g * group_in + c) + 1]
                         rotated[b, 2 * c + 1] = -inputs[f, b, 2 * (g * group_in + c)]
                 x = inputs[f, :, 2 * g * group_in:2 * (g + 1) * group_in]
-                target = sums[f, g * group_out:(g + 1) * group_out]
                 if use_blas:
-                    gemm(planes[0].T, x, target, beta)
-                    gemm(planes[1].T, rotated, target, 1.0)
+                    gemm(planes[0].T, x, product, 0.0)
+                    gemm(planes[1].T, rotated, product, 1.0)
                 else:
                     for k in range(group_out):
                         for j in range(2 * group_in):
-                            total = target[k, j] if accumulate else 0.0
+                            total = 0.0
                             for b in range(count):
                                 total += planes[0, b, k] * x[b, j] + planes[1, b, k] * rotated[b, j]
-                            target[k, j] = total
+                            product[k, j] = total
+                for k in range(group_out):
+                    for c in range(group_in):
+                        target = sums[g * group_out + k, c]
+                        if accumulate:
+                            target[2 * f] += product[k, 2 * c]
+                            target[2 * f + 1] += product[k, 2 * c + 1]
+                        else:
+                            target[2 * f], target[2 * f + 1] = product[k, 2 * c], product[k, 2 * c + 1]
