@@ -20,6 +20,14 @@ each rule; the command after each rule reproduces them.
    1``) go by the rules below. ``numbaconv bench --network
    mobilenet_v2,depthwise_grouped --algo planar,blocked,depthwise,direct``
    (docs/decisions.md, D2, BL1).
+0a. ``fft`` for problems with more than one input channel per group where the
+   FFT plan's modelled time (``cpu/fft.py``'s cost model) is at most
+   ``1 / FFT_MIN_MODEL_RATE`` ns per FLOP of the direct count: large kernels
+   (7x7 and up at 64 channels, 17 taps and up in 1-d, 7x7x7 in 3-d). Depthwise
+   problems stay with rule 0: planar's passes over 31x31 kernels on 28x28 and 56x56
+   planes are as fast as the FFT, whose channels-last transforms of few channels
+   cost more than its products save. ``numbaconv bench --suite large_kernels --algo
+   all`` and the sweep in docs/decisions.md (F1).
 1. ``winograd`` (F(4x4, 3x3)) for 3x3 stride-1 2-d problems with at least
    ``WINOGRAD_MIN_CHANNELS`` input channels per group and ``WINOGRAD_MIN_TILES``
    4x4 output tiles: its filter transform (36 K C/g values, ~100 flops each)
@@ -90,6 +98,7 @@ WINOGRAD_MIN_TILES = 128
 WINOGRAD_WIDE_MIN_TILES = 32
 WINOGRAD_WIDE_MIN_CHANNELS = 256
 CUDA_DIRECT_REDUCTION_LIMIT = 16
+FFT_MIN_MODEL_RATE = 300
 
 
 def registry(device: str) -> dict:
@@ -176,6 +185,8 @@ def _auto_cpu(spec, runnable, pass_name):
         choice = _depthwise_choice(spec, runnable, pass_name)
         if choice is not None:
             return choice
+    if "fft" in runnable and spec.group_in_channels > 1 and _fft_pays(spec, pass_name):
+        return "fft"
     if "depth_taps" in runnable and _winograd_pays_per_tap(spec, pass_name):
         return "depth_taps"
     if "winograd" in runnable and _winograd_pays(spec, pass_name):
@@ -197,6 +208,11 @@ def _depthwise_choice(spec, runnable, pass_name):
         rows_pay = "depthwise" in runnable and outputs >= DEPTHWISE_MIN_PLANE_OUTPUTS
         return "depthwise" if rows_pay and pass_name != "weight" else "blocked"
     return "depthwise" if "depthwise" in runnable else None
+
+
+def _fft_pays(spec, pass_name):
+    """Rule 0a of the module docstring: the FFT's modelled time is short next to the direct FLOPs."""
+    return spec.flops >= FFT_MIN_MODEL_RATE * cpu_fft.modelled_ns(spec, pass_name)
 
 
 def _planar_pays(spec, product, taps):

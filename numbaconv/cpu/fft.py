@@ -257,6 +257,13 @@ def _plan(spec, pass_name, itemsize):
     return _plan_for(spec, pass_name, itemsize, workspace.workspace_limit(), CHUNK_BYTES)
 
 
+def modelled_ns(spec, pass_name):
+    """The cost model's ns for one pass of ``spec`` with its plan in float32 (``math.inf`` where
+    no plan fits): what ``algo="auto"`` weighs against the direct FLOPs (numbaconv.dispatch)."""
+    plan = _plan(spec, pass_name, 4)
+    return math.inf if plan is None else _cost(spec, pass_name, plan.axes)
+
+
 def _least_bytes(spec, pass_name, itemsize):
     """The least scratch any plan of the pass needs (for the reason ``supports`` gives)."""
     dims_pass = "input" if pass_name == "input" else "forward"
