@@ -275,9 +275,9 @@ def _least_bytes(spec, pass_name, itemsize):
 # The passes
 
 
-def forward(spec, x, w, y):
+def forward(spec, x, w, out):
     plan = _plan(spec, "forward", x.dtype.itemsize)
-    _through_blocks(spec, plan, x, _filter_spectrum(spec, w, plan), y, True)
+    _through_blocks(spec, plan, x, _filter_spectrum(spec, w, plan), out, True)
 
 
 def backward_input(spec, grad_y, w, grad_x):
