@@ -20,7 +20,15 @@ each rule; the command after each rule reproduces them.
    1``) go by the rules below. ``numbaconv bench --network
    mobilenet_v2,depthwise_grouped --algo planar,blocked,depthwise,direct``
    (docs/decisions.md, D2, BL1).
-0a. ``channels_last`` (output channels in SIMD lanes, a tile of outputs
+0a. ``fft`` for problems with more than one input channel per group where the
+   FFT plan's modelled time (``cpu/fft.py``'s cost model) is at most
+   ``1 / FFT_MIN_MODEL_RATE`` ns per FLOP of the direct count: large kernels
+   (7x7 and up at 64 channels, 17 taps and up in 1-d, 7x7x7 in 3-d). Depthwise
+   problems stay with rule 0: planar's passes over 31x31 kernels on 28x28 and 56x56
+   planes are as fast as the FFT, whose channels-last transforms of few channels
+   cost more than its products save. ``numbaconv bench --suite large_kernels --algo
+   all`` and the sweep in docs/decisions.md (F1).
+0b. ``channels_last`` (output channels in SIMD lanes, a tile of outputs
    in registers) for grouped layers (``groups > 1``) with
    ``CHANNELS_LAST_MIN_GROUP_CHANNELS`` to ``CHANNELS_LAST_MAX_GROUP_CHANNELS``
    channels a group (input and output): the GEMM algorithms run one small
@@ -87,11 +95,11 @@ import functools
 import math
 
 from .cpu import workspace
-from .cpu import blocked as cpu_blocked, channels_last as cpu_channels_last, depth_taps as cpu_depth_taps, depthwise as cpu_depthwise, direct as cpu_direct, im2col as cpu_im2col, planar as cpu_planar, winograd as cpu_winograd
+from .cpu import blocked as cpu_blocked, channels_last as cpu_channels_last, depth_taps as cpu_depth_taps, depthwise as cpu_depthwise, direct as cpu_direct, fft as cpu_fft, im2col as cpu_im2col, planar as cpu_planar, winograd as cpu_winograd
 from .devices import cuda_usable
 
 REGISTRY = {
-    "cpu": {"blocked": cpu_blocked, "channels_last": cpu_channels_last, "depth_taps": cpu_depth_taps, "depthwise": cpu_depthwise, "direct": cpu_direct, "im2col": cpu_im2col, "planar": cpu_planar, "winograd": cpu_winograd},
+    "cpu": {"blocked": cpu_blocked, "channels_last": cpu_channels_last, "depth_taps": cpu_depth_taps, "depthwise": cpu_depthwise, "direct": cpu_direct, "fft": cpu_fft, "im2col": cpu_im2col, "planar": cpu_planar, "winograd": cpu_winograd},
 }
 DIRECT_PRODUCT_LIMIT = 32
 CHANNELS_LAST_MIN_GROUP_CHANNELS = 8
@@ -108,6 +116,7 @@ WINOGRAD_MIN_TILES = 128
 WINOGRAD_WIDE_MIN_TILES = 32
 WINOGRAD_WIDE_MIN_CHANNELS = 256
 CUDA_DIRECT_REDUCTION_LIMIT = 16
+FFT_MIN_MODEL_RATE = 300
 
 
 def registry(device: str) -> dict:
@@ -194,6 +203,8 @@ def _auto_cpu(spec, runnable, pass_name):
         choice = _depthwise_choice(spec, runnable, pass_name)
         if choice is not None:
             return choice
+    if "fft" in runnable and spec.group_in_channels > 1 and _fft_pays(spec, pass_name):
+        return "fft"
     if "channels_last" in runnable and _channels_last_pays(spec, pass_name):
         return "channels_last"
     if "depth_taps" in runnable and _winograd_pays_per_tap(spec, pass_name):
@@ -219,8 +230,13 @@ def _depthwise_choice(spec, runnable, pass_name):
     return "depthwise" if "depthwise" in runnable else None
 
 
+def _fft_pays(spec, pass_name):
+    """Rule 0a of the module docstring: the FFT's modelled time is short next to the direct FLOPs."""
+    return spec.flops >= FFT_MIN_MODEL_RATE * cpu_fft.modelled_ns(spec, pass_name)
+
+
 def _channels_last_pays(spec, pass_name):
-    """Rule 0a of the module docstring: a grouped layer of a few channels a group, or the strided
+    """Rule 0b of the module docstring: a grouped layer of a few channels a group, or the strided
     input gradient of a large kernel."""
     narrow_groups = (spec.groups > 1 and min(spec.group_in_channels, spec.group_out_channels)
                      >= CHANNELS_LAST_MIN_GROUP_CHANNELS

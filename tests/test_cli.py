@@ -106,12 +106,12 @@ def test_verify_catches_a_wrong_kernel(capsys, monkeypatch):
 @pytest.mark.parametrize("argv, message", [
     (["bench", "--layer", "resnet9000"], "unknown layer 'resnet9000'"),
     (["bench", "--device", "tpu"], "unknown device 'tpu'"),
-    (["bench", "--algo", "fft"], "unknown algorithm 'fft'"),
+    (["bench", "--algo", "karatsuba"], "unknown algorithm 'karatsuba'"),
     (["bench", "--pass", "sideways"], "unknown pass 'sideways'"),
     (["bench", "--suite", "huge"], "invalid choice: 'huge'"),
     (["bench", "--dtype", "float16"], "invalid choice: 'float16'"),
     (["bench", "--repeats", "0"], "--repeats must be at least 1"),
-    (["verify", "--algo", "direct,fft"], "unknown algorithm 'fft'"),
+    (["verify", "--algo", "direct,karatsuba"], "unknown algorithm 'karatsuba'"),
     (["verify", "--draws", "many"], "invalid int value: 'many'"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
 ])

@@ -110,7 +110,8 @@ def test_nan_and_inf_propagate():
 def test_devices_and_algorithms():
     # tests/conftest.py turns the CUDA simulator on when there is no real GPU
     assert nc.devices() == ("cpu", "cuda")
-    assert set(nc.algorithms("cpu")) == {"blocked", "channels_last", "depth_taps", "depthwise", "direct", "im2col", "planar", "winograd"}
+    assert set(nc.algorithms("cpu")) == {"blocked", "channels_last", "depth_taps", "depthwise", "direct", "fft", "im2col",
+                                         "planar", "winograd"}
     with pytest.raises(ValueError, match="unknown device"):
         nc.algorithms("tpu")
 

@@ -110,12 +110,23 @@ LAYERS = {layer.name: layer for layer in [
     _square("batch1_16ch", 1, 16, 16, 32, 3, padding=1),
     Layer("audio1d", 8, 32, 64, (8000,), (9,), stride=2, padding=4),
     Layer("video3d", 2, 16, 32, (8, 28, 28), (3, 3, 3), padding=1),
+    # large kernels (issue 23): a learned filter bank, wav2vec 2.0's positional convolution,
+    # RepLKNet's 31x31 depthwise stages, a 15x15 restoration layer, a 9x9x9 volume layer
+    Layer("filterbank1d", 8, 1, 64, (16000,), (255,), padding=127),
+    Layer("wav2vec_pos49", 4, 768, 768, (49,), (128,), padding=64, groups=16),
+    Layer("wav2vec_pos500", 4, 768, 768, (500,), (128,), padding=64, groups=16),
+    _square("replk31_56", 2, 128, 128, 56, 31, padding=15, groups=128),
+    _square("replk31_28", 2, 256, 256, 28, 31, padding=15, groups=256),
+    _square("conv15x15_64", 2, 64, 64, 128, 15, padding=7),
+    Layer("volume9", 1, 16, 16, (64, 64, 64), (9, 9, 9), padding=4),
 ]}
 SUITES = {
     "quick": ("conv3x3_128", "conv3x3s2_128", "conv1x1_128to512", "depthwise3x3_256",
               "lenet_conv1", "lenet_conv2", "batch1_16ch", "audio1d", "video3d"),
-    "full": tuple(LAYERS),
+    "large_kernels": ("filterbank1d", "wav2vec_pos49", "wav2vec_pos500", "replk31_56", "replk31_28",
+                      "conv15x15_64", "volume9"),
 }
+SUITES["full"] = tuple(name for name in LAYERS if name not in SUITES["large_kernels"])
 
 
 @dataclass(frozen=True)
