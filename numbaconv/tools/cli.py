@@ -55,7 +55,9 @@ def _parser() -> _Parser:
     run = commands.add_parser("bench", help="time every algorithm against PyTorch on a layer suite")
     run.add_argument("--suite", choices=tuple(suite.SUITES) + ("networks",), default="quick",
                      help="quick (default: a subset of the layers, algo auto; under 2 minutes), "
-                          "full (every layer, every algorithm) or networks (every layer of "
+                          "full (every layer but the large kernels, every algorithm), large_kernels (long 1-d "
+                          "filters, wav2vec 2.0's positional convolution, 31x31 depthwise, 15x15 and 9x9x9 "
+                          "kernels: the FFT's layers) or networks (every layer of "
                           f"{', '.join(networks.NETWORKS)}, and the extra depthwise_grouped layers, algo auto; "
                           "about 10 minutes on 2 cores)")
     run.add_argument("--layer", default=None,
