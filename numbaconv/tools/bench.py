@@ -8,7 +8,8 @@ on the CPU and on CUDA when installed, and the float64 reference on the smallest
 How a number is obtained (:func:`compare`):
 
 1. Every implementation's result is first checked against a float64 truth
-   (PyTorch in float64 when installed, else ``numbaconv.reference``): the
+   (PyTorch in float64 when installed and its column matrix is not huge, else
+   ``numbaconv.reference``): the
    error is ``||result - truth|| / ||truth||`` and must stay within
    ``numbaconv.accuracy.TOLERANCE`` of the dtype (the reference itself is
    exact by definition).
@@ -142,9 +143,17 @@ def import_torch():
     return torch
 
 
+# The largest column matrix of one sample that PyTorch's float64 convolution may unfold for a truth
+# (it has no other float64 CPU path: 24 GiB for a 9x9x9 kernel over 16 channels of 64^3).
+TRUTH_COLUMN_BYTES = 512 * 2**20
+
+
 def truth(problem: Problem, pass_name: str, torch=None) -> np.ndarray:
-    """The float64 result of a pass: PyTorch in float64 where installed, else numbaconv.reference."""
-    if torch is not None:
+    """The float64 result of a pass: PyTorch in float64 where installed and its column matrix of
+    one sample stays under ``TRUTH_COLUMN_BYTES``, else numbaconv.reference (tap by tap, a
+    result-sized temporary)."""
+    columns = problem.x.shape[1] * math.prod(problem.w.shape[2:]) * math.prod(problem.grad_y.shape[2:]) * 8
+    if torch is not None and columns <= TRUTH_COLUMN_BYTES:
         return _torch_call(torch, problem, pass_name, "cpu", "float64")().numpy()
     as64 = Problem(problem.layer, "float64", *(a.astype(np.float64) for a in (problem.x, problem.w, problem.grad_y)))
     return _reference_call(as64, pass_name)()
