@@ -59,7 +59,7 @@ from . import workspace
 from .common import input_correlation, rotated_weights
 from .simd import (LANES, add_broadcast_sums_8, add_broadcast_sums_16, broadcast_sums_8, broadcast_sums_16,
                    tile_outputs, transpose_lanes)
-from .threads import most_threads, share, thread_count
+from .threads import share, thread_count
 
 # Entries of the table of (row of taps, tap, channel) offsets one innermost loop runs over.
 TAP_TABLE_ENTRIES = 1024
