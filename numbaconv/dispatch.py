@@ -6,7 +6,7 @@ times its reduction). docs/decisions.md (D1-D9) holds the measurements behind
 each rule; the command after each rule reproduces them.
 
 0. Depthwise problems (one input channel per group, ``groups > 1``): at
-   stride 1 on planes of at least ``PLANAR_DEPTHWISE_MIN_OUTPUTS`` outputs
+   stride 1 on planes of at least ``PLANAR_NARROW_GROUP_MIN_OUTPUTS`` outputs
    ``planar`` (its rows along whole padded planes are long enough to pay for
    its plane copies); else ``blocked`` (SIMD lanes across channels, any
    kernel, stride, dilation or multiplier) where its 16-lane blocks are at
@@ -28,21 +28,24 @@ each rule; the command after each rule reproduces them.
    planes are as fast as the FFT, whose channels-last transforms of few channels
    cost more than its products save. ``numbaconv bench --suite large_kernels --algo
    all`` and the sweep in docs/decisions.md (F1).
-0b. ``channels_last`` (output channels in SIMD lanes, a tile of outputs
-   in registers) for grouped layers (``groups > 1``) with
-   ``CHANNELS_LAST_MIN_GROUP_CHANNELS`` to ``CHANNELS_LAST_MAX_GROUP_CHANNELS``
-   channels a group (input and output): the GEMM algorithms run one small
-   product per group, Winograd and planar transform or copy each group's
-   planes for few channels; its lanes hold a group's output channels and
-   every tap is a vector multiply-add, in every pass. And for the input
-   gradient at stride > 1 of kernels of at least
-   ``CHANNELS_LAST_MIN_SCATTER_TAPS`` taps with at least
-   ``CHANNELS_LAST_MIN_GROUP_CHANNELS`` input channels a group (its lanes):
-   im2col's input gradient writes a column matrix of ``taps`` values per
-   output and folds it back, where ``channels_last`` adds each tap's
+0b. Grouped layers (``groups > 1``, more than one input channel a group)
+   with at most ``GROUPED_MAX_CHANNELS`` channels a group (input and output)
+   and kernels of more than one tap: ``planar`` at stride 1 on planes of at
+   least ``PLANAR_NARROW_GROUP_MIN_OUTPUTS`` outputs (its passes along whole
+   planes do a group's few channels without any copy to speak of), else
+   ``channels_last`` (output channels in SIMD lanes, a tile of outputs in
+   registers) where a group has at least ``CHANNELS_LAST_MIN_GROUP_CHANNELS``
+   channels (its lanes): the GEMM algorithms run one small product per
+   group, Winograd transforms each group's planes for few channels. 1x1
+   grouped layers stay with im2col (the transposes cost ``channels_last``
+   more than the products). And ``channels_last`` for the input gradient at
+   stride > 1 of kernels of at least ``CHANNELS_LAST_MIN_SCATTER_TAPS`` taps
+   with at least ``CHANNELS_LAST_MIN_GROUP_CHANNELS`` input channels a
+   group: im2col's input gradient writes a column matrix of ``taps`` values
+   per output and folds it back, where ``channels_last`` adds each tap's
    products into a cached channels-last grid. ``numbaconv bench --network
-   r3d_18,depthwise_grouped --algo channels_last,auto`` (docs/decisions.md,
-   CL1).
+   r3d_18,depthwise_grouped --algo channels_last,planar,auto``
+   (docs/decisions.md, CL1).
 1. ``winograd`` (F(4x4, 3x3)) for 3x3 stride-1 2-d problems with at least
    ``WINOGRAD_MIN_CHANNELS`` input channels per group and ``WINOGRAD_MIN_TILES``
    4x4 output tiles: its filter transform (36 K C/g values, ~100 flops each)
@@ -103,11 +106,11 @@ REGISTRY = {
 }
 DIRECT_PRODUCT_LIMIT = 32
 CHANNELS_LAST_MIN_GROUP_CHANNELS = 8
-CHANNELS_LAST_MAX_GROUP_CHANNELS = 64
+GROUPED_MAX_CHANNELS = 64
 CHANNELS_LAST_MIN_SCATTER_TAPS = 27
 DEPTHWISE_MIN_PLANE_OUTPUTS = 128
 BLOCKED_MIN_LANE_FILL = 0.75
-PLANAR_DEPTHWISE_MIN_OUTPUTS = 784
+PLANAR_NARROW_GROUP_MIN_OUTPUTS = 784
 PLANAR_PRODUCT_LIMIT = 32768
 PLANAR_SMALL_PLANE_PRODUCT = 4096
 PLANAR_MIN_PLANE_OUTPUTS = 128
@@ -205,8 +208,9 @@ def _auto_cpu(spec, runnable, pass_name):
             return choice
     if "fft" in runnable and spec.group_in_channels > 1 and _fft_pays(spec, pass_name):
         return "fft"
-    if "channels_last" in runnable and _channels_last_pays(spec, pass_name):
-        return "channels_last"
+    choice = _grouped_choice(spec, runnable, pass_name)
+    if choice is not None:
+        return choice
     if "depth_taps" in runnable and _winograd_pays_per_tap(spec, pass_name):
         return "depth_taps"
     if "winograd" in runnable and _winograd_pays(spec, pass_name):
@@ -221,7 +225,7 @@ def _auto_cpu(spec, runnable, pass_name):
 def _depthwise_choice(spec, runnable, pass_name):
     """Rule 0 of the module docstring, or None where no depthwise algorithm takes the problem."""
     outputs = math.prod(spec.out_size)
-    if "planar" in runnable and outputs >= PLANAR_DEPTHWISE_MIN_OUTPUTS:
+    if "planar" in runnable and outputs >= PLANAR_NARROW_GROUP_MIN_OUTPUTS:
         return "planar"
     lanes_full = cpu_blocked.lane_fill(spec.in_channels if pass_name == "input" else spec.out_channels)
     if "blocked" in runnable and lanes_full >= BLOCKED_MIN_LANE_FILL:
@@ -235,16 +239,22 @@ def _fft_pays(spec, pass_name):
     return spec.flops >= FFT_MIN_MODEL_RATE * cpu_fft.modelled_ns(spec, pass_name)
 
 
-def _channels_last_pays(spec, pass_name):
+def _grouped_choice(spec, runnable, pass_name):
     """Rule 0b of the module docstring: a grouped layer of a few channels a group, or the strided
-    input gradient of a large kernel."""
-    narrow_groups = (spec.groups > 1 and min(spec.group_in_channels, spec.group_out_channels)
-                     >= CHANNELS_LAST_MIN_GROUP_CHANNELS
-                     and max(spec.group_in_channels, spec.group_out_channels) <= CHANNELS_LAST_MAX_GROUP_CHANNELS)
-    strided_scatter = (pass_name == "input" and max(spec.stride) > 1
-                       and math.prod(spec.kernel_size) >= CHANNELS_LAST_MIN_SCATTER_TAPS
-                       and spec.group_in_channels >= CHANNELS_LAST_MIN_GROUP_CHANNELS)
-    return narrow_groups or strided_scatter
+    input gradient of a large kernel; None where neither applies."""
+    taps = math.prod(spec.kernel_size)
+    narrowest = min(spec.group_in_channels, spec.group_out_channels)
+    grouped = (spec.groups > 1 and spec.group_in_channels > 1 and taps > 1
+               and max(spec.group_in_channels, spec.group_out_channels) <= GROUPED_MAX_CHANNELS)
+    if grouped and "planar" in runnable and math.prod(spec.out_size) >= PLANAR_NARROW_GROUP_MIN_OUTPUTS:
+        return "planar"
+    lanes = spec.group_in_channels if pass_name == "input" else spec.group_out_channels
+    strided_scatter = (pass_name == "input" and max(spec.stride) > 1 and taps >= CHANNELS_LAST_MIN_SCATTER_TAPS
+                       and lanes >= CHANNELS_LAST_MIN_GROUP_CHANNELS)
+    if "channels_last" in runnable and ((grouped and narrowest >= CHANNELS_LAST_MIN_GROUP_CHANNELS)
+                                        or strided_scatter):
+        return "channels_last"
+    return None
 
 
 def _planar_pays(spec, product, taps):

@@ -397,7 +397,7 @@ def test_auto_thresholds_hold_at_their_boundaries():
     assert _auto((1, 64, 20, 20), (57, 64, 3, 3), dilation=2) == "im2col"          # P = 32832 >= 32768
     # depthwise problems: planar at stride 1 from 784 outputs a plane; else blocked from 3/4 full
     # lanes, but depthwise's forward and input gradient from 128 outputs a plane
-    assert dispatch.PLANAR_DEPTHWISE_MIN_OUTPUTS == 784
+    assert dispatch.PLANAR_NARROW_GROUP_MIN_OUTPUTS == 784
     assert dispatch.DEPTHWISE_MIN_PLANE_OUTPUTS == 128 and dispatch.BLOCKED_MIN_LANE_FILL == 0.75
     for pass_name in ("forward", "input", "weight"):
         assert _auto((2, 16, 28, 28), (16, 1, 3, 3), pass_name, padding=1, groups=16) == "planar"    # 784
@@ -411,6 +411,23 @@ def test_auto_thresholds_hold_at_their_boundaries():
     assert _auto((2, 24, 20, 20), (24, 1, 7, 7), padding=3, groups=24) == "blocked"              # 24 of 32 lanes
     assert _auto((2, 23, 20, 20), (23, 1, 7, 7), padding=3, groups=23) != "blocked"              # 23 of 32
     assert _auto((2, 1, 20, 20), (32, 1, 3, 3), padding=1) != "blocked"                          # groups = 1
+    # grouped layers of at most 64 channels a group: planar at stride 1 from 784 outputs a plane,
+    # else channels_last from 8 channels a group; 1x1 kernels and wider groups by the other rules
+    assert dispatch.GROUPED_MAX_CHANNELS == 64 and dispatch.CHANNELS_LAST_MIN_GROUP_CHANNELS == 8
+    for pass_name in ("forward", "input", "weight"):
+        assert _auto((2, 64, 28, 28), (64, 8, 3, 3), pass_name, padding=1, groups=8) == "planar"         # 784
+        assert _auto((2, 64, 27, 28), (64, 8, 3, 3), pass_name, padding=1, groups=8) == "channels_last"  # 756
+        assert _auto((2, 64, 28, 28), (64, 8, 3, 3), pass_name, stride=2, padding=1, groups=8) == "channels_last"
+    assert _auto((2, 64, 14, 14), (64, 64, 3, 3), padding=1, groups=1) != "channels_last"              # dense
+    assert _auto((2, 56, 14, 14), (56, 7, 3, 3), padding=1, groups=8) != "channels_last"               # 7 a group
+    assert _auto((2, 130, 14, 14), (130, 65, 3, 3), padding=1, groups=2) != "channels_last"            # 65 a group
+    assert _auto((2, 64, 14, 14), (64, 16, 1, 1), groups=4) == "im2col"                                # 1x1
+    # and the input gradient of strided kernels of 27 taps or more, from 8 input channels a group
+    assert dispatch.CHANNELS_LAST_MIN_SCATTER_TAPS == 27
+    assert _auto((1, 8, 8, 16, 16), (16, 8, 3, 3, 3), "input", stride=2, padding=1) == "channels_last"
+    assert _auto((1, 8, 8, 16, 16), (16, 8, 3, 3, 3), "forward", stride=2, padding=1) != "channels_last"
+    assert _auto((1, 8, 8, 16, 16), (16, 8, 1, 5, 5), "input", stride=2, padding=1) != "channels_last"  # 25 taps
+    assert _auto((1, 7, 8, 16, 16), (16, 7, 3, 3, 3), "input", stride=2, padding=1) != "channels_last"  # 7 lanes
     # depth_taps where one depth tap's 2-d problem is Winograd's: 8 slices x 16 tiles = 128 tiles
     assert _auto((1, 8, 8, 16, 16), (8, 8, 3, 3, 3), padding=1) == "depth_taps"
     assert _auto((1, 8, 7, 16, 16), (8, 8, 3, 3, 3), padding=1) != "depth_taps"          # 112 tiles
