@@ -86,7 +86,7 @@ def _padded(spec):
     return tuple(n + lo + hi for n, lo, hi in zip(spec.in_size, spec.pad_lo, spec.pad_hi))
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=32)   # a large 3-d problem's tables take megabytes
 def _tables(spec, channels, tile):
     """``(in_table, corners, stop)``: where each input position (row-major) sits in the bordered
     grid of ``channels`` channels, in elements; the grid index of each output's window corner in
