@@ -248,9 +248,8 @@ def _grouped_choice(spec, runnable, pass_name):
                and max(spec.group_in_channels, spec.group_out_channels) <= GROUPED_MAX_CHANNELS)
     if grouped and "planar" in runnable and math.prod(spec.out_size) >= PLANAR_NARROW_GROUP_MIN_OUTPUTS:
         return "planar"
-    lanes = spec.group_in_channels if pass_name == "input" else spec.group_out_channels
     strided_scatter = (pass_name == "input" and max(spec.stride) > 1 and taps >= CHANNELS_LAST_MIN_SCATTER_TAPS
-                       and lanes >= CHANNELS_LAST_MIN_GROUP_CHANNELS)
+                       and spec.group_in_channels >= CHANNELS_LAST_MIN_GROUP_CHANNELS)   # its lanes
     if "channels_last" in runnable and ((grouped and narrowest >= CHANNELS_LAST_MIN_GROUP_CHANNELS)
                                         or strided_scatter):
         return "channels_last"

@@ -321,6 +321,7 @@ def _weight_tiles(grid, grid_stride, lanes_in, lanes_stride, groups, blocks, wid
                         for i in range(partial.size):
                             total[i] += partial[i]
 
+
 def _geometry(spec, lanes, itemsize):
     """``(width, blocks, tile)``: lanes a block, blocks a group, outputs a tile, for ``lanes``
     channels a group in lanes."""
@@ -422,7 +423,7 @@ def backward_input(spec, grad_y, w, grad_x):
     width, blocks, tile = _geometry(spec, group_in, grad_y.dtype.itemsize)
     taps, outputs, positions = math.prod(spec.kernel_size), math.prod(spec.out_size), math.prod(spec.in_size)
     threads, padded = thread_count(), groups * blocks * width
-    in_table, corners, _ = _tables(spec, padded, tile)
+    in_table, corners, stop = _tables(spec, padded, tile)
     packed = workspace.borrow("channels_last_weights", padded * taps * group_out, grad_y.dtype)
     _pack_weights(w.reshape(out_channels, group_in, taps), groups, width, True, packed, threads)
     grid_size, lanes_size = _grid_size(spec, padded, tile), (outputs + tile) * out_channels
@@ -431,7 +432,7 @@ def backward_input(spec, grad_y, w, grad_x):
     lanes_in = workspace.borrow("channels_last_lanes", slab * lanes_size, grad_y.dtype)
     lanes_in.reshape(slab, lanes_size)[:, outputs * out_channels:] = 0   # a last, partial tile adds zeros
     lane_steps, shifts = _steps(outputs + tile, out_channels), _tap_shifts(spec, padded)
-    grid_positions = _tables(spec, padded, tile)[2] // padded
+    grid_positions = stop // padded   # the grid with its margin, which _scatter_tiles zeroes
     for n in range(0, batch, slab):
         samples = min(slab, batch - n)
         _to_channels_last(grad_y[n:n + samples].reshape(samples, -1), outputs, out_channels, lane_steps, lanes_in,

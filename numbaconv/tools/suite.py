@@ -110,7 +110,7 @@ LAYERS = {layer.name: layer for layer in [
     _square("batch1_16ch", 1, 16, 16, 32, 3, padding=1),
     Layer("audio1d", 8, 32, 64, (8000,), (9,), stride=2, padding=4),
     Layer("video3d", 2, 16, 32, (8, 28, 28), (3, 3, 3), padding=1),
-    # large kernels (issue 23): a learned filter bank, wav2vec 2.0's positional convolution,
+    # large kernels (the FFT's layers): a learned filter bank, wav2vec 2.0's positional convolution,
     # RepLKNet's 31x31 depthwise stages, a 15x15 restoration layer, a 9x9x9 volume layer
     Layer("filterbank1d", 8, 1, 64, (16000,), (255,), padding=127),
     Layer("wav2vec_pos49", 4, 768, 768, (49,), (128,), padding=64, groups=16),
