@@ -20,6 +20,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import workspace
+from .simd import LANES, transpose_lanes
 from .threads import scratch, share, thread_count
 from .winograd_transforms import (PATCH, POINTS, TILE, filter_rows, four_rows, gradient_transform, patch_transform,
                                   row, six_rows, tile_transform)
@@ -33,11 +34,17 @@ FILTER_CHUNK = 512                 # filters transformed together (their 18 inte
 def to_channels_last(image, first, stop, pad_top, pad_left, out):
     """``out[n, r, q % 4, q // 4, c] = image[n, c, r - pad_top, q - pad_left]`` (zero outside
     ``image``) for samples ``first <= n < stop``; pads of any sign. Columns are dealt out by
-    their place in a tile (``q % 4``) so that a tile row's columns ``4 tw + b`` are contiguous."""
+    their place in a tile (``q % 4``) so that a tile row's columns ``4 tw + b`` are contiguous.
+    Blocks of 16 columns x 16 channels go by vector transposes (each reads a cache line of 16
+    planes), the rest element by element (:func:`_transposed_rows`). Memory: ``image`` read
+    once, ``out`` written once."""
     channels, height, width = image.shape[1], image.shape[2], image.shape[3]
     padded_h, slots = out.shape[1], out.shape[3]
     padded_w = TILE * slots
     q0, q1 = min(max(pad_left, 0), padded_w), min(max(pad_left + width, 0), padded_w)
+    columns = tile_columns(padded_w, slots, channels)
+    planes = np.arange(LANES) * (height * width)
+    image_flat, out_flat = image.reshape(-1), out.reshape(-1)
     for n in range(first, stop):
         for r in range(padded_h):
             h = r - pad_top
@@ -45,14 +52,45 @@ def to_channels_last(image, first, stop, pad_top, pad_left, out):
                 out[n, r] = 0
                 continue
             for q in range(padded_w):
-                pixel = out[n, r, q % TILE, q // TILE]
                 if q < q0 or q >= q1:
-                    pixel[:] = 0
-                else:   # writes in order, reads across channels: 2x faster than reading in order;
-                        # an unsigned column index skips the wraparound check, halving the copy
-                        # (docs/decisions.md, G6)
-                    for c in range(channels):
-                        pixel[c] = image[n, c, h, np.uint64(q - pad_left)]
+                    out[n, r, q % TILE, q // TILE] = 0
+            row_at = (n * padded_h + r) * padded_w * channels
+            source_at = (n * channels * height + h) * width - pad_left   # of column 0, channel 0
+            _transposed_rows(out_flat, columns, row_at, 1, image_flat, planes, source_at, height * width, q0, q1,
+                             channels)
+
+
+@njit(nogil=True, cache=True)
+def _transposed_rows(dst, columns, dst_at, dst_step, src, planes, src_at, src_step, q0, q1, channels):
+    """``dst[dst_at + columns[q] + c dst_step] = src[src_at + q + c src_step]`` for ``q0 <= q < q1``
+    and ``c < channels``, with ``dst_step`` or ``src_step`` 1 (a channels-last row on that side,
+    its column ``q`` at ``columns[q]``) and the other side's channel rows ``planes`` apart:
+    whole blocks of 16 columns x 16 channels by vector transposes, the rest one by one. An
+    unsigned index for the element-wise copies skips Numba's wraparound check. On planes of
+    128x128 and up the transposes make the copies 2-2.5x faster (docs/decisions.md, G6)."""
+    whole = channels // LANES * LANES
+    done = q0
+    while whole > 0 and done + LANES <= q1:
+        for c0 in range(0, whole, LANES):
+            if dst_step == 1:
+                transpose_lanes(dst, columns[done:done + LANES], dst_at + c0, src, planes, src_at + done + c0 * src_step)
+            else:
+                transpose_lanes(dst, planes, dst_at + done + c0 * dst_step, src, columns[done:done + LANES], src_at + c0)
+        done += LANES
+    for q in range(q0, q1):
+        for c in range(whole if q < done else 0, channels):
+            if dst_step == 1:
+                dst[np.uint64(dst_at + columns[q] + c)] = src[np.uint64(src_at + q + c * src_step)]
+            else:
+                dst[np.uint64(dst_at + q + c * dst_step)] = src[np.uint64(src_at + columns[q] + c)]
+
+
+@njit(cache=True)
+def tile_columns(count, slots, channels):
+    """Where column ``q < count`` of a row dealt out by place in a tile (``q % 4``, then ``q // 4``
+    of ``slots``) starts, in elements of ``channels`` each."""
+    q = np.arange(count)
+    return (q % TILE * slots + q // TILE) * channels
 
 
 @njit(parallel=True, cache=True)
@@ -119,7 +157,8 @@ def output_tiles(products, first_row, stop_row, tiles_h, y, half, rows, first_ti
     out_channels, out_h, out_w = y.shape[1], y.shape[2], y.shape[3]
     count, tiles_w = products.shape[1], rows.shape[2]
     row_size, tile_row_size = TILE * tiles_w * out_channels, tiles_w * out_channels
-    products_flat, rows_flat, half_flat = products.reshape(-1), rows.reshape(-1), half.reshape(-1)
+    products_flat, rows_flat, half_flat, y_flat = products.reshape(-1), rows.reshape(-1), half.reshape(-1), y.reshape(-1)
+    columns, planes = tile_columns(TILE * tiles_w, tiles_w, out_channels), np.arange(LANES) * (out_h * out_w)
     j = first_tile
     for tile_row in range(first_row, stop_row):
         n, th = tile_row // tiles_h, tile_row % tiles_h
@@ -130,11 +169,9 @@ def output_tiles(products, first_row, stop_row, tiles_h, y, half, rows, first_ti
         # columns, the whole tile row at once: rows[i] = sum_a A^T[i, a] half[a]
         tile_transform(six_rows(half_flat, 0, row_size, row_size), four_rows(rows_flat, 0, row_size, row_size))
         for i in range(min(TILE, out_h - th * TILE)):
-            y_rows = y[n, :, th * TILE + i]
-            for col in range(out_w):   # reads in order, writes across the channels' planes: 1.5x
-                column = rows[i, col % TILE, col // TILE]   # faster than writing y's rows in order
-                for k in range(out_channels):
-                    y_rows[k, col] = column[k]
+            y_at = ((n * out_channels) * out_h + th * TILE + i) * out_w
+            _transposed_rows(y_flat, columns, y_at, out_h * out_w, rows_flat, planes, i * row_size, 1, 0, out_w,
+                             out_channels)
         j += tiles_w
 
 

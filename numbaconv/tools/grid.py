@@ -12,7 +12,8 @@ pointwise views), kernel equal to the input, kernels larger than the
 unpadded input, and batch 1 and more; 3x3 stride-1
 cases whose outputs do not fill Winograd's 4x4 tiles, with padding on one
 side only and padding wider than the kernel, and with few tiles for many filters
-(Winograd by filter blocks); stride-1 problems with many more
+(Winograd by filter blocks), and with rows of 16 and more columns of 16 and 32 channels
+on both sides of a padding wider than the kernel (Winograd's vector transposes); stride-1 problems with many more
 output than input channels per group (planar's weight gradient by columns); groups of 16
 channels at stride 1 and 2 (channels_last's full 16-lane blocks and vector transposes).
 """
@@ -41,6 +42,7 @@ CASES = [
     ("2d-3x3-pad-beyond-kernel", (1, 3, 5, 6), (4, 3, 3, 3), 1, 3, 1, 1),
     ("2d-3x3-many-tiles", (3, 8, 20, 17), (8, 8, 3, 3), 1, 1, 1, 1),
     ("2d-3x3-wide-few-tiles", (1, 40, 5, 6), (36, 40, 3, 3), 1, 1, 1, 1),
+    ("2d-3x3-16-channel-rows", (2, 16, 6, 21), (32, 16, 3, 3), 1, ((1, 0), (3, 1)), 1, 1),   # rows of 16+ columns
     ("1d-strided-dilated", (2, 3, 13), (4, 3, 3), 2, ((2, 1),), 2, 1),
     ("1d-groups-same", (3, 6, 10), (9, 2, 4), 1, "same", 1, 3),
     ("1d-long", (1, 2, 64), (3, 2, 5), 3, 2, 1, 1),
