@@ -46,6 +46,14 @@ each rule; the command after each rule reproduces them.
    products into a cached channels-last grid. ``numbaconv bench --network
    r3d_18,depthwise_grouped --algo channels_last,planar,auto``
    (docs/decisions.md, CL1).
+0c. ``channels_last`` for the forward of strided stems: at most
+   ``CHANNELS_LAST_STEM_MAX_CHANNELS`` input channels a group (an image's
+   colours) and a reduction ``(C / groups) * prod(kernel)`` of at least
+   ``CHANNELS_LAST_STEM_MIN_REDUCTION``: im2col's column matrix then has
+   hundreds of rows a output, gathered at the stride, where ``channels_last``
+   broadcasts each input element straight from its grid (AlexNet's 11x11/4,
+   the 3x7x7 and 7x7x7 stems of video networks). ``python bench/stems.py``
+   (docs/decisions.md, CL2).
 1. ``winograd`` (F(4x4, 3x3)) for 3x3 stride-1 2-d problems with at least
    ``WINOGRAD_MIN_CHANNELS`` input channels per group and ``WINOGRAD_MIN_TILES``
    4x4 output tiles: its filter transform (36 K C/g values, ~100 flops each)
@@ -108,6 +116,8 @@ DIRECT_PRODUCT_LIMIT = 32
 CHANNELS_LAST_MIN_GROUP_CHANNELS = 8
 GROUPED_MAX_CHANNELS = 64
 CHANNELS_LAST_MIN_SCATTER_TAPS = 27
+CHANNELS_LAST_STEM_MAX_CHANNELS = 4
+CHANNELS_LAST_STEM_MIN_REDUCTION = 256
 DEPTHWISE_MIN_PLANE_OUTPUTS = 128
 BLOCKED_MIN_LANE_FILL = 0.75
 PLANAR_NARROW_GROUP_MIN_OUTPUTS = 784
@@ -211,6 +221,8 @@ def _auto_cpu(spec, runnable, pass_name):
     choice = _grouped_choice(spec, runnable, pass_name)
     if choice is not None:
         return choice
+    if "channels_last" in runnable and _strided_stem(spec, pass_name):
+        return "channels_last"
     if "depth_taps" in runnable and _winograd_pays_per_tap(spec, pass_name):
         return "depth_taps"
     if "winograd" in runnable and _winograd_pays(spec, pass_name):
@@ -254,6 +266,15 @@ def _grouped_choice(spec, runnable, pass_name):
                                         or strided_scatter):
         return "channels_last"
     return None
+
+
+def _strided_stem(spec, pass_name):
+    """Rule 0c of the module docstring: the forward of a strided layer over few input channels a
+    group with a long reduction."""
+    reduction = spec.group_in_channels * math.prod(spec.kernel_size)
+    return (pass_name == "forward" and max(spec.stride) > 1
+            and spec.group_in_channels <= CHANNELS_LAST_STEM_MAX_CHANNELS
+            and reduction >= CHANNELS_LAST_STEM_MIN_REDUCTION)
 
 
 def _planar_pays(spec, product, taps):
