@@ -20,7 +20,9 @@ output's views, sample by sample); ``threads`` says why BLAS runs inside the
 threads' shares, on one thread each. The weight gradient sums into
 a partial per thread, added in thread order. The input gradient folds back into whole samples, so its
 blocks are shared out by runs of whole samples (several where a sample has
-fewer outputs than a block has columns): a batch of one runs on one thread.
+fewer outputs than a block has columns); where those runs are fewer than the
+threads (a batch of one), by chunks of each sample's input channels instead,
+whose rows of the column matrix fold onto those channels alone.
 
 The forward of a stride-1 problem with narrow output rows (``_wide_blocking``)
 runs over *wide* columns instead: one per position of the padded input plane
@@ -551,6 +553,38 @@ def _input_blocks(grad_y, w_matrix, grad_x, block, samples_per_share, gathered, 
                 _fold_block(grad_x, cols, first, thread, runs, sources, geometry)
 
 
+@njit(parallel=True, cache=True)
+def _input_channel_blocks(grad_y, w_matrix, grad_x, block, chunk, gathered, columns, runs, sources, geometry):
+    """:func:`_input_blocks` for fewer samples than threads: items (sample, group, ``chunk`` of the
+    group's input channels), each making the rows of ``dcols`` of its channels, ``w[:, its
+    rows].T @ grad_y``, block by block of its sample's columns and folding them onto its
+    channels of ``grad_x`` (no two items add to one element). FLOPs ``2 (K/g) chunk taps P`` an
+    item, ``P`` its sample's outputs; the item's weight columns are read once per block. Scratch as
+    there."""
+    threads, (groups, group_out, rows) = columns.shape[0], w_matrix.shape
+    batch, in_channels, positions = grad_x.shape[0], grad_x.shape[1], grad_y[0, 0].size
+    group_in = in_channels // groups
+    taps, plane = rows // group_in, grad_x[0, 0].size
+    chunks = -(-group_in // chunk)
+    grad_x_flat = grad_x.reshape(-1)
+    for index in prange(threads):
+        thread = np.int64(index)
+        first_item, stop_item = share(batch * groups * chunks, thread, threads)
+        for item in range(first_item, stop_item):
+            n, g, c0 = item // (groups * chunks), item // chunks % groups, item % chunks * chunk
+            c1 = min(c0 + chunk, group_in)
+            start = (n * in_channels + g * group_in + c0) * plane
+            part = grad_x_flat[start:start + (c1 - c0) * plane].reshape(
+                1, c1 - c0, grad_x.shape[2], grad_x.shape[3], grad_x.shape[4])
+            part[...] = 0
+            for first in range(n * positions, (n + 1) * positions, block):
+                count = min(block, (n + 1) * positions - first)
+                cols = scratch(columns, thread, (1, (c1 - c0) * taps, count))
+                dy = _gathered(grad_y, first, count, groups, group_out, thread, gathered)
+                gemm(w_matrix[g][:, c0 * taps:c1 * taps].T, dy[g], cols[0], 0.0)
+                _fold_block(part, cols, first - n * positions, thread, runs, sources, geometry)
+
+
 @njit(nogil=True, cache=True)
 def _fold_block(grad_x, cols, first, thread, runs, sources, geometry):
     """Add the column block ``cols`` (its first column ``first``) onto ``grad_x`` (col2im,
@@ -695,9 +729,15 @@ def backward_input(spec, grad_y, w, grad_x):
         return
     blocking = _Blocking(spec, w.dtype, thread_count(), "input")
     w_matrix = w.reshape(spec.groups, spec.group_out_channels, blocking.rows)
+    # a thread folds whole samples: several per block where a sample has fewer outputs than a
+    # block has columns (one product over several small samples: docs/decisions.md, I4)
+    samples_per_share = max(1, min(blocking.block // blocking.positions, -(-spec.batch // blocking.threads)))
     with single_threaded_blas():
-        # a thread folds whole samples: several per block where a sample has fewer outputs than a
-        # block has columns (one product over several small samples: docs/decisions.md, I4)
-        samples_per_share = max(1, min(blocking.block // blocking.positions, -(-spec.batch // blocking.threads)))
-        _input_blocks(grad_y, w_matrix, grad_x, blocking.block, samples_per_share, blocking.gathered(),
-                      *blocking.scratch())
+        if -(-spec.batch // samples_per_share) < blocking.threads:
+            # fewer samples than threads: they share out each sample's input channels (docs/decisions.md, I6)
+            chunks = -(-blocking.threads // (spec.batch * spec.groups))
+            _input_channel_blocks(grad_y, w_matrix, grad_x, blocking.block, -(-spec.group_in_channels // chunks),
+                                  blocking.gathered(), *blocking.scratch())
+        else:
+            _input_blocks(grad_y, w_matrix, grad_x, blocking.block, samples_per_share, blocking.gathered(),
+                          *blocking.scratch())
