@@ -453,9 +453,9 @@ def test_auto_thresholds_hold_at_their_boundaries():
     assert _auto((1, 8, 32, 64), (8, 8, 3, 3), padding=1) == "winograd"
     assert _auto((1, 7, 32, 64), (8, 7, 3, 3), padding=1) != "winograd"
     assert _auto((1, 8, 32, 60), (8, 8, 3, 3), padding=1) != "winograd"           # 8x15 tiles
-    # by filter blocks: 32 tiles with 256 channels reduced, per pass
-    assert dispatch.WINOGRAD_WIDE_MIN_TILES == 32 and dispatch.WINOGRAD_WIDE_MIN_CHANNELS == 256
-    assert _auto((1, 256, 16, 32), (8, 256, 3, 3), padding=1) == "winograd"       # forward reduces 256
-    assert _auto((1, 255, 16, 32), (8, 255, 3, 3), padding=1) != "winograd"
-    assert _auto((1, 256, 16, 28), (8, 256, 3, 3), padding=1) != "winograd"       # 4x7 = 28 tiles
-    assert _auto((1, 256, 16, 32), (8, 256, 3, 3), "input", padding=1) != "winograd"    # reduces 8
+    # by filter blocks: 16 tiles with 256 channels reduced, per pass
+    assert dispatch.WINOGRAD_WIDE_MIN_TILES == 16 and dispatch.WINOGRAD_WIDE_MIN_CHANNELS == 256
+    assert _auto((1, 256, 16, 16), (8, 256, 3, 3), padding=1) == "winograd"       # forward reduces 256
+    assert _auto((1, 255, 16, 16), (8, 255, 3, 3), padding=1) != "winograd"
+    assert _auto((1, 256, 16, 12), (8, 256, 3, 3), padding=1) != "winograd"       # 4x3 = 12 tiles
+    assert _auto((1, 256, 16, 16), (8, 256, 3, 3), "input", padding=1) != "winograd"    # reduces 8
