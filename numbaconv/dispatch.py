@@ -51,9 +51,9 @@ each rule; the command after each rule reproduces them.
    colours) and a reduction ``(C / groups) * prod(kernel)`` of at least
    ``CHANNELS_LAST_STEM_MIN_REDUCTION``: im2col's column matrix then has
    hundreds of rows a output, gathered at the stride, where ``channels_last``
-   broadcasts each input element straight from its grid (AlexNet's 11x11/4,
-   the 3x7x7 and 7x7x7 stems of video networks). ``python bench/stems.py``
-   (docs/decisions.md, CL2).
+   broadcasts each input element straight from its grid (ResNet's 7x7/2,
+   AlexNet's 11x11/4, the stems of video networks; not MobileNetV2's 3x3/2,
+   a reduction of 27). ``python bench/stems.py`` (docs/decisions.md, CL2).
 1. ``winograd`` (F(4x4, 3x3)) for 3x3 stride-1 2-d problems with at least
    ``WINOGRAD_MIN_CHANNELS`` input channels per group and ``WINOGRAD_MIN_TILES``
    4x4 output tiles: its filter transform (36 K C/g values, ~100 flops each)
@@ -117,7 +117,7 @@ CHANNELS_LAST_MIN_GROUP_CHANNELS = 8
 GROUPED_MAX_CHANNELS = 64
 CHANNELS_LAST_MIN_SCATTER_TAPS = 27
 CHANNELS_LAST_STEM_MAX_CHANNELS = 4
-CHANNELS_LAST_STEM_MIN_REDUCTION = 256
+CHANNELS_LAST_STEM_MIN_REDUCTION = 64
 DEPTHWISE_MIN_PLANE_OUTPUTS = 128
 BLOCKED_MIN_LANE_FILL = 0.75
 PLANAR_NARROW_GROUP_MIN_OUTPUTS = 784

@@ -428,12 +428,12 @@ def test_auto_thresholds_hold_at_their_boundaries():
     assert _auto((1, 8, 8, 16, 16), (16, 8, 3, 3, 3), "forward", stride=2, padding=1) != "channels_last"
     assert _auto((1, 8, 8, 16, 16), (16, 8, 1, 5, 5), "input", stride=2, padding=1) != "channels_last"  # 25 taps
     assert _auto((1, 7, 8, 16, 16), (16, 7, 3, 3, 3), "input", stride=2, padding=1) != "channels_last"  # 7 lanes
-    # the forward of strided stems: at most 4 input channels a group, a reduction of 256 and more
-    assert dispatch.CHANNELS_LAST_STEM_MAX_CHANNELS == 4 and dispatch.CHANNELS_LAST_STEM_MIN_REDUCTION == 256
+    # the forward of strided stems: at most 4 input channels a group, a reduction of 64 and more
+    assert dispatch.CHANNELS_LAST_STEM_MAX_CHANNELS == 4 and dispatch.CHANNELS_LAST_STEM_MIN_REDUCTION == 64
     stem = dict(stride=(1, 2, 2), padding=(1, 3, 3))
     assert _auto((1, 3, 4, 32, 32), (16, 3, 3, 7, 7), **stem) == "channels_last"                 # 3 x 147
-    assert _auto((1, 4, 4, 32, 32), (16, 4, 4, 4, 4), **stem) == "channels_last"                 # 4 x 64
-    assert _auto((1, 3, 4, 32, 32), (16, 3, 1, 5, 17), **stem) != "channels_last"                # 3 x 85
+    assert _auto((1, 4, 4, 32, 32), (16, 4, 1, 4, 4), **stem) == "channels_last"                 # 4 x 16
+    assert _auto((1, 3, 4, 32, 32), (16, 3, 1, 3, 7), **stem) != "channels_last"                 # 3 x 21
     assert _auto((1, 5, 4, 32, 32), (16, 5, 3, 7, 7), **stem) != "channels_last"                 # 5 channels
     assert _auto((1, 3, 4, 32, 32), (16, 3, 3, 7, 7), "weight", **stem) != "channels_last"
     assert _auto((1, 3, 8, 32, 32), (16, 3, 3, 7, 7), padding=(1, 3, 3)) != "channels_last"       # stride 1

@@ -4,7 +4,7 @@ The register-blocked direct convolution of oneDNN's CPU kernels (Zhang,
 Franchetti and Low, ICML 2018; Georganas et al., SC18), for dense and
 grouped layers at any stride, dilation, padding and rank, with no column
 matrix. A slab of samples at a time (``SLAB_BYTES`` of copies, at least one
-sample), in three parallel stages:
+sample), in stages:
 
 1. the samples' input planes go, transposed, into zero-bordered channels-last
    grids ``(Dp, Hp, Wp, C)`` (16 x 16 vector transposes);
@@ -19,7 +19,9 @@ sample), in three parallel stages:
    tile's outputs are found through a table of their windows' corners in the
    grid, so tiles run across output rows at any stride: no output row is
    padded to a multiple of ``R``;
-3. the channels-last outputs go back, transposed, to the planes of ``y``.
+3. each item's tiles make a panel of ``PANEL_OUTPUTS`` outputs, channels-last in
+   the thread's scratch, which goes, transposed, into the item's output
+   planes while it is in cache (so only two parallel regions a slab).
 
 - forward: as above;
 - input gradient: at stride 1 the forward's correlation of ``grad_y`` with
@@ -46,8 +48,8 @@ sample's last tile. Memory traffic: each operand read once and the result
 written once, the channels-last copies of a slab written and read once
 more (from the last-level cache where a slab fits), the block's weights
 ``taps x C/g x W`` from L1/L2 for every tile. Workspace: a slab's bordered
-grids and channels-last outputs (or output gradients), the packed weights;
-the weight gradient's float64 sums.
+grids (and the gradients' channels-last output gradients), a panel per
+thread (forward), the packed weights; the weight gradient's float64 sums.
 
 Speed: ``numbaconv bench --suite networks --algo channels_last,auto``
 (docs/decisions.md, CL1): the forward at 150-170 GFLOP/s on 3x3 layers of
@@ -63,15 +65,19 @@ from . import workspace
 from .common import input_correlation, rotated_weights
 from .simd import (LANES, add_broadcast_sums_8, add_broadcast_sums_16, broadcast_sums_8, broadcast_sums_16,
                    tile_outputs, transpose_lanes)
-from .threads import share, thread_count
+from .threads import most_threads, share, thread_count
 
 # Entries of the table of (row of taps, tap, channel) offsets one innermost loop runs over.
 TAP_TABLE_ENTRIES = 1024
 # FLOPs of one uncut kernel call: a quarter second at 20 GFLOP/s (numbaconv.slices).
 SLICE_FLOPS = int(5e9)
-# Bytes of one call's channels-last copies of a slab of samples, staged together: a call runs three
-# parallel regions per slab, not per sample, while a slab's copies stay in the last-level cache.
+# Bytes of one call's channels-last copies of a slab of samples, staged together: a call runs two or
+# three parallel regions per slab, not per sample, while a slab's copies stay in the last-level cache.
 SLAB_BYTES = 8 * 2**20
+# Outputs of one forward work item: its tiles' sums, channels-last in a thread's panel, go to the
+# output planes transposed while in cache (16 x 16 vector transposes: a multiple of 16 outputs, and
+# of every tile size: 6 and 8 outputs for float32, 3 and 6 for float64).
+PANEL_OUTPUTS = 96
 # Outputs the weight gradient sums in the array dtype before adding into float64 (float32 sums of
 # 128 products keep a relative error under 1e-6), and the chunk of outputs whose input and output
 # gradient rows stay in the L1 cache while a thread runs its items on them.
@@ -239,21 +245,47 @@ def _add_tile_sums(width, out, out_at, out_offsets, a, a_at, a_offsets, first, b
 
 @njit(parallel=True, cache=True, fastmath={"contract"})
 def _forward_tiles(grid, grid_stride, group_in, packed, block_weights, groups, blocks, width, tile, corners, outputs,
-                   loops, tap_table, lanes_out, lanes_stride, out_offsets, samples, threads):
-    """``lanes_out[n lanes_stride + q Kp + (g B + b) W + l] = sum over taps and j < C/g of
-    grid[n grid_stride + corner_q + tap + g C/g + j] * packed[...]``: the channels-last outputs
-    of every block ``b`` of ``W`` output channels of every group ``g``, items (sample, block,
-    tile of ``tile`` outputs). FLOPs ``2 tile W taps C/g`` an item."""
-    tiles = (outputs + tile - 1) // tile
-    items = groups * blocks * tiles
+                   loops, tap_table, panels, panel_steps, y, group_out, samples, threads):
+    """``y[n, g K/g + b W + l, q] = sum over taps and j < C/g of grid[n grid_stride + corner_q +
+    tap + g C/g + j] * packed[...]`` (``y`` flat, ``(samples, K, outputs)``) for every block
+    ``b`` of ``W`` output channels of every group ``g``: items (sample, block, panel of
+    ``PANEL_OUTPUTS`` outputs), whose tiles of ``tile`` outputs sum into the thread's row of
+    ``panels`` (channels-last, ``W`` lanes an output; ``panel_steps[q] = q W`` for every output
+    ``q`` and a tile past the last), which then
+    goes, transposed, into the block's planes of ``y`` (:func:`_panel_to_planes`) while it is
+    in cache. FLOPs ``2 PANEL_OUTPUTS W taps C/g`` an item."""
+    tiles_a_panel = PANEL_OUTPUTS // tile
+    panel_count = (outputs + PANEL_OUTPUTS - 1) // PANEL_OUTPUTS
+    items = groups * blocks * panel_count
     for index in prange(threads):
         thread = np.int64(index)
+        panel = panels[thread]
+        planes = np.arange(LANES) * outputs
         first, stop = share(samples * items, thread, threads)
         for item in range(first, stop):
-            n, block, t = item // items, item % items // tiles, item % tiles
-            _tile_sums(width, lanes_out, n * lanes_stride + block * width, out_offsets, grid,
-                       n * grid_stride + block // blocks * group_in, corners, t * tile, packed,
-                       block * block_weights, loops, tap_table)
+            n, block, p = item // items, item % items // panel_count, item % panel_count
+            g, b = block // blocks, block % blocks
+            first_output = p * PANEL_OUTPUTS
+            for t in range(tiles_a_panel):
+                if first_output + t * tile < outputs:
+                    _tile_sums(width, panel, -first_output * width, panel_steps, grid,
+                               n * grid_stride + g * group_in, corners, first_output + t * tile, packed,
+                               block * block_weights, loops, tap_table)
+            _panel_to_planes(panel, width, min(width, group_out - b * width), min(PANEL_OUTPUTS, outputs - first_output),
+                             y, (n * groups * group_out + g * group_out + b * width) * outputs + first_output, outputs,
+                             panel_steps, planes)
+
+
+@njit(inline="always", cache=True)
+def _panel_to_planes(panel, width, lanes, count, y, at, plane, panel_steps, planes):
+    """``y[at + l plane + q] = panel[q width + l]`` for ``l < lanes`` and ``q < count``: 16 x 16
+    vector transposes where 16 lanes and 16 outputs are whole, element by element otherwise."""
+    whole = count // LANES * LANES if lanes == LANES else 0
+    for q0 in range(0, whole, LANES):
+        transpose_lanes(y, planes, at + q0, panel, panel_steps[q0:q0 + LANES], 0)
+    for lane in range(lanes):
+        for q in range(whole, count):
+            y[at + lane * plane + q] = panel[q * width + lane]
 
 
 @njit(parallel=True, cache=True, fastmath={"contract"})
@@ -377,7 +409,7 @@ def _scratch_bytes(spec, itemsize):
     in_width, in_blocks, in_tile = _geometry(spec, spec.group_in_channels, itemsize)
     out_padded, in_padded = spec.groups * out_blocks * out_width, spec.groups * in_blocks * in_width
     weights = max(out_padded * spec.group_in_channels, in_padded * spec.group_out_channels) * taps
-    forward = _grid_size(spec, spec.in_channels, out_tile) + (outputs + out_tile) * out_padded
+    forward = _grid_size(spec, spec.in_channels, out_tile) + most_threads() * PANEL_OUTPUTS * out_width
     scatter = _grid_size(spec, in_padded, in_tile) + (outputs + in_tile) * spec.out_channels
     sums = out_padded * taps * (spec.group_in_channels + out_tile) * 8
     return (weights + max(forward, scatter)) * itemsize + sums
@@ -396,21 +428,19 @@ def forward(spec, x, w, out):
     in_table, corners, _ = _tables(spec, in_channels, tile)
     packed = workspace.borrow("channels_last_weights", padded * taps * group_in, x.dtype)
     _pack_weights(w.reshape(out_channels, group_in, taps), groups, width, False, packed, threads)
-    grid_size, lanes_size = _grid_size(spec, in_channels, tile), (outputs + tile) * padded
-    slab = _slab(batch, (grid_size + lanes_size) * x.itemsize, packed.nbytes)
+    grid_size = _grid_size(spec, in_channels, tile)
+    panels = workspace.per_thread("channels_last_panels", threads, PANEL_OUTPUTS * width, x.dtype)
+    slab = _slab(batch, grid_size * x.itemsize, packed.nbytes + panels.nbytes)
     grid = workspace.borrow("channels_last_grid", slab * grid_size, x.dtype)
     grid[:] = 0
-    lanes_out = workspace.borrow("channels_last_lanes", slab * lanes_size, x.dtype)
-    out_offsets = _steps(outputs + tile, padded)
     loops, tap_table = _tap_loops(spec, in_channels, width)
     for n in range(0, batch, slab):
         samples = min(slab, batch - n)
         _to_channels_last(x[n:n + samples].reshape(samples, -1), positions, in_channels, in_table, grid, grid_size,
                           threads)
         _forward_tiles(grid, grid_size, group_in, packed, taps * group_in * width, groups, blocks, width, tile,
-                       corners, outputs, loops, tap_table, lanes_out, lanes_size, out_offsets, samples, threads)
-        _to_planes(lanes_out, lanes_size, out_offsets[:outputs], group_out, blocks * width,
-                   out[n:n + samples].reshape(samples, -1), outputs, out_channels, threads)
+                       corners, outputs, loops, tap_table, panels, _steps(outputs + tile, width),
+                       out[n:n + samples].reshape(-1), group_out, samples, threads)
 
 
 def backward_input(spec, grad_y, w, grad_x):
