@@ -409,6 +409,7 @@ def _scratch_bytes(spec, itemsize):
     in_width, in_blocks, in_tile = _geometry(spec, spec.group_in_channels, itemsize)
     out_padded, in_padded = spec.groups * out_blocks * out_width, spec.groups * in_blocks * in_width
     weights = max(out_padded * spec.group_in_channels, in_padded * spec.group_out_channels) * taps
+    weights += spec.out_channels * spec.group_in_channels * taps   # the input gradient's rotated copy
     forward = _grid_size(spec, spec.in_channels, out_tile) + most_threads() * PANEL_OUTPUTS * out_width
     scatter = _grid_size(spec, in_padded, in_tile) + (outputs + in_tile) * spec.out_channels
     sums = out_padded * taps * (spec.group_in_channels + out_tile) * 8
@@ -446,7 +447,9 @@ def forward(spec, x, w, out):
 def backward_input(spec, grad_y, w, grad_x):
     correlation = input_correlation(spec)
     if correlation is not None:
-        forward(correlation, grad_y, rotated_weights(w, spec.groups), grad_x)
+        rotated = rotated_weights(w, spec.groups)
+        with workspace.held_by_caller(rotated.nbytes):   # the forward's slabs fit beside it
+            forward(correlation, grad_y, rotated, grad_x)
         return
     batch, in_channels, out_channels, groups = grad_x.shape[0], spec.in_channels, spec.out_channels, spec.groups
     group_in, group_out = spec.group_in_channels, spec.group_out_channels
