@@ -62,7 +62,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import workspace
-from .common import input_correlation, rotated_weights
+from .common import input_correlation, rotated_weights, transposed_rows
 from .simd import (LANES, add_broadcast_sums_8, add_broadcast_sums_16, broadcast_sums_8, broadcast_sums_16,
                    tile_outputs, transpose_lanes)
 from .threads import most_threads, share, thread_count
@@ -252,7 +252,7 @@ def _forward_tiles(grid, grid_stride, group_in, packed, block_weights, groups, b
     ``PANEL_OUTPUTS`` outputs), whose tiles of ``tile`` outputs sum into the thread's row of
     ``panels`` (channels-last, ``W`` lanes an output; ``panel_steps[q] = q W`` for every output
     ``q`` and a tile past the last), which then
-    goes, transposed, into the block's planes of ``y`` (:func:`_panel_to_planes`) while it is
+    goes, transposed, into the block's planes of ``y`` (``common.transposed_rows``) while it is
     in cache. FLOPs ``2 PANEL_OUTPUTS W taps C/g`` an item."""
     tiles_a_panel = PANEL_OUTPUTS // tile
     panel_count = (outputs + PANEL_OUTPUTS - 1) // PANEL_OUTPUTS
@@ -271,21 +271,9 @@ def _forward_tiles(grid, grid_stride, group_in, packed, block_weights, groups, b
                     _tile_sums(width, panel, -first_output * width, panel_steps, grid,
                                n * grid_stride + g * group_in, corners, first_output + t * tile, packed,
                                block * block_weights, loops, tap_table)
-            _panel_to_planes(panel, width, min(width, group_out - b * width), min(PANEL_OUTPUTS, outputs - first_output),
-                             y, (n * groups * group_out + g * group_out + b * width) * outputs + first_output, outputs,
-                             panel_steps, planes)
-
-
-@njit(inline="always", cache=True)
-def _panel_to_planes(panel, width, lanes, count, y, at, plane, panel_steps, planes):
-    """``y[at + l plane + q] = panel[q width + l]`` for ``l < lanes`` and ``q < count``: 16 x 16
-    vector transposes where 16 lanes and 16 outputs are whole, element by element otherwise."""
-    whole = count // LANES * LANES if lanes == LANES else 0
-    for q0 in range(0, whole, LANES):
-        transpose_lanes(y, planes, at + q0, panel, panel_steps[q0:q0 + LANES], 0)
-    for lane in range(lanes):
-        for q in range(whole, count):
-            y[at + lane * plane + q] = panel[q * width + lane]
+            y_at = (n * groups * group_out + g * group_out + b * width) * outputs + first_output
+            transposed_rows(y, panel_steps, y_at, outputs, panel, planes, 0, 1, 0,
+                            min(PANEL_OUTPUTS, outputs - first_output), min(width, group_out - b * width))
 
 
 @njit(parallel=True, cache=True, fastmath={"contract"})

@@ -12,13 +12,19 @@ columns number outputs by the flat grid index of their window's corner
 The input gradient of a stride-1 correlation is the correlation of
 ``grad_y`` with the kernel turned 180 degrees and each group's channel axes
 swapped (:func:`rotated_weights`).
+
+Rows move between planes and channels-last layouts by 16 x 16 vector
+transposes (:func:`transposed_rows`: Winograd's copies, channels_last's
+output panels).
 """
 import dataclasses
 import itertools
 
+import numpy as np
 from numba import njit
 
 from . import workspace
+from .simd import LANES, transpose_lanes
 from ..algorithm import read_only
 
 
@@ -91,3 +97,29 @@ def nine_views(flat, shifts, t, span):
     return (flat[s0:s0 + span], flat[s1:s1 + span], flat[s2:s2 + span], flat[s3:s3 + span],
             flat[s4:s4 + span], flat[s5:s5 + span], flat[s6:s6 + span], flat[s7:s7 + span],
             flat[s8:s8 + span])
+
+
+@njit(nogil=True, cache=True)
+def transposed_rows(dst, columns, dst_at, dst_step, src, planes, src_at, src_step, q0, q1, channels):
+    """``dst[dst_at + columns[q] + c dst_step] = src[src_at + q + c src_step]`` for ``q0 <= q < q1``
+    and ``c < channels``, with ``dst_step`` or ``src_step`` 1 (a channels-last row on that side,
+    its column ``q`` at ``columns[q]``) and the other side's channel rows ``planes`` apart:
+    whole blocks of 16 columns x 16 channels by vector transposes, the rest one by one. An
+    unsigned index for the element-wise copies skips Numba's wraparound check. On planes of
+    128x128 and up the transposes make Winograd's copies 2-2.5x faster (docs/decisions.md, G6);
+    channels_last's forward moves its panels of outputs to the planes with it (CL3)."""
+    whole = channels // LANES * LANES
+    done = q0
+    while whole > 0 and done + LANES <= q1:
+        for c0 in range(0, whole, LANES):
+            if dst_step == 1:
+                transpose_lanes(dst, columns[done:done + LANES], dst_at + c0, src, planes, src_at + done + c0 * src_step)
+            else:
+                transpose_lanes(dst, planes, dst_at + done + c0 * dst_step, src, columns[done:done + LANES], src_at + c0)
+        done += LANES
+    for q in range(q0, q1):
+        for c in range(whole if q < done else 0, channels):
+            if dst_step == 1:
+                dst[np.uint64(dst_at + columns[q] + c)] = src[np.uint64(src_at + q + c * src_step)]
+            else:
+                dst[np.uint64(dst_at + q + c * dst_step)] = src[np.uint64(src_at + columns[q] + c)]

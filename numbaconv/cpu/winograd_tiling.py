@@ -20,7 +20,8 @@ import numpy as np
 from numba import njit, prange
 
 from . import workspace
-from .simd import LANES, transpose_lanes
+from .common import transposed_rows
+from .simd import LANES
 from .threads import scratch, share, thread_count
 from .winograd_transforms import (PATCH, POINTS, TILE, filter_rows, four_rows, gradient_transform, patch_transform,
                                   row, six_rows, tile_transform)
@@ -36,7 +37,7 @@ def to_channels_last(image, first, stop, pad_top, pad_left, out):
     ``image``) for samples ``first <= n < stop``; pads of any sign. Columns are dealt out by
     their place in a tile (``q % 4``) so that a tile row's columns ``4 tw + b`` are contiguous.
     Blocks of 16 columns x 16 channels go by vector transposes (each reads a cache line of 16
-    planes), the rest element by element (:func:`_transposed_rows`). Memory: ``image`` read
+    planes), the rest element by element (``common.transposed_rows``). Memory: ``image`` read
     once, ``out`` written once."""
     channels, height, width = image.shape[1], image.shape[2], image.shape[3]
     padded_h, slots = out.shape[1], out.shape[3]
@@ -56,33 +57,8 @@ def to_channels_last(image, first, stop, pad_top, pad_left, out):
                     out[n, r, q % TILE, q // TILE] = 0
             row_at = (n * padded_h + r) * padded_w * channels
             source_at = (n * channels * height + h) * width - pad_left   # of column 0, channel 0
-            _transposed_rows(out_flat, columns, row_at, 1, image_flat, planes, source_at, height * width, q0, q1,
+            transposed_rows(out_flat, columns, row_at, 1, image_flat, planes, source_at, height * width, q0, q1,
                              channels)
-
-
-@njit(nogil=True, cache=True)
-def _transposed_rows(dst, columns, dst_at, dst_step, src, planes, src_at, src_step, q0, q1, channels):
-    """``dst[dst_at + columns[q] + c dst_step] = src[src_at + q + c src_step]`` for ``q0 <= q < q1``
-    and ``c < channels``, with ``dst_step`` or ``src_step`` 1 (a channels-last row on that side,
-    its column ``q`` at ``columns[q]``) and the other side's channel rows ``planes`` apart:
-    whole blocks of 16 columns x 16 channels by vector transposes, the rest one by one. An
-    unsigned index for the element-wise copies skips Numba's wraparound check. On planes of
-    128x128 and up the transposes make the copies 2-2.5x faster (docs/decisions.md, G6)."""
-    whole = channels // LANES * LANES
-    done = q0
-    while whole > 0 and done + LANES <= q1:
-        for c0 in range(0, whole, LANES):
-            if dst_step == 1:
-                transpose_lanes(dst, columns[done:done + LANES], dst_at + c0, src, planes, src_at + done + c0 * src_step)
-            else:
-                transpose_lanes(dst, planes, dst_at + done + c0 * dst_step, src, columns[done:done + LANES], src_at + c0)
-        done += LANES
-    for q in range(q0, q1):
-        for c in range(whole if q < done else 0, channels):
-            if dst_step == 1:
-                dst[np.uint64(dst_at + columns[q] + c)] = src[np.uint64(src_at + q + c * src_step)]
-            else:
-                dst[np.uint64(dst_at + q + c * dst_step)] = src[np.uint64(src_at + columns[q] + c)]
 
 
 @njit(cache=True)
@@ -170,7 +146,7 @@ def output_tiles(products, first_row, stop_row, tiles_h, y, half, rows, first_ti
         tile_transform(six_rows(half_flat, 0, row_size, row_size), four_rows(rows_flat, 0, row_size, row_size))
         for i in range(min(TILE, out_h - th * TILE)):
             y_at = ((n * out_channels) * out_h + th * TILE + i) * out_w
-            _transposed_rows(y_flat, columns, y_at, out_h * out_w, rows_flat, planes, i * row_size, 1, 0, out_w,
+            transposed_rows(y_flat, columns, y_at, out_h * out_w, rows_flat, planes, i * row_size, 1, 0, out_w,
                              out_channels)
         j += tiles_w
 
