@@ -100,6 +100,32 @@ def test_column_blocks_cut_anywhere(rng, monkeypatch, algo, case_names, block_co
         check_passes(module, spec, x, w, grad_y, np.float64)
 
 
+CHANNEL_CHUNK_CASES = ["2d-kernel-equals-input", "2d-kernel-larger-than-input", "2d-batch1-valid",
+                       "2d-3x3-wide-few-tiles", "1d-strided-dilated", "2d-groups-16-lanes-strided",
+                       "2d-depthwise-tiny-plane", "3d-many-filters-few-outputs"]
+
+
+@pytest.mark.parametrize("block_bytes", [1, None], ids=["a-channel-a-chunk", "default-chunks"])
+def test_im2col_channel_chunks(rng, monkeypatch, block_bytes):
+    """Forwards and weight gradients with more filters than outputs go by chunks of input channels
+    (one channel a chunk, and as many as fit a block) and give exact results: batches of one and
+    more, groups, stride, dilation, padding, rows gathered and run by run, 1-d to 3-d."""
+    from numbaconv.cpu import im2col, workspace
+    if block_bytes is not None:
+        monkeypatch.setattr(workspace, "BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(im2col, "CHANNEL_SPLIT_FORWARD_MIN_REDUCTION", 0)   # the grid's reductions are short
+    cases = [c for c in CASES if c[0] in CHANNEL_CHUNK_CASES]
+    assert len(cases) == len(CHANNEL_CHUNK_CASES)
+    for case in cases:
+        spec, x, w, grad_y = random_problem(rng, case, np.float64)
+        for pass_name in ("forward", "weight"):
+            plan = im2col._channel_split(spec.as_3d(), pass_name, np.float64, 2)
+            assert plan is not None and (block_bytes is None or plan.chunk == 1), case[0]
+        check_passes(dispatch.REGISTRY["cpu"]["im2col"], spec, x, w, grad_y, np.float64)
+    assert {im2col._gathers(ConvSpec.create(*c[1:]).as_3d()) for c in cases} == {True, False}
+    assert {c[1][0] for c in cases} == {1, 2} and {c[6] > 1 for c in cases} == {True, False}
+
+
 def test_im2col_workspace_cap_bounds_the_block(monkeypatch):
     from numbaconv.cpu import im2col, workspace
     monkeypatch.setattr(workspace, "WORKSPACE_LIMIT_BYTES", 1)

@@ -6,7 +6,8 @@ could write into it, so these catch any code path that writes into an array it o
 The problems reach the paths that differ by layout: stride 1 with padding (im2col's forward over
 wide columns), stride 2 and 3 (im2col's gathered, run-by-run stride-2 and general-stride rows),
 wide output rows (run by run at stride 1), depthwise, 1-d, 3-d, 1x1 (im2col's views of the
-input) and planar's weight gradient by columns.
+input), many filters for few outputs (im2col's chunks of input channels) and planar's weight
+gradient by columns.
 """
 import numpy as np
 import pytest
@@ -32,6 +33,7 @@ PROBLEMS = [
     ("3d-strided", (1, 2, 4, 5, 6), (3, 2, 2, 3, 2), (1, 2, 1), ((1, 0), (0, 1), (1, 1)), (1, 1, 2), 1),
     ("2d-1x1", (2, 6, 17, 16), (4, 3, 1, 1), 1, 0, 1, 2),
     ("2d-one-channel", (1, 1, 6, 7), (8, 1, 3, 3), 1, 1, 1, 1),
+    ("2d-many-filters", (1, 8, 16, 17), (6, 8, 16, 16), 1, 0, 1, 1),
 ]
 
 
@@ -64,6 +66,9 @@ def test_problems_reach_the_layout_dependent_paths():
     for name in ("2d-wide-rows", "2d-wide-rows-stride2", "1d-wide-rows-stride3"):
         assert not im2col._gathers(specs[name])
     assert im2col._pointwise(specs["2d-1x1"])
+    for pass_name in ("forward", "weight"):
+        assert im2col._channel_split(specs["2d-many-filters"], pass_name, np.float64, 2) is not None
+        assert im2col._channel_split(specs["2d-stride1-padded"], pass_name, np.float64, 2) is None
     assert planar.weight_columns(specs["2d-one-channel"]) and not planar.weight_columns(specs["2d-depthwise"])
     assert {a for _, a in SUPPORTED} == set(dispatch.REGISTRY["cpu"])
 

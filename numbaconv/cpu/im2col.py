@@ -24,6 +24,19 @@ fewer outputs than a block has columns); where those runs are fewer than the
 threads (a batch of one), by chunks of each sample's input channels instead,
 whose rows of the column matrix fold onto those channels alone.
 
+Where a weight gradient (or a forward with a reduction of
+``CHANNEL_SPLIT_FORWARD_MIN_REDUCTION`` or more) has at least
+``CHANNEL_SPLIT_MIN_RATIO`` times as many output channels a group as columns
+(``N * P``: the deep stages of a network at a small batch, 3-d layers at a
+batch of one), its weight matrix outweighs the column matrix, and blocks of
+columns would stream the weights from memory once per block. The threads
+take chunks of input channels instead (:func:`_channel_chunks`): an item
+unfolds its channels' rows of all the columns into cache and multiplies
+them at once, so the weights stream once in all; the forward sums into a
+partial per thread, added in thread order, and the weight gradient writes
+the item's own columns of ``grad_w`` (``python bench/channel_chunks.py``;
+docs/decisions.md, I7).
+
 The forward of a stride-1 problem with narrow output rows (``_wide_blocking``)
 runs over *wide* columns instead: one per position of the padded input plane
 from a sample's first output to its last, the windows that run off a row's end
@@ -53,10 +66,12 @@ the same products by BLAS (docs/decisions.md, I3).
 
 FLOPs: ``2 N K (C/g) prod(out) prod(kernel)`` per pass, all in BLAS (times
 ``span / prod(out)`` over wide columns). Memory traffic: x, w and y once each,
-plus the weight matrix once per block. Workspace: per thread, one column block
+plus the weight matrix once per block (over chunks of channels: once, plus grad_y
+or the partial outputs once per chunk). Workspace: per thread, one column block
 with its offset tables (over wide columns, the block's product, plus one
 zero-padded copy of the input where the problem pads) and, for the weight
-gradient, a partial ``grad_w``; all of it together at most
+gradient, a partial ``grad_w`` (over chunks of channels: a chunk's rows of
+all the columns, and the forward's partial outputs); all of it together at most
 ``workspace.WORKSPACE_LIMIT_BYTES`` (256 MiB): the blocks get what the
 partials leave, and ``supports`` declines a problem whose one-column blocks
 would not fit.
@@ -79,6 +94,8 @@ SLICE_FLOPS = int(1e10)
 RUN_MIN_WIDTH = 16   # output rows at least this wide are copied run by run, narrower ones gathered
 _RUN_BYTES = 5 * 8   # one entry of the table of row runs: five int64
 WIDE_MOST_WASTE = 1.5   # the forward runs over wide columns where they are at most this many a output
+CHANNEL_SPLIT_MIN_RATIO = 0.25   # output channels a group per column from which chunks of channels run
+CHANNEL_SPLIT_FORWARD_MIN_REDUCTION = 2048   # and the forward's (C/g) * prod(kernel) from which they do
 
 
 def supports(spec):
@@ -168,11 +185,12 @@ def _run(runs, r):
 
 @njit(inline="always", cache=True)
 def _walk(image, cols, runs, source, first_column, gather, kernel_size, out_size, stride, dilation, pad_lo,
-          move_gathered, move_runs):
-    """The index walk of :func:`_unfold` and :func:`_fold` between ``image`` (N, C, D, H, W) and
-    the column block ``cols`` (G, R, count), whose ``cols[g, r, j]`` belongs to global column
-    ``first_column + j``. The data moves a row of the block (one channel and tap) at a time, in
-    ``move_gathered`` or ``move_runs``: the only code that writes into either array.
+          first_channel, stop_channel, move_gathered, move_runs):
+    """The index walk of :func:`_unfold` and :func:`_fold` between the channels ``[first_channel,
+    stop_channel)`` of ``image`` (N, C, D, H, W) and the column block ``cols`` (G, R, count) or,
+    for part of the channels, (1, their channel-taps, count), whose ``cols[g, r, j]`` belongs to
+    global column ``first_column + j``. The data moves a row of the block (one channel and tap)
+    at a time, in ``move_gathered`` or ``move_runs``: the only code that writes into either array.
 
     ``runs`` is scratch for the table of :func:`_row_runs`, shared by all
     channels. Without ``gather``, a row moves run by run
@@ -203,10 +221,11 @@ def _walk(image, cols, runs, source, first_column, gather, kernel_size, out_size
                 j, length, lead, valid_stop, start = _run(runs[tap], r)
                 for o in range(length):
                     source[tap, j + o] = start + (o - lead) * step if lead <= o < valid_stop else -1
-    for channel in range(in_channels):
+    for channel in range(first_channel, stop_channel):
         channel_start = channel * depth * height * width
         for tap in range(taps):
-            row = cols_flat[(channel * taps + tap) * count:(channel * taps + tap + 1) * count]
+            row_number = (channel - first_channel) * taps + tap
+            row = cols_flat[row_number * count:(row_number + 1) * count]
             if gather:
                 move_gathered(image_flat, row, source[tap], channel_start)
             else:
@@ -260,11 +279,13 @@ def _add_runs(image_flat, row, runs, channel_start, step):
 
 
 @njit(nogil=True, cache=True)
-def _unfold(image, cols, runs, source, first_column, gather, kernel_size, out_size, stride, dilation, pad_lo):
-    """Fill the column block ``cols`` from ``image`` (im2col; zeros where the window lies in the
-    padding), walking them with :func:`_walk`; ``image`` is only read."""
+def _unfold(image, cols, runs, source, first_column, gather, kernel_size, out_size, stride, dilation, pad_lo,
+            first_channel, stop_channel):
+    """Fill the column block ``cols`` from the channels ``[first_channel, stop_channel)`` of
+    ``image`` (im2col; zeros where the window lies in the padding), walking them with
+    :func:`_walk`; ``image`` is only read."""
     _walk(image, cols, runs, source, first_column, gather, kernel_size, out_size, stride, dilation, pad_lo,
-          _gather_row, _copy_runs)
+          first_channel, stop_channel, _gather_row, _copy_runs)
 
 
 @njit(nogil=True, cache=True)
@@ -273,7 +294,7 @@ def _fold(image, cols, runs, source, first_column, gather, kernel_size, out_size
     walking them with :func:`_walk`; ``cols`` is only read. One thread owns the block, so folding
     needs no atomics."""
     _walk(image, cols, runs, source, first_column, gather, kernel_size, out_size, stride, dilation, pad_lo,
-          _add_gathered, _add_runs)
+          0, image.shape[1], _add_gathered, _add_runs)
 
 
 @njit(nogil=True, cache=True)
@@ -359,15 +380,72 @@ class _Blocking(_ColumnBlocks):
         shape for :func:`_unfold` and :func:`_fold` as one array (:func:`_geometry`)."""
         s = self.spec
         taps = math.prod(s.kernel_size)
-        columns = self.per_thread("columns", self.groups * self.rows * self.block)
+        columns = self.per_thread("columns", self.column_rows() * self.block)
         runs = self.per_thread("runs", taps * _most_runs(s, self.block) * 5, np.int64)
         sources = self.per_thread("offsets", taps * self.block if self.gathers_rows else 0, np.int64)
         geometry = np.array(s.kernel_size + s.out_size + s.stride + s.dilation + s.pad_lo + (self.gathers_rows,), np.int64)
         return columns, runs, sources, geometry
 
+    def column_rows(self):
+        """Rows of a thread's column block: all the groups' channel-taps."""
+        return self.groups * self.rows
+
     def gathered(self):
         """The threads' scratch for grad_y's columns of a block that spans samples."""
         return self.per_thread("gathered", self.spec.out_channels * self.block)
+
+
+class _ChannelChunks(_Blocking):
+    """The forward or weight gradient over chunks of input channels (:func:`_channel_chunks`): a
+    thread's block holds all ``N * P`` columns of ``chunk`` channels' rows."""
+
+    def __init__(self, spec, dtype, threads, pass_name):
+        super().__init__(spec, dtype, threads, pass_name)
+        self.pass_name = pass_name
+        self.block = self.columns
+        self.taps = math.prod(spec.kernel_size)
+        group_in = spec.group_in_channels
+        widest = max(1, workspace.BLOCK_BYTES // (self.taps * self.columns * self.dtype.itemsize))
+        items = threads * -(-(spec.groups * -(-group_in // widest)) // threads)   # a multiple of the threads
+        self.chunk = -(-group_in // min(group_in, -(-items // spec.groups)))
+
+    def column_rows(self):
+        """Rows of a thread's column block: one chunk's channel-taps."""
+        return self.chunk * self.taps
+
+    def result_size(self):
+        """Elements of the forward's partial sums (every thread's, and their total where the batch
+        needs it reordered) or of the weight gradient's grad_y gathered into (G, K/g, N*P)."""
+        sums = self.spec.out_channels * self.columns
+        if self.pass_name == "forward":
+            return (self.threads + (self.spec.batch > 1)) * sums
+        return sums if self.spec.batch > 1 else 0
+
+    def scratch_bytes(self):
+        s, taps = self.spec, self.taps
+        per_thread = (self.column_rows() * self.block * self.dtype.itemsize + taps * _most_runs(s, self.block) * _RUN_BYTES
+                      + (8 * taps * self.block if self.gathers_rows else 0))
+        return self.threads * per_thread + self.result_size() * self.dtype.itemsize
+
+
+def _channel_split(spec, pass_name, dtype, threads):
+    """The plan of :func:`_channel_chunks` for a forward or weight gradient, or None where it does not
+    apply: a problem that is not pointwise, with at least ``CHANNEL_SPLIT_MIN_RATIO`` times as many
+    output channels a group as columns (``N * P``), whose scratch fits under the workspace limit.
+    There the weights outweigh the columns: blocks of columns would stream them once per block,
+    while chunks of channels stream them once in all. The forward also needs a reduction
+    ``(C/g) * prod(kernel)`` of ``CHANNEL_SPLIT_FORWARD_MIN_REDUCTION`` or more: its partial sums
+    cost a pass over the outputs per thread, which shorter reductions (1x1 and 1-d kernels) do
+    not earn back."""
+    if pass_name == "input" or _pointwise(spec):
+        return None
+    if spec.group_out_channels < CHANNEL_SPLIT_MIN_RATIO * spec.batch * math.prod(spec.out_size):
+        return None
+    reduction = spec.group_in_channels * math.prod(spec.kernel_size)
+    if pass_name == "forward" and reduction < CHANNEL_SPLIT_FORWARD_MIN_REDUCTION:
+        return None
+    plan = _ChannelChunks(spec, dtype, threads, pass_name)
+    return None if workspace.over_limit(plan.scratch_bytes()) else plan
 
 
 class _WideBlocking(_ColumnBlocks):
@@ -453,14 +531,16 @@ def _geometry(numbers):
 
 
 @njit(nogil=True, cache=True)
-def _columns_of(x, first, count, groups, rows, thread, columns, runs, sources, geometry):
-    """The block's column matrix (G, R, count), unfolded (:func:`_unfold`) into ``thread``'s rows
-    of the scratch ``columns``, ``runs`` and ``sources``."""
+def _columns_of(x, first, count, groups, rows, thread, columns, runs, sources, geometry, first_channel,
+                stop_channel):
+    """The block's column matrix (G, R, count) (or, for the channels ``[first_channel,
+    stop_channel)`` of one group, its rows of it as (1, R, count)), unfolded (:func:`_unfold`)
+    into ``thread``'s rows of the scratch ``columns``, ``runs`` and ``sources``."""
     kernel_size, out_size, stride, dilation, pad_lo, gather = _geometry(geometry)
     taps = kernel_size[0] * kernel_size[1] * kernel_size[2]
     cols = scratch(columns, thread, (groups, rows, count))
     _unfold(x, cols, runs[thread].reshape(taps, -1, 5), scratch(sources, thread, (taps, count if gather else 0)),
-            first, gather, kernel_size, out_size, stride, dilation, pad_lo)
+            first, gather, kernel_size, out_size, stride, dilation, pad_lo, first_channel, stop_channel)
     return cols[:, :, :count]
 
 
@@ -476,7 +556,7 @@ def _forward_blocks(x, w_matrix, out, block, columns, runs, sources, geometry):
         first_block, stop_block = share(-(-(batch * positions) // block), thread, threads)
         for number in range(first_block, stop_block):
             first, count = _block_of(number, block, batch * positions)
-            cols = _columns_of(x, first, count, groups, rows, thread, columns, runs, sources, geometry)
+            cols = _columns_of(x, first, count, groups, rows, thread, columns, runs, sources, geometry, 0, x.shape[1])
             j = 0
             while j < count:   # the block's columns sample by sample
                 sample, position = (first + j) // positions, (first + j) % positions
@@ -523,10 +603,41 @@ def _weight_blocks(x, grad_y, block, partials, gathered, columns, runs, sources,
         first_block, stop_block = share(-(-(batch * positions) // block), thread, threads)
         for number in range(first_block, stop_block):
             first, count = _block_of(number, block, batch * positions)
-            cols = _columns_of(x, first, count, groups, rows, thread, columns, runs, sources, geometry)
+            cols = _columns_of(x, first, count, groups, rows, thread, columns, runs, sources, geometry, 0, x.shape[1])
             dy = _gathered(grad_y, first, count, groups, group_out, thread, gathered)
             for g in range(groups):
                 gemm(dy[g], cols[g].T, partials[thread, g], 1.0)
+
+
+@njit(parallel=True, cache=True)
+def _channel_chunks(x, matrix, result, weight_pass, chunk, columns, runs, sources, geometry):
+    """The forward or the weight gradient over chunks of input channels (:func:`_channel_split`):
+    items (group, ``chunk`` of its input channels), each unfolding its channels' rows of the whole
+    column matrix (every sample's ``P`` outputs) and multiplying them at once, so the weights
+    stream from memory once in all. Forward, ``matrix`` w (G, K/g, R): ``result[thread, g] +=
+    w[g][:, rows] @ cols``, partial sums (threads, G, K/g, N*P) zeroed here and added by the caller
+    in thread order. Weight gradient, ``matrix`` grad_y (G, K/g, N*P): ``result[0, g][:, rows] =
+    grad_y[g] @ cols.T`` into grad_w (1, G, K/g, R), each item writing its own columns. FLOPs: the
+    pass's; memory: x and the weights (or grad_w) once, grad_y (or the partials) once per item.
+    Scratch rows per thread: ``columns``, ``runs`` and ``sources``."""
+    threads, groups = columns.shape[0], matrix.shape[0]
+    group_in, taps = x.shape[1] // groups, geometry[0] * geometry[1] * geometry[2]
+    total = x.shape[0] * geometry[3] * geometry[4] * geometry[5]
+    chunks = -(-group_in // chunk)
+    for index in prange(threads):
+        thread = np.int64(index)
+        if not weight_pass:
+            result[thread] = 0
+        first_item, stop_item = share(groups * chunks, thread, threads)
+        for item in range(first_item, stop_item):
+            g, c0 = item // chunks, item % chunks * chunk
+            c1 = min(c0 + chunk, group_in)
+            cols = _columns_of(x, 0, total, 1, (c1 - c0) * taps, thread, columns, runs, sources, geometry,
+                               g * group_in + c0, g * group_in + c1)[0]
+            if weight_pass:
+                gemm(matrix[g], cols.T, result[0, g, :, c0 * taps:c1 * taps], 0.0)
+            else:
+                gemm(matrix[g, :, c0 * taps:c1 * taps], cols, result[thread, g], 1.0)
 
 
 @njit(parallel=True, cache=True)
@@ -695,6 +806,10 @@ def forward(spec, x, w, out):
         return
     threads = thread_count()
     w_matrix = w.reshape(spec.groups, spec.group_out_channels, -1)
+    chunks = _channel_split(spec, "forward", x.dtype, threads)
+    if chunks is not None:
+        _forward_by_channel_chunks(chunks, x, w_matrix, out)
+        return
     wide = _wide_blocking(spec, x.dtype, threads)
     with single_threaded_blas():
         if wide is not None:
@@ -707,11 +822,48 @@ def forward(spec, x, w, out):
         _forward_blocks(x, w_matrix, out, blocking.block, *blocking.scratch())
 
 
+def _forward_by_channel_chunks(chunks, x, w_matrix, out):
+    """:func:`_channel_chunks`' forward: its partial sums (K, N*P) added in thread order, then
+    reordered into ``out`` (N, K, P) where the batch holds several samples."""
+    s, threads = chunks.spec, chunks.threads
+    sums = chunks.per_thread("im2col_partials", s.out_channels * chunks.columns)
+    partials = sums.reshape(threads, s.groups, s.group_out_channels, chunks.columns)
+    with single_threaded_blas():
+        _channel_chunks(x, w_matrix, partials, False, chunks.chunk, *chunks.scratch())
+    if s.batch == 1:
+        add_partials(partials.reshape(threads, 1, -1), out.reshape(1, -1))
+        return
+    total = workspace.borrow("im2col_partial_sum", s.out_channels * chunks.columns, x.dtype).reshape(1, -1)
+    add_partials(partials.reshape(threads, 1, -1), total)
+    out.reshape(s.batch, s.out_channels, chunks.positions)[...] = total.reshape(
+        s.out_channels, s.batch, chunks.positions).transpose(1, 0, 2)
+
+
+def _weight_by_channel_chunks(chunks, x, grad_y, grad_w):
+    """:func:`_channel_chunks`' weight gradient, grad_y's samples side by side as (G, K/g, N*P)."""
+    s = chunks.spec
+    if s.batch == 1:
+        dy = grad_y.reshape(s.groups, s.group_out_channels, chunks.columns)
+    else:
+        dy = workspace.borrow("im2col_gathered", s.out_channels * chunks.columns, x.dtype)
+        dy.reshape(s.out_channels, s.batch, chunks.positions)[...] = grad_y.reshape(
+            s.batch, s.out_channels, chunks.positions).transpose(1, 0, 2)
+        dy = read_only(dy.reshape(s.groups, s.group_out_channels, chunks.columns))
+    with single_threaded_blas():
+        _channel_chunks(x, dy, grad_w.reshape(1, s.groups, s.group_out_channels, -1),
+                        True, chunks.chunk, *chunks.scratch())
+
+
 def backward_weight(spec, x, grad_y, grad_w):
     """A partial ``grad_w`` per thread over its blocks, the partials added in thread order (the
-    same rounding every run)."""
+    same rounding every run); or, where the weights outweigh the columns, chunks of channels
+    writing their own parts of ``grad_w`` (:func:`_channel_split`)."""
     if _pointwise(spec):
         _pointwise_run(spec, "weight", x, grad_y, grad_w)
+        return
+    chunks = _channel_split(spec, "weight", x.dtype, thread_count())
+    if chunks is not None:
+        _weight_by_channel_chunks(chunks, x, grad_y, grad_w)
         return
     blocking = _Blocking(spec, x.dtype, thread_count(), "weight")
     shape = (blocking.threads, spec.groups, spec.group_out_channels, blocking.rows)

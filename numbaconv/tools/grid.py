@@ -15,7 +15,8 @@ side only and padding wider than the kernel, and with few tiles for many filters
 (Winograd by filter blocks), and with rows of 16 and more columns of 16 and 32 channels
 on both sides of a padding wider than the kernel (Winograd's vector transposes); stride-1 problems with many more
 output than input channels per group (planar's weight gradient by columns); groups of 16
-channels at stride 1 and 2 (channels_last's full 16-lane blocks and vector transposes).
+channels at stride 1 and 2 (channels_last's full 16-lane blocks and vector transposes); many
+more filters than outputs (im2col's chunks of input channels, with rows gathered and run by run).
 """
 CASES = [
     ("2d-basic", (2, 3, 7, 9), (4, 3, 3, 3), 1, 0, 1, 1),
@@ -56,6 +57,7 @@ CASES = [
     ("3d-3x3x3-winograd-planes", (1, 8, 8, 16, 16), (8, 8, 3, 3, 3), 1, 1, 1, 1),   # 128 tiles a depth tap
     ("2d-groups-16-lanes", (2, 32, 6, 7), (32, 16, 3, 3), 1, 1, 1, 2),   # full 16-lane blocks, 16+ outputs
     ("2d-groups-16-lanes-strided", (2, 32, 9, 8), (32, 16, 3, 3), 2, 1, 1, 2),
+    ("3d-many-filters-few-outputs", (2, 4, 1, 2, 16), (24, 4, 3, 3, 3), 1, 1, 1, 1),   # rows of 16 columns
     ("3d-depth-strided-dilated", (2, 3, 7, 6, 5), (4, 3, 3, 2, 3), (2, 1, 1), ((2, 1), (0, 1), (1, 1)), (2, 1, 1), 1),
 ]
 CASE_IDS = [case[0] for case in CASES]
