@@ -38,14 +38,8 @@ each rule; the command after each rule reproduces them.
    channels (its lanes): the GEMM algorithms run one small product per
    group, Winograd transforms each group's planes for few channels. 1x1
    grouped layers stay with im2col (the transposes cost ``channels_last``
-   more than the products). And ``channels_last`` for the input gradient at
-   stride > 1 of kernels of at least ``CHANNELS_LAST_MIN_SCATTER_TAPS`` taps
-   with at least ``CHANNELS_LAST_MIN_GROUP_CHANNELS`` input channels a
-   group: im2col's input gradient writes a column matrix of ``taps`` values
-   per output and folds it back, where ``channels_last`` adds each tap's
-   products into a cached channels-last grid. ``numbaconv bench --network
-   r3d_18,depthwise_grouped --algo channels_last,planar,auto``
-   (docs/decisions.md, CL1).
+   more than the products). ``numbaconv bench --network depthwise_grouped
+   --algo channels_last,planar,auto`` (docs/decisions.md, CL1).
 0c. ``channels_last`` for the forward of strided stems: at most
    ``CHANNELS_LAST_STEM_MAX_CHANNELS`` input channels a group (an image's
    colours) and a reduction ``(C / groups) * prod(kernel)`` of at least
@@ -115,7 +109,6 @@ REGISTRY = {
 DIRECT_PRODUCT_LIMIT = 32
 CHANNELS_LAST_MIN_GROUP_CHANNELS = 8
 GROUPED_MAX_CHANNELS = 64
-CHANNELS_LAST_MIN_SCATTER_TAPS = 27
 CHANNELS_LAST_STEM_MAX_CHANNELS = 4
 CHANNELS_LAST_STEM_MIN_REDUCTION = 64
 DEPTHWISE_MIN_PLANE_OUTPUTS = 128
@@ -218,7 +211,7 @@ def _auto_cpu(spec, runnable, pass_name):
             return choice
     if "fft" in runnable and spec.group_in_channels > 1 and _fft_pays(spec, pass_name):
         return "fft"
-    choice = _grouped_choice(spec, runnable, pass_name)
+    choice = _grouped_choice(spec, runnable)
     if choice is not None:
         return choice
     if "channels_last" in runnable and _strided_stem(spec, pass_name):
@@ -251,19 +244,16 @@ def _fft_pays(spec, pass_name):
     return spec.flops >= FFT_MIN_MODEL_RATE * cpu_fft.modelled_ns(spec, pass_name)
 
 
-def _grouped_choice(spec, runnable, pass_name):
-    """Rule 0b of the module docstring: a grouped layer of a few channels a group, or the strided
-    input gradient of a large kernel; None where neither applies."""
+def _grouped_choice(spec, runnable):
+    """Rule 0b of the module docstring: a grouped layer of a few channels a group; None where it
+    does not apply."""
     taps = math.prod(spec.kernel_size)
     narrowest = min(spec.group_in_channels, spec.group_out_channels)
     grouped = (spec.groups > 1 and spec.group_in_channels > 1 and taps > 1
                and max(spec.group_in_channels, spec.group_out_channels) <= GROUPED_MAX_CHANNELS)
     if grouped and "planar" in runnable and math.prod(spec.out_size) >= PLANAR_NARROW_GROUP_MIN_OUTPUTS:
         return "planar"
-    strided_scatter = (pass_name == "input" and max(spec.stride) > 1 and taps >= CHANNELS_LAST_MIN_SCATTER_TAPS
-                       and spec.group_in_channels >= CHANNELS_LAST_MIN_GROUP_CHANNELS)   # its lanes
-    if "channels_last" in runnable and ((grouped and narrowest >= CHANNELS_LAST_MIN_GROUP_CHANNELS)
-                                        or strided_scatter):
+    if "channels_last" in runnable and grouped and narrowest >= CHANNELS_LAST_MIN_GROUP_CHANNELS:
         return "channels_last"
     return None
 
