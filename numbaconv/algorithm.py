@@ -27,7 +27,11 @@ Optional attributes, read by the engine on the CPU:
   module without it always runs a pass as one call.
 - ``INEXACT_NONFINITE``: ``{pass: check}`` for the passes that place NaN and
   Inf otherwise than numbaconv.reference (numbaconv.functional says how the
-  engine then keeps ``algo="auto"`` exact).
+  engine then keeps ``algo="auto"`` exact). A pass whose check is
+  ``"result"`` may return whether every element of its output is finite
+  (counted while the output was in cache), which spares the engine a pass
+  over the output in memory; a pass that returns None leaves it to that
+  pass.
 """
 from __future__ import annotations
 
@@ -43,13 +47,13 @@ class Algorithm(Protocol):
     def supports(self, spec: ConvSpec) -> str | None:
         """None if this algorithm runs ``spec``, else the reason it does not."""
 
-    def forward(self, spec: ConvSpec, x, w, out) -> None:
+    def forward(self, spec: ConvSpec, x, w, out) -> bool | None:
         """``out[n, k] = sum over c in k's group and taps of w[k, c, tap] * x[n, c] at the tap``."""
 
-    def backward_input(self, spec: ConvSpec, grad_y, w, grad_x) -> None:
+    def backward_input(self, spec: ConvSpec, grad_y, w, grad_x) -> bool | None:
         """``grad_x``: the gradient of the forward with respect to ``x`` for output gradient ``grad_y``."""
 
-    def backward_weight(self, spec: ConvSpec, x, grad_y, grad_w) -> None:
+    def backward_weight(self, spec: ConvSpec, x, grad_y, grad_w) -> bool | None:
         """``grad_w``: the gradient of the forward with respect to ``w`` for output gradient ``grad_y``."""
 
 

@@ -63,14 +63,14 @@ class _Host:
     def run_pass(run, algo, pass_name, spec3d, a, b, out):
         def run_module(module):
             workspace.begin_pass()
-            slices.run(module, pass_name, spec3d, a, b, out)
+            return slices.run(module, pass_name, spec3d, a, b, out)
 
         def call(module):
             check = dispatch.nonfinite_check(module, pass_name) if algo in AUTOMATIC else None
             if check in OPERANDS[pass_name] and not np.isfinite((a, b)[OPERANDS[pass_name].index(check)]).all():
                 module, check = dispatch.choose_as_reference("cpu", spec3d, pass_name), None
-            run_module(module)
-            if check == "result" and not np.isfinite(out).all():
+            finite = run_module(module)   # where the module counted (numbaconv.algorithm)
+            if check == "result" and not (np.isfinite(out).all() if finite is None else finite):
                 run_module(dispatch.choose_as_reference("cpu", spec3d, pass_name))
         run(pass_name, call)
 

@@ -32,42 +32,49 @@ def run(module, pass_name, spec, a, b, out):
     """``module``'s pass on ``spec`` (3-d): ``forward(spec, x, w, y)``,
     ``backward_input(spec, grad_y, w, grad_x)`` or ``backward_weight(spec, x, grad_y, grad_w)``
     (``a``, ``b``, ``out`` in that order), in slices when it exceeds ``module.SLICE_FLOPS``;
-    ``a`` and ``b`` reach it read-only (numbaconv.algorithm, rule 2)."""
+    ``a`` and ``b`` reach it read-only (numbaconv.algorithm, rule 2). Returns whether every
+    element of ``out`` is finite where the calls said so (numbaconv.algorithm), else None."""
     method = getattr(module, PASS_FUNCTIONS[pass_name])
     a, b = read_only(a), read_only(b)
     budget = getattr(module, "SLICE_FLOPS", None)
     activations = a.nbytes + (b if pass_name == "weight" else out).nbytes   # x and y, whichever pass
     if budget is None or spec.batch == 0 or (spec.flops <= budget and activations <= SLICE_BYTES):
-        method(spec, a, b, out)
-        return
+        return method(spec, a, b, out)
     flops, nbytes = spec.flops // spec.batch, activations // spec.batch
     samples = max(1, min(budget // flops, SLICE_BYTES // nbytes))   # 1 when one sample is too much
     blocks = max(-(-flops // budget), -(-nbytes // SLICE_BYTES))    # channel blocks of one sample
     total, part = (np.zeros(out.shape, np.float64), np.empty_like(out)) if pass_name == "weight" else (None, None)
+    said = []   # what the calls said of their parts of out
     for first in range(0, spec.batch, samples):
         stop = min(spec.batch, first + samples)
         if blocks > 1:
-            _channel_blocks(method, pass_name, spec, a, b, out if total is None else part, first, blocks)
+            said += _channel_blocks(method, pass_name, spec, a, b, out if total is None else part, first, blocks)
         elif total is None:
-            method(dataclasses.replace(spec, batch=stop - first), a[first:stop], b, out[first:stop])
+            said.append(method(dataclasses.replace(spec, batch=stop - first), a[first:stop], b, out[first:stop]))
         else:
             method(dataclasses.replace(spec, batch=stop - first), a[first:stop], b[first:stop], part)
         if total is not None:
             total += part
     if total is not None:
         out[...] = total
+        return None   # a sum of parts: their finiteness says nothing of it
+    return None if None in said else all(said)
 
 
 def _channel_blocks(method, pass_name, spec, a, b, out, sample, wanted):
-    """One sample's pass in about ``wanted`` blocks of channels (or of groups)."""
+    """One sample's pass in about ``wanted`` blocks of channels (or of groups); what each call
+    returned, in a list."""
     n = slice(sample, sample + 1)
+    said = []
     for sub, x_channels, y_channels, w_rows, w_columns in _blocks(spec, pass_name, wanted):
         if pass_name == "forward":
-            method(sub, a[n, x_channels], b[w_rows, w_columns], out[n, y_channels])
+            said.append(method(sub, a[n, x_channels], b[w_rows, w_columns], out[n, y_channels]))
         elif pass_name == "input":
-            method(sub, a[n, y_channels], read_only(np.ascontiguousarray(b[w_rows, w_columns])), out[n, x_channels])
+            said.append(method(sub, a[n, y_channels], read_only(np.ascontiguousarray(b[w_rows, w_columns])),
+                               out[n, x_channels]))
         else:
-            method(sub, a[n, x_channels], b[n, y_channels], out[w_rows, w_columns])
+            said.append(method(sub, a[n, x_channels], b[n, y_channels], out[w_rows, w_columns]))
+    return said
 
 
 def _blocks(spec, pass_name, wanted):

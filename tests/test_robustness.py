@@ -43,6 +43,7 @@ def _assert_same_pattern(actual, expected, what):
 # differently for some pass (winograd, depthwise, planar, blocked, depth_taps) and one where it picks im2col.
 NONFINITE_PROBLEMS = [
     ((2, 16, 32, 32), (16, 16, 3, 3), dict(padding=1)),                       # winograd
+    ((1, 256, 14, 14), (256, 256, 3, 3), dict(padding=1)),                    # winograd by filter blocks
     ((2, 16, 12, 12), (16, 1, 3, 3), dict(padding=1, groups=16)),            # depthwise (blocked: weight)
     ((2, 3, 11, 9), (4, 3, 5, 5), dict(padding=2)),                           # planar
     ((2, 16, 9, 9), (16, 1, 3, 3), dict(stride=2, padding=1, groups=16)),     # blocked (input: scatter)
@@ -78,7 +79,28 @@ def test_auto_places_nan_and_inf_as_the_reference(rng, x_shape, w_shape, options
 def test_auto_picks_the_algorithms_these_problems_are_meant_for():
     picked = [dispatch.choose("cpu", "auto", ConvSpec.create(x, w, **o).as_3d()).__name__.rsplit(".", 1)[1]
               for x, w, o in NONFINITE_PROBLEMS]
-    assert picked == ["winograd", "depthwise", "planar", "blocked", "im2col", "blocked", "depth_taps"]
+    assert picked == ["winograd", "winograd", "depthwise", "planar", "blocked", "im2col", "blocked", "depth_taps"]
+
+
+@pytest.mark.parametrize("x_shape, w_shape", [((2, 16, 13, 10), (16, 16, 3, 3)), ((1, 256, 14, 14), (256, 256, 3, 3))],
+                         ids=["tile-blocks", "filter-blocks"])
+def test_winograd_says_whether_its_outputs_are_finite(rng, monkeypatch, x_shape, w_shape):
+    """Winograd's forward and input gradient count their non-finite outputs while they are in cache
+    and return whether there were none (numbaconv.algorithm), in one call and in slices."""
+    winograd = CPU["winograd"]
+    spec = ConvSpec.create(x_shape, w_shape, padding=1).as_3d()
+    tiling = winograd.Tiling(x_shape[1], w_shape[0], *x_shape[2:], np.float32, 36 * w_shape[0] * w_shape[1])
+    assert winograd._by_filter_blocks(tiling, 1, x_shape[0]) == (x_shape[1] == 256)
+    for slice_flops in (winograd.SLICE_FLOPS, 1):
+        monkeypatch.setattr(winograd, "SLICE_FLOPS", slice_flops)
+        for value in (None, np.nan, -np.inf):
+            x, w, grad_y = (random_array(rng, shape, np.float32) for shape in (spec.x_shape, spec.w_shape, spec.y_shape))
+            if value is not None:
+                x[-1, 3, 0, -1, -1] = grad_y[0, 5, 0, 2, 1] = value
+            for pass_name, a, b, out in (("forward", x, w, np.empty(spec.y_shape, np.float32)),
+                                         ("input", grad_y, w, np.empty(spec.x_shape, np.float32))):
+                finite = slices.run(winograd, pass_name, spec, a, b, out)
+                assert finite is (value is None) and finite == np.isfinite(out).all(), (pass_name, slice_flops, value)
 
 
 def test_the_problem_of_the_report_under_auto(rng):

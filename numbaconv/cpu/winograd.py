@@ -149,17 +149,19 @@ def _filter_blocks_bytes(tiling, batch):
 
 
 @njit(parallel=True, cache=True)
-def _tile_blocks(padded, u, y, tiles_h, block_rows, patches, products, half, rows):
+def _tile_blocks(padded, u, y, tiles_h, block_rows, patches, products, half, rows, nonfinite):
     """``y (S, K, OH, OW) = conv(x)`` for a chunk of samples whose input ``padded`` came from
     to_channels_last, through transformed filters ``u`` (36, g, C/g, K/g): the threads take
     consecutive blocks of ``block_rows`` tile rows; per block, V (input_tiles), the 36 x g
-    products M[p] = V[p] @ U[p] in BLAS and the output tiles (output_tiles). Scratch rows per
-    thread: ``patches``, ``products``, ``half``, ``rows``."""
+    products M[p] = V[p] @ U[p] in BLAS and the output tiles (output_tiles), whose non-finite
+    outputs each thread counts into ``nonfinite[thread]``. Scratch rows per thread:
+    ``patches``, ``products``, ``half``, ``rows``."""
     threads, out_channels, tiles_w = patches.shape[0], y.shape[1], padded.shape[3] - 1
     groups, group_in, group_out = u.shape[1], u.shape[2], u.shape[3]
     tile_rows = y.shape[0] * tiles_h
     for index in prange(threads):
         thread = np.int64(index)
+        nonfinite[thread] = 0
         first_block, stop_block = share(-(-tile_rows // block_rows), thread, threads)
         for block in range(first_block, stop_block):
             first, stop, v = block_patches(padded, tiles_h, block, block_rows, tile_rows, thread, patches, half)
@@ -167,18 +169,25 @@ def _tile_blocks(padded, u, y, tiles_h, block_rows, patches, products, half, row
             for p in range(POINTS):
                 for g in range(groups):
                     gemm(v[p, :, g * group_in:(g + 1) * group_in], u[p, g], m[p, :, g * group_out:(g + 1) * group_out], 0.0)
-            output_tiles(m, first, stop, tiles_h, y, scratch(half, thread, (PATCH, TILE, tiles_w, out_channels)),
-                         scratch(rows, thread, (TILE, TILE, tiles_w, out_channels)), np.int64(0))   # int64: one compile
+            nonfinite[thread] += output_tiles(m, first, stop, tiles_h, y,
+                                              scratch(half, thread, (PATCH, TILE, tiles_w, out_channels)),
+                                              scratch(rows, thread, (TILE, TILE, tiles_w, out_channels)),
+                                              np.int64(0))   # int64: one compile
 
 
 def _winograd(x, u, y, tiling, pad_top, pad_left):
     """``y (N, K, OH, OW) = conv(x (N, C, H, W))`` through transformed filters ``u``, the input
     read from ``(-pad_top, -pad_left)`` on (any sign), by tile blocks (:func:`_tile_blocks`), a
-    chunk of samples at a time."""
+    chunk of samples at a time. Returns whether every output is finite."""
+    nonfinite = np.zeros(tiling.threads, np.int64)
+    finite = True
     for first, stop in tiling.chunks(x.shape[0]):
         padded = tiling.padded_input(x[first:stop], pad_top, pad_left)
         block_rows = tiling.block_rows(stop - first)
-        _tile_blocks(padded, u, y[first:stop], tiling.tiles_h, block_rows, *tiling.block_scratch(block_rows))
+        _tile_blocks(padded, u, y[first:stop], tiling.tiles_h, block_rows, *tiling.block_scratch(block_rows),
+                     nonfinite)
+        finite = finite and not nonfinite.any()
+    return finite
 
 
 @njit(parallel=True, cache=True)
@@ -194,15 +203,17 @@ def _all_input_tiles(padded, tiles_h, patches, half):
 
 
 @njit(parallel=True, cache=True)
-def _all_output_tiles(products, tiles_h, y, half, rows):
+def _all_output_tiles(products, tiles_h, y, half, rows, nonfinite):
     """output_tiles of every tile row of ``products`` (36, all tiles, K) into ``y``, the threads
-    taking consecutive tile rows. Scratch rows per thread ``half`` and ``rows``."""
+    taking consecutive tile rows, each counting its non-finite outputs into
+    ``nonfinite[thread]``. Scratch rows per thread ``half`` and ``rows``."""
     threads, out_channels, tiles_w = half.shape[0], y.shape[1], -(-y.shape[3] // TILE)
     for index in prange(threads):
         thread = np.int64(index)
         first, stop = share(y.shape[0] * tiles_h, thread, threads)
-        output_tiles(products, first, stop, tiles_h, y, scratch(half, thread, (PATCH, TILE, tiles_w, out_channels)),
-                     scratch(rows, thread, (TILE, TILE, tiles_w, out_channels)), first * tiles_w)
+        nonfinite[thread] = output_tiles(products, first, stop, tiles_h, y,
+                                         scratch(half, thread, (PATCH, TILE, tiles_w, out_channels)),
+                                         scratch(rows, thread, (TILE, TILE, tiles_w, out_channels)), first * tiles_w)
 
 
 @njit(parallel=True, cache=True)
@@ -231,7 +242,8 @@ def _winograd_filter_blocks(x, w, rotated, y, tiling, pad_top, pad_left):
     """:func:`_winograd` for few tiles and many filters (one group): all tiles' V first, then each
     thread takes blocks of output channels, transforming the block's filters (U stays in cache:
     36 K C values of a wide layer, 38 MB at 512 channels, would otherwise go through memory
-    twice) and multiplying all the tiles with them; then the output tiles. It pays from
+    twice) and multiplying all the tiles with them; then the output tiles. Returns whether
+    every output is finite. It pays from
     FILTER_BLOCKS_TILE_RATIO output channels per tile on (``numbaconv bench --layer
     conv3x3_256,conv3x3_512 --algo winograd --pass forward,input`` with the ratio changed;
     docs/decisions.md, G2)."""
@@ -248,19 +260,22 @@ def _winograd_filter_blocks(x, w, rotated, y, tiling, pad_top, pad_left):
     _multiply_filter_blocks(w, rotated, patches, products, block_outs, tiling.per_thread("winograd_taps", 9 * step),
                             tiling.per_thread("winograd_filter_half", 18 * FILTER_CHUNK),
                             tiling.per_thread("winograd_filter_block", POINTS * step))
-    _all_output_tiles(products, tiling.tiles_h, y, half, tiling.per_thread("winograd_rows", tiling.rows_size()))
+    nonfinite = np.zeros(tiling.threads, np.int64)
+    _all_output_tiles(products, tiling.tiles_h, y, half, tiling.per_thread("winograd_rows", tiling.rows_size()),
+                      nonfinite)
+    return not nonfinite.any()
 
 
 def _convolve(x, w, groups, rotated, y, pad_top, pad_left):
     """``y = conv(x)`` with the filters of ``w`` (``rotated``: the input gradient's), by filter
-    blocks or by tile blocks."""
+    blocks or by tile blocks; returns whether every output is finite."""
     channels, out_channels = x.shape[1], y.shape[1]
     tiling = Tiling(channels, out_channels, y.shape[2], y.shape[3], x.dtype, POINTS * w.shape[0] * w.shape[1])
     with single_threaded_blas():
         if _by_filter_blocks(tiling, groups, x.shape[0]):
-            _winograd_filter_blocks(x, w.reshape(w.shape[0], w.shape[1], 9), rotated, y, tiling, pad_top, pad_left)
-        else:
-            _winograd(x, transformed_filters(w, groups, rotated), y, tiling, pad_top, pad_left)
+            return _winograd_filter_blocks(x, w.reshape(w.shape[0], w.shape[1], 9), rotated, y, tiling, pad_top,
+                                           pad_left)
+        return _winograd(x, transformed_filters(w, groups, rotated), y, tiling, pad_top, pad_left)
 
 
 def _planes(array):
@@ -269,11 +284,11 @@ def _planes(array):
 
 
 def forward(spec, x, w, out):
-    _convolve(_planes(x), w, spec.groups, False, _planes(out), spec.pad_lo[1], spec.pad_lo[2])
+    return _convolve(_planes(x), w, spec.groups, False, _planes(out), spec.pad_lo[1], spec.pad_lo[2])
 
 
 def backward_input(spec, grad_y, w, grad_x):
-    _convolve(_planes(grad_y), w, spec.groups, True, _planes(grad_x), 2 - spec.pad_lo[1], 2 - spec.pad_lo[2])
+    return _convolve(_planes(grad_y), w, spec.groups, True, _planes(grad_x), 2 - spec.pad_lo[1], 2 - spec.pad_lo[2])
 
 
 @njit(parallel=True, cache=True)

@@ -125,17 +125,31 @@ def gradient_tiles(padded, first_row, stop_row, tiles_h, tiles, half, first_tile
         j += slots
 
 
+@njit(inline="always", cache=True)
+def count_nonfinite(values, first, stop):
+    """How many of ``values[first:stop]`` are NaN or infinite (``v - v`` is NaN for them, 0 for
+    every finite ``v``: a test the loop vectorises without fast-math)."""
+    count = 0
+    for i in range(first, stop):
+        difference = values[i] - values[i]
+        count += difference != difference
+    return count
+
+
 @njit(nogil=True, cache=True)
 def output_tiles(products, first_row, stop_row, tiles_h, y, half, rows, first_tile):
     """``y[n, k, 4 th + i, 4 tw + i2] = (A^T M A)[i, i2]`` with ``M[p] = products[p, j, k]`` for
     the tiles of input_tiles; outputs past ``y``'s edges are dropped. Scratch ``half``
-    (6, 4, tiles_w, K) and ``rows`` (4, 4, tiles_w, K): one tile row, channels-last."""
+    (6, 4, tiles_w, K) and ``rows`` (4, 4, tiles_w, K): one tile row, channels-last. Returns how
+    many of the tile rows' outputs (those dropped past the right edge included) are NaN or
+    infinite, counted while they are in cache: a caller need not read ``y`` again to learn
+    whether Winograd's transforms spread a non-finite value (numbaconv.functional)."""
     out_channels, out_h, out_w = y.shape[1], y.shape[2], y.shape[3]
     count, tiles_w = products.shape[1], rows.shape[2]
     row_size, tile_row_size = TILE * tiles_w * out_channels, tiles_w * out_channels
     products_flat, rows_flat, half_flat, y_flat = products.reshape(-1), rows.reshape(-1), half.reshape(-1), y.reshape(-1)
     columns, planes = tile_columns(TILE * tiles_w, tiles_w, out_channels), np.arange(LANES) * (out_h * out_w)
-    j = first_tile
+    j, nonfinite = first_tile, 0
     for tile_row in range(first_row, stop_row):
         n, th = tile_row // tiles_h, tile_row % tiles_h
         # rows of M, across the tiles: half[a, i2, tw] = sum_b A^T[i2, b] M[6 a + b, j + tw]
@@ -144,11 +158,14 @@ def output_tiles(products, first_row, stop_row, tiles_h, y, half, rows, first_ti
                                     tile_row_size), four_rows(half_flat, a * row_size, tile_row_size, tile_row_size))
         # columns, the whole tile row at once: rows[i] = sum_a A^T[i, a] half[a]
         tile_transform(six_rows(half_flat, 0, row_size, row_size), four_rows(rows_flat, 0, row_size, row_size))
-        for i in range(min(TILE, out_h - th * TILE)):
+        kept_rows = min(TILE, out_h - th * TILE)
+        nonfinite += count_nonfinite(rows_flat, 0, kept_rows * row_size)
+        for i in range(kept_rows):
             y_at = ((n * out_channels) * out_h + th * TILE + i) * out_w
             transposed_rows(y_flat, columns, y_at, out_h * out_w, rows_flat, planes, i * row_size, 1, 0, out_w,
                              out_channels)
         j += tiles_w
+    return nonfinite
 
 
 @njit(nogil=True, cache=True)
