@@ -49,7 +49,7 @@ import numpy as np
 from . import workspace
 from .. import slices
 
-# Winograd's results are scanned by the engine when a tap's 2-d pass ran on it.
+# The engine scans the result for NaN and Inf, which a tap's 2-d pass on Winograd may have spread.
 INEXACT_NONFINITE = {"forward": "result", "input": "result", "weight": "result"}
 # (plane spec, pass name) -> the module that runs a tap's 2-d pass: set by numbaconv.dispatch,
 # which holds the rules and registers this module (importing it here would close a circle).
