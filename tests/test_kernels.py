@@ -85,6 +85,7 @@ def test_column_blocks_cut_anywhere(rng, monkeypatch, algo, case_names, block_co
     from numbaconv.cpu import im2col, workspace
     monkeypatch.setattr(workspace, "BLOCK_BYTES", 1)
     monkeypatch.setattr(workspace, "MIN_BLOCK_COLUMNS", block_columns)
+    monkeypatch.setattr(im2col, "BLOCK_MIN_COLUMNS", block_columns)
     monkeypatch.setattr(im2col, "RUN_MIN_WIDTH", run_min_width)
     monkeypatch.setattr(im2col, "WIDE_MOST_WASTE", wide_most_waste)
     module = dispatch.REGISTRY["cpu"][algo]

@@ -12,7 +12,10 @@ group,
 
 The matrix is never built whole: it is made and consumed in blocks of
 consecutive columns small enough to stay in a core's cache (``workspace.BLOCK_BYTES``),
-so unfolding costs cache writes rather than memory traffic; the blocks are
+so unfolding costs cache writes rather than memory traffic, but never
+fewer than ``BLOCK_MIN_COLUMNS`` columns: every single-threaded BLAS call
+packs the whole weight matrix again, which narrower blocks of a wide layer
+pay for more often than cache misses (docs/decisions.md, I8); the blocks are
 made equal and as many as a multiple of the threads. The threads take consecutive blocks in one
 ``prange`` region; each unfolds its block and multiplies it with
 single-threaded BLAS calls from inside (``blas.gemm``, straight into the
@@ -94,6 +97,7 @@ SLICE_FLOPS = int(1e10)
 RUN_MIN_WIDTH = 16   # output rows at least this wide are copied run by run, narrower ones gathered
 _RUN_BYTES = 5 * 8   # one entry of the table of row runs: five int64
 WIDE_MOST_WASTE = 1.5   # the forward runs over wide columns where they are at most this many a output
+BLOCK_MIN_COLUMNS = 1024   # columns a block of true columns holds at least (docs/decisions.md, I8)
 CHANNEL_SPLIT_MIN_RATIO = 0.25   # output channels a group per column from which chunks of channels run
 CHANNEL_SPLIT_FORWARD_MIN_REDUCTION = 2048   # and the forward's (C/g) * prod(kernel) from which they do
 
@@ -371,7 +375,8 @@ class _Blocking(_ColumnBlocks):
         self.columns = spec.batch * self.positions
         self.gathers_rows = _gathers(spec)
         widest = workspace.block_columns(_column_bytes(spec, self.dtype.itemsize), threads, self.columns,
-                                         _held_bytes(spec, pass_name, self.dtype.itemsize, threads))
+                                         _held_bytes(spec, pass_name, self.dtype.itemsize, threads),
+                                         BLOCK_MIN_COLUMNS)
         self.block = workspace.balanced_width(widest, self.columns, threads)
 
     def scratch(self):
@@ -422,6 +427,8 @@ class _ChannelChunks(_Blocking):
         return sums if self.spec.batch > 1 else 0
 
     def scratch_bytes(self):
+        """All the scratch of the pass: the threads' column blocks and tables, and the partial sums
+        or gathered grad_y (:meth:`result_size`)."""
         s, taps = self.spec, self.taps
         per_thread = (self.column_rows() * self.block * self.dtype.itemsize + taps * _most_runs(s, self.block) * _RUN_BYTES
                       + (8 * taps * self.block if self.gathers_rows else 0))

@@ -204,13 +204,14 @@ def over_limit(nbytes: int):
             f"{limit / 2**20:.1f} MiB (numbaconv.set_workspace_limit)")
 
 
-def block_columns(bytes_per_column: int, threads: int, total: int, reserved: int = 0) -> int:
-    """How many columns of a column matrix one block holds: about BLOCK_BYTES, at least
-    MIN_BLOCK_COLUMNS, at most what keeps all threads' blocks under WORKSPACE_LIMIT_BYTES
-    less the ``reserved`` bytes of other scratch (but one column always), and no more than
-    there are."""
+def block_columns(bytes_per_column: int, threads: int, total: int, reserved: int = 0, fewest: int | None = None) -> int:
+    """How many columns of a column matrix one block holds: about BLOCK_BYTES, at least ``fewest``
+    (default MIN_BLOCK_COLUMNS), at most what keeps all threads' blocks under
+    WORKSPACE_LIMIT_BYTES less the ``reserved`` bytes of other scratch (but one column always),
+    and no more than there are."""
+    fewest = MIN_BLOCK_COLUMNS if fewest is None else fewest
     widest = max(1, (workspace_limit() - reserved) // (threads * bytes_per_column))
-    return max(1, min(max(BLOCK_BYTES // bytes_per_column, MIN_BLOCK_COLUMNS), widest, total))
+    return max(1, min(max(BLOCK_BYTES // bytes_per_column, fewest), widest, total))
 
 
 def balanced_width(width: int, total: int, threads: int) -> int:
