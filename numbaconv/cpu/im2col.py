@@ -384,12 +384,19 @@ class _Blocking(_ColumnBlocks):
         tables of row runs and of source offsets (where rows are gathered), and the problem's
         shape for :func:`_unfold` and :func:`_fold` as one array (:func:`_geometry`)."""
         s = self.spec
-        taps = math.prod(s.kernel_size)
-        columns = self.per_thread("columns", self.column_rows() * self.block)
-        runs = self.per_thread("runs", taps * _most_runs(s, self.block) * 5, np.int64)
-        sources = self.per_thread("offsets", taps * self.block if self.gathers_rows else 0, np.int64)
+        column_values, run_values, source_values = self.scratch_sizes()
+        columns = self.per_thread("columns", column_values)
+        runs = self.per_thread("runs", run_values, np.int64)
+        sources = self.per_thread("offsets", source_values, np.int64)
         geometry = np.array(s.kernel_size + s.out_size + s.stride + s.dilation + s.pad_lo + (self.gathers_rows,), np.int64)
         return columns, runs, sources, geometry
+
+    def scratch_sizes(self):
+        """Elements per thread of :meth:`scratch`'s column block (in the dtype), its table of row
+        runs and its table of source offsets (int64)."""
+        taps = math.prod(self.spec.kernel_size)
+        return (self.column_rows() * self.block, taps * _most_runs(self.spec, self.block) * _RUN_BYTES // 8,
+                taps * self.block if self.gathers_rows else 0)
 
     def column_rows(self):
         """Rows of a thread's column block: all the groups' channel-taps."""
@@ -408,15 +415,14 @@ class _ChannelChunks(_Blocking):
         super().__init__(spec, dtype, threads, pass_name)
         self.pass_name = pass_name
         self.block = self.columns
-        self.taps = math.prod(spec.kernel_size)
         group_in = spec.group_in_channels
-        widest = max(1, workspace.BLOCK_BYTES // (self.taps * self.columns * self.dtype.itemsize))
+        widest = max(1, workspace.BLOCK_BYTES // (math.prod(spec.kernel_size) * self.columns * self.dtype.itemsize))
         items = threads * -(-(spec.groups * -(-group_in // widest)) // threads)   # a multiple of the threads
         self.chunk = -(-group_in // min(group_in, -(-items // spec.groups)))
 
     def column_rows(self):
         """Rows of a thread's column block: one chunk's channel-taps."""
-        return self.chunk * self.taps
+        return self.chunk * math.prod(self.spec.kernel_size)
 
     def result_size(self):
         """Elements of the forward's partial sums (every thread's, and their total where the batch
@@ -429,9 +435,8 @@ class _ChannelChunks(_Blocking):
     def scratch_bytes(self):
         """All the scratch of the pass: the threads' column blocks and tables, and the partial sums
         or gathered grad_y (:meth:`result_size`)."""
-        s, taps = self.spec, self.taps
-        per_thread = (self.column_rows() * self.block * self.dtype.itemsize + taps * _most_runs(s, self.block) * _RUN_BYTES
-                      + (8 * taps * self.block if self.gathers_rows else 0))
+        column_values, run_values, source_values = self.scratch_sizes()
+        per_thread = column_values * self.dtype.itemsize + (run_values + source_values) * 8
         return self.threads * per_thread + self.result_size() * self.dtype.itemsize
 
 
