@@ -236,6 +236,26 @@ def test_concurrent_calls_agree_and_restore_blas_threads(rng):
     assert after == before
 
 
+def test_blas_held_to_one_thread_inside_calls_and_restored_after():
+    """Inside single_threaded_blas every BLAS library runs one thread, nested holds keep it so, and
+    the last one out restores each library's own count."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+    from numbaconv.cpu.threads import single_threaded_blas
+
+    def counts():
+        return [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = counts()
+        assert before and all(count == 2 for count in before)
+        with single_threaded_blas():
+            assert all(count == 1 for count in counts())
+            with single_threaded_blas():
+                assert all(count == 1 for count in counts())
+            assert all(count == 1 for count in counts())
+        assert counts() == before
+
+
 def test_remembered_specs_do_not_hide_bad_arguments(rng):
     """The spec cache takes only plain ints and tuples: a float stride after an equal int one still fails."""
     x, w = random_array(rng, (1, 2, 6, 6)), random_array(rng, (3, 2, 3, 3))

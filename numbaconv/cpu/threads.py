@@ -39,7 +39,6 @@ millisecond, a ``prange`` region microseconds. ``python
 bench/train_step.py`` times the kernels right after PyTorch's operations
 (docs/decisions.md, T1).
 """
-import contextlib
 import threading
 
 import numba
@@ -109,31 +108,39 @@ def add_partials(partials, out):
 class _SingleThreadedBlas:
     """Holds BLAS to one thread while any call runs, restoring it when the last one ends.
 
-    threadpoolctl's limits are process-wide; two overlapping calls from the
-    caller's own threads must not restore each other's settings.
+    The thread counts are process-wide; two overlapping calls from the
+    caller's own threads must not restore each other's settings. The BLAS
+    libraries are found once (threadpoolctl scans the loaded libraries in
+    0.3 ms); each call then reads their counts and sets only those above one
+    (a few microseconds, where threadpoolctl's ``limit`` and restore took 18).
     """
 
     def __init__(self):
         self._lock = threading.Lock()
         self._active = 0
-        self._limit = None
-        self._controller = None   # scanning the loaded libraries costs 0.3 ms: done once
+        self._libraries = None
+        self._restore = ()
 
-    @contextlib.contextmanager
-    def held(self):
+    def __enter__(self):
         with self._lock:
             if self._active == 0:
-                if self._controller is None:
-                    self._controller = ThreadpoolController()
-                self._limit = self._controller.limit(limits=1, user_api="blas")
+                if self._libraries is None:
+                    self._libraries = [library for library in ThreadpoolController().lib_controllers
+                                       if library.user_api == "blas"]
+                self._restore = [(library, count) for library in self._libraries
+                                 if (count := library.get_num_threads()) != 1]
+                for library, _ in self._restore:
+                    library.set_num_threads(1)
             self._active += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._active -= 1
-                if self._active == 0:
-                    self._limit.restore_original_limits()
+        return self
+
+    def __exit__(self, *exception):
+        with self._lock:
+            self._active -= 1
+            if self._active == 0:
+                for library, count in self._restore:
+                    library.set_num_threads(count)
+                self._restore = ()
 
 
 _single_threaded_blas = _SingleThreadedBlas()
@@ -141,4 +148,4 @@ _single_threaded_blas = _SingleThreadedBlas()
 
 def single_threaded_blas():
     """Context manager: BLAS held to one thread inside (kernels call it from ``prange`` bodies)."""
-    return _single_threaded_blas.held()
+    return _single_threaded_blas
