@@ -5,7 +5,12 @@ groups) * prod(kernel)`` the size of each group's matrix product (its rows
 times its reduction). docs/decisions.md (D1-D9) holds the measurements behind
 each rule; the command after each rule reproduces them.
 
-0. Depthwise problems (one input channel per group, ``groups > 1``): at
+0. Depthwise problems (one input channel per group, ``groups > 1``): the
+   forward and input gradient of 2-d kernels at least
+   ``BLOCKED_MIN_KERNEL_SIDE`` taps high and wide go to ``blocked`` where its
+   lanes are full enough (below): it sums a whole kernel row into four
+   outputs held in registers, where ``planar`` loads and stores its plane
+   of sums every nine taps (RepLKNet's 31x31); else at
    stride 1 on planes of at least ``PLANAR_NARROW_GROUP_MIN_OUTPUTS`` outputs
    ``planar`` (its rows along whole padded planes are long enough to pay for
    its plane copies); else ``blocked`` (SIMD lanes across channels, any
@@ -24,8 +29,8 @@ each rule; the command after each rule reproduces them.
    FFT plan's modelled time (``cpu/fft.py``'s cost model) is at most
    ``1 / FFT_MIN_MODEL_RATE`` ns per FLOP of the direct count: large kernels
    (7x7 and up at 64 channels, 17 taps and up in 1-d, 7x7x7 in 3-d). Depthwise
-   problems stay with rule 0: planar's passes over 31x31 kernels on 28x28 and 56x56
-   planes are as fast as the FFT, whose channels-last transforms of few channels
+   problems stay with rule 0: its passes over 31x31 kernels on 28x28 and 56x56
+   planes are as fast as the FFT or faster, whose channels-last transforms of few channels
    cost more than its products save. ``numbaconv bench --suite large_kernels --algo
    all`` and the sweep in docs/decisions.md (F1).
 0b. Grouped layers (``groups > 1``, more than one input channel a group)
@@ -113,6 +118,7 @@ CHANNELS_LAST_STEM_MAX_CHANNELS = 4
 CHANNELS_LAST_STEM_MIN_REDUCTION = 64
 DEPTHWISE_MIN_PLANE_OUTPUTS = 128
 BLOCKED_MIN_LANE_FILL = 0.75
+BLOCKED_MIN_KERNEL_SIDE = 19
 PLANAR_NARROW_GROUP_MIN_OUTPUTS = 784
 PLANAR_PRODUCT_LIMIT = 32768
 PLANAR_SMALL_PLANE_PRODUCT = 4096
@@ -230,10 +236,14 @@ def _auto_cpu(spec, runnable, pass_name):
 def _depthwise_choice(spec, runnable, pass_name):
     """Rule 0 of the module docstring, or None where no depthwise algorithm takes the problem."""
     outputs = math.prod(spec.out_size)
+    lanes_full = cpu_blocked.lane_fill(spec.in_channels if pass_name == "input" else spec.out_channels)
+    blocked_fits = "blocked" in runnable and lanes_full >= BLOCKED_MIN_LANE_FILL
+    long_rows = spec.kernel_size[0] == 1 and min(spec.kernel_size[1:]) >= BLOCKED_MIN_KERNEL_SIDE
+    if blocked_fits and long_rows and pass_name != "weight":
+        return "blocked"
     if "planar" in runnable and outputs >= PLANAR_NARROW_GROUP_MIN_OUTPUTS:
         return "planar"
-    lanes_full = cpu_blocked.lane_fill(spec.in_channels if pass_name == "input" else spec.out_channels)
-    if "blocked" in runnable and lanes_full >= BLOCKED_MIN_LANE_FILL:
+    if blocked_fits:
         rows_pay = "depthwise" in runnable and outputs >= DEPTHWISE_MIN_PLANE_OUTPUTS
         return "depthwise" if rows_pay and pass_name != "weight" else "blocked"
     return "depthwise" if "depthwise" in runnable else None

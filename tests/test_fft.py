@@ -144,7 +144,8 @@ def test_auto_takes_fft_for_large_kernels_only():
     assert _auto((2, 64, 64, 64), (64, 64, 3, 3), padding=1) == "winograd"
     assert _auto((2, 64, 64, 64), (64, 64, 5, 5), padding=2) != "fft"
     assert _auto((1, 16, 32, 32, 32), (16, 16, 5, 5, 5), padding=2) != "fft"
-    assert _auto((2, 128, 56, 56), (128, 1, 31, 31), padding=15, groups=128) == "planar"   # depthwise: rule 0
+    assert _auto((2, 128, 56, 56), (128, 1, 31, 31), padding=15, groups=128) == "blocked"  # depthwise: rule 0
+    assert _auto((2, 128, 56, 56), (128, 1, 31, 31), "weight", padding=15, groups=128) == "planar"
     assert _auto((2, 64, 64, 64), (64, 64, 11, 11), stride=2, padding=5) != "fft"
 
 

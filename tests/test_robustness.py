@@ -433,6 +433,14 @@ def test_auto_thresholds_hold_at_their_boundaries():
     assert _auto((2, 24, 20, 20), (24, 1, 7, 7), padding=3, groups=24) == "blocked"              # 24 of 32 lanes
     assert _auto((2, 23, 20, 20), (23, 1, 7, 7), padding=3, groups=23) != "blocked"              # 23 of 32
     assert _auto((2, 1, 20, 20), (32, 1, 3, 3), padding=1) != "blocked"                          # groups = 1
+    # depthwise 2-d kernels from 19x19 on: blocked for the forward and input gradient, lanes permitting
+    assert dispatch.BLOCKED_MIN_KERNEL_SIDE == 19
+    for pass_name in ("forward", "input"):
+        assert _auto((2, 32, 40, 40), (32, 1, 19, 19), pass_name, padding=9, groups=32) == "blocked"
+        assert _auto((2, 32, 40, 40), (32, 1, 19, 18), pass_name, padding=9, groups=32) == "planar"  # 18 wide
+        assert _auto((2, 23, 40, 40), (23, 1, 19, 19), pass_name, padding=9, groups=23) == "planar"  # 23 of 32 lanes
+    assert _auto((2, 32, 40, 40), (32, 1, 19, 19), "weight", padding=9, groups=32) == "planar"
+    assert _auto((1, 32, 20, 20, 20), (32, 1, 19, 19, 19), padding=9, groups=32) != "blocked"     # 3-d kernel
     # grouped layers of at most 64 channels a group: planar at stride 1 from 784 outputs a plane,
     # else channels_last from 8 channels a group; 1x1 kernels and wider groups by the other rules
     assert dispatch.GROUPED_MAX_CHANNELS == 64 and dispatch.CHANNELS_LAST_MIN_GROUP_CHANNELS == 8
