@@ -6,25 +6,26 @@ times its reduction). docs/decisions.md (D1-D9) holds the measurements behind
 each rule; the command after each rule reproduces them.
 
 0. Depthwise problems (one input channel per group, ``groups > 1``): the
-   forward and input gradient of 2-d kernels at least
-   ``BLOCKED_MIN_KERNEL_SIDE`` taps high and wide go to ``blocked`` where its
-   lanes are full enough (below): it sums a whole kernel row into four
-   outputs held in registers, where ``planar`` loads and stores its plane
-   of sums every nine taps (RepLKNet's 31x31); else at
-   stride 1 on planes of at least ``PLANAR_NARROW_GROUP_MIN_OUTPUTS`` outputs
-   ``planar`` (its rows along whole padded planes are long enough to pay for
-   its plane copies); else ``blocked`` (SIMD lanes across channels, any
-   kernel, stride, dilation or multiplier) where its 16-lane blocks are at
-   least ``BLOCKED_MIN_LANE_FILL`` full (the output channels', or for the
-   input gradient the input channels'; its taps run at about a third of the
-   dense algorithms' rate, so empty lanes sink it on compute-heavy problems),
-   except the forward and input gradient of the problems ``depthwise`` runs
-   (3x3, stride 1, "same" padding) on planes of at least
-   ``DEPTHWISE_MIN_PLANE_OUTPUTS`` outputs; ``depthwise`` also for the
-   problems it runs that ``blocked`` leaves. One-channel stems (``groups =
-   1``) go by the rules below. ``numbaconv bench --network
+   forward and input gradient go to ``blocked`` (SIMD lanes across
+   channels) where its 16-lane blocks are at least ``BLOCKED_MIN_LANE_FILL``
+   full (the output channels', or for the input gradient the input
+   channels'; its taps run at about a third of the dense algorithms' rate,
+   so empty lanes sink it on compute-heavy problems) and the 2-d kernel is
+   either ``BLOCKED_SLIDING_WIDTHS`` wide at stride and dilation 1 (its
+   rows then keep the weights in registers and load each input once for
+   four outputs: ConvNeXt's 7x7, EfficientNet's 5x5) or at least
+   ``BLOCKED_MIN_KERNEL_SIDE`` taps high and wide (it sums a whole kernel
+   row into four outputs held in registers, where ``planar`` loads and
+   stores its plane of sums every nine taps: RepLKNet's 31x31). Else, at
+   stride 1 on planes of at least ``PLANAR_NARROW_GROUP_MIN_OUTPUTS``
+   outputs, ``planar`` (its rows along whole padded planes are long enough
+   to pay for its plane copies); else ``blocked`` where its lanes are full
+   enough (any kernel, stride, dilation or multiplier), else ``depthwise``
+   (3x3, stride 1, "same" padding) where it runs. One-channel stems
+   (``groups = 1``) go by the rules below. ``python
+   bench/depthwise_kernels.py``, ``numbaconv bench --network
    mobilenet_v2,depthwise_grouped --algo planar,blocked,depthwise,direct``
-   (docs/decisions.md, D2, BL1).
+   (docs/decisions.md, D2, BL1, BL2).
 0a. ``fft`` for problems with more than one input channel per group where the
    FFT plan's modelled time (``cpu/fft.py``'s cost model) is at most
    ``1 / FFT_MIN_MODEL_RATE`` ns per FLOP of the direct count: large kernels
@@ -105,6 +106,7 @@ import functools
 import math
 
 from .cpu import workspace
+from .cpu.simd import SLIDING_TAPS
 from .cpu import blocked as cpu_blocked, channels_last as cpu_channels_last, depth_taps as cpu_depth_taps, depthwise as cpu_depthwise, direct as cpu_direct, fft as cpu_fft, im2col as cpu_im2col, planar as cpu_planar, winograd as cpu_winograd
 from .devices import cuda_usable
 
@@ -116,9 +118,9 @@ CHANNELS_LAST_MIN_GROUP_CHANNELS = 8
 GROUPED_MAX_CHANNELS = 64
 CHANNELS_LAST_STEM_MAX_CHANNELS = 4
 CHANNELS_LAST_STEM_MIN_REDUCTION = 64
-DEPTHWISE_MIN_PLANE_OUTPUTS = 128
 BLOCKED_MIN_LANE_FILL = 0.75
 BLOCKED_MIN_KERNEL_SIDE = 19
+BLOCKED_SLIDING_WIDTHS = SLIDING_TAPS   # the kernel widths blocked's stride-1 rows slide over
 PLANAR_NARROW_GROUP_MIN_OUTPUTS = 784
 PLANAR_PRODUCT_LIMIT = 32768
 PLANAR_SMALL_PLANE_PRODUCT = 4096
@@ -235,17 +237,17 @@ def _auto_cpu(spec, runnable, pass_name):
 
 def _depthwise_choice(spec, runnable, pass_name):
     """Rule 0 of the module docstring, or None where no depthwise algorithm takes the problem."""
-    outputs = math.prod(spec.out_size)
     lanes_full = cpu_blocked.lane_fill(spec.in_channels if pass_name == "input" else spec.out_channels)
     blocked_fits = "blocked" in runnable and lanes_full >= BLOCKED_MIN_LANE_FILL
-    long_rows = spec.kernel_size[0] == 1 and min(spec.kernel_size[1:]) >= BLOCKED_MIN_KERNEL_SIDE
-    if blocked_fits and long_rows and pass_name != "weight":
+    flat, unit_steps = spec.kernel_size[0] == 1, spec.stride == (1, 1, 1) and spec.dilation == (1, 1, 1)
+    long_rows = flat and min(spec.kernel_size[1:]) >= BLOCKED_MIN_KERNEL_SIDE
+    sliding = flat and unit_steps and spec.kernel_size[2] in BLOCKED_SLIDING_WIDTHS
+    if blocked_fits and (long_rows or sliding) and pass_name != "weight":
         return "blocked"
-    if "planar" in runnable and outputs >= PLANAR_NARROW_GROUP_MIN_OUTPUTS:
+    if "planar" in runnable and math.prod(spec.out_size) >= PLANAR_NARROW_GROUP_MIN_OUTPUTS:
         return "planar"
     if blocked_fits:
-        rows_pay = "depthwise" in runnable and outputs >= DEPTHWISE_MIN_PLANE_OUTPUTS
-        return "depthwise" if rows_pay and pass_name != "weight" else "blocked"
+        return "blocked"
     return "depthwise" if "depthwise" in runnable else None
 
 

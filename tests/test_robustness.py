@@ -44,7 +44,7 @@ def _assert_same_pattern(actual, expected, what):
 NONFINITE_PROBLEMS = [
     ((2, 16, 32, 32), (16, 16, 3, 3), dict(padding=1)),                       # winograd
     ((1, 256, 14, 14), (256, 256, 3, 3), dict(padding=1)),                    # winograd by filter blocks
-    ((2, 16, 12, 12), (16, 1, 3, 3), dict(padding=1, groups=16)),            # depthwise (blocked: weight)
+    ((2, 8, 12, 12), (8, 1, 3, 3), dict(padding=1, groups=8)),               # depthwise (8 of blocked's 16 lanes)
     ((2, 3, 11, 9), (4, 3, 5, 5), dict(padding=2)),                           # planar
     ((2, 16, 9, 9), (16, 1, 3, 3), dict(stride=2, padding=1, groups=16)),     # blocked (input: scatter)
     ((2, 16, 9, 9), (16, 16, 3, 3), dict(stride=2, padding=1)),               # im2col
@@ -417,30 +417,32 @@ def test_auto_thresholds_hold_at_their_boundaries():
     assert dispatch.PLANAR_PRODUCT_LIMIT == 32768
     assert _auto((1, 64, 20, 20), (56, 64, 3, 3), stride=1, padding=0, dilation=2) == "planar"    # P = 32256
     assert _auto((1, 64, 20, 20), (57, 64, 3, 3), dilation=2) == "im2col"          # P = 32832 >= 32768
-    # depthwise problems: planar at stride 1 from 784 outputs a plane; else blocked from 3/4 full
-    # lanes, but depthwise's forward and input gradient from 128 outputs a plane
-    assert dispatch.PLANAR_NARROW_GROUP_MIN_OUTPUTS == 784
-    assert dispatch.DEPTHWISE_MIN_PLANE_OUTPUTS == 128 and dispatch.BLOCKED_MIN_LANE_FILL == 0.75
+    # depthwise problems: blocked (from 3/4 full lanes) for the forward and input gradient of 5- and
+    # 7-wide kernels at stride 1 and of kernels from 19x19 on; else planar at stride 1 from 784
+    # outputs a plane; else blocked, else depthwise
+    assert dispatch.PLANAR_NARROW_GROUP_MIN_OUTPUTS == 784 and dispatch.BLOCKED_MIN_LANE_FILL == 0.75
+    assert dispatch.BLOCKED_SLIDING_WIDTHS == (5, 7) and dispatch.BLOCKED_MIN_KERNEL_SIDE == 19
     for pass_name in ("forward", "input", "weight"):
         assert _auto((2, 16, 28, 28), (16, 1, 3, 3), pass_name, padding=1, groups=16) == "planar"    # 784
-    assert _auto((2, 16, 28, 27), (16, 1, 3, 3), padding=1, groups=16) == "depthwise"            # 756
-    assert _auto((2, 16, 8, 16), (16, 1, 3, 3), padding=1, groups=16) == "depthwise"             # 8x16
-    assert _auto((2, 16, 8, 16), (16, 1, 3, 3), "input", padding=1, groups=16) == "depthwise"
-    assert _auto((2, 16, 8, 16), (16, 1, 3, 3), "weight", padding=1, groups=16) == "blocked"
-    assert _auto((2, 16, 8, 15), (16, 1, 3, 3), padding=1, groups=16) == "blocked"               # 8x15 = 120
+        assert _auto((2, 16, 28, 27), (16, 1, 3, 3), pass_name, padding=1, groups=16) == "blocked"   # 756
+        assert _auto((2, 16, 8, 15), (16, 1, 3, 3), pass_name, padding=1, groups=16) == "blocked"    # 8x15 = 120
+    assert _auto((2, 8, 28, 27), (8, 1, 3, 3), padding=1, groups=8) == "depthwise"               # 8 of 16 lanes
     assert _auto((2, 16, 64, 64), (16, 1, 3, 3), stride=2, padding=1, groups=16) == "blocked"    # not planar's
+    for pass_name in ("forward", "input"):
+        for width in (5, 7):
+            assert _auto((2, 16, 64, 64), (16, 1, width, width), pass_name, padding=width // 2, groups=16) == "blocked"
+        assert _auto((2, 16, 64, 64), (16, 1, 9, 9), pass_name, padding=4, groups=16) == "planar"
+        assert _auto((2, 16, 64, 64), (16, 1, 7, 7), pass_name, padding=6, dilation=2, groups=16) == "planar"
+        assert _auto((2, 32, 40, 40), (32, 1, 19, 19), pass_name, padding=9, groups=32) == "blocked"
+        assert _auto((2, 32, 40, 40), (32, 1, 19, 18), pass_name, padding=9, groups=32) == "planar"  # 18 wide
+        assert _auto((2, 23, 40, 40), (23, 1, 19, 19), pass_name, padding=9, groups=23) == "planar"  # 23 of 32 lanes
+    assert _auto((2, 16, 64, 64), (16, 1, 7, 7), "weight", padding=3, groups=16) == "planar"
+    assert _auto((2, 32, 40, 40), (32, 1, 19, 19), "weight", padding=9, groups=32) == "planar"
+    assert _auto((1, 32, 20, 20, 20), (32, 1, 19, 19, 19), padding=9, groups=32) != "blocked"     # 3-d kernel
     assert _auto((2, 16, 20, 20), (16, 1, 7, 7), padding=3, groups=16) == "blocked"
     assert _auto((2, 24, 20, 20), (24, 1, 7, 7), padding=3, groups=24) == "blocked"              # 24 of 32 lanes
     assert _auto((2, 23, 20, 20), (23, 1, 7, 7), padding=3, groups=23) != "blocked"              # 23 of 32
     assert _auto((2, 1, 20, 20), (32, 1, 3, 3), padding=1) != "blocked"                          # groups = 1
-    # depthwise 2-d kernels from 19x19 on: blocked for the forward and input gradient, lanes permitting
-    assert dispatch.BLOCKED_MIN_KERNEL_SIDE == 19
-    for pass_name in ("forward", "input"):
-        assert _auto((2, 32, 40, 40), (32, 1, 19, 19), pass_name, padding=9, groups=32) == "blocked"
-        assert _auto((2, 32, 40, 40), (32, 1, 19, 18), pass_name, padding=9, groups=32) == "planar"  # 18 wide
-        assert _auto((2, 23, 40, 40), (23, 1, 19, 19), pass_name, padding=9, groups=23) == "planar"  # 23 of 32 lanes
-    assert _auto((2, 32, 40, 40), (32, 1, 19, 19), "weight", padding=9, groups=32) == "planar"
-    assert _auto((1, 32, 20, 20, 20), (32, 1, 19, 19, 19), padding=9, groups=32) != "blocked"     # 3-d kernel
     # grouped layers of at most 64 channels a group: planar at stride 1 from 784 outputs a plane,
     # else channels_last from 8 channels a group; 1x1 kernels and wider groups by the other rules
     assert dispatch.GROUPED_MAX_CHANNELS == 64 and dispatch.CHANNELS_LAST_MIN_GROUP_CHANNELS == 8

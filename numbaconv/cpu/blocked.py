@@ -13,8 +13,10 @@ padding, and small planes pay no per-plane loop overhead: the way oneDNN and
 XNNPACK run depthwise layers.
 
 - forward: the input is copied into a zero-bordered grid, and each group
-  of four outputs sums a kernel row's taps in registers, then the outputs
-  go back to their ``LANES`` planes;
+  of four outputs sums a kernel row's taps in registers (at stride and
+  dilation 1, rows 5 or 7 wide also hold their weights in registers and
+  load each input once for the four outputs), then the outputs go back to
+  their ``LANES`` planes;
 - input gradient: at stride 1 the forward's correlation of ``grad_y`` with
   the kernel turned 180 degrees (lanes across input channels); at other
   strides each output gradient's products are scattered into a
@@ -38,7 +40,8 @@ output planes and the block's weights; the weight gradient's float64 sums
 per thread.
 
 Speed: ``numbaconv bench --suite networks --network mobilenet_v2`` and the
-extra depthwise and grouped layers of the networks suite (docs/decisions.md, D2, BL1).
+extra depthwise and grouped layers of the networks suite; ``python bench/depthwise_kernels.py``
+(docs/decisions.md, D2, BL1, BL2).
 """
 import functools
 import math
@@ -48,7 +51,8 @@ from numba import njit, prange
 
 from . import workspace
 from .common import input_correlation, rotated_weights
-from .simd import LANES, REGISTER_OUTPUTS, add_product_sums, add_product_sums_4, transpose_lanes
+from .simd import (LANES, REGISTER_OUTPUTS, SLIDING_BYTES, add_product_sums, add_product_sums_4, sliding_sums_5,
+                   sliding_sums_7, transpose_lanes)
 from .threads import most_threads, share, thread_count
 
 CACHE_LINE = 64   # bytes
@@ -145,11 +149,25 @@ def _correlate_row(out, out_at, weights, weights_at, grid, grid_at, grid_row, ou
     """``out[out_at + ow LANES:+LANES] += sum over taps (th, tw) of weights[weights_at + (th KW + tw)
     LANES:+LANES] * grid[grid_at + th grid_row + (ow stride + tw dilation) LANES:+LANES]`` for ``ow
     < out_w``: a kernel plane ``(KH, KW) = (k_h, k_w)`` on one output row, REGISTER_OUTPUTS outputs a
-    call (each weight vector loaded once for them)."""
+    call. At stride and dilation 1 with kernels 5 or 7 wide, ``simd.sliding_sums_*`` keep a
+    kernel row's weights in registers and load each input vector once for the outputs it reaches
+    (a 256-bit piece of the lanes a call); otherwise ``add_product_sums_4`` loads each weight
+    vector once for the four outputs."""
     full = out_w - out_w % REGISTER_OUTPUTS
+    sliding = stride == 1 and dilation == 1 and (k_w == 5 or k_w == 7)
+    piece = SLIDING_BYTES // out.itemsize
     for ow in range(0, full, REGISTER_OUTPUTS):
-        add_product_sums_4(out, out_at + ow * LANES, LANES, weights, weights_at, LANES, k_w * LANES,
-                           grid, grid_at + ow * stride * LANES, dilation * LANES, grid_row, stride * LANES, k_w, k_h)
+        if sliding:
+            for lane in range(0, LANES, piece):
+                at, weights_from, grid_from = out_at + ow * LANES + lane, weights_at + lane, grid_at + ow * LANES + lane
+                if k_w == 5:
+                    sliding_sums_5(out, at, weights, weights_from, grid, grid_from, grid_row, k_h)
+                else:
+                    sliding_sums_7(out, at, weights, weights_from, grid, grid_from, grid_row, k_h)
+        else:
+            add_product_sums_4(out, out_at + ow * LANES, LANES, weights, weights_at, LANES, k_w * LANES,
+                               grid, grid_at + ow * stride * LANES, dilation * LANES, grid_row, stride * LANES,
+                               k_w, k_h)
     for ow in range(full, out_w):
         add_product_sums(out, out_at + ow * LANES, 0, weights, weights_at, LANES, k_w * LANES,
                          grid, grid_at + ow * stride * LANES, dilation * LANES, grid_row, 0, k_w, k_h)

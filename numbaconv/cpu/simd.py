@@ -13,6 +13,12 @@ caller keeps every ``LANES``-long slice inside its array.
   t of a[...] * b[...]`` for one or four outputs, the sums held in registers
   (one load and store of ``out`` per output and call, each ``a`` vector
   loaded once for all the outputs);
+- ``sliding_sums_5``, ``sliding_sums_7`` (:func:`_sliding_sums`): add_product_sums_4's
+  stride-1 case for kernels 5 or 7 wide, on 256-bit vectors (a piece of
+  the lanes a call): the kernel row's weight vectors stay in registers and
+  each input vector is loaded once for the four outputs it reaches, so a
+  row costs ``4 + KW - 1`` input loads for ``4 KW`` multiply-adds, where
+  add_product_sums_4 loads ``5 KW`` vectors;
 - :func:`broadcast_sums`: ``out[o_r:o_r+W] (+)= sum of a[...] * b[...:+W]`` for a tile of
   outputs ``r``, each ``a`` element broadcast to all ``W`` lanes (an input element times a
   vector of output channels' weights), the tile's sums held in registers over four nested
@@ -105,6 +111,55 @@ one add into ``out`` per output."""
 REGISTER_OUTPUTS = 4
 add_product_sums_4 = _product_sums(REGISTER_OUTPUTS)
 
+
+# Kernel widths of the sliding_sums intrinsics: each holds a kernel row's weight vectors in registers.
+SLIDING_TAPS = (5, 7)
+SLIDING_BYTES = 32   # the width of their vectors: one 256-bit register
+
+
+def _sliding_sums(taps):
+    """The intrinsic ``sliding_sums[taps]``: :func:`add_product_sums_4`'s stride-1 case for
+    kernels ``taps`` wide, on vectors of ``SLIDING_BYTES``."""
+
+    @intrinsic
+    def sliding_sums(typingctx, out, out_at, weights, weights_at, grid, grid_at, grid_row, rows):
+        if not _float_arrays(out, weights, grid):
+            return None
+        width = SLIDING_BYTES * 8 // out.dtype.bitwidth
+
+        def codegen(context, builder, signature, args):
+            index = lambda position: _intp(context, builder, signature, args, position)  # noqa: E731
+            constant = lambda value: context.get_constant(types.intp, value)  # noqa: E731
+            out_lanes, weight_lanes, grid_lanes = (_Lanes(context, builder, t, args[i])
+                                                   for t, i in ((out, 0), (weights, 2), (grid, 4)))
+            out_at, weights_at, grid_at, grid_row, rows = (index(i) for i in (1, 3, 5, 6, 7))
+            vector = ir.VectorType(out_lanes.element, width)
+            slots = [cgutils.alloca_once_value(builder, ir.Constant(vector, None)) for _ in range(REGISTER_OUTPUTS)]
+            with cgutils.for_range(builder, rows) as row:
+                weights_row = builder.add(weights_at, builder.mul(row.index, constant(taps * LANES)))
+                grid_start = builder.add(grid_at, builder.mul(row.index, grid_row))
+                kernel_row = [weight_lanes.load(builder.add(weights_row, constant(t * LANES)), width)
+                              for t in range(taps)]
+                sums = [builder.load(slot) for slot in slots]
+                for position in range(REGISTER_OUTPUTS + taps - 1):   # each input vector loaded once
+                    value = grid_lanes.load(builder.add(grid_start, constant(position * LANES)), width)
+                    for r in range(max(0, position - taps + 1), min(REGISTER_OUTPUTS, position + 1)):
+                        product = builder.fmul(kernel_row[position - r], value, flags=("contract",))
+                        sums[r] = builder.fadd(sums[r], product, flags=("contract",))
+                for slot, total in zip(slots, sums):
+                    builder.store(total, slot)
+            for r, slot in enumerate(slots):
+                at = builder.add(out_at, constant(r * LANES))
+                out_lanes.store(builder.fadd(out_lanes.load(at, width), builder.load(slot), flags=("contract",)),
+                                at, width)
+            return context.get_dummy_value()
+
+        return types.none(out, out_at, weights, weights_at, grid, grid_at, grid_row, rows), codegen
+
+    return sliding_sums
+
+
+sliding_sums_5, sliding_sums_7 = (_sliding_sums(taps) for taps in SLIDING_TAPS)
 
 # Bytes of accumulators a broadcast_sums tile holds in registers: twelve 256-bit registers, which
 # leaves an AVX2 core's other four for the weight vector and the broadcast element. And at most

@@ -16,7 +16,9 @@ side only and padding wider than the kernel, and with few tiles for many filters
 on both sides of a padding wider than the kernel (Winograd's vector transposes); stride-1 problems with many more
 output than input channels per group (planar's weight gradient by columns); groups of 16
 channels at stride 1 and 2 (channels_last's full 16-lane blocks and vector transposes); many
-more filters than outputs (im2col's chunks of input channels, with rows gathered and run by run).
+more filters than outputs (im2col's chunks of input channels, with rows gathered and run by run);
+stride-1 depthwise kernels 5 and 7 wide on rows of whole and partial groups of four outputs
+(blocked's sliding row sums).
 """
 CASES = [
     ("2d-basic", (2, 3, 7, 9), (4, 3, 3, 3), 1, 0, 1, 1),
@@ -31,6 +33,8 @@ CASES = [
     ("2d-depthwise-multiplier-same", (2, 3, 6, 9), (6, 1, 3, 3), 1, 1, 1, 3),
     ("2d-depthwise-dilated-short", (2, 3, 3, 7), (6, 1, 3, 3), 1, (2, 3), (2, 3), 3),
     ("2d-depthwise-tiny-plane", (1, 2, 1, 2), (2, 1, 3, 3), 1, 1, 1, 2),
+    ("2d-depthwise-5x5", (2, 5, 9, 12), (5, 1, 5, 5), 1, 2, 1, 5),
+    ("2d-depthwise-multiplier-3x7", (1, 3, 8, 13), (6, 1, 3, 7), 1, (1, 3), 1, 3),
     ("2d-depthwise-dilated-wide", (1, 5, 11, 33), (5, 1, 3, 3), 1, (2, 1), (2, 1), 5),
     ("2d-1x1-strided", (2, 6, 7, 5), (5, 6, 1, 1), 2, 0, 1, 1),
     ("2d-1x1-groups", (2, 6, 17, 16), (4, 3, 1, 1), 1, 0, 1, 2),
