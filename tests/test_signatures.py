@@ -159,13 +159,17 @@ def test_auto_rule(monkeypatch):
     for algo, spec in picks:
         for pass_name in ("forward", "input", "weight"):
             assert dispatch.choose("cpu", "auto", spec.as_3d(), pass_name) is dispatch.REGISTRY["cpu"][algo], algo
-    # depthwise (with a channel multiplier, dilated, strided): planar from 784 outputs a plane at
-    # stride 1, else blocked, but depthwise's forward and input gradient on its own problems (3x3,
-    # "same" size) from 128 outputs a plane; one-channel stems by the dense rules
+    # depthwise (with a channel multiplier, dilated, strided): blocked for the forward and input
+    # gradient of 5- and 7-wide kernels at stride 1; planar from 784 outputs a plane at stride 1;
+    # else blocked where its lanes are full enough, else depthwise; one-channel stems by the dense rules
     for depthwise, picks in ((ConvSpec.create((8, 16, 28, 28), (32, 1, 3, 3), padding=1, groups=16),
                               ("planar",) * 3),
+                             (ConvSpec.create((8, 16, 28, 28), (32, 1, 5, 5), padding=2, groups=16),
+                              ("blocked", "blocked", "planar")),
                              (ConvSpec.create((8, 16, 14, 14), (32, 1, 3, 3), padding=1, groups=16),
-                              ("depthwise", "depthwise", "blocked")),
+                              ("blocked",) * 3),
+                             (ConvSpec.create((8, 8, 14, 14), (8, 1, 3, 3), padding=1, groups=8),
+                              ("depthwise",) * 3),   # 8 of blocked's 16 lanes
                              (ConvSpec.create((2, 16, 9, 9), (16, 1, 3, 3), padding=2, dilation=2, groups=16),
                               ("blocked",) * 3),
                              (ConvSpec.create((2, 16, 28, 28), (16, 1, 5, 5), stride=2, padding=2, groups=16),
