@@ -18,7 +18,8 @@ caller keeps every ``LANES``-long slice inside its array.
   the lanes a call): the kernel row's weight vectors stay in registers and
   each input vector is loaded once for the four outputs it reaches, so a
   row costs ``4 + KW - 1`` input loads for ``4 KW`` multiply-adds, where
-  add_product_sums_4 loads ``5 KW`` vectors;
+  add_product_sums_4 loads ``5 KW`` vectors; ``sliding_sums_3`` the same
+  for 3-wide kernels on ``SLIDING_OUTPUTS_3 = 8`` outputs (eleven registers);
 - :func:`broadcast_sums`: ``out[o_r:o_r+W] (+)= sum of a[...] * b[...:+W]`` for a tile of
   outputs ``r``, each ``a`` element broadcast to all ``W`` lanes (an input element times a
   vector of output channels' weights), the tile's sums held in registers over four nested
@@ -117,9 +118,9 @@ SLIDING_TAPS = (5, 7)
 SLIDING_BYTES = 32   # the width of their vectors: one 256-bit register
 
 
-def _sliding_sums(taps):
+def _sliding_sums(taps, outputs=REGISTER_OUTPUTS):
     """The intrinsic ``sliding_sums[taps]``: :func:`add_product_sums_4`'s stride-1 case for
-    kernels ``taps`` wide, on vectors of ``SLIDING_BYTES``."""
+    kernels ``taps`` wide, on vectors of ``SLIDING_BYTES``, for ``outputs`` outputs a call."""
 
     @intrinsic
     def sliding_sums(typingctx, out, out_at, weights, weights_at, grid, grid_at, grid_row, rows):
@@ -134,16 +135,16 @@ def _sliding_sums(taps):
                                                    for t, i in ((out, 0), (weights, 2), (grid, 4)))
             out_at, weights_at, grid_at, grid_row, rows = (index(i) for i in (1, 3, 5, 6, 7))
             vector = ir.VectorType(out_lanes.element, width)
-            slots = [cgutils.alloca_once_value(builder, ir.Constant(vector, None)) for _ in range(REGISTER_OUTPUTS)]
+            slots = [cgutils.alloca_once_value(builder, ir.Constant(vector, None)) for _ in range(outputs)]
             with cgutils.for_range(builder, rows) as row:
                 weights_row = builder.add(weights_at, builder.mul(row.index, constant(taps * LANES)))
                 grid_start = builder.add(grid_at, builder.mul(row.index, grid_row))
                 kernel_row = [weight_lanes.load(builder.add(weights_row, constant(t * LANES)), width)
                               for t in range(taps)]
                 sums = [builder.load(slot) for slot in slots]
-                for position in range(REGISTER_OUTPUTS + taps - 1):   # each input vector loaded once
+                for position in range(outputs + taps - 1):   # each input vector loaded once
                     value = grid_lanes.load(builder.add(grid_start, constant(position * LANES)), width)
-                    for r in range(max(0, position - taps + 1), min(REGISTER_OUTPUTS, position + 1)):
+                    for r in range(max(0, position - taps + 1), min(outputs, position + 1)):
                         product = builder.fmul(kernel_row[position - r], value, flags=("contract",))
                         sums[r] = builder.fadd(sums[r], product, flags=("contract",))
                 for slot, total in zip(slots, sums):
@@ -160,6 +161,8 @@ def _sliding_sums(taps):
 
 
 sliding_sums_5, sliding_sums_7 = (_sliding_sums(taps) for taps in SLIDING_TAPS)
+SLIDING_OUTPUTS_3 = 8   # outputs a sliding_sums_3 call: eight sums, three weights and an input in registers
+sliding_sums_3 = _sliding_sums(3, SLIDING_OUTPUTS_3)
 
 # Bytes of accumulators a broadcast_sums tile holds in registers: twelve 256-bit registers, which
 # leaves an AVX2 core's other four for the weight vector and the broadcast element. And at most
