@@ -51,8 +51,8 @@ from numba import njit, prange
 
 from . import workspace
 from .common import input_correlation, rotated_weights
-from .simd import (LANES, REGISTER_OUTPUTS, SLIDING_BYTES, add_product_sums, add_product_sums_4, SLIDING_OUTPUTS_3,
-                   sliding_sums_3, sliding_sums_5, sliding_sums_7, transpose_lanes)
+from .simd import (LANES, REGISTER_OUTPUTS, SLIDING_BYTES, add_product_sums, add_product_sums_4, WIDE_SLIDING_OUTPUTS,
+                   sliding_sums_3x8, sliding_sums_5, sliding_sums_5x8, sliding_sums_7, transpose_lanes)
 from .threads import most_threads, share, thread_count
 
 CACHE_LINE = 64   # bytes
@@ -149,21 +149,25 @@ def _correlate_row(out, out_at, weights, weights_at, grid, grid_at, grid_row, ou
     """``out[out_at + ow LANES:+LANES] += sum over taps (th, tw) of weights[weights_at + (th KW + tw)
     LANES:+LANES] * grid[grid_at + th grid_row + (ow stride + tw dilation) LANES:+LANES]`` for ``ow
     < out_w``: a kernel plane ``(KH, KW) = (k_h, k_w)`` on one output row, REGISTER_OUTPUTS outputs a
-    call. At stride and dilation 1 with kernels 3 (eight outputs a call), 5 or 7 wide,
-    ``simd.sliding_sums_*`` keep a kernel row's weights in registers and load each input vector
-    once for the outputs it reaches (a 256-bit piece of the lanes a call); otherwise, and for the
-    outputs left over, ``add_product_sums_4`` loads each weight vector once for four outputs."""
+    call. At stride and dilation 1 with kernels 3, 5 or 7 wide, ``simd.sliding_sums_*`` keep a
+    kernel row's weights in registers and load each input vector once for the outputs it reaches
+    (a 256-bit piece of the lanes a call; eight outputs a call for 3- and 5-wide rows, then four
+    for 5- and 7-wide ones); otherwise, and for the outputs left over, ``add_product_sums_4``
+    loads each weight vector once for four outputs."""
     piece = SLIDING_BYTES // out.itemsize
-    threes = 0
-    if stride == 1 and dilation == 1 and k_w == 3:
-        threes = out_w - out_w % SLIDING_OUTPUTS_3
-        for ow in range(0, threes, SLIDING_OUTPUTS_3):
+    eights = 0
+    if stride == 1 and dilation == 1 and (k_w == 3 or k_w == 5):
+        eights = out_w - out_w % WIDE_SLIDING_OUTPUTS
+        for ow in range(0, eights, WIDE_SLIDING_OUTPUTS):
             for lane in range(0, LANES, piece):
-                sliding_sums_3(out, out_at + ow * LANES + lane, weights, weights_at + lane, grid,
-                               grid_at + ow * LANES + lane, grid_row, k_h)
-    full = threes + (out_w - threes) // REGISTER_OUTPUTS * REGISTER_OUTPUTS
+                at, weights_from, grid_from = out_at + ow * LANES + lane, weights_at + lane, grid_at + ow * LANES + lane
+                if k_w == 3:
+                    sliding_sums_3x8(out, at, weights, weights_from, grid, grid_from, grid_row, k_h)
+                else:
+                    sliding_sums_5x8(out, at, weights, weights_from, grid, grid_from, grid_row, k_h)
+    full = eights + (out_w - eights) // REGISTER_OUTPUTS * REGISTER_OUTPUTS
     sliding = stride == 1 and dilation == 1 and (k_w == 5 or k_w == 7)
-    for ow in range(threes, full, REGISTER_OUTPUTS):
+    for ow in range(eights, full, REGISTER_OUTPUTS):
         if sliding:
             for lane in range(0, LANES, piece):
                 at, weights_from, grid_from = out_at + ow * LANES + lane, weights_at + lane, grid_at + ow * LANES + lane

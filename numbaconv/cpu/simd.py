@@ -18,8 +18,9 @@ caller keeps every ``LANES``-long slice inside its array.
   the lanes a call): the kernel row's weight vectors stay in registers and
   each input vector is loaded once for the four outputs it reaches, so a
   row costs ``4 + KW - 1`` input loads for ``4 KW`` multiply-adds, where
-  add_product_sums_4 loads ``5 KW`` vectors; ``sliding_sums_3`` the same
-  for 3-wide kernels on ``SLIDING_OUTPUTS_3 = 8`` outputs (eleven registers);
+  add_product_sums_4 loads ``5 KW`` vectors; ``sliding_sums_3x8`` and
+  ``sliding_sums_5x8`` the same for 3- and 5-wide kernels on
+  ``WIDE_SLIDING_OUTPUTS = 8`` outputs (twelve and fourteen registers);
 - :func:`broadcast_sums`: ``out[o_r:o_r+W] (+)= sum of a[...] * b[...:+W]`` for a tile of
   outputs ``r``, each ``a`` element broadcast to all ``W`` lanes (an input element times a
   vector of output channels' weights), the tile's sums held in registers over four nested
@@ -161,8 +162,8 @@ def _sliding_sums(taps, outputs=REGISTER_OUTPUTS):
 
 
 sliding_sums_5, sliding_sums_7 = (_sliding_sums(taps) for taps in SLIDING_TAPS)
-SLIDING_OUTPUTS_3 = 8   # outputs a sliding_sums_3 call: eight sums, three weights and an input in registers
-sliding_sums_3 = _sliding_sums(3, SLIDING_OUTPUTS_3)
+WIDE_SLIDING_OUTPUTS = 8   # outputs a call of the rows narrow enough to hold eight sums beside their weights
+sliding_sums_3x8, sliding_sums_5x8 = (_sliding_sums(taps, WIDE_SLIDING_OUTPUTS) for taps in (3, 5))
 
 # Bytes of accumulators a broadcast_sums tile holds in registers: twelve 256-bit registers, which
 # leaves an AVX2 core's other four for the weight vector and the broadcast element. And at most
