@@ -145,36 +145,43 @@ def _lanes_to_planes(src, table, src_at, size, dst, lane_offsets, count):
 
 
 @njit(inline="always", cache=True)
+def _slide(out, out_at, weights, weights_at, grid, grid_at, grid_row, k_h, k_w, eight):
+    """One group of outputs of a stride-1 row, eight (``eight``; 3- or 5-wide kernels) or four (5- or
+    7-wide), by the ``simd.sliding_sums_*`` of its kernel width, a 256-bit piece of the lanes a call:
+    ``out[out_at + r LANES:+LANES] += sum over taps (th, tw) of weights[weights_at + (th KW + tw)
+    LANES:+LANES] * grid[grid_at + th grid_row + (r + tw) LANES:+LANES]``."""
+    for lane in range(0, LANES, SLIDING_BYTES // out.itemsize):
+        at, weights_from, grid_from = out_at + lane, weights_at + lane, grid_at + lane
+        if eight and k_w == 3:
+            sliding_sums_3x8(out, at, weights, weights_from, grid, grid_from, grid_row, k_h)
+        elif eight:
+            sliding_sums_5x8(out, at, weights, weights_from, grid, grid_from, grid_row, k_h)
+        elif k_w == 5:
+            sliding_sums_5(out, at, weights, weights_from, grid, grid_from, grid_row, k_h)
+        else:
+            sliding_sums_7(out, at, weights, weights_from, grid, grid_from, grid_row, k_h)
+
+
+@njit(inline="always", cache=True)
 def _correlate_row(out, out_at, weights, weights_at, grid, grid_at, grid_row, out_w, stride, dilation, k_h, k_w):
     """``out[out_at + ow LANES:+LANES] += sum over taps (th, tw) of weights[weights_at + (th KW + tw)
     LANES:+LANES] * grid[grid_at + th grid_row + (ow stride + tw dilation) LANES:+LANES]`` for ``ow
     < out_w``: a kernel plane ``(KH, KW) = (k_h, k_w)`` on one output row, REGISTER_OUTPUTS outputs a
     call. At stride and dilation 1 with kernels 3, 5 or 7 wide, ``simd.sliding_sums_*`` keep a
     kernel row's weights in registers and load each input vector once for the outputs it reaches
-    (a 256-bit piece of the lanes a call; eight outputs a call for 3- and 5-wide rows, then four
-    for 5- and 7-wide ones); otherwise, and for the outputs left over, ``add_product_sums_4``
-    loads each weight vector once for four outputs."""
-    piece = SLIDING_BYTES // out.itemsize
-    eights = 0
-    if stride == 1 and dilation == 1 and (k_w == 3 or k_w == 5):
-        eights = out_w - out_w % WIDE_SLIDING_OUTPUTS
-        for ow in range(0, eights, WIDE_SLIDING_OUTPUTS):
-            for lane in range(0, LANES, piece):
-                at, weights_from, grid_from = out_at + ow * LANES + lane, weights_at + lane, grid_at + ow * LANES + lane
-                if k_w == 3:
-                    sliding_sums_3x8(out, at, weights, weights_from, grid, grid_from, grid_row, k_h)
-                else:
-                    sliding_sums_5x8(out, at, weights, weights_from, grid, grid_from, grid_row, k_h)
+    (:func:`_slide`: eight outputs a call for 3- and 5-wide rows, then four for 5- and 7-wide
+    ones); otherwise, and for the outputs left over, ``add_product_sums_4`` loads each weight
+    vector once for four outputs."""
+    unit_steps = stride == 1 and dilation == 1
+    eights = out_w - out_w % WIDE_SLIDING_OUTPUTS if unit_steps and (k_w == 3 or k_w == 5) else 0
+    for ow in range(0, eights, WIDE_SLIDING_OUTPUTS):
+        _slide(out, out_at + ow * LANES, weights, weights_at, grid, grid_at + ow * LANES, grid_row, k_h, k_w, True)
     full = eights + (out_w - eights) // REGISTER_OUTPUTS * REGISTER_OUTPUTS
-    sliding = stride == 1 and dilation == 1 and (k_w == 5 or k_w == 7)
+    sliding = unit_steps and (k_w == 5 or k_w == 7)
     for ow in range(eights, full, REGISTER_OUTPUTS):
         if sliding:
-            for lane in range(0, LANES, piece):
-                at, weights_from, grid_from = out_at + ow * LANES + lane, weights_at + lane, grid_at + ow * LANES + lane
-                if k_w == 5:
-                    sliding_sums_5(out, at, weights, weights_from, grid, grid_from, grid_row, k_h)
-                else:
-                    sliding_sums_7(out, at, weights, weights_from, grid, grid_from, grid_row, k_h)
+            _slide(out, out_at + ow * LANES, weights, weights_at, grid, grid_at + ow * LANES, grid_row, k_h, k_w,
+                   False)
         else:
             add_product_sums_4(out, out_at + ow * LANES, LANES, weights, weights_at, LANES, k_w * LANES,
                                grid, grid_at + ow * stride * LANES, dilation * LANES, grid_row, stride * LANES,
