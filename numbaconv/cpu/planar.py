@@ -70,11 +70,11 @@ import functools
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from . import workspace
 from .common import grid_walk, nine, nine_views, rotated_weights
-from .threads import add_partials, most_threads, share, thread_count
+from .threads import add_partials, most_threads, on_threads, share, thread_count
 
 # FLOPs of one uncut kernel call: a quarter second at 8 GFLOP/s, this algorithm's slowest rate on
 # dense layers; longer passes run in slices (numbaconv.slices, docs/decisions.md).
@@ -293,8 +293,8 @@ def _share_and_row(scratch, thread, items):
     return first, stop, own
 
 
-@njit(parallel=True, cache=True)
-def _correlate_kernel(source, weights, shifts, offset, grid, blocks, scratch, out):
+@njit(cache=True)
+def _correlate_kernel(thread, threads, source, weights, shifts, offset, grid, blocks, scratch, out):
     """``out[n, o] = sum over s in o's group and taps t of weights[o, s, t] * source[n, s]`` offset
     by tap t, on the grid: ``source`` (N, S, ...), ``weights`` (O, S/g, T), ``out`` (N, O, ...).
     The threads take consecutive shares of the (sample, group, block) items; ``scratch`` has a
@@ -306,32 +306,30 @@ def _correlate_kernel(source, weights, shifts, offset, grid, blocks, scratch, ou
     block = -(-group_out // blocks)
     grid_size = grid[0] * grid[1] * grid[2]
     span = (scratch.shape[1] - group_source * grid_size) // 2
-    for index in prange(scratch.shape[0]):
-        thread = np.int64(index)
-        first, stop, own = _share_and_row(scratch, thread, batch * groups * blocks)
-        for item in range(first, stop):
-            n, g, b = item // (groups * blocks), item // blocks % groups, item % blocks
-            wide = own[group_source * grid_size:]
+    first, stop, own = _share_and_row(scratch, thread, batch * groups * blocks)
+    for item in range(first, stop):
+        n, g, b = item // (groups * blocks), item // blocks % groups, item % blocks
+        wide = own[group_source * grid_size:]
+        for s in range(group_source):
+            _pad(source[n, g * group_source + s], own[s * grid_size:(s + 1) * grid_size], offset, grid)
+        o, last = g * group_out + b * block, g * group_out + min(group_out, (b + 1) * block)
+        while o < last:   # two outputs at a time, then one
+            pair = o + 1 < last
             for s in range(group_source):
-                _pad(source[n, g * group_source + s], own[s * grid_size:(s + 1) * grid_size], offset, grid)
-            o, last = g * group_out + b * block, g * group_out + min(group_out, (b + 1) * block)
-            while o < last:   # two outputs at a time, then one
-                pair = o + 1 < last
-                for s in range(group_source):
-                    if pair:
-                        _add_taps_pair(wide[:span], wide[span:], own[s * grid_size:(s + 1) * grid_size],
-                                       weights[o, s], weights[o + 1, s], shifts, s > 0)
-                    else:
-                        _add_taps(wide[:span], own[s * grid_size:(s + 1) * grid_size], weights[o, s], shifts,
-                                  s > 0)
-                _crop(wide[:span], out[n, o], grid)
                 if pair:
-                    _crop(wide[span:], out[n, o + 1], grid)
-                o += 2 if pair else 1
+                    _add_taps_pair(wide[:span], wide[span:], own[s * grid_size:(s + 1) * grid_size],
+                                   weights[o, s], weights[o + 1, s], shifts, s > 0)
+                else:
+                    _add_taps(wide[:span], own[s * grid_size:(s + 1) * grid_size], weights[o, s], shifts,
+                              s > 0)
+            _crop(wide[:span], out[n, o], grid)
+            if pair:
+                _crop(wide[span:], out[n, o + 1], grid)
+            o += 2 if pair else 1
 
 
-@njit(parallel=True, cache=True)
-def _weight_kernel(x, grad_y, shifts, offset, grid, columns, dilation_w, blocks, scratch, partial):
+@njit(cache=True)
+def _weight_kernel(thread, threads, x, grad_y, shifts, offset, grid, columns, dilation_w, blocks, scratch, partial):
     """``partial[thread, k, c, t] += sum over outputs of grad_y[n, k] * x[n, c]`` offset by tap t,
     over the thread's consecutive share of the (sample, group, block) items; ``partial``
     (threads, K, C/g, T) float64; ``scratch`` a row per thread (:func:`_share_and_row`).
@@ -358,44 +356,43 @@ def _weight_kernel(x, grad_y, shifts, offset, grid, columns, dilation_w, blocks,
         plane_size, slices, slice_step = grid_size, 1, 0
         slice_size = scratch.shape[1] - group_in * grid_size
         planes_at = 0
-    for index in prange(scratch.shape[0]):
-        thread = np.int64(index)
-        first, stop, own = _share_and_row(scratch, thread, batch * groups * blocks)
-        for item in range(first, stop):
-            n, g, b = item // (groups * blocks), item // blocks % groups, item % blocks
+    first, stop, own = _share_and_row(scratch, thread, batch * groups * blocks)
+    for item in range(first, stop):
+        n, g, b = item // (groups * blocks), item // blocks % groups, item % blocks
+        for c in range(group_in):
+            plane = own[planes_at + c * plane_size:planes_at + (c + 1) * plane_size]
+            if not columns:
+                _pad(x[n, g * group_in + c], plane, offset, grid)
+                continue
+            padded = own[:grid_size]
+            _pad(x[n, g * group_in + c], padded, offset, grid)
+            for tw in range(columns):
+                for row in range(rows):
+                    source = padded[row * grid[2] + tw * dilation_w:row * grid[2] + tw * dilation_w + out_w]
+                    target = plane[(tw * rows + row) * out_w:(tw * rows + row + 1) * out_w]
+                    for i in range(out_w):
+                        target[i] = source[i]
+        for k in range(g * group_out + b * block, g * group_out + min(group_out, (b + 1) * block)):
+            if columns:
+                grad = grad_y[n, k].reshape(-1)
+            else:
+                # grad_y on the output grid: the entries that are not outputs stay zero
+                grad = own[group_in * grid_size:][:slice_size]
+                _pad(grad_y[n, k], grad, origin, grid)
             for c in range(group_in):
                 plane = own[planes_at + c * plane_size:planes_at + (c + 1) * plane_size]
-                if not columns:
-                    _pad(x[n, g * group_in + c], plane, offset, grid)
-                    continue
-                padded = own[:grid_size]
-                _pad(x[n, g * group_in + c], padded, offset, grid)
-                for tw in range(columns):
-                    for row in range(rows):
-                        source = padded[row * grid[2] + tw * dilation_w:row * grid[2] + tw * dilation_w + out_w]
-                        target = plane[(tw * rows + row) * out_w:(tw * rows + row + 1) * out_w]
-                        for i in range(out_w):
-                            target[i] = source[i]
-            for k in range(g * group_out + b * block, g * group_out + min(group_out, (b + 1) * block)):
-                if columns:
-                    grad = grad_y[n, k].reshape(-1)
-                else:
-                    # grad_y on the output grid: the entries that are not outputs stay zero
-                    grad = own[group_in * grid_size:][:slice_size]
-                    _pad(grad_y[n, k], grad, origin, grid)
-                for c in range(group_in):
-                    plane = own[planes_at + c * plane_size:planes_at + (c + 1) * plane_size]
-                    for depth_slice in range(slices):
-                        at = depth_slice * slice_size
-                        _tap_dots(grad[at:at + slice_size], plane[depth_slice * slice_step:], shifts,
-                                  partial[thread, k, c])
+                for depth_slice in range(slices):
+                    at = depth_slice * slice_size
+                    _tap_dots(grad[at:at + slice_size], plane[depth_slice * slice_step:], shifts,
+                              partial[thread, k, c])
 
 
 def forward(spec, x, w, out):
     threads = thread_count()
     offset, grid, span, shifts, blocks = _grid_layout(spec, "forward", threads)
     scratch = workspace.per_thread("planar", threads, spec.group_in_channels * math.prod(grid) + 2 * span, x.dtype)
-    _correlate_kernel(x, w.reshape(w.shape[0], w.shape[1], -1), shifts, offset, grid, blocks, scratch, out)
+    on_threads(_correlate_kernel, threads, x, w.reshape(w.shape[0], w.shape[1], -1), shifts, offset, grid, blocks,
+               scratch, out)
 
 
 def backward_input(spec, grad_y, w, grad_x):
@@ -403,7 +400,8 @@ def backward_input(spec, grad_y, w, grad_x):
     offset, grid, span, shifts, blocks = _grid_layout(spec, "input", threads)
     scratch = workspace.per_thread("planar", threads, spec.group_out_channels * math.prod(grid) + 2 * span, grad_y.dtype)
     # weights[g*Cg + c, j, t] = w[g*Kg + j, c, T-1-t]: rotated kernel, channel axes swapped
-    _correlate_kernel(grad_y, rotated_weights(w, spec.groups), shifts, offset, grid, blocks, scratch, grad_x)
+    on_threads(_correlate_kernel, threads, grad_y, rotated_weights(w, spec.groups), shifts, offset, grid, blocks,
+               scratch, grad_x)
 
 
 def backward_weight(spec, x, grad_y, grad_w):
@@ -426,6 +424,7 @@ def _weight_gradient(spec, x, grad_y, grad_w, by_columns):
     shape = (threads, spec.out_channels, spec.group_in_channels, len(shifts))
     partial = workspace.borrow("planar_partial", math.prod(shape), np.float64).reshape(shape)
     partial[...] = 0
-    _weight_kernel(x, grad_y, shifts, offset, grid, columns, spec.dilation[2], blocks, scratch, partial)
+    on_threads(_weight_kernel, threads, x, grad_y, shifts, offset, grid, columns, spec.dilation[2], blocks, scratch,
+               partial)
     taps = math.prod(spec.kernel_size)
     add_partials(partial.reshape(threads, -1, len(shifts)), grad_w.reshape(-1, taps))   # the dummy taps left out

@@ -5,18 +5,29 @@ One idiom for every parallel kernel:
 - a call runs on :func:`thread_count` threads, Numba's current setting
   (``numba.set_num_threads``; numbaconv.torch lowers it per call to PyTorch's
   count);
-- each parallel stage is one ``prange`` over that many *logical* threads,
-  ``for index in prange(threads): thread = np.int64(index)``, and logical
-  thread ``thread`` takes the consecutive share :func:`share` of the stage's
-  items. (Numba types the function once with the index an int64, then the
-  parallel region's body with it a uint64: a function the body calls with
-  the raw index would be compiled for both, seconds each);
+- each parallel stage is a serial body ``@njit(cache=True) def body(thread,
+  threads, ...)`` that does *logical* thread ``thread``'s consecutive share
+  (:func:`share`) of the stage's items, and :func:`on_threads` runs it for
+  ``thread`` in ``range(threads)`` (int64 both) in one ``prange`` region;
 - a thread's scratch is row ``thread`` of a buffer borrowed with
   ``workspace.per_thread(name, threads, size, dtype)``, sized by the same
   count (:func:`scratch` shapes a row);
 - where threads reduce into one result, each sums into a partial of its own
   and :func:`add_partials` (or, inside a kernel's own share,
   :func:`add_in_thread_order`) adds the partials in thread order.
+
+Why bodies and one launcher rather than a ``prange`` loop in each kernel:
+Numba compiles a ``prange`` loop's body into a gufunc, wraps it twice and
+links all three into the kernel, and LLVM optimises and emits the body's
+machine code again in each library that links it: four to five times in
+all, half or more of a parallel kernel's compile time. :func:`on_threads`
+compiles the body once, as an ordinary function, and the launcher
+(:func:`_launch`, a ``prange`` over a call through the body's machine-code
+address) is a few lines compiled once per argument types. Arrays reach the
+body as Numba's gufuncs pass them, without their reference count, so the
+views a body takes cost no atomic count updates shared between the threads;
+the launcher holds the references until every thread is done. A body
+returns nothing.
 
 The share, the scratch row and the partial of an iteration are fixed by its
 index, whichever worker runs it, so the same operands and thread count give
@@ -43,7 +54,10 @@ import threading
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba._dispatcher import compute_fingerprint
+from numba.core import cgutils
+from numba.extending import intrinsic
 from threadpoolctl import ThreadpoolController
 
 
@@ -56,6 +70,78 @@ def most_threads() -> int:
     """The most threads a call can run on, ``NUMBA_NUM_THREADS`` (``numba.set_num_threads`` only
     lowers the count): what ``supports`` counts scratch with."""
     return numba.config.NUMBA_NUM_THREADS
+
+
+def on_threads(body, threads, *args):
+    """``body(thread, threads, *args)`` for every ``thread`` in ``range(threads)``, in parallel:
+    ``body`` an ``@njit(cache=True)`` function of one logical thread's share that returns
+    nothing; ``args`` arrays, scalars and tuples of them. The body is compiled (or loaded from
+    the cache) for the arguments' types on first use."""
+    _launch(_body_address(body, args), np.int64(threads), args)
+
+
+_BODY_ADDRESSES = {}   # (body, the arguments' Numba fingerprints) -> machine-code address
+
+
+def _body_address(body, args):
+    """The machine-code address of ``body`` compiled for ``(int64, int64, *args)``."""
+    try:
+        key = (body, *map(compute_fingerprint, args))
+    except (TypeError, ValueError):   # an argument without a fingerprint: its full Numba type
+        key = (body, *map(numba.typeof, args))
+    address = _BODY_ADDRESSES.get(key)
+    if address is None:
+        signature = types.none(types.int64, types.int64, *map(numba.typeof, args))
+        result = body.get_compile_result(signature)
+        address = _BODY_ADDRESSES[key] = result.library.get_pointer_to_function(result.fndesc.llvm_func_name)
+    return address
+
+
+@intrinsic
+def _stack_copy(typingctx, args):
+    """A pointer to a copy of tuple ``args`` on the caller's stack: what a ``prange`` region
+    takes in place of a tuple of tuples (Numba's gufuncs unpack one level of tuples only)."""
+    def codegen(context, builder, signature, values):
+        slot = cgutils.alloca_once(builder, context.get_value_type(args))
+        builder.store(values[0], slot)
+        return slot
+    return types.CPointer(args)(args), codegen
+
+
+@intrinsic
+def _call_body(typingctx, address, thread, threads, args_pointer):
+    """``body(thread, threads, *args)`` for the body at machine-code ``address`` and the tuple
+    at ``args_pointer``, the arrays passed without their reference count (their owner is the
+    caller, for the whole call)."""
+    arg_types = (thread, threads, *args_pointer.dtype.types)
+
+    def codegen(context, builder, signature, values):
+        address_value, thread_value, threads_value, pointer = values
+        packed = builder.load(pointer)
+        arguments = [thread_value, threads_value]
+        for position, arg_type in enumerate(arg_types[2:]):
+            value = builder.extract_value(packed, position)
+            if isinstance(arg_type, types.Array):
+                array = context.make_array(arg_type)(context, builder, value)
+                array.meminfo = cgutils.get_null_value(array.meminfo.type)
+                array.parent = cgutils.get_null_value(array.parent.type)
+                value = array._getvalue()
+            arguments.append(value)
+        function_type = context.call_conv.get_function_type(types.none, arg_types)
+        function = builder.inttoptr(address_value, function_type.as_pointer())
+        status, _ = context.call_conv.call_function(builder, function, types.none, arg_types, arguments)
+        with cgutils.if_unlikely(builder, status.is_error):
+            context.call_conv.return_status_propagate(builder, status)
+        return context.get_dummy_value()
+    return types.none(address, thread, threads, args_pointer), codegen
+
+
+@njit(parallel=True, cache=True)
+def _launch(address, threads, args):
+    """:func:`on_threads` for the body at machine-code ``address``."""
+    args_pointer = _stack_copy(args)
+    for index in prange(threads):
+        _call_body(address, np.int64(index), threads, args_pointer)
 
 
 @njit(inline="always", cache=True)
@@ -94,15 +180,16 @@ def add_in_thread_order(partials, out, first, stop):
         element += end - column
 
 
-@njit(parallel=True, cache=True)
 def add_partials(partials, out):
     """:func:`add_in_thread_order` of all of ``out``, the threads taking consecutive shares of its
     elements."""
-    threads = partials.shape[0]
-    for index in prange(threads):
-        thread = np.int64(index)
-        first, stop = share(out.size, thread, threads)
-        add_in_thread_order(partials, out, first, stop)
+    on_threads(_add_partials_share, partials.shape[0], partials, out)
+
+
+@njit(cache=True)
+def _add_partials_share(thread, threads, partials, out):
+    first, stop = share(out.size, thread, threads)
+    add_in_thread_order(partials, out, first, stop)
 
 
 class _SingleThreadedBlas:
