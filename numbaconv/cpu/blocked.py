@@ -47,13 +47,13 @@ import functools
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from . import workspace
 from .common import input_correlation, rotated_weights
 from .simd import (LANES, REGISTER_OUTPUTS, SLIDING_BYTES, add_product_sums, add_product_sums_4, WIDE_SLIDING_OUTPUTS,
                    sliding_sums_3x8, sliding_sums_5, sliding_sums_5x8, sliding_sums_7, transpose_lanes)
-from .threads import most_threads, share, thread_count
+from .threads import most_threads, on_threads, share, thread_count
 
 CACHE_LINE = 64   # bytes
 # FLOPs of one uncut kernel call: a quarter second at 5 GFLOP/s (numbaconv.slices).
@@ -219,8 +219,8 @@ def _gather_grid(x_flat, n, lane0, lane_channels, per_group, sources, s, in_chan
     _planes_to_lanes(x_flat, offsets, in_plane, grid, grid_table, 0)
 
 
-@njit(parallel=True, cache=True, fastmath={"contract"})
-def _forward_kernel(x, w, kernel, stride, dilation, grid_shape, grid_table, out_table, rows, y):
+@njit(cache=True, fastmath={"contract"})
+def _forward_kernel(thread, threads, x, w, kernel, stride, dilation, grid_shape, grid_table, out_table, rows, y):
     """``y[n, o] = sum over j < C/g and taps of w[o, j, tap] * x_pad[n, (o // Kg) Cg + j]`` at the
     tap, for ``x`` (N, C, D, H, W), ``w`` (K, C/g, taps), ``y`` (N, K, OD, OH, OW): items
     (sample, block of LANES output channels) shared among the threads; ``rows`` their scratch."""
@@ -232,35 +232,32 @@ def _forward_kernel(x, w, kernel, stride, dilation, grid_shape, grid_table, out_
     grid_plane = grid_shape[0] * grid_shape[1] * grid_shape[2] * LANES
     grid_row = dilation[1] * grid_shape[2] * LANES   # from one kernel row's taps to the next's
     x_flat, y_flat = x.reshape(-1), y.reshape(-1)
-    threads = rows.shape[0]
-    for index in prange(threads):
-        thread = np.int64(index)
-        grid, lanes, block = _carve(rows[thread], grid_plane, outputs * LANES, sources * taps * LANES)
-        grid[:] = 0
-        offsets = np.empty(LANES, np.int64)
-        first, stop = share(batch * blocks, thread, threads)
-        for item in range(first, stop):
-            n, lane0 = item // blocks, item % blocks * LANES
-            _pack_weights(w, lane0, out_channels, per_group, False, block)
-            lanes[:] = 0
-            for j in range(sources):   # one source plane in the grid at a time
-                _gather_grid(x_flat, n, lane0, out_channels, per_group, sources, j, in_channels, grid_table, offsets,
-                             grid)
-                for od in range(out_d):
-                    for oh in range(out_h):
-                        out_row = (od * out_h + oh) * out_w * LANES
-                        for td in range(kernel[0]):
-                            grid_at = ((od * stride[0] + td * dilation[0]) * grid_shape[1]
-                                       + oh * stride[1]) * grid_shape[2] * LANES
-                            weights = (j * kernel[0] + td) * kernel[1] * kernel[2] * LANES
-                            _correlate_row(lanes, out_row, block, weights, grid, grid_at, grid_row, out_w, stride[2],
-                                           dilation[2], kernel[1], kernel[2])
-            _lane_planes(offsets, n, lane0, out_channels, 1, 1, 0, out_channels, outputs)
-            _lanes_to_planes(lanes, out_table, 0, outputs, y_flat, offsets, min(LANES, out_channels - lane0))
+    grid, lanes, block = _carve(rows[thread], grid_plane, outputs * LANES, sources * taps * LANES)
+    grid[:] = 0
+    offsets = np.empty(LANES, np.int64)
+    first, stop = share(batch * blocks, thread, threads)
+    for item in range(first, stop):
+        n, lane0 = item // blocks, item % blocks * LANES
+        _pack_weights(w, lane0, out_channels, per_group, False, block)
+        lanes[:] = 0
+        for j in range(sources):   # one source plane in the grid at a time
+            _gather_grid(x_flat, n, lane0, out_channels, per_group, sources, j, in_channels, grid_table, offsets,
+                         grid)
+            for od in range(out_d):
+                for oh in range(out_h):
+                    out_row = (od * out_h + oh) * out_w * LANES
+                    for td in range(kernel[0]):
+                        grid_at = ((od * stride[0] + td * dilation[0]) * grid_shape[1]
+                                   + oh * stride[1]) * grid_shape[2] * LANES
+                        weights = (j * kernel[0] + td) * kernel[1] * kernel[2] * LANES
+                        _correlate_row(lanes, out_row, block, weights, grid, grid_at, grid_row, out_w, stride[2],
+                                       dilation[2], kernel[1], kernel[2])
+        _lane_planes(offsets, n, lane0, out_channels, 1, 1, 0, out_channels, outputs)
+        _lanes_to_planes(lanes, out_table, 0, outputs, y_flat, offsets, min(LANES, out_channels - lane0))
 
 
-@njit(parallel=True, cache=True, fastmath={"contract"})
-def _input_kernel(grad_y, w, kernel, stride, dilation, grid_shape, grid_table, out_table, rows, grad_x):
+@njit(cache=True, fastmath={"contract"})
+def _input_kernel(thread, threads, grad_y, w, kernel, stride, dilation, grid_shape, grid_table, out_table, rows, grad_x):
     """``grad_x[n, c]``: the interior of the grid that receives ``w[o, c - g Cg, tap] * grad_y[n,
     o]`` at every output and tap, for the outputs ``o`` of ``c``'s group ``g``; ``grad_y`` (N, K,
     OD, OH, OW), ``w`` (K, C/g, taps), ``grad_x`` (N, C, D, H, W): items (sample, block of LANES
@@ -273,39 +270,36 @@ def _input_kernel(grad_y, w, kernel, stride, dilation, grid_shape, grid_table, o
     outputs, inputs = out_d * out_h * out_w, grid_table.size
     grid_size = grid_shape[0] * grid_shape[1] * grid_shape[2] * LANES
     grad_y_flat, grad_x_flat = grad_y.reshape(-1), grad_x.reshape(-1)
-    threads = rows.shape[0]
-    for index in prange(threads):
-        thread = np.int64(index)
-        grid, copies, block = _carve(rows[thread], grid_size, sources * outputs * LANES, sources * taps * LANES)
-        offsets = np.empty(LANES, np.int64)
-        first, stop = share(batch * blocks, thread, threads)
-        for item in range(first, stop):
-            n, lane0 = item // blocks, item % blocks * LANES
-            for m in range(sources):
-                _lane_planes(offsets, n, lane0, in_channels, per_group, sources, m, out_channels, outputs)
-                _planes_to_lanes(grad_y_flat, offsets, outputs, copies, out_table, m * outputs * LANES)
-            _pack_weights(w, lane0, in_channels, per_group, True, block)
-            grid[:] = 0
-            for m in range(sources):
-                for od in range(out_d):
-                    for oh in range(out_h):
-                        out_row = ((m * out_d + od) * out_h + oh) * out_w * LANES
-                        for td in range(kernel[0]):
-                            for th in range(kernel[1]):
-                                grid_row = ((od * stride[0] + td * dilation[0]) * grid_shape[1]
-                                            + oh * stride[1] + th * dilation[1]) * grid_shape[2] * LANES
-                                for tw in range(kernel[2]):
-                                    weights = (((m * kernel[0] + td) * kernel[1] + th) * kernel[2] + tw) * LANES
-                                    shift = grid_row + tw * dilation[2] * LANES
-                                    for ow in range(out_w):
-                                        add_product_sums(grid, shift + ow * stride[2] * LANES, 0, block, weights, 0, 0,
-                                                         copies, out_row + ow * LANES, 0, 0, 0, 1, 1)
-            _lane_planes(offsets, n, lane0, in_channels, 1, 1, 0, in_channels, inputs)
-            _lanes_to_planes(grid, grid_table, 0, inputs, grad_x_flat, offsets, min(LANES, in_channels - lane0))
+    grid, copies, block = _carve(rows[thread], grid_size, sources * outputs * LANES, sources * taps * LANES)
+    offsets = np.empty(LANES, np.int64)
+    first, stop = share(batch * blocks, thread, threads)
+    for item in range(first, stop):
+        n, lane0 = item // blocks, item % blocks * LANES
+        for m in range(sources):
+            _lane_planes(offsets, n, lane0, in_channels, per_group, sources, m, out_channels, outputs)
+            _planes_to_lanes(grad_y_flat, offsets, outputs, copies, out_table, m * outputs * LANES)
+        _pack_weights(w, lane0, in_channels, per_group, True, block)
+        grid[:] = 0
+        for m in range(sources):
+            for od in range(out_d):
+                for oh in range(out_h):
+                    out_row = ((m * out_d + od) * out_h + oh) * out_w * LANES
+                    for td in range(kernel[0]):
+                        for th in range(kernel[1]):
+                            grid_row = ((od * stride[0] + td * dilation[0]) * grid_shape[1]
+                                        + oh * stride[1] + th * dilation[1]) * grid_shape[2] * LANES
+                            for tw in range(kernel[2]):
+                                weights = (((m * kernel[0] + td) * kernel[1] + th) * kernel[2] + tw) * LANES
+                                shift = grid_row + tw * dilation[2] * LANES
+                                for ow in range(out_w):
+                                    add_product_sums(grid, shift + ow * stride[2] * LANES, 0, block, weights, 0, 0,
+                                                     copies, out_row + ow * LANES, 0, 0, 0, 1, 1)
+        _lane_planes(offsets, n, lane0, in_channels, 1, 1, 0, in_channels, inputs)
+        _lanes_to_planes(grid, grid_table, 0, inputs, grad_x_flat, offsets, min(LANES, in_channels - lane0))
 
 
-@njit(parallel=True, cache=True, fastmath={"contract"})
-def _weight_kernel(x, grad_y, kernel, stride, dilation, grid_shape, grid_table, out_table, rows, sums):
+@njit(cache=True, fastmath={"contract"})
+def _weight_kernel(thread, threads, x, grad_y, kernel, stride, dilation, grid_shape, grid_table, out_table, rows, sums):
     """``sums[thread, b, (j taps + tap) LANES + l]``: thread ``thread``'s share of ``grad_w[b LANES
     + l, j, tap] = sum over n and outputs of grad_y[n, o] * x_pad[n, (o // Kg) Cg + j]`` at the
     tap, in float64; ``x`` (N, C, D, H, W), ``grad_y`` (N, K, OD, OH, OW), items (sample, block
@@ -319,39 +313,36 @@ def _weight_kernel(x, grad_y, kernel, stride, dilation, grid_shape, grid_table, 
     outputs = out_d * out_h * out_w
     grid_plane = grid_shape[0] * grid_shape[1] * grid_shape[2] * LANES
     x_flat, grad_y_flat = x.reshape(-1), grad_y.reshape(-1)
-    threads = rows.shape[0]
-    for index in prange(threads):
-        thread = np.int64(index)
-        grid, lanes, row_sums = _carve(rows[thread], grid_plane, outputs * LANES, taps * LANES)
-        grid[:] = 0
-        thread_sums = sums[thread]
-        thread_sums[...] = 0
-        offsets = np.empty(LANES, np.int64)
-        first, stop = share(batch * blocks, thread, threads)
-        for item in range(first, stop):
-            n, block = item // blocks, item % blocks
-            lane0 = block * LANES
-            _lane_planes(offsets, n, lane0, out_channels, 1, 1, 0, out_channels, outputs)
-            _planes_to_lanes(grad_y_flat, offsets, outputs, lanes, out_table, 0)
-            for j in range(sources):   # one source plane in the grid at a time
-                _gather_grid(x_flat, n, lane0, out_channels, per_group, sources, j, in_channels, grid_table, offsets,
-                             grid)
-                source_sums = thread_sums[block, j * taps * LANES:(j + 1) * taps * LANES]
-                for od in range(out_d):
-                    for oh in range(out_h):
-                        out_row = (od * out_h + oh) * out_w * LANES
-                        row_sums[:] = 0
-                        for td in range(kernel[0]):
-                            for th in range(kernel[1]):
-                                grid_row = ((od * stride[0] + td * dilation[0]) * grid_shape[1]
-                                            + oh * stride[1] + th * dilation[1]) * grid_shape[2] * LANES
-                                for tw in range(kernel[2]):
-                                    tap = (td * kernel[1] + th) * kernel[2] + tw
-                                    add_product_sums(row_sums, tap * LANES, 0, lanes, out_row, LANES, 0,
-                                                     grid, grid_row + tw * dilation[2] * LANES, stride[2] * LANES, 0, 0,
-                                                     out_w, 1)
-                        for i in range(row_sums.size):
-                            source_sums[i] += row_sums[i]
+    grid, lanes, row_sums = _carve(rows[thread], grid_plane, outputs * LANES, taps * LANES)
+    grid[:] = 0
+    thread_sums = sums[thread]
+    thread_sums[...] = 0
+    offsets = np.empty(LANES, np.int64)
+    first, stop = share(batch * blocks, thread, threads)
+    for item in range(first, stop):
+        n, block = item // blocks, item % blocks
+        lane0 = block * LANES
+        _lane_planes(offsets, n, lane0, out_channels, 1, 1, 0, out_channels, outputs)
+        _planes_to_lanes(grad_y_flat, offsets, outputs, lanes, out_table, 0)
+        for j in range(sources):   # one source plane in the grid at a time
+            _gather_grid(x_flat, n, lane0, out_channels, per_group, sources, j, in_channels, grid_table, offsets,
+                         grid)
+            source_sums = thread_sums[block, j * taps * LANES:(j + 1) * taps * LANES]
+            for od in range(out_d):
+                for oh in range(out_h):
+                    out_row = (od * out_h + oh) * out_w * LANES
+                    row_sums[:] = 0
+                    for td in range(kernel[0]):
+                        for th in range(kernel[1]):
+                            grid_row = ((od * stride[0] + td * dilation[0]) * grid_shape[1]
+                                        + oh * stride[1] + th * dilation[1]) * grid_shape[2] * LANES
+                            for tw in range(kernel[2]):
+                                tap = (td * kernel[1] + th) * kernel[2] + tw
+                                add_product_sums(row_sums, tap * LANES, 0, lanes, out_row, LANES, 0,
+                                                 grid, grid_row + tw * dilation[2] * LANES, stride[2] * LANES, 0, 0,
+                                                 out_w, 1)
+                    for i in range(row_sums.size):
+                        source_sums[i] += row_sums[i]
 
 
 def _arguments(spec):
@@ -384,7 +375,8 @@ def _taps_last(w):
 
 
 def forward(spec, x, w, out):
-    _forward_kernel(x, _taps_last(w), *_arguments(spec), _scratch(spec, "forward", x.dtype), out)
+    on_threads(_forward_kernel, thread_count(), x, _taps_last(w), *_arguments(spec),
+               _scratch(spec, "forward", x.dtype), out)
 
 
 def backward_input(spec, grad_y, w, grad_x):
@@ -392,7 +384,8 @@ def backward_input(spec, grad_y, w, grad_x):
     if correlation is not None:
         forward(correlation, grad_y, rotated_weights(w, spec.groups), grad_x)
         return
-    _input_kernel(grad_y, _taps_last(w), *_arguments(spec), _scratch(spec, "input", grad_y.dtype), grad_x)
+    on_threads(_input_kernel, thread_count(), grad_y, _taps_last(w), *_arguments(spec),
+               _scratch(spec, "input", grad_y.dtype), grad_x)
 
 
 def backward_weight(spec, x, grad_y, grad_w):
@@ -400,7 +393,7 @@ def backward_weight(spec, x, grad_y, grad_w):
     blocks, sources = _blocks(spec.out_channels), spec.group_in_channels
     sums = workspace.per_thread("blocked_sums", threads, blocks * sources * taps * LANES, np.float64)
     sums = sums.reshape(threads, blocks, sources * taps * LANES)
-    _weight_kernel(x, grad_y, *_arguments(spec), _scratch(spec, "weight", x.dtype), sums)
+    on_threads(_weight_kernel, threads, x, grad_y, *_arguments(spec), _scratch(spec, "weight", x.dtype), sums)
     total = sums.sum(axis=0).reshape(blocks, sources, taps, LANES)   # the threads' sums in thread order
     grad_w.reshape(spec.out_channels, sources, taps)[...] = (
         total.transpose(0, 3, 1, 2).reshape(blocks * LANES, sources, taps)[:spec.out_channels])

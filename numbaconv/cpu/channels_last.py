@@ -59,13 +59,13 @@ import functools
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from . import workspace
 from .common import input_correlation, rotated_weights, transposed_rows
 from .simd import (LANES, add_broadcast_sums_8, add_broadcast_sums_16, broadcast_sums_8, broadcast_sums_16,
                    tile_outputs, transpose_lanes)
-from .threads import most_threads, share, thread_count
+from .threads import most_threads, on_threads, share, thread_count
 
 # Entries of the table of (row of taps, tap, channel) offsets one innermost loop runs over.
 TAP_TABLE_ENTRIES = 1024
@@ -155,54 +155,50 @@ def _transpose_item(item, positions, channels, planes):
     return n, p0, c0, whole
 
 
-@njit(parallel=True, cache=True)
-def _to_channels_last(src, positions, channels, table, dst, dst_stride, threads):
+@njit(cache=True)
+def _to_channels_last(thread, threads, src, positions, channels, table, dst, dst_stride):
     """``dst[n dst_stride + table[p] + c] = src[n, c positions + p]``: each sample's planes to
     channels-last rows, by 16 x 16 vector transposes and a scalar remainder; items (sample, 16
     positions, 16 channels), so a thread writes whole rows. Memory: ``src`` read once, ``dst``
     written once."""
     position_blocks, channel_blocks = (positions + LANES - 1) // LANES, (channels + LANES - 1) // LANES
-    for index in prange(threads):
-        thread = np.int64(index)
-        planes = np.empty(LANES, np.int64)
-        first, stop = share(src.shape[0] * position_blocks * channel_blocks, thread, threads)
-        for item in range(first, stop):
-            n, p0, c0, whole = _transpose_item(item, positions, channels, planes)
-            sample, at = src[n], n * dst_stride
-            if whole:
-                transpose_lanes(dst, table[p0:p0 + LANES], at + c0, sample, planes, p0)
-            else:
-                for c in range(c0, min(c0 + LANES, channels)):
-                    for p in range(p0, min(p0 + LANES, positions)):
-                        dst[at + table[p] + c] = sample[c * positions + p]
+    planes = np.empty(LANES, np.int64)
+    first, stop = share(src.shape[0] * position_blocks * channel_blocks, thread, threads)
+    for item in range(first, stop):
+        n, p0, c0, whole = _transpose_item(item, positions, channels, planes)
+        sample, at = src[n], n * dst_stride
+        if whole:
+            transpose_lanes(dst, table[p0:p0 + LANES], at + c0, sample, planes, p0)
+        else:
+            for c in range(c0, min(c0 + LANES, channels)):
+                for p in range(p0, min(p0 + LANES, positions)):
+                    dst[at + table[p] + c] = sample[c * positions + p]
 
 
-@njit(parallel=True, cache=True)
-def _to_planes(src, src_stride, table, per_group, padded_group, dst, positions, channels, threads):
+@njit(cache=True)
+def _to_planes(thread, threads, src, src_stride, table, per_group, padded_group, dst, positions, channels):
     """``dst[n, c positions + p] = src[n src_stride + table[p] + (c // per_group) padded_group + c %
     per_group]``: channels-last rows (each group's channels padded to ``padded_group``) back to
     each sample's planes; items as in :func:`_to_channels_last`. Memory: the rows' real channels
     read once, ``dst`` written once."""
     position_blocks, channel_blocks = (positions + LANES - 1) // LANES, (channels + LANES - 1) // LANES
     contiguous = per_group == padded_group
-    for index in prange(threads):
-        thread = np.int64(index)
-        planes = np.empty(LANES, np.int64)
-        first, stop = share(dst.shape[0] * position_blocks * channel_blocks, thread, threads)
-        for item in range(first, stop):
-            n, p0, c0, whole = _transpose_item(item, positions, channels, planes)
-            sample, at = dst[n], n * src_stride
-            if contiguous and whole:
-                transpose_lanes(sample, planes, p0, src, table[p0:p0 + LANES], at + c0)
-            else:
-                for c in range(c0, min(c0 + LANES, channels)):
-                    channel_at = at + c // per_group * padded_group + c % per_group
-                    for p in range(p0, min(p0 + LANES, positions)):
-                        sample[c * positions + p] = src[table[p] + channel_at]
+    planes = np.empty(LANES, np.int64)
+    first, stop = share(dst.shape[0] * position_blocks * channel_blocks, thread, threads)
+    for item in range(first, stop):
+        n, p0, c0, whole = _transpose_item(item, positions, channels, planes)
+        sample, at = dst[n], n * src_stride
+        if contiguous and whole:
+            transpose_lanes(sample, planes, p0, src, table[p0:p0 + LANES], at + c0)
+        else:
+            for c in range(c0, min(c0 + LANES, channels)):
+                channel_at = at + c // per_group * padded_group + c % per_group
+                for p in range(p0, min(p0 + LANES, positions)):
+                    sample[c * positions + p] = src[table[p] + channel_at]
 
 
-@njit(parallel=True, cache=True)
-def _pack_weights(w, groups, width, across_inputs, packed, threads):
+@njit(cache=True)
+def _pack_weights(thread, threads, w, groups, width, across_inputs, packed):
     """``packed[(((g B + b) taps + tap) S + s) W + l]``: lane ``l`` of block ``b`` of group ``g``,
     the weight of its ``s``-th source channel, zero past the group's channels. ``w`` (K, C/g,
     taps). Lanes across output channels (``S = C/g``): ``w[g Kg + b W + l, s, tap]``;
@@ -210,21 +206,19 @@ def _pack_weights(w, groups, width, across_inputs, packed, threads):
     group_out, group_in, taps = w.shape[0] // groups, w.shape[1], w.shape[2]
     lanes, sources = (group_in, group_out) if across_inputs else (group_out, group_in)
     blocks = (lanes + width - 1) // width
-    for index in prange(threads):
-        thread = np.int64(index)
-        first, stop = share(groups * blocks * taps, thread, threads)
-        for item in range(first, stop):
-            g, b, tap = item // (blocks * taps), item // taps % blocks, item % taps
-            for s in range(sources):
-                at = (item * sources + s) * width
-                for lane in range(width):
-                    t = b * width + lane
-                    if t >= lanes:
-                        packed[at + lane] = 0
-                    elif across_inputs:
-                        packed[at + lane] = w[g * group_out + s, t, tap]
-                    else:
-                        packed[at + lane] = w[g * group_out + t, s, tap]
+    first, stop = share(groups * blocks * taps, thread, threads)
+    for item in range(first, stop):
+        g, b, tap = item // (blocks * taps), item // taps % blocks, item % taps
+        for s in range(sources):
+            at = (item * sources + s) * width
+            for lane in range(width):
+                t = b * width + lane
+                if t >= lanes:
+                    packed[at + lane] = 0
+                elif across_inputs:
+                    packed[at + lane] = w[g * group_out + s, t, tap]
+                else:
+                    packed[at + lane] = w[g * group_out + t, s, tap]
 
 
 @njit(inline="always", cache=True)
@@ -243,9 +237,9 @@ def _add_tile_sums(width, out, out_at, out_offsets, a, a_at, a_offsets, first, b
         add_broadcast_sums_8(out, out_at, out_offsets, a, a_at, a_offsets, first, b, b_at, loops, a_table)
 
 
-@njit(parallel=True, cache=True, fastmath={"contract"})
-def _forward_tiles(grid, grid_stride, group_in, packed, block_weights, groups, blocks, width, tile, corners, outputs,
-                   loops, tap_table, panels, panel_steps, y, group_out, samples, threads):
+@njit(cache=True, fastmath={"contract"})
+def _forward_tiles(thread, threads, grid, grid_stride, group_in, packed, block_weights, groups, blocks, width, tile, corners, outputs,
+                   loops, tap_table, panels, panel_steps, y, group_out, samples):
     """``y[n, g K/g + b W + l, q] = sum over taps and j < C/g of grid[n grid_stride + corner_q +
     tap + g C/g + j] * packed[...]`` (``y`` flat, ``(samples, K, outputs)``) for every block
     ``b`` of ``W`` output channels of every group ``g``: items (sample, block, panel of
@@ -257,28 +251,26 @@ def _forward_tiles(grid, grid_stride, group_in, packed, block_weights, groups, b
     tiles_a_panel = PANEL_OUTPUTS // tile
     panel_count = (outputs + PANEL_OUTPUTS - 1) // PANEL_OUTPUTS
     items = groups * blocks * panel_count
-    for index in prange(threads):
-        thread = np.int64(index)
-        panel = panels[thread]
-        planes = np.arange(LANES) * outputs
-        first, stop = share(samples * items, thread, threads)
-        for item in range(first, stop):
-            n, block, p = item // items, item % items // panel_count, item % panel_count
-            g, b = block // blocks, block % blocks
-            first_output = p * PANEL_OUTPUTS
-            for t in range(tiles_a_panel):
-                if first_output + t * tile < outputs:
-                    _tile_sums(width, panel, -first_output * width, panel_steps, grid,
-                               n * grid_stride + g * group_in, corners, first_output + t * tile, packed,
-                               block * block_weights, loops, tap_table)
-            y_at = (n * groups * group_out + g * group_out + b * width) * outputs + first_output
-            transposed_rows(y, panel_steps, y_at, outputs, panel, planes, 0, 1, 0,
-                            min(PANEL_OUTPUTS, outputs - first_output), min(width, group_out - b * width))
+    panel = panels[thread]
+    planes = np.arange(LANES) * outputs
+    first, stop = share(samples * items, thread, threads)
+    for item in range(first, stop):
+        n, block, p = item // items, item % items // panel_count, item % panel_count
+        g, b = block // blocks, block % blocks
+        first_output = p * PANEL_OUTPUTS
+        for t in range(tiles_a_panel):
+            if first_output + t * tile < outputs:
+                _tile_sums(width, panel, -first_output * width, panel_steps, grid,
+                           n * grid_stride + g * group_in, corners, first_output + t * tile, packed,
+                           block * block_weights, loops, tap_table)
+        y_at = (n * groups * group_out + g * group_out + b * width) * outputs + first_output
+        transposed_rows(y, panel_steps, y_at, outputs, panel, planes, 0, 1, 0,
+                        min(PANEL_OUTPUTS, outputs - first_output), min(width, group_out - b * width))
 
 
-@njit(parallel=True, cache=True, fastmath={"contract"})
-def _scatter_tiles(lanes_in, lanes_stride, group_out, packed, groups, blocks, width, tile, positions, lane_steps,
-                   taps, tap_shifts, corners, grid, grid_stride, grid_positions, samples, threads):
+@njit(cache=True, fastmath={"contract"})
+def _scatter_tiles(thread, threads, lanes_in, lanes_stride, group_out, packed, groups, blocks, width, tile, positions, lane_steps,
+                   taps, tap_shifts, corners, grid, grid_stride, grid_positions, samples):
     """``grid[n grid_stride + corner_q + shift_tap + (g B + b) W:+W] += sum over j < K/g of
     lanes_in[n lanes_stride + q K + g K/g + j] * packed[...]``: the input gradient's products of
     every output gradient ``q`` and tap, added into the channels-last grid of input channels
@@ -288,24 +280,22 @@ def _scatter_tiles(lanes_in, lanes_stride, group_out, packed, groups, blocks, wi
     tiles = (positions + tile - 1) // tile
     loops, channels = (1, 0, 0, 1, 0, 0, 1, 0, 0, group_out, width), np.arange(group_out)   # channels in a row
     padded = groups * blocks * width
-    for index in prange(threads):
-        thread = np.int64(index)
-        first, stop = share(samples * groups * blocks, thread, threads)
-        for item in range(first, stop):
-            n, block = item // (groups * blocks), item % (groups * blocks)
-            lanes_at, grid_at = n * lanes_stride + block // blocks * group_out, n * grid_stride + block * width
-            for p in range(grid_positions):
-                grid[grid_at + p * padded:grid_at + p * padded + width] = 0
-            for t in range(tiles):
-                for tap in range(taps):
-                    _add_tile_sums(width, grid, grid_at + tap_shifts[tap], corners, lanes_in, lanes_at, lane_steps,
-                                   t * tile, packed, (block * taps + tap) * group_out * width, loops, channels)
+    first, stop = share(samples * groups * blocks, thread, threads)
+    for item in range(first, stop):
+        n, block = item // (groups * blocks), item % (groups * blocks)
+        lanes_at, grid_at = n * lanes_stride + block // blocks * group_out, n * grid_stride + block * width
+        for p in range(grid_positions):
+            grid[grid_at + p * padded:grid_at + p * padded + width] = 0
+        for t in range(tiles):
+            for tap in range(taps):
+                _add_tile_sums(width, grid, grid_at + tap_shifts[tap], corners, lanes_in, lanes_at, lane_steps,
+                               t * tile, packed, (block * taps + tap) * group_out * width, loops, channels)
 
 
-@njit(parallel=True, cache=True, fastmath={"contract"})
-def _weight_tiles(grid, grid_stride, lanes_in, lanes_stride, groups, blocks, width, tile, source_tiles, tap_items,
+@njit(cache=True, fastmath={"contract"})
+def _weight_tiles(thread, threads, grid, grid_stride, lanes_in, lanes_stride, groups, blocks, width, tile, source_tiles, tap_items,
                   tap_shifts, group_in, group_out, out_channels, out_size, strides, chunk_rows, source_table,
-                  source_rows, samples, sums, threads):
+                  source_rows, samples, sums):
     """``sums[item]`` (float64) ``+= sum over samples n and outputs q of grid[n grid_stride +
     corner_q + shift + g C/g + source_table[j]] * lanes_in[n lanes_stride + q K + g K/g + b
     W:+W]`` for the ``tile`` sources ``j`` (a tap along the row and an input channel) of a tile:
@@ -317,29 +307,27 @@ def _weight_tiles(grid, grid_stride, lanes_in, lanes_stride, groups, blocks, wid
     plane_step, row_step, column_step = strides
     items = groups * blocks * tap_items * source_tiles
     no_offset = np.zeros(1, np.int64)   # the innermost loop, one step: the outputs are the outer ones
-    for index in prange(threads):
-        thread = np.int64(index)
-        partial = np.empty(tile * width, lanes_in.dtype)
-        first, stop = share(items, thread, threads)
-        for n in range(samples):
-            for od in range(out_d):
-                for oh in range(0, out_h, chunk_rows):
-                    rows = min(chunk_rows, out_h - oh)
-                    loops = (rows, row_step, out_w * out_channels, out_w, column_step, out_channels, 1, 0, 0, 1, 0)
-                    chunk_a = n * grid_stride + od * plane_step + oh * row_step
-                    chunk_b = n * lanes_stride + (od * out_h + oh) * out_w * out_channels
-                    for item in range(first, stop):
-                        block = item // (tap_items * source_tiles)
-                        tap, source_tile = item // source_tiles % tap_items, item % source_tiles
-                        g = block // blocks
-                        a_at = chunk_a + tap_shifts[tap] + g * group_in
-                        b_at = chunk_b + g * group_out + block % blocks * width
-                        first_source = source_tile * tile   # picks both tables' rows: partial's from 0
-                        _tile_sums(width, partial, -first_source * width, source_rows, grid, a_at, source_table,
-                                   first_source, lanes_in, b_at, loops, no_offset)
-                        total = sums[item]
-                        for i in range(partial.size):
-                            total[i] += partial[i]
+    partial = np.empty(tile * width, lanes_in.dtype)
+    first, stop = share(items, thread, threads)
+    for n in range(samples):
+        for od in range(out_d):
+            for oh in range(0, out_h, chunk_rows):
+                rows = min(chunk_rows, out_h - oh)
+                loops = (rows, row_step, out_w * out_channels, out_w, column_step, out_channels, 1, 0, 0, 1, 0)
+                chunk_a = n * grid_stride + od * plane_step + oh * row_step
+                chunk_b = n * lanes_stride + (od * out_h + oh) * out_w * out_channels
+                for item in range(first, stop):
+                    block = item // (tap_items * source_tiles)
+                    tap, source_tile = item // source_tiles % tap_items, item % source_tiles
+                    g = block // blocks
+                    a_at = chunk_a + tap_shifts[tap] + g * group_in
+                    b_at = chunk_b + g * group_out + block % blocks * width
+                    first_source = source_tile * tile   # picks both tables' rows: partial's from 0
+                    _tile_sums(width, partial, -first_source * width, source_rows, grid, a_at, source_table,
+                               first_source, lanes_in, b_at, loops, no_offset)
+                    total = sums[item]
+                    for i in range(partial.size):
+                        total[i] += partial[i]
 
 
 def _geometry(spec, lanes, itemsize):
@@ -416,7 +404,7 @@ def forward(spec, x, w, out):
     threads, padded = thread_count(), groups * blocks * width
     in_table, corners, _ = _tables(spec, in_channels, tile)
     packed = workspace.borrow("channels_last_weights", padded * taps * group_in, x.dtype)
-    _pack_weights(w.reshape(out_channels, group_in, taps), groups, width, False, packed, threads)
+    on_threads(_pack_weights, threads, w.reshape(out_channels, group_in, taps), groups, width, False, packed)
     grid_size = _grid_size(spec, in_channels, tile)
     panels = workspace.per_thread("channels_last_panels", threads, PANEL_OUTPUTS * width, x.dtype)
     slab = _slab(batch, grid_size * x.itemsize, packed.nbytes + panels.nbytes)
@@ -425,11 +413,11 @@ def forward(spec, x, w, out):
     loops, tap_table = _tap_loops(spec, in_channels, width)
     for n in range(0, batch, slab):
         samples = min(slab, batch - n)
-        _to_channels_last(x[n:n + samples].reshape(samples, -1), positions, in_channels, in_table, grid, grid_size,
-                          threads)
-        _forward_tiles(grid, grid_size, group_in, packed, taps * group_in * width, groups, blocks, width, tile,
-                       corners, outputs, loops, tap_table, panels, _steps(outputs + tile, width),
-                       out[n:n + samples].reshape(-1), group_out, samples, threads)
+        on_threads(_to_channels_last, threads, x[n:n + samples].reshape(samples, -1), positions, in_channels,
+                   in_table, grid, grid_size)
+        on_threads(_forward_tiles, threads, grid, grid_size, group_in, packed, taps * group_in * width, groups,
+                   blocks, width, tile, corners, outputs, loops, tap_table, panels, _steps(outputs + tile, width),
+                   out[n:n + samples].reshape(-1), group_out, samples)
 
 
 def backward_input(spec, grad_y, w, grad_x):
@@ -446,7 +434,7 @@ def backward_input(spec, grad_y, w, grad_x):
     threads, padded = thread_count(), groups * blocks * width
     in_table, corners, stop = _tables(spec, padded, tile)
     packed = workspace.borrow("channels_last_weights", padded * taps * group_out, grad_y.dtype)
-    _pack_weights(w.reshape(out_channels, group_in, taps), groups, width, True, packed, threads)
+    on_threads(_pack_weights, threads, w.reshape(out_channels, group_in, taps), groups, width, True, packed)
     grid_size, lanes_size = _grid_size(spec, padded, tile), (outputs + tile) * out_channels
     slab = _slab(batch, (grid_size + lanes_size) * grad_y.itemsize, packed.nbytes, groups * blocks)
     grid = workspace.borrow("channels_last_grid", slab * grid_size, grad_y.dtype)
@@ -456,12 +444,12 @@ def backward_input(spec, grad_y, w, grad_x):
     grid_positions = stop // padded   # the grid with its margin, which _scatter_tiles zeroes
     for n in range(0, batch, slab):
         samples = min(slab, batch - n)
-        _to_channels_last(grad_y[n:n + samples].reshape(samples, -1), outputs, out_channels, lane_steps, lanes_in,
-                          lanes_size, threads)
-        _scatter_tiles(lanes_in, lanes_size, group_out, packed, groups, blocks, width, tile, outputs, lane_steps,
-                       taps, shifts, corners, grid, grid_size, grid_positions, samples, threads)
-        _to_planes(grid, grid_size, in_table, group_in, blocks * width, grad_x[n:n + samples].reshape(samples, -1),
-                   positions, in_channels, threads)
+        on_threads(_to_channels_last, threads, grad_y[n:n + samples].reshape(samples, -1), outputs, out_channels,
+                   lane_steps, lanes_in, lanes_size)
+        on_threads(_scatter_tiles, threads, lanes_in, lanes_size, group_out, packed, groups, blocks, width, tile,
+                   outputs, lane_steps, taps, shifts, corners, grid, grid_size, grid_positions, samples)
+        on_threads(_to_planes, threads, grid, grid_size, in_table, group_in, blocks * width,
+                   grad_x[n:n + samples].reshape(samples, -1), positions, in_channels)
 
 
 def backward_weight(spec, x, grad_y, grad_w):
@@ -487,14 +475,14 @@ def backward_weight(spec, x, grad_y, grad_w):
     chunk_rows = max(1, WEIGHT_CHUNK // spec.out_size[2])
     for n in range(0, batch, slab):
         samples = min(slab, batch - n)
-        _to_channels_last(x[n:n + samples].reshape(samples, -1), positions, in_channels, in_table, grid, grid_size,
-                          threads)
-        _to_channels_last(grad_y[n:n + samples].reshape(samples, -1), outputs, out_channels,
-                          _steps(outputs, out_channels), lanes_in, lanes_size, threads)
-        _weight_tiles(grid, grid_size, lanes_in, lanes_size, groups, blocks, width, tile, source_tiles, shifts.size,
-                      shifts, group_in, group_out, out_channels, spec.out_size, strides, chunk_rows,
-                      _source_table(spec, source_tiles * tile), _steps(source_tiles * tile, width), samples, sums,
-                      threads)
+        on_threads(_to_channels_last, threads, x[n:n + samples].reshape(samples, -1), positions, in_channels,
+                   in_table, grid, grid_size)
+        on_threads(_to_channels_last, threads, grad_y[n:n + samples].reshape(samples, -1), outputs, out_channels,
+                   _steps(outputs, out_channels), lanes_in, lanes_size)
+        on_threads(_weight_tiles, threads, grid, grid_size, lanes_in, lanes_size, groups, blocks, width, tile,
+                   source_tiles, shifts.size, shifts, group_in, group_out, out_channels, spec.out_size, strides,
+                   chunk_rows, _source_table(spec, source_tiles * tile), _steps(source_tiles * tile, width), samples,
+                   sums)
     sums = sums.reshape(groups, blocks, kd, kh, -1, width)[:, :, :, :, :sources]
     sums = sums.reshape(groups, blocks, kd, kh, kw, group_in, width)
     per_lane = sums.transpose(0, 1, 6, 5, 2, 3, 4).reshape(groups, blocks * width, group_in, kd, kh, kw)

@@ -46,11 +46,11 @@ input, a weight gradient one tap row a pass).
 import functools
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from . import workspace
 from .common import nine, nine_views, rotated_weights
-from .threads import most_threads, share, thread_count
+from .threads import most_threads, on_threads, share, thread_count
 
 # FLOPs of one uncut kernel call: a quarter second at 5 GFLOP/s, this algorithm's slowest rate on
 # dense layers; longer passes run in slices (numbaconv.slices, docs/decisions.md).
@@ -171,8 +171,8 @@ def _plane_dots(grad, flat, at, shifts, masks, sums):
         sums[t] += dot
 
 
-@njit(parallel=True, cache=True)
-def _depthwise_kernel(source, weights, shifts, masks, margin, padded, out):
+@njit(cache=True)
+def _depthwise_kernel(thread, threads, source, weights, shifts, masks, margin, padded, out):
     """``out[n, o, d] = sum over j of the "same" 3x3 correlation of source[n, s(o, j), d] with
     weights[o, j]``, ``s(o, j) = (o // (O / groups)) * J + j``: ``source`` (N, S, D, H, W)
     contiguous, ``weights`` (O, J, 9), ``out`` (N, O, D, H, W), groups ``S / J``; the threads
@@ -183,21 +183,18 @@ def _depthwise_kernel(source, weights, shifts, masks, margin, padded, out):
     out_channels, per_out = weights.shape[0], weights.shape[1]
     group_out = out_channels // (source_channels // per_out)
     flat = source.reshape(-1)
-    threads = padded.shape[0]
-    for index in prange(threads):
-        thread = np.int64(index)
-        first, stop = share(batch * out_channels * depth, thread, threads)
-        for item in range(first, stop):
-            n, o, d = item // (out_channels * depth), item // depth % out_channels, item % depth
-            target = out[n, o, d].reshape(-1)
-            for j in range(per_out):
-                at = ((n * source_channels + (o // group_out) * per_out + j) * depth + d) * size
-                array, start = _plane_source(flat, at, size, margin, padded[thread])
-                _plane(target, array, start, weights[o, j], shifts, masks, j > 0)
+    first, stop = share(batch * out_channels * depth, thread, threads)
+    for item in range(first, stop):
+        n, o, d = item // (out_channels * depth), item // depth % out_channels, item % depth
+        target = out[n, o, d].reshape(-1)
+        for j in range(per_out):
+            at = ((n * source_channels + (o // group_out) * per_out + j) * depth + d) * size
+            array, start = _plane_source(flat, at, size, margin, padded[thread])
+            _plane(target, array, start, weights[o, j], shifts, masks, j > 0)
 
 
-@njit(parallel=True, cache=True)
-def _weight_kernel(x, grad_y, shifts, masks, margin, padded, grad_w):
+@njit(cache=True)
+def _weight_kernel(thread, threads, x, grad_y, shifts, masks, margin, padded, grad_w):
     """``grad_w[k, t] = sum over n, d and outputs q of grad_y[n, k, d, q] * x[n, k // M, d]`` at
     ``q`` offset by tap t (zero outside the plane): ``x`` (N, C, D, H, W) contiguous, ``grad_y``
     (N, K, D, H, W), ``grad_w`` (K, 9), ``M = K / C``. The threads take consecutive shares of
@@ -207,19 +204,16 @@ def _weight_kernel(x, grad_y, shifts, masks, margin, padded, grad_w):
     out_channels = grad_y.shape[1]
     multiplier = out_channels // in_channels
     flat = x.reshape(-1)
-    threads = padded.shape[0]
-    for index in prange(threads):
-        thread = np.int64(index)
-        first, stop = share(out_channels, thread, threads)
-        for k in range(first, stop):
-            sums = np.zeros(TAPS)
-            for n in range(batch):
-                for d in range(depth):
-                    at = ((n * in_channels + k // multiplier) * depth + d) * size
-                    array, start = _plane_source(flat, at, size, margin, padded[thread])
-                    _plane_dots(grad_y[n, k, d].reshape(-1), array, start, shifts, masks, sums)
-            for t in range(TAPS):
-                grad_w[k, t] = sums[t]
+    first, stop = share(out_channels, thread, threads)
+    for k in range(first, stop):
+        sums = np.zeros(TAPS)
+        for n in range(batch):
+            for d in range(depth):
+                at = ((n * in_channels + k // multiplier) * depth + d) * size
+                array, start = _plane_source(flat, at, size, margin, padded[thread])
+                _plane_dots(grad_y[n, k, d].reshape(-1), array, start, shifts, masks, sums)
+        for t in range(TAPS):
+            grad_w[k, t] = sums[t]
 
 
 def _plane_arguments(spec, dtype):
@@ -233,7 +227,7 @@ def _plane_arguments(spec, dtype):
 
 
 def _correlate(spec, source, weights, out):
-    _depthwise_kernel(source, weights, *_plane_arguments(spec, source.dtype), out)
+    on_threads(_depthwise_kernel, thread_count(), source, weights, *_plane_arguments(spec, source.dtype), out)
 
 
 def forward(spec, x, w, out):
@@ -246,4 +240,5 @@ def backward_input(spec, grad_y, w, grad_x):
 
 
 def backward_weight(spec, x, grad_y, grad_w):
-    _weight_kernel(x, grad_y, *_plane_arguments(spec, x.dtype), grad_w.reshape(spec.out_channels, TAPS))
+    on_threads(_weight_kernel, thread_count(), x, grad_y, *_plane_arguments(spec, x.dtype),
+               grad_w.reshape(spec.out_channels, TAPS))

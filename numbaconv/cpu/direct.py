@@ -14,9 +14,10 @@ reduction ``(C/g) * prod(kernel)`` is too short for a matrix product to pay
 (depthwise and other narrow groups).
 """
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .common import valid_outputs
+from .threads import on_threads, share, thread_count
 
 # FLOPs of one uncut kernel call: a quarter second at 2 GFLOP/s, this algorithm's slowest rate on
 # dense layers; longer passes run in slices (numbaconv.slices, docs/decisions.md).
@@ -32,14 +33,15 @@ def supports(spec):
     return None
 
 
-@njit(parallel=True, cache=True)
-def _forward_kernel(x, w, y, stride, dilation, pad_lo):
+@njit(cache=True)
+def _forward_kernel(thread, threads, x, w, y, stride, dilation, pad_lo):
     """y[n, k] = sum over c in k's group and taps of w[k, c, tap] * x[n, c] offset by the tap."""
     batch, in_channels, in_d, in_h, in_w = x.shape
     out_channels, group_in, k_d, k_h, k_w = w.shape
     out_d, out_h, out_w = y.shape[2], y.shape[3], y.shape[4]
     group_out = out_channels // (in_channels // group_in)
-    for plane in prange(batch * out_channels):
+    first, stop = share(batch * out_channels, thread, threads)
+    for plane in range(first, stop):
         n, k = plane // out_channels, plane % out_channels
         first_channel = (k // group_out) * group_in
         y[n, k] = 0
@@ -61,14 +63,15 @@ def _forward_kernel(x, w, y, stride, dilation, pad_lo):
                                     y_row[ow] += weight * x_row[ow * stride[2] - pad_lo[2] + tw * dilation[2]]
 
 
-@njit(parallel=True, cache=True)
-def _backward_input_kernel(grad_y, w, grad_x, stride, dilation, pad_lo):
+@njit(cache=True)
+def _backward_input_kernel(thread, threads, grad_y, w, grad_x, stride, dilation, pad_lo):
     """grad_x[n, c] = sum over k in c's group and taps of w[k, c, tap] * grad_y[n, k] placed back."""
     batch, in_channels, in_d, in_h, in_w = grad_x.shape
     out_channels, group_in, k_d, k_h, k_w = w.shape
     out_d, out_h, out_w = grad_y.shape[2], grad_y.shape[3], grad_y.shape[4]
     group_out = out_channels // (in_channels // group_in)
-    for plane in prange(batch * in_channels):
+    first, stop = share(batch * in_channels, thread, threads)
+    for plane in range(first, stop):
         n, channel = plane // in_channels, plane % in_channels
         c, first_k = channel % group_in, (channel // group_in) * group_out
         grad_x[n, channel] = 0
@@ -90,14 +93,15 @@ def _backward_input_kernel(grad_y, w, grad_x, stride, dilation, pad_lo):
                                     gx_row[ow * stride[2] - pad_lo[2] + tw * dilation[2]] += weight * gy_row[ow]
 
 
-@njit(parallel=True, cache=True)
-def _backward_weight_kernel(x, grad_y, grad_w, stride, dilation, pad_lo):
+@njit(cache=True)
+def _backward_weight_kernel(thread, threads, x, grad_y, grad_w, stride, dilation, pad_lo):
     """grad_w[k, c, tap] = sum over n and outputs of grad_y[n, k] * x[n, c] offset by the tap; float64 sums."""
     batch, in_channels, in_d, in_h, in_w = x.shape
     out_channels, group_in, k_d, k_h, k_w = grad_w.shape
     out_d, out_h, out_w = grad_y.shape[2], grad_y.shape[3], grad_y.shape[4]
     group_out = out_channels // (in_channels // group_in)
-    for filter_index in prange(out_channels * group_in):
+    first, stop = share(out_channels * group_in, thread, threads)
+    for filter_index in range(first, stop):
         k, c = filter_index // group_in, filter_index % group_in
         channel = (k // group_out) * group_in + c
         for td in range(k_d):
@@ -121,12 +125,12 @@ def _backward_weight_kernel(x, grad_y, grad_w, stride, dilation, pad_lo):
 
 
 def forward(spec, x, w, out):
-    _forward_kernel(x, w, out, spec.stride, spec.dilation, spec.pad_lo)
+    on_threads(_forward_kernel, thread_count(), x, w, out, spec.stride, spec.dilation, spec.pad_lo)
 
 
 def backward_input(spec, grad_y, w, grad_x):
-    _backward_input_kernel(grad_y, w, grad_x, spec.stride, spec.dilation, spec.pad_lo)
+    on_threads(_backward_input_kernel, thread_count(), grad_y, w, grad_x, spec.stride, spec.dilation, spec.pad_lo)
 
 
 def backward_weight(spec, x, grad_y, grad_w):
-    _backward_weight_kernel(x, grad_y, grad_w, spec.stride, spec.dilation, spec.pad_lo)
+    on_threads(_backward_weight_kernel, thread_count(), x, grad_y, grad_w, spec.stride, spec.dilation, spec.pad_lo)

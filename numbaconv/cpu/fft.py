@@ -66,11 +66,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.fft
-from numba import njit, prange
+from numba import njit
 
 from . import workspace
 from .blas import gemm
-from .threads import most_threads, scratch, share, single_threaded_blas, thread_count
+from .threads import most_threads, on_threads, scratch, share, single_threaded_blas, thread_count
 
 # FLOPs of one uncut kernel call, counted as direct convolution: a quarter second at 1 TFLOP/s of
 # that count, which the large kernels this algorithm runs exceed; longer passes run in slices
@@ -301,8 +301,8 @@ def backward_weight(spec, x, grad_y, grad_w):
                             threads)
         grads = _transform(grad_y, "fft_grad_source", plan, first_block, count, (0, 0, 0), grad_windows, threads)
         with single_threaded_blas():
-            _weight_products(inputs.view(dtype), grads.view(dtype), sums.view(dtype), spec.groups, first_block > 0,
-                             use_blas, rows)
+            on_threads(_weight_products, threads, inputs.view(dtype), grads.view(dtype), sums.view(dtype),
+                       spec.groups, first_block > 0, use_blas, rows)
         del inputs, grads
     taps = spec.kernel_size
     sums = sums.reshape(*sums.shape[:2], *plan.spectrum_shape)
@@ -338,7 +338,7 @@ def _transform(source, name, plan, first_block, count, firsts, windows, threads)
     blocks, block = _geometry(plan)
     buffer = workspace.borrow(name, math.prod(plan.lengths) * count * channels, source.dtype).reshape(
         *plan.lengths, count, channels)
-    _gather(source, buffer, first_block, blocks, block, firsts, windows, threads)
+    on_threads(_gather, threads, source, buffer, first_block, blocks, block, firsts, windows)
     spectra = scipy.fft.rfftn(buffer, axes=plan.transform_axes, workers=threads, overwrite_x=True)
     return np.ascontiguousarray(spectra).reshape(-1, count, channels)
 
@@ -375,12 +375,12 @@ def _through_blocks(spec, plan, source, spectrum, out, forward):
         products = workspace.borrow("fft_products", frequencies * count * result_channels, _complex(dtype))
         products = products.reshape(frequencies, count, result_channels)
         with single_threaded_blas():
-            _products(spectra.view(dtype), spectrum.view(dtype), products.view(dtype), spec.groups, forward, use_blas,
-                      expanded)
+            on_threads(_products, threads, spectra.view(dtype), spectrum.view(dtype), products.view(dtype),
+                       spec.groups, forward, use_blas, expanded)
         del spectra   # scipy's result: freed before the inverse transform makes the next one
         results = scipy.fft.irfftn(products.reshape(*plan.spectrum_shape, count, result_channels), s=sizes,
                                    axes=plan.transform_axes, workers=threads, overwrite_x=True)
-        _scatter(np.ascontiguousarray(results), out, first_block, blocks, block, readouts, threads)
+        on_threads(_scatter, threads, np.ascontiguousarray(results), out, first_block, blocks, block, readouts)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -395,8 +395,8 @@ def _block_origin(index, blocks):
     return index // per_sample, rest // (blocks[1] * blocks[2]), rest // blocks[2] % blocks[1], rest % blocks[2]
 
 
-@njit(parallel=True, cache=True)
-def _gather(source, buffer, first_block, blocks, block, firsts, windows, threads):
+@njit(cache=True)
+def _gather(thread, threads, source, buffer, first_block, blocks, block, firsts, windows):
     """``buffer[pd, ph, pw, j, c] = source[n, c, firsts[0] + bd * block[0] + pd, ...]`` for block
     ``first_block + j`` = (n, bd, bh, bw), zero where a position lies at or past ``windows`` or
     outside the source. The threads take consecutive shares of the buffer's (pd, ph, j) rows.
@@ -404,26 +404,25 @@ def _gather(source, buffer, first_block, blocks, block, firsts, windows, threads
     length_d, length_h, length_w, count, channels = buffer.shape
     size_d, size_h, size_w = source.shape[2], source.shape[3], source.shape[4]
     rows = length_d * length_h * count
-    for index in prange(threads):
-        first, stop = share(rows, np.int64(index), threads)
-        for row in range(first, stop):
-            j, ph, pd = row % count, row // count % length_h, row // (count * length_h)
-            n, bd, bh, bw = _block_origin(first_block + j, blocks)
-            md, mh = firsts[0] + bd * block[0] + pd, firsts[1] + bh * block[1] + ph
-            inside = pd < windows[0] and ph < windows[1] and 0 <= md < size_d and 0 <= mh < size_h
-            start = firsts[2] + bw * block[2]
-            for pw in range(length_w):
-                mw = start + pw
-                if inside and pw < windows[2] and 0 <= mw < size_w:
-                    for c in range(channels):
-                        buffer[pd, ph, pw, j, c] = source[n, c, md, mh, mw]
-                else:
-                    for c in range(channels):
-                        buffer[pd, ph, pw, j, c] = 0
+    first, stop = share(rows, thread, threads)
+    for row in range(first, stop):
+        j, ph, pd = row % count, row // count % length_h, row // (count * length_h)
+        n, bd, bh, bw = _block_origin(first_block + j, blocks)
+        md, mh = firsts[0] + bd * block[0] + pd, firsts[1] + bh * block[1] + ph
+        inside = pd < windows[0] and ph < windows[1] and 0 <= md < size_d and 0 <= mh < size_h
+        start = firsts[2] + bw * block[2]
+        for pw in range(length_w):
+            mw = start + pw
+            if inside and pw < windows[2] and 0 <= mw < size_w:
+                for c in range(channels):
+                    buffer[pd, ph, pw, j, c] = source[n, c, md, mh, mw]
+            else:
+                for c in range(channels):
+                    buffer[pd, ph, pw, j, c] = 0
 
 
-@njit(parallel=True, cache=True)
-def _scatter(buffer, out, first_block, blocks, block, readouts, threads):
+@njit(cache=True)
+def _scatter(thread, threads, buffer, out, first_block, blocks, block, readouts):
     """``out[n, r, od, oh, ow]`` for the results of blocks ``first_block + j`` from the circular
     results ``buffer[(qd + readouts[0]) % LD, ..., j, r]`` (``q`` the position in the block),
     each result written once; the threads take consecutive shares of (block, qd, qh) rows, and
@@ -432,20 +431,19 @@ def _scatter(buffer, out, first_block, blocks, block, readouts, threads):
     length_d, length_h, length_w, count, channels = buffer.shape
     size_d, size_h, size_w = out.shape[2], out.shape[3], out.shape[4]
     rows = count * block[0] * block[1]
-    for index in prange(threads):
-        first, stop = share(rows, np.int64(index), threads)
-        for row in range(first, stop):
-            j, qd, qh = row // (block[0] * block[1]), row // block[1] % block[0], row % block[1]
-            n, bd, bh, bw = _block_origin(first_block + j, blocks)
-            od, oh, ow = bd * block[0] + qd, bh * block[1] + qh, bw * block[2]
-            if od >= size_d or oh >= size_h:
-                continue
-            pd, ph = (qd + readouts[0]) % length_d, (qh + readouts[1]) % length_h
-            width = min(block[2], size_w - ow)
-            for tile in range(0, width, TILE):
-                for r in range(channels):
-                    for qw in range(tile, min(width, tile + TILE)):
-                        out[n, r, od, oh, ow + qw] = buffer[pd, ph, (qw + readouts[2]) % length_w, j, r]
+    first, stop = share(rows, thread, threads)
+    for row in range(first, stop):
+        j, qd, qh = row // (block[0] * block[1]), row // block[1] % block[0], row % block[1]
+        n, bd, bh, bw = _block_origin(first_block + j, blocks)
+        od, oh, ow = bd * block[0] + qd, bh * block[1] + qh, bw * block[2]
+        if od >= size_d or oh >= size_h:
+            continue
+        pd, ph = (qd + readouts[0]) % length_d, (qh + readouts[1]) % length_h
+        width = min(block[2], size_w - ow)
+        for tile in range(0, width, TILE):
+            for r in range(channels):
+                for qw in range(tile, min(width, tile + TILE)):
+                    out[n, r, od, oh, ow + qw] = buffer[pd, ph, (qw + readouts[2]) % length_w, j, r]
 
 
 @njit(inline="always", cache=True)
@@ -479,8 +477,8 @@ def _small_product(a, b, c):
                 c[i, j] += scale * b[r, j]
 
 
-@njit(parallel=True, cache=True)
-def _products(spectra, filters, products, groups, forward, use_blas, expanded):
+@njit(cache=True)
+def _products(thread, threads, spectra, filters, products, groups, forward, use_blas, expanded):
     """Per frequency ``f`` and group: ``products[f] = spectra[f] @ conj(W[f]).T`` (forward:
     (blocks, C/g) x (C/g, K/g)) or ``spectra[f] @ W[f]`` (input gradient: (blocks, K/g) x (K/g,
     C/g)), on the complex arrays' interleaved float views ``spectra`` (F, blocks, 2 channels),
@@ -489,24 +487,21 @@ def _products(spectra, filters, products, groups, forward, use_blas, expanded):
     frequencies = spectra.shape[0]
     group_out, group_in = filters.shape[0] // groups, filters.shape[1]
     reduced, produced = (group_in, group_out) if forward else (group_out, group_in)
-    threads = expanded.shape[0]
-    for index in prange(threads):
-        thread = np.int64(index)
-        first, stop = share(frequencies, thread, threads)
-        matrix = scratch(expanded, thread, (2 * reduced, 2 * produced))
-        for g in range(groups):   # a group's filters (K/g C/g lines) stay in cache over its frequencies
-            for f in range(first, stop):
-                _expand(filters[g * group_out:(g + 1) * group_out], f, matrix, forward)
-                a = spectra[f, :, 2 * g * reduced:2 * (g + 1) * reduced]
-                c = products[f, :, 2 * g * produced:2 * (g + 1) * produced]
-                if use_blas:
-                    gemm(a, matrix, c, 0.0)
-                else:
-                    _small_product(a, matrix, c)
+    first, stop = share(frequencies, thread, threads)
+    matrix = scratch(expanded, thread, (2 * reduced, 2 * produced))
+    for g in range(groups):   # a group's filters (K/g C/g lines) stay in cache over its frequencies
+        for f in range(first, stop):
+            _expand(filters[g * group_out:(g + 1) * group_out], f, matrix, forward)
+            a = spectra[f, :, 2 * g * reduced:2 * (g + 1) * reduced]
+            c = products[f, :, 2 * g * produced:2 * (g + 1) * produced]
+            if use_blas:
+                gemm(a, matrix, c, 0.0)
+            else:
+                _small_product(a, matrix, c)
 
 
-@njit(parallel=True, cache=True)
-def _weight_products(inputs, grads, sums, groups, accumulate, use_blas, rows):
+@njit(cache=True)
+def _weight_products(thread, threads, inputs, grads, sums, groups, accumulate, use_blas, rows):
     """Per frequency ``f`` and group: ``sums[:, :, f] (+)= conj(GY[f]).T @ X[f]``, (K/g, blocks) x
     (blocks, C/g), on interleaved float views: ``inputs`` (F, blocks, 2 C), ``grads`` (F,
     blocks, 2 K), ``sums`` (K, C/g, 2 F). With ``GY = gr + i gi`` and ``X``'s interleaved rows
@@ -518,41 +513,38 @@ def _weight_products(inputs, grads, sums, groups, accumulate, use_blas, rows):
     frequency."""
     frequencies, count = inputs.shape[0], inputs.shape[1]
     group_out, group_in = sums.shape[0] // groups, sums.shape[1]
-    threads = rows.shape[0]
     planes_size, rotated_size = 2 * count * group_out, 2 * count * group_in
-    for index in prange(threads):
-        thread = np.int64(index)
-        first, stop = share(frequencies, thread, threads)
-        row = rows[thread]
-        planes = row[:planes_size].reshape(2, count, group_out)
-        rotated = row[planes_size:planes_size + rotated_size].reshape(count, 2 * group_in)
-        product = row[planes_size + rotated_size:planes_size + rotated_size + 2 * group_out * group_in].reshape(
-            group_out, 2 * group_in)
-        for g in range(groups):
-            for f in range(first, stop):
-                for b in range(count):
-                    for k in range(group_out):
-                        planes[0, b, k] = grads[f, b, 2 * (g * group_out + k)]
-                        planes[1, b, k] = grads[f, b, 2 * (g * group_out + k) + 1]
-                    for c in range(group_in):
-                        rotated[b, 2 * c] = inputs[f, b, 2 * (g * group_in + c) + 1]
-                        rotated[b, 2 * c + 1] = -inputs[f, b, 2 * (g * group_in + c)]
-                x = inputs[f, :, 2 * g * group_in:2 * (g + 1) * group_in]
-                if use_blas:
-                    gemm(planes[0].T, x, product, 0.0)
-                    gemm(planes[1].T, rotated, product, 1.0)
-                else:
-                    for k in range(group_out):
-                        for j in range(2 * group_in):
-                            total = 0.0
-                            for b in range(count):
-                                total += planes[0, b, k] * x[b, j] + planes[1, b, k] * rotated[b, j]
-                            product[k, j] = total
+    first, stop = share(frequencies, thread, threads)
+    row = rows[thread]
+    planes = row[:planes_size].reshape(2, count, group_out)
+    rotated = row[planes_size:planes_size + rotated_size].reshape(count, 2 * group_in)
+    product = row[planes_size + rotated_size:planes_size + rotated_size + 2 * group_out * group_in].reshape(
+        group_out, 2 * group_in)
+    for g in range(groups):
+        for f in range(first, stop):
+            for b in range(count):
                 for k in range(group_out):
-                    for c in range(group_in):
-                        target = sums[g * group_out + k, c]
-                        if accumulate:
-                            target[2 * f] += product[k, 2 * c]
-                            target[2 * f + 1] += product[k, 2 * c + 1]
-                        else:
-                            target[2 * f], target[2 * f + 1] = product[k, 2 * c], product[k, 2 * c + 1]
+                    planes[0, b, k] = grads[f, b, 2 * (g * group_out + k)]
+                    planes[1, b, k] = grads[f, b, 2 * (g * group_out + k) + 1]
+                for c in range(group_in):
+                    rotated[b, 2 * c] = inputs[f, b, 2 * (g * group_in + c) + 1]
+                    rotated[b, 2 * c + 1] = -inputs[f, b, 2 * (g * group_in + c)]
+            x = inputs[f, :, 2 * g * group_in:2 * (g + 1) * group_in]
+            if use_blas:
+                gemm(planes[0].T, x, product, 0.0)
+                gemm(planes[1].T, rotated, product, 1.0)
+            else:
+                for k in range(group_out):
+                    for j in range(2 * group_in):
+                        total = 0.0
+                        for b in range(count):
+                            total += planes[0, b, k] * x[b, j] + planes[1, b, k] * rotated[b, j]
+                        product[k, j] = total
+            for k in range(group_out):
+                for c in range(group_in):
+                    target = sums[g * group_out + k, c]
+                    if accumulate:
+                        target[2 * f] += product[k, 2 * c]
+                        target[2 * f + 1] += product[k, 2 * c + 1]
+                    else:
+                        target[2 * f], target[2 * f + 1] = product[k, 2 * c], product[k, 2 * c + 1]

@@ -82,13 +82,13 @@ would not fit.
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from . import workspace
 from ..algorithm import read_only
 from .blas import gemm
 from .common import grid_walk, valid_outputs
-from .threads import add_partials, most_threads, scratch, share, single_threaded_blas, thread_count
+from .threads import add_partials, most_threads, on_threads, scratch, share, single_threaded_blas, thread_count
 
 # FLOPs of one uncut kernel call: a quarter second at 40 GFLOP/s, this algorithm's slowest rate on
 # dense layers; longer passes run in slices (numbaconv.slices, docs/decisions.md).
@@ -505,25 +505,23 @@ def _wide_blocking(spec, dtype, threads):
     return blocking
 
 
-@njit(parallel=True, cache=True)
-def _forward_wide_blocks(source, w_matrix, out, block, span, shifts, padded_size, columns, products):
+@njit(cache=True)
+def _forward_wide_blocks(thread, threads, source, w_matrix, out, block, span, shifts, padded_size, columns, products):
     """The forward over wide columns (:func:`_unfold_wide`), the threads taking consecutive blocks
     of ``block`` columns: unfold, the groups' products, the outputs picked out
     (:func:`_compact_wide`). Scratch rows per thread: ``columns``, ``products``."""
-    threads, (groups, group_out, rows) = columns.shape[0], w_matrix.shape
+    (groups, group_out, rows) = w_matrix.shape
     total = source.shape[0] * span
-    for index in prange(threads):
-        thread = np.int64(index)
-        first_block, stop_block = share(-(-total // block), thread, threads)
-        for number in range(first_block, stop_block):
-            first = number * block
-            count = min(block, total - first)
-            cols = scratch(columns, thread, (groups, rows, count))
-            _unfold_wide(source, cols, first, span, shifts)
-            product = scratch(products, thread, (groups, group_out, count))
-            for g in range(groups):
-                gemm(w_matrix[g], cols[g], product[g], 0.0)
-            _compact_wide(product, out, first, span, (padded_size[0], padded_size[1], padded_size[2]))
+    first_block, stop_block = share(-(-total // block), thread, threads)
+    for number in range(first_block, stop_block):
+        first = number * block
+        count = min(block, total - first)
+        cols = scratch(columns, thread, (groups, rows, count))
+        _unfold_wide(source, cols, first, span, shifts)
+        product = scratch(products, thread, (groups, group_out, count))
+        for g in range(groups):
+            gemm(w_matrix[g], cols[g], product[g], 0.0)
+        _compact_wide(product, out, first, span, (padded_size[0], padded_size[1], padded_size[2]))
 
 
 @njit(inline="always", cache=True)
@@ -556,27 +554,25 @@ def _columns_of(x, first, count, groups, rows, thread, columns, runs, sources, g
     return cols[:, :, :count]
 
 
-@njit(parallel=True, cache=True)
-def _forward_blocks(x, w_matrix, out, block, columns, runs, sources, geometry):
+@njit(cache=True)
+def _forward_blocks(thread, threads, x, w_matrix, out, block, columns, runs, sources, geometry):
     """``out = w @ cols`` per group, the threads taking consecutive blocks of ``block`` columns,
     each product written straight into ``out`` sample by sample. Scratch rows per thread:
     ``columns``, ``runs`` and ``sources`` (:func:`_unfold`)."""
-    threads, (groups, group_out, rows) = columns.shape[0], w_matrix.shape
+    (groups, group_out, rows) = w_matrix.shape
     batch, positions = x.shape[0], out[0, 0].size
-    for index in prange(threads):
-        thread = np.int64(index)
-        first_block, stop_block = share(-(-(batch * positions) // block), thread, threads)
-        for number in range(first_block, stop_block):
-            first, count = _block_of(number, block, batch * positions)
-            cols = _columns_of(x, first, count, groups, rows, thread, columns, runs, sources, geometry, 0, x.shape[1])
-            j = 0
-            while j < count:   # the block's columns sample by sample
-                sample, position = (first + j) // positions, (first + j) % positions
-                run = min(positions - position, count - j)
-                y = out[sample].reshape(groups, group_out, positions)
-                for g in range(groups):
-                    gemm(w_matrix[g], cols[g, :, j:j + run], y[g, :, position:position + run], 0.0)
-                j += run
+    first_block, stop_block = share(-(-(batch * positions) // block), thread, threads)
+    for number in range(first_block, stop_block):
+        first, count = _block_of(number, block, batch * positions)
+        cols = _columns_of(x, first, count, groups, rows, thread, columns, runs, sources, geometry, 0, x.shape[1])
+        j = 0
+        while j < count:   # the block's columns sample by sample
+            sample, position = (first + j) // positions, (first + j) % positions
+            run = min(positions - position, count - j)
+            y = out[sample].reshape(groups, group_out, positions)
+            for g in range(groups):
+                gemm(w_matrix[g], cols[g, :, j:j + run], y[g, :, position:position + run], 0.0)
+            j += run
 
 
 @njit(nogil=True, cache=True)
@@ -603,26 +599,24 @@ def _gathered(grad_y, first, count, groups, group_out, thread, gathered):
     return block[:, :, :count]
 
 
-@njit(parallel=True, cache=True)
-def _weight_blocks(x, grad_y, block, partials, gathered, columns, runs, sources, geometry):
+@njit(cache=True)
+def _weight_blocks(thread, threads, x, grad_y, block, partials, gathered, columns, runs, sources, geometry):
     """``partials[thread, g] += grad_y (K/g, cols) @ cols.T`` over the thread's consecutive blocks
     of ``block`` columns (``partials`` zeroed by the caller). Scratch rows per thread:
     ``gathered`` (:func:`_gathered`), ``columns``, ``runs``, ``sources``."""
-    threads, groups, group_out, rows = partials.shape
+    groups, group_out, rows = partials.shape[1:]
     batch, positions = x.shape[0], grad_y[0, 0].size
-    for index in prange(threads):
-        thread = np.int64(index)
-        first_block, stop_block = share(-(-(batch * positions) // block), thread, threads)
-        for number in range(first_block, stop_block):
-            first, count = _block_of(number, block, batch * positions)
-            cols = _columns_of(x, first, count, groups, rows, thread, columns, runs, sources, geometry, 0, x.shape[1])
-            dy = _gathered(grad_y, first, count, groups, group_out, thread, gathered)
-            for g in range(groups):
-                gemm(dy[g], cols[g].T, partials[thread, g], 1.0)
+    first_block, stop_block = share(-(-(batch * positions) // block), thread, threads)
+    for number in range(first_block, stop_block):
+        first, count = _block_of(number, block, batch * positions)
+        cols = _columns_of(x, first, count, groups, rows, thread, columns, runs, sources, geometry, 0, x.shape[1])
+        dy = _gathered(grad_y, first, count, groups, group_out, thread, gathered)
+        for g in range(groups):
+            gemm(dy[g], cols[g].T, partials[thread, g], 1.0)
 
 
-@njit(parallel=True, cache=True)
-def _channel_chunks(x, matrix, result, weight_pass, chunk, columns, runs, sources, geometry):
+@njit(cache=True)
+def _channel_chunks(thread, threads, x, matrix, result, weight_pass, chunk, columns, runs, sources, geometry):
     """The forward or the weight gradient over chunks of input channels (:func:`_channel_split`):
     items (group, ``chunk`` of its input channels), each unfolding its channels' rows of the whole
     column matrix (every sample's ``P`` outputs) and multiplying them at once, so the weights
@@ -632,80 +626,74 @@ def _channel_chunks(x, matrix, result, weight_pass, chunk, columns, runs, source
     grad_y[g] @ cols.T`` into grad_w (1, G, K/g, R), each item writing its own columns. FLOPs: the
     pass's; memory: x and the weights (or grad_w) once, grad_y (or the partials) once per item.
     Scratch rows per thread: ``columns``, ``runs`` and ``sources``."""
-    threads, groups = columns.shape[0], matrix.shape[0]
+    groups = matrix.shape[0]
     group_in, taps = x.shape[1] // groups, geometry[0] * geometry[1] * geometry[2]
     total = x.shape[0] * geometry[3] * geometry[4] * geometry[5]
     chunks = -(-group_in // chunk)
-    for index in prange(threads):
-        thread = np.int64(index)
-        if not weight_pass:
-            result[thread] = 0
-        first_item, stop_item = share(groups * chunks, thread, threads)
-        for item in range(first_item, stop_item):
-            g, c0 = item // chunks, item % chunks * chunk
-            c1 = min(c0 + chunk, group_in)
-            cols = _columns_of(x, 0, total, 1, (c1 - c0) * taps, thread, columns, runs, sources, geometry,
-                               g * group_in + c0, g * group_in + c1)[0]
-            if weight_pass:
-                gemm(matrix[g], cols.T, result[0, g, :, c0 * taps:c1 * taps], 0.0)
-            else:
-                gemm(matrix[g, :, c0 * taps:c1 * taps], cols, result[thread, g], 1.0)
+    if not weight_pass:
+        result[thread] = 0
+    first_item, stop_item = share(groups * chunks, thread, threads)
+    for item in range(first_item, stop_item):
+        g, c0 = item // chunks, item % chunks * chunk
+        c1 = min(c0 + chunk, group_in)
+        cols = _columns_of(x, 0, total, 1, (c1 - c0) * taps, thread, columns, runs, sources, geometry,
+                           g * group_in + c0, g * group_in + c1)[0]
+        if weight_pass:
+            gemm(matrix[g], cols.T, result[0, g, :, c0 * taps:c1 * taps], 0.0)
+        else:
+            gemm(matrix[g, :, c0 * taps:c1 * taps], cols, result[thread, g], 1.0)
 
 
-@njit(parallel=True, cache=True)
-def _input_blocks(grad_y, w_matrix, grad_x, block, samples_per_share, gathered, columns, runs, sources, geometry):
+@njit(cache=True)
+def _input_blocks(thread, threads, grad_y, w_matrix, grad_x, block, samples_per_share, gathered, columns, runs, sources, geometry):
     """The input gradient: ``dcols = w.T @ grad_y`` per block, folded back onto ``grad_x``
     (:func:`_fold`); the threads take consecutive shares of ``samples_per_share``
     whole samples (a sample's columns fold onto it alone, so no two threads add to one element).
     Scratch rows per thread: ``gathered`` (:func:`_gathered`), ``columns``, ``runs``, ``sources``."""
-    threads, (groups, group_out, rows) = columns.shape[0], w_matrix.shape
+    (groups, group_out, rows) = w_matrix.shape
     batch, positions = grad_x.shape[0], grad_y[0, 0].size
-    for index in prange(threads):
-        thread = np.int64(index)
-        first_share, stop_share = share(-(-batch // samples_per_share), thread, threads)
-        for number in range(first_share, stop_share):
-            first_sample = number * samples_per_share
-            stop_sample = min(first_sample + samples_per_share, batch)
-            grad_x[first_sample:stop_sample] = 0
-            for first in range(first_sample * positions, stop_sample * positions, block):
-                count = min(block, stop_sample * positions - first)
-                cols = scratch(columns, thread, (groups, rows, count))
-                dy = _gathered(grad_y, first, count, groups, group_out, thread, gathered)
-                for g in range(groups):
-                    gemm(w_matrix[g].T, dy[g], cols[g], 0.0)
-                _fold_block(grad_x, cols, first, thread, runs, sources, geometry)
+    first_share, stop_share = share(-(-batch // samples_per_share), thread, threads)
+    for number in range(first_share, stop_share):
+        first_sample = number * samples_per_share
+        stop_sample = min(first_sample + samples_per_share, batch)
+        grad_x[first_sample:stop_sample] = 0
+        for first in range(first_sample * positions, stop_sample * positions, block):
+            count = min(block, stop_sample * positions - first)
+            cols = scratch(columns, thread, (groups, rows, count))
+            dy = _gathered(grad_y, first, count, groups, group_out, thread, gathered)
+            for g in range(groups):
+                gemm(w_matrix[g].T, dy[g], cols[g], 0.0)
+            _fold_block(grad_x, cols, first, thread, runs, sources, geometry)
 
 
-@njit(parallel=True, cache=True)
-def _input_channel_blocks(grad_y, w_matrix, grad_x, block, chunk, gathered, columns, runs, sources, geometry):
+@njit(cache=True)
+def _input_channel_blocks(thread, threads, grad_y, w_matrix, grad_x, block, chunk, gathered, columns, runs, sources, geometry):
     """:func:`_input_blocks` for fewer samples than threads: items (sample, group, ``chunk`` of the
     group's input channels), each making the rows of ``dcols`` of its channels, ``w[:, its
     rows].T @ grad_y``, block by block of its sample's columns and folding them onto its
     channels of ``grad_x`` (no two items add to one element). FLOPs ``2 (K/g) chunk taps P`` an
     item, ``P`` its sample's outputs; the item's weight columns are read once per block. Scratch as
     there."""
-    threads, (groups, group_out, rows) = columns.shape[0], w_matrix.shape
+    (groups, group_out, rows) = w_matrix.shape
     batch, in_channels, positions = grad_x.shape[0], grad_x.shape[1], grad_y[0, 0].size
     group_in = in_channels // groups
     taps, plane = rows // group_in, grad_x[0, 0].size
     chunks = -(-group_in // chunk)
     grad_x_flat = grad_x.reshape(-1)
-    for index in prange(threads):
-        thread = np.int64(index)
-        first_item, stop_item = share(batch * groups * chunks, thread, threads)
-        for item in range(first_item, stop_item):
-            n, g, c0 = item // (groups * chunks), item // chunks % groups, item % chunks * chunk
-            c1 = min(c0 + chunk, group_in)
-            start = (n * in_channels + g * group_in + c0) * plane
-            part = grad_x_flat[start:start + (c1 - c0) * plane].reshape(
-                1, c1 - c0, grad_x.shape[2], grad_x.shape[3], grad_x.shape[4])
-            part[...] = 0
-            for first in range(n * positions, (n + 1) * positions, block):
-                count = min(block, (n + 1) * positions - first)
-                cols = scratch(columns, thread, (1, (c1 - c0) * taps, count))
-                dy = _gathered(grad_y, first, count, groups, group_out, thread, gathered)
-                gemm(w_matrix[g][:, c0 * taps:c1 * taps].T, dy[g], cols[0], 0.0)
-                _fold_block(part, cols, first - n * positions, thread, runs, sources, geometry)
+    first_item, stop_item = share(batch * groups * chunks, thread, threads)
+    for item in range(first_item, stop_item):
+        n, g, c0 = item // (groups * chunks), item // chunks % groups, item % chunks * chunk
+        c1 = min(c0 + chunk, group_in)
+        start = (n * in_channels + g * group_in + c0) * plane
+        part = grad_x_flat[start:start + (c1 - c0) * plane].reshape(
+            1, c1 - c0, grad_x.shape[2], grad_x.shape[3], grad_x.shape[4])
+        part[...] = 0
+        for first in range(n * positions, (n + 1) * positions, block):
+            count = min(block, (n + 1) * positions - first)
+            cols = scratch(columns, thread, (1, (c1 - c0) * taps, count))
+            dy = _gathered(grad_y, first, count, groups, group_out, thread, gathered)
+            gemm(w_matrix[g][:, c0 * taps:c1 * taps].T, dy[g], cols[0], 0.0)
+            _fold_block(part, cols, first - n * positions, thread, runs, sources, geometry)
 
 
 @njit(nogil=True, cache=True)
@@ -734,54 +722,48 @@ def _pointwise_items(batch, by_rows, threads):
     return 1, max(1, threads // batch)
 
 
-@njit(parallel=True, cache=True)
-def _pointwise_kernel(a, w_matrix, out, transposed, by_rows, threads):
+@njit(cache=True)
+def _pointwise_kernel(thread, threads, a, w_matrix, out, transposed, by_rows):
     """A pointwise forward (``out[n, g] = w[g] @ a[n, g]``) or, ``transposed``, input gradient
     (``out[n, g] = w[g].T @ a[n, g]``) for ``a`` (N, G, S, P), ``w_matrix`` (G, K/g, C/g), ``out``
     (N, G, R, P): items of samples and a block of the R result rows (:func:`_pointwise_items`)."""
     batch, groups, rows = out.shape[0], out.shape[1], out.shape[2]
     together, parts = _pointwise_items(batch, by_rows, threads)
-    for index in prange(threads):
-        thread = np.int64(index)
-        first, stop = share(batch // together * parts, thread, threads)
-        for item in range(first, stop):
-            n0, part = item // parts * together, item % parts
-            r0, r1 = share(rows, part, parts)
-            for n in range(n0, n0 + together):
-                for g in range(groups):
-                    if transposed:
-                        gemm(w_matrix[g, :, r0:r1].T, a[n, g], out[n, g, r0:r1], 0.0)
-                    else:
-                        gemm(w_matrix[g, r0:r1], a[n, g], out[n, g, r0:r1], 0.0)
+    first, stop = share(batch // together * parts, thread, threads)
+    for item in range(first, stop):
+        n0, part = item // parts * together, item % parts
+        r0, r1 = share(rows, part, parts)
+        for n in range(n0, n0 + together):
+            for g in range(groups):
+                if transposed:
+                    gemm(w_matrix[g, :, r0:r1].T, a[n, g], out[n, g, r0:r1], 0.0)
+                else:
+                    gemm(w_matrix[g, r0:r1], a[n, g], out[n, g, r0:r1], 0.0)
 
 
-@njit(parallel=True, cache=True)
-def _pointwise_weight_kernel(x, grad_y, grad_w, partials, by_rows):
+@njit(cache=True)
+def _pointwise_weight_kernel(thread, threads, x, grad_y, grad_w, partials, by_rows):
     """``grad_w[g] = sum over n of grad_y[n, g] @ x[n, g].T`` for ``x`` (N, G, C/g, P), ``grad_y``
     (N, G, K/g, P), ``grad_w`` (G, K/g, C/g). ``by_rows`` (:func:`_weights_outweigh`): the
     threads take blocks of grad_w's rows, adding the samples' products into them in sample
     order. Else items of a sample and a block of its columns, summed into ``partials[thread]``
     (the caller adds the partials in thread order)."""
-    threads, groups = partials.shape[0], partials.shape[1]
+    groups = partials.shape[1]
     batch, rows, positions = x.shape[0], grad_w.shape[1], x.shape[3]
     if by_rows:
-        for index in prange(threads):
-            thread = np.int64(index)
-            r0, r1 = share(rows, thread, threads)
-            for g in range(groups):
-                for n in range(batch):
-                    gemm(grad_y[n, g, r0:r1], x[n, g].T, grad_w[g, r0:r1], 1.0 if n else 0.0)
+        r0, r1 = share(rows, thread, threads)
+        for g in range(groups):
+            for n in range(batch):
+                gemm(grad_y[n, g, r0:r1], x[n, g].T, grad_w[g, r0:r1], 1.0 if n else 0.0)
         return
     parts = max(1, threads // batch)
-    for index in prange(threads):
-        thread = np.int64(index)
-        partials[thread] = 0
-        first, stop = share(batch * parts, thread, threads)
-        for item in range(first, stop):
-            n, part = item // parts, item % parts
-            c0, c1 = share(positions, part, parts)
-            for g in range(groups):
-                gemm(grad_y[n, g, :, c0:c1], x[n, g, :, c0:c1].T, partials[thread, g], 1.0)
+    partials[thread] = 0
+    first, stop = share(batch * parts, thread, threads)
+    for item in range(first, stop):
+        n, part = item // parts, item % parts
+        c0, c1 = share(positions, part, parts)
+        for g in range(groups):
+            gemm(grad_y[n, g, :, c0:c1], x[n, g, :, c0:c1].T, partials[thread, g], 1.0)
 
 
 def _weights_outweigh(spec, pass_name):
@@ -804,12 +786,12 @@ def _pointwise_run(spec, pass_name, a, b, out):
             shape = (threads, groups, spec.group_out_channels, spec.group_in_channels)
             partials = workspace.borrow("im2col_partials", 0 if by_rows else math.prod(shape), a.dtype)
             partials = partials.reshape((threads, groups, 0, 0) if by_rows else shape)
-            _pointwise_weight_kernel(by_group(a), by_group(b), grad_w, partials, by_rows)
+            on_threads(_pointwise_weight_kernel, threads, by_group(a), by_group(b), grad_w, partials, by_rows)
             if not by_rows:
                 add_partials(partials.reshape(threads, 1, -1), out.reshape(1, -1))
             return
         w_matrix = b.reshape(groups, spec.group_out_channels, spec.group_in_channels)
-        _pointwise_kernel(by_group(a), w_matrix, by_group(out), pass_name == "input", by_rows, threads)
+        on_threads(_pointwise_kernel, threads, by_group(a), w_matrix, by_group(out), pass_name == "input", by_rows)
 
 
 def forward(spec, x, w, out):
@@ -825,13 +807,13 @@ def forward(spec, x, w, out):
     wide = _wide_blocking(spec, x.dtype, threads)
     with single_threaded_blas():
         if wide is not None:
-            _forward_wide_blocks(wide.source(x), w_matrix, out, wide.block, wide.span, wide.shifts,
-                                 np.array(wide.padded_size, np.int64),
-                                 wide.per_thread("columns", wide.groups * wide.rows * wide.block),
-                                 wide.per_thread("wide_products", spec.out_channels * wide.block))
+            on_threads(_forward_wide_blocks, threads, wide.source(x), w_matrix, out, wide.block, wide.span,
+                       wide.shifts, np.array(wide.padded_size, np.int64),
+                       wide.per_thread("columns", wide.groups * wide.rows * wide.block),
+                       wide.per_thread("wide_products", spec.out_channels * wide.block))
             return
         blocking = _Blocking(spec, x.dtype, threads)
-        _forward_blocks(x, w_matrix, out, blocking.block, *blocking.scratch())
+        on_threads(_forward_blocks, blocking.threads, x, w_matrix, out, blocking.block, *blocking.scratch())
 
 
 def _forward_by_channel_chunks(chunks, x, w_matrix, out):
@@ -841,7 +823,7 @@ def _forward_by_channel_chunks(chunks, x, w_matrix, out):
     sums = chunks.per_thread("im2col_partials", s.out_channels * chunks.columns)
     partials = sums.reshape(threads, s.groups, s.group_out_channels, chunks.columns)
     with single_threaded_blas():
-        _channel_chunks(x, w_matrix, partials, False, chunks.chunk, *chunks.scratch())
+        on_threads(_channel_chunks, chunks.threads, x, w_matrix, partials, False, chunks.chunk, *chunks.scratch())
     if s.batch == 1:
         add_partials(partials.reshape(threads, 1, -1), out.reshape(1, -1))
         return
@@ -862,8 +844,8 @@ def _weight_by_channel_chunks(chunks, x, grad_y, grad_w):
             s.batch, s.out_channels, chunks.positions).transpose(1, 0, 2)
         dy = read_only(dy.reshape(s.groups, s.group_out_channels, chunks.columns))
     with single_threaded_blas():
-        _channel_chunks(x, dy, grad_w.reshape(1, s.groups, s.group_out_channels, -1),
-                        True, chunks.chunk, *chunks.scratch())
+        on_threads(_channel_chunks, chunks.threads, x, dy, grad_w.reshape(1, s.groups, s.group_out_channels, -1),
+                   True, chunks.chunk, *chunks.scratch())
 
 
 def backward_weight(spec, x, grad_y, grad_w):
@@ -882,8 +864,8 @@ def backward_weight(spec, x, grad_y, grad_w):
     partials = workspace.borrow("im2col_partials", math.prod(shape), x.dtype).reshape(shape)
     partials[...] = 0
     with single_threaded_blas():
-        _weight_blocks(x, grad_y, blocking.block, partials, blocking.gathered(),
-                       *blocking.scratch())
+        on_threads(_weight_blocks, blocking.threads, x, grad_y, blocking.block, partials, blocking.gathered(),
+                   *blocking.scratch())
     add_partials(partials.reshape(blocking.threads, 1, -1), grad_w.reshape(1, -1))
 
 
@@ -900,8 +882,8 @@ def backward_input(spec, grad_y, w, grad_x):
         if -(-spec.batch // samples_per_share) < blocking.threads:
             # fewer samples than threads: they share out each sample's input channels (docs/decisions.md, I6)
             chunks = -(-blocking.threads // (spec.batch * spec.groups))
-            _input_channel_blocks(grad_y, w_matrix, grad_x, blocking.block, -(-spec.group_in_channels // chunks),
-                                  blocking.gathered(), *blocking.scratch())
+            on_threads(_input_channel_blocks, blocking.threads, grad_y, w_matrix, grad_x, blocking.block,
+                       -(-spec.group_in_channels // chunks), blocking.gathered(), *blocking.scratch())
         else:
-            _input_blocks(grad_y, w_matrix, grad_x, blocking.block, samples_per_share, blocking.gathered(),
-                          *blocking.scratch())
+            on_threads(_input_blocks, blocking.threads, grad_y, w_matrix, grad_x, blocking.block, samples_per_share,
+                       blocking.gathered(), *blocking.scratch())

@@ -102,8 +102,9 @@ def _stack_copy(typingctx, args):
     """A pointer to a copy of tuple ``args`` on the caller's stack: what a ``prange`` region
     takes in place of a tuple of tuples (Numba's gufuncs unpack one level of tuples only)."""
     def codegen(context, builder, signature, values):
-        slot = cgutils.alloca_once(builder, context.get_value_type(args))
-        builder.store(values[0], slot)
+        model = context.data_model_manager[args]
+        slot = cgutils.alloca_once(builder, model.get_data_type())
+        builder.store(model.as_data(builder, values[0]), slot)
         return slot
     return types.CPointer(args)(args), codegen
 
@@ -117,7 +118,7 @@ def _call_body(typingctx, address, thread, threads, args_pointer):
 
     def codegen(context, builder, signature, values):
         address_value, thread_value, threads_value, pointer = values
-        packed = builder.load(pointer)
+        packed = context.data_model_manager[args_pointer.dtype].from_data(builder, builder.load(pointer))
         arguments = [thread_value, threads_value]
         for position, arg_type in enumerate(arg_types[2:]):
             value = builder.extract_value(packed, position)

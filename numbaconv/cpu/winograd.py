@@ -66,11 +66,11 @@ in the working precision) adds a few ulp to U, nothing visible in these
 numbers.
 """
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from . import workspace
 from .blas import gemm
-from .threads import add_in_thread_order, most_threads, scratch, share, single_threaded_blas
+from .threads import add_in_thread_order, most_threads, on_threads, scratch, share, single_threaded_blas
 from .winograd_tiling import (FILTER_CHUNK, Tiling, block_patches, gradient_tiles, input_tiles, output_tiles,
                               transform_filters, transformed_filters, unaliased)
 from .winograd_transforms import PATCH, POINTS, TAPS_TO_POINTS, TILE
@@ -148,31 +148,29 @@ def _filter_blocks_bytes(tiling, batch):
             + (tiles * tiling.tile_bytes + tiling.threads * per_thread * tiling.dtype.itemsize))
 
 
-@njit(parallel=True, cache=True)
-def _tile_blocks(padded, u, y, tiles_h, block_rows, patches, products, half, rows, nonfinite):
+@njit(cache=True)
+def _tile_blocks(thread, threads, padded, u, y, tiles_h, block_rows, patches, products, half, rows, nonfinite):
     """``y (S, K, OH, OW) = conv(x)`` for a chunk of samples whose input ``padded`` came from
     to_channels_last, through transformed filters ``u`` (36, g, C/g, K/g): the threads take
     consecutive blocks of ``block_rows`` tile rows; per block, V (input_tiles), the 36 x g
     products M[p] = V[p] @ U[p] in BLAS and the output tiles (output_tiles), whose non-finite
     outputs each thread counts into ``nonfinite[thread]``. Scratch rows per thread:
     ``patches``, ``products``, ``half``, ``rows``."""
-    threads, out_channels, tiles_w = patches.shape[0], y.shape[1], padded.shape[3] - 1
+    out_channels, tiles_w = y.shape[1], padded.shape[3] - 1
     groups, group_in, group_out = u.shape[1], u.shape[2], u.shape[3]
     tile_rows = y.shape[0] * tiles_h
-    for index in prange(threads):
-        thread = np.int64(index)
-        nonfinite[thread] = 0
-        first_block, stop_block = share(-(-tile_rows // block_rows), thread, threads)
-        for block in range(first_block, stop_block):
-            first, stop, v = block_patches(padded, tiles_h, block, block_rows, tile_rows, thread, patches, half)
-            m = scratch(products, thread, (POINTS, v.shape[1], out_channels))
-            for p in range(POINTS):
-                for g in range(groups):
-                    gemm(v[p, :, g * group_in:(g + 1) * group_in], u[p, g], m[p, :, g * group_out:(g + 1) * group_out], 0.0)
-            nonfinite[thread] += output_tiles(m, first, stop, tiles_h, y,
-                                              scratch(half, thread, (PATCH, TILE, tiles_w, out_channels)),
-                                              scratch(rows, thread, (TILE, TILE, tiles_w, out_channels)),
-                                              np.int64(0))   # int64: one compile
+    nonfinite[thread] = 0
+    first_block, stop_block = share(-(-tile_rows // block_rows), thread, threads)
+    for block in range(first_block, stop_block):
+        first, stop, v = block_patches(padded, tiles_h, block, block_rows, tile_rows, thread, patches, half)
+        m = scratch(products, thread, (POINTS, v.shape[1], out_channels))
+        for p in range(POINTS):
+            for g in range(groups):
+                gemm(v[p, :, g * group_in:(g + 1) * group_in], u[p, g], m[p, :, g * group_out:(g + 1) * group_out], 0.0)
+        nonfinite[thread] += output_tiles(m, first, stop, tiles_h, y,
+                                          scratch(half, thread, (PATCH, TILE, tiles_w, out_channels)),
+                                          scratch(rows, thread, (TILE, TILE, tiles_w, out_channels)),
+                                          np.int64(0))   # int64: one compile
 
 
 def _winograd(x, u, y, tiling, pad_top, pad_left):
@@ -184,58 +182,52 @@ def _winograd(x, u, y, tiling, pad_top, pad_left):
     for first, stop in tiling.chunks(x.shape[0]):
         padded = tiling.padded_input(x[first:stop], pad_top, pad_left)
         block_rows = tiling.block_rows(stop - first)
-        _tile_blocks(padded, u, y[first:stop], tiling.tiles_h, block_rows, *tiling.block_scratch(block_rows),
-                     nonfinite)
+        on_threads(_tile_blocks, tiling.threads, padded, u, y[first:stop], tiling.tiles_h, block_rows,
+                   *tiling.block_scratch(block_rows), nonfinite)
         finite = finite and not nonfinite.any()
     return finite
 
 
-@njit(parallel=True, cache=True)
-def _all_input_tiles(padded, tiles_h, patches, half):
+@njit(cache=True)
+def _all_input_tiles(thread, threads, padded, tiles_h, patches, half):
     """input_tiles of every tile row of ``padded`` into ``patches`` (36, all tiles, C), the threads
     taking consecutive tile rows. Scratch ``half`` rows per thread."""
-    threads, channels, tiles_w = half.shape[0], padded.shape[4], padded.shape[3] - 1
-    for index in prange(threads):
-        thread = np.int64(index)
-        first, stop = share(padded.shape[0] * tiles_h, thread, threads)
-        input_tiles(padded, first, stop, tiles_h, patches, scratch(half, thread, (PATCH, TILE, tiles_w + 1, channels)),
-                    first * tiles_w)
+    channels, tiles_w = padded.shape[4], padded.shape[3] - 1
+    first, stop = share(padded.shape[0] * tiles_h, thread, threads)
+    input_tiles(padded, first, stop, tiles_h, patches, scratch(half, thread, (PATCH, TILE, tiles_w + 1, channels)),
+                first * tiles_w)
 
 
-@njit(parallel=True, cache=True)
-def _all_output_tiles(products, tiles_h, y, half, rows, nonfinite):
+@njit(cache=True)
+def _all_output_tiles(thread, threads, products, tiles_h, y, half, rows, nonfinite):
     """output_tiles of every tile row of ``products`` (36, all tiles, K) into ``y``, the threads
     taking consecutive tile rows, each counting its non-finite outputs into
     ``nonfinite[thread]``. Scratch rows per thread ``half`` and ``rows``."""
-    threads, out_channels, tiles_w = half.shape[0], y.shape[1], -(-y.shape[3] // TILE)
-    for index in prange(threads):
-        thread = np.int64(index)
-        first, stop = share(y.shape[0] * tiles_h, thread, threads)
-        nonfinite[thread] = output_tiles(products, first, stop, tiles_h, y,
-                                         scratch(half, thread, (PATCH, TILE, tiles_w, out_channels)),
-                                         scratch(rows, thread, (TILE, TILE, tiles_w, out_channels)), first * tiles_w)
+    out_channels, tiles_w = y.shape[1], -(-y.shape[3] // TILE)
+    first, stop = share(y.shape[0] * tiles_h, thread, threads)
+    nonfinite[thread] = output_tiles(products, first, stop, tiles_h, y,
+                                     scratch(half, thread, (PATCH, TILE, tiles_w, out_channels)),
+                                     scratch(rows, thread, (TILE, TILE, tiles_w, out_channels)), first * tiles_w)
 
 
-@njit(parallel=True, cache=True)
-def _multiply_filter_blocks(w, rotated, patches, products, block_outs, taps, half, filters):
+@njit(cache=True)
+def _multiply_filter_blocks(thread, threads, w, rotated, patches, products, block_outs, taps, half, filters):
     """``products[p, :, outs] = patches[p] @ U[p][:, outs]`` for every block of ``block_outs``
     output channels, the threads taking consecutive blocks and transforming each block's filters
     (``w`` (K, C, 9), one group; :func:`transform_filters`) just before using them. Scratch rows
     per thread: ``taps``, ``half``, ``filters`` (36 rows of unaliased(C * block_outs))."""
-    threads, channels, out_channels = taps.shape[0], patches.shape[2], products.shape[2]
-    for index in prange(threads):
-        thread = np.int64(index)
-        first_block, stop_block = share(-(-out_channels // block_outs), thread, threads)
-        for block in range(first_block, stop_block):
-            first, stop = block * block_outs, min((block + 1) * block_outs, out_channels)
-            size, step = channels * (stop - first), unaliased(channels * (stop - first))
-            points = filters[thread]
-            zero = np.int64(0)   # not a literal 0: transform_filters compiles once for both its callers
-            transform_filters(w, rotated, zero, zero, channels, first, stop, scratch(taps, thread, (9, step)),
-                              scratch(half, thread, (18, FILTER_CHUNK)), points, zero, step)
-            for p in range(POINTS):
-                gemm(patches[p], points[p * step:p * step + size].reshape(channels, stop - first),
-                     products[p, :, first:stop], 0.0)
+    channels, out_channels = patches.shape[2], products.shape[2]
+    first_block, stop_block = share(-(-out_channels // block_outs), thread, threads)
+    for block in range(first_block, stop_block):
+        first, stop = block * block_outs, min((block + 1) * block_outs, out_channels)
+        size, step = channels * (stop - first), unaliased(channels * (stop - first))
+        points = filters[thread]
+        zero = np.int64(0)   # not a literal 0: transform_filters compiles once for both its callers
+        transform_filters(w, rotated, zero, zero, channels, first, stop, scratch(taps, thread, (9, step)),
+                          scratch(half, thread, (18, FILTER_CHUNK)), points, zero, step)
+        for p in range(POINTS):
+            gemm(patches[p], points[p * step:p * step + size].reshape(channels, stop - first),
+                 products[p, :, first:stop], 0.0)
 
 
 def _winograd_filter_blocks(x, w, rotated, y, tiling, pad_top, pad_left):
@@ -254,15 +246,16 @@ def _winograd_filter_blocks(x, w, rotated, y, tiling, pad_top, pad_left):
     products = workspace.borrow("winograd_all_products", POINTS * tiles * out_channels, x.dtype).reshape(
         POINTS, tiles, out_channels)
     half = tiling.per_thread("winograd_half", tiling.half_size())
-    _all_input_tiles(padded, tiling.tiles_h, patches, half)
+    on_threads(_all_input_tiles, tiling.threads, padded, tiling.tiles_h, patches, half)
     block_outs = _filter_block_outs(channels, x.dtype.itemsize)
     step = unaliased(channels * block_outs)
-    _multiply_filter_blocks(w, rotated, patches, products, block_outs, tiling.per_thread("winograd_taps", 9 * step),
-                            tiling.per_thread("winograd_filter_half", 18 * FILTER_CHUNK),
-                            tiling.per_thread("winograd_filter_block", POINTS * step))
+    on_threads(_multiply_filter_blocks, tiling.threads, w, rotated, patches, products, block_outs,
+               tiling.per_thread("winograd_taps", 9 * step),
+               tiling.per_thread("winograd_filter_half", 18 * FILTER_CHUNK),
+               tiling.per_thread("winograd_filter_block", POINTS * step))
     nonfinite = np.zeros(tiling.threads, np.int64)
-    _all_output_tiles(products, tiling.tiles_h, y, half, tiling.per_thread("winograd_rows", tiling.rows_size()),
-                      nonfinite)
+    on_threads(_all_output_tiles, tiling.threads, products, tiling.tiles_h, y, half,
+               tiling.per_thread("winograd_rows", tiling.rows_size()), nonfinite)
     return not nonfinite.any()
 
 
@@ -291,73 +284,65 @@ def backward_input(spec, grad_y, w, grad_x):
     return _convolve(_planes(grad_y), w, spec.groups, True, _planes(grad_x), 2 - spec.pad_lo[1], 2 - spec.pad_lo[2])
 
 
-@njit(parallel=True, cache=True)
-def _weight_blocks(padded, padded_grad, tiles_h, block_rows, patches, grads, half, partials):
+@njit(cache=True)
+def _weight_blocks(thread, threads, padded, padded_grad, tiles_h, block_rows, patches, grads, half, partials):
     """``partials[thread, p, g] += sum over the thread's tiles of Y[p].T @ V[p]`` (group ``g``'s
     channels) for a chunk of samples: ``padded`` the input and ``padded_grad`` grad_y from
     to_channels_last, the threads taking consecutive blocks of ``block_rows`` tile rows. Scratch
     rows per thread: ``patches``, ``grads`` (grad_y's tiles), ``half``."""
-    threads, out_channels, tiles_w = patches.shape[0], padded_grad.shape[4], padded.shape[3] - 1
+    out_channels, tiles_w = padded_grad.shape[4], padded.shape[3] - 1
     groups, group_out, group_in = partials.shape[2], partials.shape[3], partials.shape[4]
     tile_rows = padded.shape[0] * tiles_h
-    for index in prange(threads):
-        thread = np.int64(index)
-        first_block, stop_block = share(-(-tile_rows // block_rows), thread, threads)
-        for block in range(first_block, stop_block):
-            first, stop, v = block_patches(padded, tiles_h, block, block_rows, tile_rows, thread, patches, half)
-            y = scratch(grads, thread, (POINTS, v.shape[1], out_channels))
-            gradient_tiles(padded_grad, first, stop, tiles_h, y,
-                           scratch(half, thread, (PATCH, TILE, tiles_w, out_channels)), np.int64(0))
-            for p in range(POINTS):
-                for g in range(groups):
-                    gemm(y[p, :, g * group_out:(g + 1) * group_out].T, v[p, :, g * group_in:(g + 1) * group_in],
-                         partials[thread, p, g], 1.0)
+    first_block, stop_block = share(-(-tile_rows // block_rows), thread, threads)
+    for block in range(first_block, stop_block):
+        first, stop, v = block_patches(padded, tiles_h, block, block_rows, tile_rows, thread, patches, half)
+        y = scratch(grads, thread, (POINTS, v.shape[1], out_channels))
+        gradient_tiles(padded_grad, first, stop, tiles_h, y,
+                       scratch(half, thread, (PATCH, TILE, tiles_w, out_channels)), np.int64(0))
+        for p in range(POINTS):
+            for g in range(groups):
+                gemm(y[p, :, g * group_out:(g + 1) * group_out].T, v[p, :, g * group_in:(g + 1) * group_in],
+                     partials[thread, p, g], 1.0)
 
 
-@njit(parallel=True, cache=True)
-def _partials_to_taps(partials, taps_by_points, grad_w):
+@njit(cache=True)
+def _partials_to_taps(thread, threads, partials, taps_by_points, grad_w):
     """``grad_w[r, t] = sum over points p of dU[p, r] * taps_by_points[p, t]`` (``G^T dU G``) for
     each of the K C/g filters ``r``, ``dU = partials[0] + partials[1] + ...`` added in thread
     order into ``partials[0]``: the threads take consecutive filters, adding their partials just
     before the product (in cache)."""
-    threads, filters = partials.shape[0], grad_w.shape[0]
-    for index in prange(threads):
-        thread = np.int64(index)
-        first, stop = share(filters, thread, threads)
-        sums = partials[0, :, first:stop]
-        if threads > 1:   # one thread's partial is the sum
-            add_in_thread_order(partials[:, :, first:stop], sums, 0, sums.size)
-        gemm(sums.T, taps_by_points, grad_w[first:stop], 0.0)
+    filters = grad_w.shape[0]
+    first, stop = share(filters, thread, threads)
+    sums = partials[0, :, first:stop]
+    if threads > 1:   # one thread's partial is the sum
+        add_in_thread_order(partials[:, :, first:stop], sums, 0, sums.size)
+    gemm(sums.T, taps_by_points, grad_w[first:stop], 0.0)
 
 
-@njit(parallel=True, cache=True)
-def _all_gradient_tiles(padded_grad, tiles_h, grads, half):
+@njit(cache=True)
+def _all_gradient_tiles(thread, threads, padded_grad, tiles_h, grads, half):
     """gradient_tiles of every tile row of ``padded_grad`` into ``grads`` (36, all tiles, K), the
     threads taking consecutive tile rows. Scratch ``half`` rows per thread."""
-    threads, out_channels, tiles_w = half.shape[0], padded_grad.shape[4], padded_grad.shape[3]
-    for index in prange(threads):
-        thread = np.int64(index)
-        first, stop = share(padded_grad.shape[0] * tiles_h, thread, threads)
-        gradient_tiles(padded_grad, first, stop, tiles_h, grads,
-                       scratch(half, thread, (PATCH, TILE, tiles_w, out_channels)), first * tiles_w)
+    out_channels, tiles_w = padded_grad.shape[4], padded_grad.shape[3]
+    first, stop = share(padded_grad.shape[0] * tiles_h, thread, threads)
+    gradient_tiles(padded_grad, first, stop, tiles_h, grads,
+                   scratch(half, thread, (PATCH, TILE, tiles_w, out_channels)), first * tiles_w)
 
 
-@njit(parallel=True, cache=True)
-def _weight_filter_blocks(patches, grads, block_outs, taps_by_points, sums, grad_w):
+@njit(cache=True)
+def _weight_filter_blocks(thread, threads, patches, grads, block_outs, taps_by_points, sums, grad_w):
     """``grad_w[k, c] = G^T (sum over all tiles of Y[p, k] V[p, c]) G`` (one group; ``patches`` V
     and ``grads`` Y of all tiles, ``grad_w`` (K, C, 9)), the threads taking consecutive blocks of
     ``block_outs`` output channels: each block's 36 sums (rows of ``sums`` per thread) go back to
     the taps while they are in cache."""
-    threads, channels, out_channels = sums.shape[0], patches.shape[2], grads.shape[2]
-    for index in prange(threads):
-        thread = np.int64(index)
-        first_block, stop_block = share(-(-out_channels // block_outs), thread, threads)
-        for block in range(first_block, stop_block):
-            first, stop = block * block_outs, min((block + 1) * block_outs, out_channels)
-            block_sums = scratch(sums, thread, (POINTS, (stop - first) * channels))
-            for p in range(POINTS):
-                gemm(grads[p, :, first:stop].T, patches[p], block_sums[p].reshape(stop - first, channels), 0.0)
-            gemm(block_sums.T, taps_by_points, grad_w[first:stop].reshape((stop - first) * channels, 9), 0.0)
+    channels, out_channels = patches.shape[2], grads.shape[2]
+    first_block, stop_block = share(-(-out_channels // block_outs), thread, threads)
+    for block in range(first_block, stop_block):
+        first, stop = block * block_outs, min((block + 1) * block_outs, out_channels)
+        block_sums = scratch(sums, thread, (POINTS, (stop - first) * channels))
+        for p in range(POINTS):
+            gemm(grads[p, :, first:stop].T, patches[p], block_sums[p].reshape(stop - first, channels), 0.0)
+        gemm(block_sums.T, taps_by_points, grad_w[first:stop].reshape((stop - first) * channels, 9), 0.0)
 
 
 def _weight_by_filter_blocks(x, grad_y, grad_w, tiling, pad_top, pad_left):
@@ -372,12 +357,12 @@ def _weight_by_filter_blocks(x, grad_y, grad_w, tiling, pad_top, pad_left):
     grads = workspace.borrow("winograd_all_products", POINTS * tiles * out_channels, x.dtype).reshape(
         POINTS, tiles, out_channels)
     half = tiling.per_thread("winograd_half", tiling.half_size())
-    _all_input_tiles(padded, tiling.tiles_h, patches, half)
-    _all_gradient_tiles(padded_grad, tiling.tiles_h, grads, half)
+    on_threads(_all_input_tiles, tiling.threads, padded, tiling.tiles_h, patches, half)
+    on_threads(_all_gradient_tiles, tiling.threads, padded_grad, tiling.tiles_h, grads, half)
     block_outs = _filter_block_outs(channels, x.dtype.itemsize)
-    _weight_filter_blocks(patches, grads, block_outs, TAPS_TO_POINTS.astype(x.dtype),
-                          tiling.per_thread("winograd_filter_block", POINTS * channels * block_outs),
-                          grad_w.reshape(out_channels, channels, 9))
+    on_threads(_weight_filter_blocks, tiling.threads, patches, grads, block_outs, TAPS_TO_POINTS.astype(x.dtype),
+               tiling.per_thread("winograd_filter_block", POINTS * channels * block_outs),
+               grad_w.reshape(out_channels, channels, 9))
 
 
 def backward_weight(spec, x, grad_y, grad_w):
@@ -403,7 +388,7 @@ def backward_weight(spec, x, grad_y, grad_w):
             padded = tiling.padded_input(x[first:stop], spec.pad_lo[1], spec.pad_lo[2])
             padded_grad = tiling.channels_last("winograd_grad", grad_y[first:stop], TILE * tiling.tiles_h, tiling.tiles_w, 0, 0)
             block_rows = tiling.block_rows(stop - first)
-            _weight_blocks(padded, padded_grad, tiling.tiles_h, block_rows,
-                           *tiling.block_scratch(block_rows, weight_pass=True), partials)
-        _partials_to_taps(partials.reshape(tiling.threads, POINTS, -1), TAPS_TO_POINTS.astype(x.dtype),
-                          grad_w.reshape(-1, 9))
+            on_threads(_weight_blocks, tiling.threads, padded, padded_grad, tiling.tiles_h, block_rows,
+                       *tiling.block_scratch(block_rows, weight_pass=True), partials)
+        on_threads(_partials_to_taps, tiling.threads, partials.reshape(tiling.threads, POINTS, -1),
+                   TAPS_TO_POINTS.astype(x.dtype), grad_w.reshape(-1, 9))

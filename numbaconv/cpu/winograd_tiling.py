@@ -17,12 +17,12 @@ number per thread, so that all the pass's scratch stays under the workspace
 limit. The passes that use them are in cpu/winograd.py.
 """
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from . import workspace
 from .common import transposed_rows
 from .simd import LANES
-from .threads import scratch, share, thread_count
+from .threads import on_threads, scratch, share, thread_count
 from .winograd_transforms import (PATCH, POINTS, TILE, filter_rows, four_rows, gradient_transform, patch_transform,
                                   row, six_rows, tile_transform)
 
@@ -69,13 +69,11 @@ def tile_columns(count, slots, channels):
     return (q % TILE * slots + q // TILE) * channels
 
 
-@njit(parallel=True, cache=True)
-def _channels_last_by_threads(image, pad_top, pad_left, out, threads):
+@njit(cache=True)
+def _channels_last_by_threads(thread, threads, image, pad_top, pad_left, out):
     """:func:`to_channels_last` of all of ``image``, the threads taking consecutive samples."""
-    for index in prange(threads):
-        thread = np.int64(index)
-        first, stop = share(image.shape[0], thread, threads)
-        to_channels_last(image, first, stop, pad_top, pad_left, out)
+    first, stop = share(image.shape[0], thread, threads)
+    to_channels_last(image, first, stop, pad_top, pad_left, out)
 
 
 @njit(nogil=True, cache=True)
@@ -227,22 +225,20 @@ def transform_filters(w, rotated, group_start, in_first, in_stop, out_first, out
                         six_rows(points, first + PATCH * i * step + start, step, count))
 
 
-@njit(parallel=True, cache=True)
-def _filters_by_threads(w, rotated, groups, ins, outs, block, taps, half, points):
+@njit(cache=True)
+def _filters_by_threads(thread, threads, w, rotated, groups, ins, outs, block, taps, half, points):
     """:func:`transform_filters` of every filter, the threads taking consecutive shares of the
     ``ins`` input channels, ``block`` at a time; ``points`` (36, g, ins, outs) flat. Scratch per
     thread: ``taps`` rows, ``half`` rows (18 * FILTER_CHUNK)."""
-    threads, group_start_step = taps.shape[0], w.shape[0] // groups
-    for index in prange(threads):
-        thread = np.int64(index)
-        first_in, stop_in = share(ins, thread, threads)
-        for g in range(groups):
-            for first in range(first_in, stop_in, block):
-                stop = min(first + block, stop_in)
-                filters = unaliased((stop - first) * outs)
-                transform_filters(w, rotated, g * group_start_step, first, stop, np.int64(0), outs,
-                                  taps[thread, :9 * filters].reshape(9, filters), half[thread].reshape(18, FILTER_CHUNK),
-                                  points, (g * ins + first) * outs, groups * ins * outs)
+    group_start_step = w.shape[0] // groups
+    first_in, stop_in = share(ins, thread, threads)
+    for g in range(groups):
+        for first in range(first_in, stop_in, block):
+            stop = min(first + block, stop_in)
+            filters = unaliased((stop - first) * outs)
+            transform_filters(w, rotated, g * group_start_step, first, stop, np.int64(0), outs,
+                              taps[thread, :9 * filters].reshape(9, filters), half[thread].reshape(18, FILTER_CHUNK),
+                              points, (g * ins + first) * outs, groups * ins * outs)
 
 
 def transformed_filters(w, groups, rotated=False):
@@ -265,7 +261,8 @@ def transformed_filters(w, groups, rotated=False):
     block = max(1, min(ins, TRANSFORM_BLOCK_BYTES // (9 * outs * w.dtype.itemsize)))
     taps = workspace.per_thread("winograd_taps", threads, 9 * unaliased(block * outs), w.dtype)
     half = workspace.per_thread("winograd_filter_half", threads, 18 * FILTER_CHUNK, w.dtype)
-    _filters_by_threads(w.reshape(out_channels, group_in, 9), rotated, groups, ins, outs, block, taps, half, filters)
+    on_threads(_filters_by_threads, threads, w.reshape(out_channels, group_in, 9), rotated, groups, ins, outs, block,
+               taps, half, filters)
     return filters.reshape(POINTS, groups, ins, outs)
 
 
@@ -344,7 +341,7 @@ class Tiling:
         (:func:`to_channels_last`)."""
         out = workspace.borrow(name, image.shape[0] * rows * TILE * slots * image.shape[1], self.dtype).reshape(
             image.shape[0], rows, TILE, slots, image.shape[1])
-        _channels_last_by_threads(image, pad_top, pad_left, out, self.threads)
+        on_threads(_channels_last_by_threads, self.threads, image, pad_top, pad_left, out)
         return out
 
     def padded_input(self, image, pad_top, pad_left):
