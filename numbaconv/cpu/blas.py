@@ -1,4 +1,4 @@
-"""Matrix products callable from Numba kernels, ``prange`` bodies included.
+"""Matrix products callable from Numba kernels, the bodies of parallel stages included.
 
 ``gemm(a, b, c, beta)`` computes ``c = a @ b + beta * c`` on 2-d views in one
 BLAS call. Unlike ``np.dot`` inside Numba it takes strided views as they are
@@ -18,7 +18,7 @@ the two on its kind of product (``numbaconv bench --layer
 conv1x1_256to64,stem7x7s2,audio1d``; docs/decisions.md, T3).
 
 Why BLAS from Numba: so that the GEMM-based algorithms share their blocks
-out with ``prange`` like every other kernel (``threads`` says why;
+out among Numba's threads like every other kernel (``threads`` says why;
 docs/decisions.md, T1 and T2).
 
 Callers hold BLAS to one thread while they run (``threads.single_threaded_blas``):

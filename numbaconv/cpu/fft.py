@@ -19,7 +19,7 @@ channel sums run at matrix-product speed: the complex matrices go through
 real products on their interleaved (re, im) storage, one operand expanded
 into 2x2 real blocks per complex entry (``[[re, im], [-im, re]]``), the same
 FLOPs as a complex product. Products with many channels a group run in
-BLAS (``blas.gemm``, from ``prange`` threads, each a consecutive share of
+BLAS (``blas.gemm``, from the threads of ``threads.on_threads``, each a consecutive share of
 the frequencies); small ones in a Numba loop over the same expanded blocks.
 
 Where the problem pads, a single block (``B`` = all results) needs only

@@ -17,7 +17,7 @@ fewer than ``BLOCK_MIN_COLUMNS`` columns: every single-threaded BLAS call
 packs the whole weight matrix again, which narrower blocks of a wide layer
 pay for more often than cache misses (docs/decisions.md, I8); the blocks are
 made equal and as many as a multiple of the threads. The threads take consecutive blocks in one
-``prange`` region; each unfolds its block and multiplies it with
+parallel region (``threads.on_threads``); each unfolds its block and multiplies it with
 single-threaded BLAS calls from inside (``blas.gemm``, straight into the
 output's views, sample by sample); ``threads`` says why BLAS runs inside the
 threads' shares, on one thread each. The weight gradient sums into

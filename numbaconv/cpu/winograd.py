@@ -29,7 +29,7 @@ few tiles for many filters (partials larger than all the tiles' V and Y)
 each thread sums all tiles for a block of output channels instead
 (:func:`_weight_by_filter_blocks_pays`).
 
-Threads: every stage is a ``prange`` over the threads, each taking a
+Threads: every stage runs on all the threads (``threads.on_threads``), each taking a
 consecutive share, calling BLAS (held to one thread) from inside
 (cpu/threads.py says why). ``python bench/train_step.py`` times these passes
 right after PyTorch's operations (its conv2 runs here).

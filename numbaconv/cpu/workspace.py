@@ -93,7 +93,7 @@ def _drop(buffers, keys) -> None:
 
 def per_thread(name: str, threads: int, size: int, dtype, align: int = 0) -> np.ndarray:
     """Scratch of ``size`` elements for each of ``threads`` threads, as the rows of one borrowed
-    buffer (the ``prange`` kernels give each thread its row). With ``align`` (bytes, a multiple
+    buffer (the parallel stages give each thread its row). With ``align`` (bytes, a multiple
     of the itemsize), every row starts at an address that is a multiple of it: vector loads of
     ``align`` bytes then never straddle two cache lines."""
     if not align:
