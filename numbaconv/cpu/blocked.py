@@ -257,7 +257,8 @@ def _forward_kernel(thread, threads, x, w, kernel, stride, dilation, grid_shape,
 
 
 @njit(cache=True, fastmath={"contract"})
-def _input_kernel(thread, threads, grad_y, w, kernel, stride, dilation, grid_shape, grid_table, out_table, rows, grad_x):
+def _input_kernel(thread, threads, grad_y, w, kernel, stride, dilation, grid_shape, grid_table, out_table, rows,
+                  grad_x):
     """``grad_x[n, c]``: the interior of the grid that receives ``w[o, c - g Cg, tap] * grad_y[n,
     o]`` at every output and tap, for the outputs ``o`` of ``c``'s group ``g``; ``grad_y`` (N, K,
     OD, OH, OW), ``w`` (K, C/g, taps), ``grad_x`` (N, C, D, H, W): items (sample, block of LANES

@@ -238,8 +238,8 @@ def _add_tile_sums(width, out, out_at, out_offsets, a, a_at, a_offsets, first, b
 
 
 @njit(cache=True, fastmath={"contract"})
-def _forward_tiles(thread, threads, grid, grid_stride, group_in, packed, block_weights, groups, blocks, width, tile, corners, outputs,
-                   loops, tap_table, panels, panel_steps, y, group_out, samples):
+def _forward_tiles(thread, threads, grid, grid_stride, group_in, packed, block_weights, groups, blocks, width, tile,
+                   corners, outputs, loops, tap_table, panels, panel_steps, y, group_out, samples):
     """``y[n, g K/g + b W + l, q] = sum over taps and j < C/g of grid[n grid_stride + corner_q +
     tap + g C/g + j] * packed[...]`` (``y`` flat, ``(samples, K, outputs)``) for every block
     ``b`` of ``W`` output channels of every group ``g``: items (sample, block, panel of
@@ -269,8 +269,8 @@ def _forward_tiles(thread, threads, grid, grid_stride, group_in, packed, block_w
 
 
 @njit(cache=True, fastmath={"contract"})
-def _scatter_tiles(thread, threads, lanes_in, lanes_stride, group_out, packed, groups, blocks, width, tile, positions, lane_steps,
-                   taps, tap_shifts, corners, grid, grid_stride, grid_positions, samples):
+def _scatter_tiles(thread, threads, lanes_in, lanes_stride, group_out, packed, groups, blocks, width, tile,
+                   positions, lane_steps, taps, tap_shifts, corners, grid, grid_stride, grid_positions, samples):
     """``grid[n grid_stride + corner_q + shift_tap + (g B + b) W:+W] += sum over j < K/g of
     lanes_in[n lanes_stride + q K + g K/g + j] * packed[...]``: the input gradient's products of
     every output gradient ``q`` and tap, added into the channels-last grid of input channels
@@ -293,9 +293,9 @@ def _scatter_tiles(thread, threads, lanes_in, lanes_stride, group_out, packed, g
 
 
 @njit(cache=True, fastmath={"contract"})
-def _weight_tiles(thread, threads, grid, grid_stride, lanes_in, lanes_stride, groups, blocks, width, tile, source_tiles, tap_items,
-                  tap_shifts, group_in, group_out, out_channels, out_size, strides, chunk_rows, source_table,
-                  source_rows, samples, sums):
+def _weight_tiles(thread, threads, grid, grid_stride, lanes_in, lanes_stride, groups, blocks, width, tile,
+                  source_tiles, tap_items, tap_shifts, group_in, group_out, out_channels, out_size, strides,
+                  chunk_rows, source_table, source_rows, samples, sums):
     """``sums[item]`` (float64) ``+= sum over samples n and outputs q of grid[n grid_stride +
     corner_q + shift + g C/g + source_table[j]] * lanes_in[n lanes_stride + q K + g K/g + b
     W:+W]`` for the ``tile`` sources ``j`` (a tap along the row and an input channel) of a tile:

@@ -645,7 +645,8 @@ def _channel_chunks(thread, threads, x, matrix, result, weight_pass, chunk, colu
 
 
 @njit(cache=True)
-def _input_blocks(thread, threads, grad_y, w_matrix, grad_x, block, samples_per_share, gathered, columns, runs, sources, geometry):
+def _input_blocks(thread, threads, grad_y, w_matrix, grad_x, block, samples_per_share, gathered, columns, runs,
+                  sources, geometry):
     """The input gradient: ``dcols = w.T @ grad_y`` per block, folded back onto ``grad_x``
     (:func:`_fold`); the threads take consecutive shares of ``samples_per_share``
     whole samples (a sample's columns fold onto it alone, so no two threads add to one element).
@@ -667,7 +668,8 @@ def _input_blocks(thread, threads, grad_y, w_matrix, grad_x, block, samples_per_
 
 
 @njit(cache=True)
-def _input_channel_blocks(thread, threads, grad_y, w_matrix, grad_x, block, chunk, gathered, columns, runs, sources, geometry):
+def _input_channel_blocks(thread, threads, grad_y, w_matrix, grad_x, block, chunk, gathered, columns, runs, sources,
+                          geometry):
     """:func:`_input_blocks` for fewer samples than threads: items (sample, group, ``chunk`` of the
     group's input channels), each making the rows of ``dcols`` of its channels, ``w[:, its
     rows].T @ grad_y``, block by block of its sample's columns and folding them onto its
