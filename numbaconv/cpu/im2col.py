@@ -382,13 +382,14 @@ class _Blocking(_ColumnBlocks):
     def scratch(self):
         """(columns, runs, sources, geometry): the threads' column blocks,
         tables of row runs and of source offsets (where rows are gathered), and the problem's
-        shape for :func:`_unfold` and :func:`_fold` as one array (:func:`_geometry`)."""
+        geometry for :func:`_unfold` and :func:`_fold`: (kernel_size, out_size, stride, dilation,
+        pad_lo, whether rows are gathered)."""
         s = self.spec
         column_values, run_values, source_values = self.scratch_sizes()
         columns = self.per_thread("columns", column_values)
         runs = self.per_thread("runs", run_values, np.int64)
         sources = self.per_thread("offsets", source_values, np.int64)
-        geometry = np.array(s.kernel_size + s.out_size + s.stride + s.dilation + s.pad_lo + (self.gathers_rows,), np.int64)
+        geometry = (s.kernel_size, s.out_size, s.stride, s.dilation, s.pad_lo, bool(self.gathers_rows))
         return columns, runs, sources, geometry
 
     def scratch_sizes(self):
@@ -531,22 +532,13 @@ def _block_of(number, block, columns):
     return first, min(block, columns - first)
 
 
-@njit(inline="always", cache=True)
-def _geometry(numbers):
-    """(kernel_size, out_size, stride, dilation, pad_lo, gather) from the 16 ``numbers`` of
-    ``_Blocking.scratch`` (a ``prange`` kernel takes arrays and scalars, not tuples)."""
-    return ((numbers[0], numbers[1], numbers[2]), (numbers[3], numbers[4], numbers[5]),
-            (numbers[6], numbers[7], numbers[8]), (numbers[9], numbers[10], numbers[11]),
-            (numbers[12], numbers[13], numbers[14]), numbers[15] != 0)
-
-
 @njit(nogil=True, cache=True)
 def _columns_of(x, first, count, groups, rows, thread, columns, runs, sources, geometry, first_channel,
                 stop_channel):
     """The block's column matrix (G, R, count) (or, for the channels ``[first_channel,
     stop_channel)`` of one group, its rows of it as (1, R, count)), unfolded (:func:`_unfold`)
     into ``thread``'s rows of the scratch ``columns``, ``runs`` and ``sources``."""
-    kernel_size, out_size, stride, dilation, pad_lo, gather = _geometry(geometry)
+    kernel_size, out_size, stride, dilation, pad_lo, gather = geometry
     taps = kernel_size[0] * kernel_size[1] * kernel_size[2]
     cols = scratch(columns, thread, (groups, rows, count))
     _unfold(x, cols, runs[thread].reshape(taps, -1, 5), scratch(sources, thread, (taps, count if gather else 0)),
@@ -627,8 +619,9 @@ def _channel_chunks(thread, threads, x, matrix, result, weight_pass, chunk, colu
     pass's; memory: x and the weights (or grad_w) once, grad_y (or the partials) once per item.
     Scratch rows per thread: ``columns``, ``runs`` and ``sources``."""
     groups = matrix.shape[0]
-    group_in, taps = x.shape[1] // groups, geometry[0] * geometry[1] * geometry[2]
-    total = x.shape[0] * geometry[3] * geometry[4] * geometry[5]
+    kernel_size, out_size = geometry[0], geometry[1]
+    group_in, taps = x.shape[1] // groups, kernel_size[0] * kernel_size[1] * kernel_size[2]
+    total = x.shape[0] * out_size[0] * out_size[1] * out_size[2]
     chunks = -(-group_in // chunk)
     if not weight_pass:
         result[thread] = 0
@@ -702,7 +695,7 @@ def _input_channel_blocks(thread, threads, grad_y, w_matrix, grad_x, block, chun
 def _fold_block(grad_x, cols, first, thread, runs, sources, geometry):
     """Add the column block ``cols`` (its first column ``first``) onto ``grad_x`` (col2im,
     :func:`_fold`) with ``thread``'s rows of the scratch ``runs`` and ``sources``."""
-    kernel_size, out_size, stride, dilation, pad_lo, gather = _geometry(geometry)
+    kernel_size, out_size, stride, dilation, pad_lo, gather = geometry
     taps, count = kernel_size[0] * kernel_size[1] * kernel_size[2], cols.shape[2]
     _fold(grad_x, cols, runs[thread].reshape(taps, -1, 5), scratch(sources, thread, (taps, count if gather else 0)),
           first, gather, kernel_size, out_size, stride, dilation, pad_lo)
