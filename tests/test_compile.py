@@ -87,8 +87,9 @@ def test_compile_bad_arguments(capsys, argv, message):
     assert stop.value.code == 2 and message in capsys.readouterr().err
 
 
-def test_import_leaves_out_cuda_torch_and_plotting():
+def test_import_leaves_out_cuda_torch_plotting_and_scipy_fft():
     done = subprocess.run([sys.executable, "-c", "import sys, numbaconv; print(sorted(m for m in sys.modules if "
                            "m.split('.')[0] in ('torch', 'matplotlib') or m.startswith(('numba.cuda', "
-                           "'numbaconv.cuda', 'numbaconv.tools'))))"], capture_output=True, text=True, timeout=120)
+                           "'numbaconv.cuda', 'numbaconv.tools', 'scipy.fft'))))"], capture_output=True, text=True,
+                          timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr

@@ -71,6 +71,12 @@ def test_same_bits_every_call(rng):
     assert all(np.array_equal(a, b) for a, b in zip(*results))
 
 
+def test_transform_sizes_are_scipys_fast_lengths():
+    import scipy.fft
+    targets = list(range(1, 3000)) + [4097, 10007, 65537, 999983, 2 ** 20 + 1]
+    assert [fft._fast_length(n) for n in targets] == [scipy.fft.next_fast_len(n, real=True) for n in targets]
+
+
 @pytest.mark.parametrize("stride, dilation", [(2, 1), (1, 2)])
 def test_declines_stride_and_dilation(stride, dilation):
     spec = ConvSpec.create((1, 2, 20, 20), (2, 2, 9, 9), stride, 4, dilation).as_3d()

@@ -65,7 +65,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.fft
 from numba import njit
 
 from . import workspace
@@ -118,6 +117,27 @@ class _Axis:
     readout: int
 
 
+def _scipy_fft():
+    """``scipy.fft``, imported by the first transform rather than by ``import numbaconv`` (it takes
+    about 0.2 s)."""
+    import scipy.fft
+    return scipy.fft
+
+
+def _fast_length(target):
+    """The smallest ``2^a 3^b 5^c >= target`` (``scipy.fft.next_fast_len(target, real=True)``):
+    a size pocketfft transforms fast. Plans pick their sizes with it on every first call."""
+    best = 1 << max(0, (target - 1).bit_length())
+    fives = 1
+    while fives < best:
+        odd = fives
+        while odd < best:
+            best = min(best, odd << max(0, (-(-target // odd) - 1).bit_length()))
+            odd *= 3
+        fives *= 5
+    return best
+
+
 def _axis_choices(source, results, taps, first, readout):
     """The transform sizes worth trying along one dim: one block of all ``results`` (the cyclic
     buffer: positions past ``L`` wrap onto the segment's start, which holds zeros where the
@@ -127,14 +147,14 @@ def _axis_choices(source, results, taps, first, readout):
     segment = results + taps - 1
     zeros_before = min(max(-first, 0), segment)
     zeros_after = min(max(first + segment - source, 0), segment)
-    single = scipy.fft.next_fast_len(max(taps, results, segment - min(zeros_before, zeros_after)), real=True)
+    single = _fast_length(max(taps, results, segment - min(zeros_before, zeros_after)))
     choices = {single: _Axis(single, results, 1, first, readout)}
     parts = 2
     while parts <= results:
         wanted = -(-results // parts)
         if 4 * wanted < taps:   # blocks shorter than a quarter of the kernel: transforms mostly overlap
             break
-        length = scipy.fft.next_fast_len(wanted + taps - 1, real=True)
+        length = _fast_length(wanted + taps - 1)
         if length < single and length not in choices:
             block = length - taps + 1
             choices[length] = _Axis(length, block, -(-results // block), first, readout)
@@ -308,10 +328,10 @@ def backward_weight(spec, x, grad_y, grad_w):
     sums = sums.reshape(*sums.shape[:2], *plan.spectrum_shape)
     # the inverse transform, keeping the first k rows along each axis before the next
     if lengths[0] > 1:
-        sums = scipy.fft.ifft(sums, axis=2, workers=threads)[:, :, :taps[0]]
+        sums = _scipy_fft().ifft(sums, axis=2, workers=threads)[:, :, :taps[0]]
     if lengths[1] > 1:
-        sums = scipy.fft.ifft(sums, axis=3, workers=threads)[:, :, :, :taps[1]]
-    grad_w[...] = scipy.fft.irfft(sums, n=lengths[2], axis=4, workers=threads)[..., :taps[2]]
+        sums = _scipy_fft().ifft(sums, axis=3, workers=threads)[:, :, :, :taps[1]]
+    grad_w[...] = _scipy_fft().irfft(sums, n=lengths[2], axis=4, workers=threads)[..., :taps[2]]
 
 
 def _complex(dtype):
@@ -339,7 +359,7 @@ def _transform(source, name, plan, first_block, count, firsts, windows, threads)
     buffer = workspace.borrow(name, math.prod(plan.lengths) * count * channels, source.dtype).reshape(
         *plan.lengths, count, channels)
     on_threads(_gather, threads, source, buffer, first_block, blocks, block, firsts, windows)
-    spectra = scipy.fft.rfftn(buffer, axes=plan.transform_axes, workers=threads, overwrite_x=True)
+    spectra = _scipy_fft().rfftn(buffer, axes=plan.transform_axes, workers=threads, overwrite_x=True)
     return np.ascontiguousarray(spectra).reshape(-1, count, channels)
 
 
@@ -348,11 +368,11 @@ def _filter_spectrum(spec, w, plan):
     its own contiguous axes, width first, with zeros past the ``k`` taps (only the rows that hold
     taps are transformed along the width and height axes)."""
     threads, (length_d, length_h, length_w) = thread_count(), plan.lengths
-    spectrum = scipy.fft.rfft(w, n=length_w, axis=4, workers=threads)
+    spectrum = _scipy_fft().rfft(w, n=length_w, axis=4, workers=threads)
     if length_h > 1:
-        spectrum = scipy.fft.fft(spectrum, n=length_h, axis=3, workers=threads, overwrite_x=True)
+        spectrum = _scipy_fft().fft(spectrum, n=length_h, axis=3, workers=threads, overwrite_x=True)
     if length_d > 1:
-        spectrum = scipy.fft.fft(spectrum, n=length_d, axis=2, workers=threads, overwrite_x=True)
+        spectrum = _scipy_fft().fft(spectrum, n=length_d, axis=2, workers=threads, overwrite_x=True)
     return np.ascontiguousarray(spectrum).reshape(*w.shape[:2], -1)
 
 
@@ -378,7 +398,7 @@ def _through_blocks(spec, plan, source, spectrum, out, forward):
             on_threads(_products, threads, spectra.view(dtype), spectrum.view(dtype), products.view(dtype),
                        spec.groups, forward, use_blas, expanded)
         del spectra   # scipy's result: freed before the inverse transform makes the next one
-        results = scipy.fft.irfftn(products.reshape(*plan.spectrum_shape, count, result_channels), s=sizes,
+        results = _scipy_fft().irfftn(products.reshape(*plan.spectrum_shape, count, result_channels), s=sizes,
                                    axes=plan.transform_axes, workers=threads, overwrite_x=True)
         on_threads(_scatter, threads, np.ascontiguousarray(results), out, first_block, blocks, block, readouts)
 
