@@ -50,6 +50,7 @@ millisecond, a ``prange`` region microseconds. ``python
 bench/train_step.py`` times the kernels right after PyTorch's operations
 (docs/decisions.md, T1).
 """
+import ctypes
 import threading
 
 import numba
@@ -228,12 +229,29 @@ class _SingleThreadedBlas:
             if self._active == 0:
                 for library, count in self._restore:
                     library.set_num_threads(count)
+                    if library.get_num_threads() != count:
+                        _raise_from_this_thread(library, count)
                 self._restore = ()
+
+
+def _raise_from_this_thread(library, count):
+    """Set ``library``'s thread count to ``count`` where ``set_num_threads`` did not.
+
+    OpenBLAS 0.3.31 (pthreads) ignores a raise from a thread other than the
+    one that lowered the count, which the last of several overlapping calls
+    usually is; its ``openblas_set_num_threads_local`` raises it from any
+    thread (for every thread, in that build)."""
+    try:
+        set_local = ctypes.CDLL(library.filepath).openblas_set_num_threads_local
+    except (OSError, AttributeError):
+        return
+    set_local.argtypes, set_local.restype = [ctypes.c_int], ctypes.c_int
+    set_local(count)
 
 
 _single_threaded_blas = _SingleThreadedBlas()
 
 
 def single_threaded_blas():
-    """Context manager: BLAS held to one thread inside (kernels call it from ``prange`` bodies)."""
+    """Context manager: BLAS held to one thread inside (the parallel stages call it from their bodies)."""
     return _single_threaded_blas
