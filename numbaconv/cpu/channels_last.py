@@ -62,7 +62,7 @@ import numpy as np
 from numba import njit
 
 from . import workspace
-from .common import input_correlation, rotated_weights, transposed_rows
+from .common import ONE, ZERO, input_correlation, rotated_weights, transposed_rows
 from .simd import (LANES, add_broadcast_sums_8, add_broadcast_sums_16, broadcast_sums_8, broadcast_sums_16,
                    tile_outputs, transpose_lanes)
 from .threads import most_threads, on_threads, share, thread_count
@@ -264,7 +264,7 @@ def _forward_tiles(thread, threads, grid, grid_stride, group_in, packed, block_w
                            n * grid_stride + g * group_in, corners, first_output + t * tile, packed,
                            block * block_weights, loops, tap_table)
         y_at = (n * groups * group_out + g * group_out + b * width) * outputs + first_output
-        transposed_rows(y, panel_steps, y_at, outputs, panel, planes, 0, 1, 0,
+        transposed_rows(y, panel_steps, y_at, outputs, panel, planes, ZERO, ONE, ZERO,
                         min(PANEL_OUTPUTS, outputs - first_output), min(width, group_out - b * width))
 
 

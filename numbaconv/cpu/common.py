@@ -99,6 +99,11 @@ def nine_views(flat, shifts, t, span):
             flat[s8:s8 + span])
 
 
+# int64 zero and one for the compiled helpers' arguments: a literal 0 or 1 would compile the helper
+# once more, for the literal's type
+ZERO, ONE = np.int64(0), np.int64(1)
+
+
 @njit(nogil=True, cache=True)
 def transposed_rows(dst, columns, dst_at, dst_step, src, planes, src_at, src_step, q0, q1, channels):
     """``dst[dst_at + columns[q] + c dst_step] = src[src_at + q + c src_step]`` for ``q0 <= q < q1``

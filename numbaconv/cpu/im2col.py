@@ -87,7 +87,7 @@ from numba import njit
 from . import workspace
 from ..algorithm import read_only
 from .blas import gemm
-from .common import grid_walk, valid_outputs
+from .common import ONE, ZERO, grid_walk, valid_outputs
 from .threads import add_partials, most_threads, on_threads, scratch, share, single_threaded_blas, thread_count
 
 # FLOPs of one uncut kernel call: a quarter second at 40 GFLOP/s, this algorithm's slowest rate on
@@ -556,7 +556,8 @@ def _forward_blocks(thread, threads, x, w_matrix, out, block, columns, runs, sou
     first_block, stop_block = share(-(-(batch * positions) // block), thread, threads)
     for number in range(first_block, stop_block):
         first, count = _block_of(number, block, batch * positions)
-        cols = _columns_of(x, first, count, groups, rows, thread, columns, runs, sources, geometry, 0, x.shape[1])
+        cols = _columns_of(x, first, count, groups, rows, thread, columns, runs, sources, geometry, ZERO,
+                           x.shape[1])
         j = 0
         while j < count:   # the block's columns sample by sample
             sample, position = (first + j) // positions, (first + j) % positions
@@ -601,7 +602,8 @@ def _weight_blocks(thread, threads, x, grad_y, block, partials, gathered, column
     first_block, stop_block = share(-(-(batch * positions) // block), thread, threads)
     for number in range(first_block, stop_block):
         first, count = _block_of(number, block, batch * positions)
-        cols = _columns_of(x, first, count, groups, rows, thread, columns, runs, sources, geometry, 0, x.shape[1])
+        cols = _columns_of(x, first, count, groups, rows, thread, columns, runs, sources, geometry, ZERO,
+                           x.shape[1])
         dy = _gathered(grad_y, first, count, groups, group_out, thread, gathered)
         for g in range(groups):
             gemm(dy[g], cols[g].T, partials[thread, g], 1.0)
@@ -629,7 +631,7 @@ def _channel_chunks(thread, threads, x, matrix, result, weight_pass, chunk, colu
     for item in range(first_item, stop_item):
         g, c0 = item // chunks, item % chunks * chunk
         c1 = min(c0 + chunk, group_in)
-        cols = _columns_of(x, 0, total, 1, (c1 - c0) * taps, thread, columns, runs, sources, geometry,
+        cols = _columns_of(x, ZERO, total, ONE, (c1 - c0) * taps, thread, columns, runs, sources, geometry,
                            g * group_in + c0, g * group_in + c1)[0]
         if weight_pass:
             gemm(matrix[g], cols.T, result[0, g, :, c0 * taps:c1 * taps], 0.0)

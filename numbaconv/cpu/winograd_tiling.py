@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit
 
 from . import workspace
-from .common import transposed_rows
+from .common import ONE, ZERO, transposed_rows
 from .simd import LANES
 from .threads import on_threads, scratch, share, thread_count
 from .winograd_transforms import (PATCH, POINTS, TILE, filter_rows, four_rows, gradient_transform, patch_transform,
@@ -57,7 +57,7 @@ def to_channels_last(image, first, stop, pad_top, pad_left, out):
                     out[n, r, q % TILE, q // TILE] = 0
             row_at = (n * padded_h + r) * padded_w * channels
             source_at = (n * channels * height + h) * width - pad_left   # of column 0, channel 0
-            transposed_rows(out_flat, columns, row_at, 1, image_flat, planes, source_at, height * width, q0, q1,
+            transposed_rows(out_flat, columns, row_at, ONE, image_flat, planes, source_at, height * width, q0, q1,
                              channels)
 
 
@@ -160,7 +160,7 @@ def output_tiles(products, first_row, stop_row, tiles_h, y, half, rows, first_ti
         nonfinite += count_nonfinite(rows_flat, 0, kept_rows * row_size)
         for i in range(kept_rows):
             y_at = ((n * out_channels) * out_h + th * TILE + i) * out_w
-            transposed_rows(y_flat, columns, y_at, out_h * out_w, rows_flat, planes, i * row_size, 1, 0, out_w,
+            transposed_rows(y_flat, columns, y_at, out_h * out_w, rows_flat, planes, i * row_size, ONE, ZERO, out_w,
                              out_channels)
         j += tiles_w
     return nonfinite
