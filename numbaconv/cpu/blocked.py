@@ -236,9 +236,10 @@ def _forward_kernel(thread, threads, x, w, kernel, stride, dilation, grid_shape,
     grid[:] = 0
     offsets = np.empty(LANES, np.int64)
     first, stop = share(batch * blocks, thread, threads)
-    for item in range(first, stop):
-        n, lane0 = item // blocks, item % blocks * LANES
-        _pack_weights(w, lane0, out_channels, per_group, False, block)
+    for item in range(first, stop):   # block by block, so a thread packs a block's weights once
+        n, lane0 = item % batch, item // batch * LANES
+        if item == first or n == 0:
+            _pack_weights(w, lane0, out_channels, per_group, False, block)
         lanes[:] = 0
         for j in range(sources):   # one source plane in the grid at a time
             _gather_grid(x_flat, n, lane0, out_channels, per_group, sources, j, in_channels, grid_table, offsets,
