@@ -62,3 +62,19 @@ def test_a_body_compiles_once_per_argument_types_not_per_shape():
     threads.on_threads(_record, 2, np.arange(10.0, dtype=np.float32), tuples, 1.0, False, np.zeros((2, 11)))
     assert calls() == known + 1
     assert len(_record.signatures) == known + 1
+
+
+@njit
+def _fail_on(thread, threads, out, failing):
+    if thread == failing:
+        raise ValueError("share failed")
+    out[thread] = thread + 1
+
+
+@pytest.mark.parametrize("failing", [0, 1])
+def test_an_exception_in_any_threads_body_reaches_the_caller(failing):
+    out = np.zeros(2, np.int64)
+    with pytest.raises(ValueError, match="share failed"):
+        threads.on_threads(_fail_on, 2, out, failing)
+    threads.on_threads(_fail_on, 2, out, -1)
+    np.testing.assert_array_equal(out, [1, 2])

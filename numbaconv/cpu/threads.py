@@ -27,7 +27,9 @@ address) is a few lines compiled once per argument types. Arrays reach the
 body as Numba's gufuncs pass them, without their reference count, so the
 views a body takes cost no atomic count updates shared between the threads;
 the launcher holds the references until every thread is done. A body
-returns nothing.
+returns nothing; an exception it raises on any thread reaches the caller
+(the failing shares are run again through the body's dispatcher, which
+raises it as Numba does).
 
 The share, the scratch row and the partial of an iteration are fixed by its
 index, whichever worker runs it, so the same operands and thread count give
@@ -78,7 +80,17 @@ def on_threads(body, threads, *args):
     ``body`` an ``@njit(cache=True)`` function of one logical thread's share that returns
     nothing; ``args`` arrays, scalars and tuples of them. The body is compiled (or loaded from
     the cache) for the arguments' types on first use."""
-    _launch(_body_address(body, args), np.int64(threads), args)
+    if _launch(_body_address(body, args), np.int64(threads), args):
+        _raise_failure(body, threads, args)
+
+
+def _raise_failure(body, threads, args):
+    """Raise what a body raised on one of the threads: run the threads' shares again one by one
+    through the body's dispatcher, which raises the exception as Numba does (a share that raised
+    once raises again: the bodies are deterministic)."""
+    for thread in range(threads):
+        body(np.int64(thread), np.int64(threads), *args)
+    raise RuntimeError(f"numbaconv: {body.__name__} failed on one of {threads} threads")
 
 
 _BODY_ADDRESSES = {}   # (body, the arguments' Numba fingerprints) -> machine-code address
@@ -114,7 +126,8 @@ def _stack_copy(typingctx, args):
 def _call_body(typingctx, address, thread, threads, args_pointer):
     """``body(thread, threads, *args)`` for the body at machine-code ``address`` and the tuple
     at ``args_pointer``, the arrays passed without their reference count (their owner is the
-    caller, for the whole call)."""
+    caller, for the whole call); whether the body raised. (An exception raised on a worker
+    thread would be set in that thread's Python state, where no caller sees it.)"""
     arg_types = (thread, threads, *args_pointer.dtype.types)
 
     def codegen(context, builder, signature, values):
@@ -132,18 +145,18 @@ def _call_body(typingctx, address, thread, threads, args_pointer):
         function_type = context.call_conv.get_function_type(types.none, arg_types)
         function = builder.inttoptr(address_value, function_type.as_pointer())
         status, _ = context.call_conv.call_function(builder, function, types.none, arg_types, arguments)
-        with cgutils.if_unlikely(builder, status.is_error):
-            context.call_conv.return_status_propagate(builder, status)
-        return context.get_dummy_value()
-    return types.none(address, thread, threads, args_pointer), codegen
+        return status.is_error
+    return types.boolean(address, thread, threads, args_pointer), codegen
 
 
 @njit(parallel=True, cache=True)
 def _launch(address, threads, args):
-    """:func:`on_threads` for the body at machine-code ``address``."""
+    """:func:`on_threads` for the body at machine-code ``address``; how many threads' bodies raised."""
     args_pointer = _stack_copy(args)
+    failures = 0
     for index in prange(threads):
-        _call_body(address, np.int64(index), threads, args_pointer)
+        failures += np.int64(_call_body(address, np.int64(index), threads, args_pointer))
+    return failures
 
 
 @njit(inline="always", cache=True)
