@@ -11,8 +11,8 @@ kernel is defined, :func:`ensure_writable` asks Numba whether it can cache
 a function of this package; if not (and ``$NUMBA_CACHE_DIR`` is not set),
 it points Numba at a folder in the temporary directory and warns once.
 
-Compiling a kernel takes seconds (a parallel one 3-20 s on two cores); a
-process pays it once per kernel and dtype when the cache is cold, then
+Compiling a kernel takes seconds (the largest, Winograd's tile blocks with their helpers, about 9 s
+on two cores); a process pays it once per kernel and dtype when the cache is cold, then
 loads the machine code in milliseconds. :func:`watch_compilation` listens
 to Numba's compile events (cache misses only: a load from the cache fires
 none): when numbaconv's compilation has gone on for ``NOTICE_AFTER_S``, it
