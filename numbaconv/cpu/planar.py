@@ -73,7 +73,7 @@ import numpy as np
 from numba import njit
 
 from . import workspace
-from .common import grid_walk, nine, nine_views, rotated_weights
+from .common import ZERO, grid_walk, nine, nine_views, rotated_weights
 from .threads import add_partials, most_threads, on_threads, share, thread_count
 
 # FLOPs of one uncut kernel call: a quarter second at 8 GFLOP/s, this algorithm's slowest rate on
@@ -347,8 +347,7 @@ def _weight_kernel(thread, threads, x, grad_y, shifts, offset, grid, columns, di
     group_out = out_channels // groups
     block = -(-group_out // blocks)
     grid_size, rows = grid[0] * grid[1] * grid[2], grid[0] * grid[1]
-    zero = np.int64(0)
-    origin = (zero, zero, zero)   # int64s, not literal zeros: _pad compiles for one offset type
+    origin = (ZERO, ZERO, ZERO)   # not literal zeros: _pad compiles for one offset type
     if columns:
         plane_size, slices, slice_size, slice_step = columns * rows * out_w, out_d, out_h * out_w, grid[1] * out_w
         planes_at = grid_size

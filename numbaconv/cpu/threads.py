@@ -126,8 +126,9 @@ def _stack_copy(typingctx, args):
 def _call_body(typingctx, address, thread, threads, args_pointer):
     """``body(thread, threads, *args)`` for the body at machine-code ``address`` and the tuple
     at ``args_pointer``, its arrays (those at the top level of ``args``) passed without their
-    reference count (their owner is the caller, for the whole call); whether the body raised. (An exception raised on a worker
-    thread would be set in that thread's Python state, where no caller sees it.)"""
+    reference count (their owner is the caller, for the whole call); whether the body raised.
+    (An exception raised on a worker thread would be set in that thread's Python state, where
+    no caller sees it.)"""
     arg_types = (thread, threads, *args_pointer.dtype.types)
 
     def codegen(context, builder, signature, values):

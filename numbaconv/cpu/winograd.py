@@ -70,6 +70,7 @@ from numba import njit
 
 from . import workspace
 from .blas import gemm
+from .common import ZERO
 from .threads import add_in_thread_order, most_threads, on_threads, scratch, share, single_threaded_blas
 from .winograd_tiling import (FILTER_CHUNK, Tiling, block_patches, gradient_tiles, input_tiles, output_tiles,
                               transform_filters, transformed_filters, unaliased)
@@ -170,7 +171,7 @@ def _tile_blocks(thread, threads, padded, u, y, tiles_h, block_rows, patches, pr
         nonfinite[thread] += output_tiles(m, first, stop, tiles_h, y,
                                           scratch(half, thread, (PATCH, TILE, tiles_w, out_channels)),
                                           scratch(rows, thread, (TILE, TILE, tiles_w, out_channels)),
-                                          np.int64(0))   # int64: one compile
+                                          ZERO)
 
 
 def _winograd(x, u, y, tiling, pad_top, pad_left):
@@ -222,9 +223,8 @@ def _multiply_filter_blocks(thread, threads, w, rotated, patches, products, bloc
         first, stop = block * block_outs, min((block + 1) * block_outs, out_channels)
         size, step = channels * (stop - first), unaliased(channels * (stop - first))
         points = filters[thread]
-        zero = np.int64(0)   # not a literal 0: transform_filters compiles once for both its callers
-        transform_filters(w, rotated, zero, zero, channels, first, stop, scratch(taps, thread, (9, step)),
-                          scratch(half, thread, (18, FILTER_CHUNK)), points, zero, step)
+        transform_filters(w, rotated, ZERO, ZERO, channels, first, stop, scratch(taps, thread, (9, step)),
+                          scratch(half, thread, (18, FILTER_CHUNK)), points, ZERO, step)
         for p in range(POINTS):
             gemm(patches[p], points[p * step:p * step + size].reshape(channels, stop - first),
                  products[p, :, first:stop], 0.0)
@@ -298,7 +298,7 @@ def _weight_blocks(thread, threads, padded, padded_grad, tiles_h, block_rows, pa
         first, stop, v = block_patches(padded, tiles_h, block, block_rows, tile_rows, thread, patches, half)
         y = scratch(grads, thread, (POINTS, v.shape[1], out_channels))
         gradient_tiles(padded_grad, first, stop, tiles_h, y,
-                       scratch(half, thread, (PATCH, TILE, tiles_w, out_channels)), np.int64(0))
+                       scratch(half, thread, (PATCH, TILE, tiles_w, out_channels)), ZERO)
         for p in range(POINTS):
             for g in range(groups):
                 gemm(y[p, :, g * group_out:(g + 1) * group_out].T, v[p, :, g * group_in:(g + 1) * group_in],

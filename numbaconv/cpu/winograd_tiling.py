@@ -173,9 +173,7 @@ def block_patches(padded, tiles_h, block, block_rows, tile_rows, thread, patches
     tiles_w, channels = padded.shape[3] - 1, padded.shape[4]
     first, stop = block * block_rows, min((block + 1) * block_rows, tile_rows)
     v = scratch(patches, thread, (POINTS, (stop - first) * tiles_w, channels))
-    # np.int64(0), not 0: a literal argument would compile input_tiles a second time, for it alone
-    input_tiles(padded, first, stop, tiles_h, v, scratch(half, thread, (PATCH, TILE, tiles_w + 1, channels)),
-                np.int64(0))
+    input_tiles(padded, first, stop, tiles_h, v, scratch(half, thread, (PATCH, TILE, tiles_w + 1, channels)), ZERO)
     return first, stop, v
 
 
@@ -236,7 +234,7 @@ def _filters_by_threads(thread, threads, w, rotated, groups, ins, outs, block, t
         for first in range(first_in, stop_in, block):
             stop = min(first + block, stop_in)
             filters = unaliased((stop - first) * outs)
-            transform_filters(w, rotated, g * group_start_step, first, stop, np.int64(0), outs,
+            transform_filters(w, rotated, g * group_start_step, first, stop, ZERO, outs,
                               taps[thread, :9 * filters].reshape(9, filters), half[thread].reshape(18, FILTER_CHUNK),
                               points, (g * ins + first) * outs, groups * ins * outs)
 
