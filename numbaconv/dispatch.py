@@ -71,6 +71,13 @@ each rule; the command after each rule reproduces them.
    passes does a quarter of the multiplications of the 3-d algorithms'
    products. ``numbaconv bench --network r3d_18 --algo depth_taps,im2col``
    (docs/decisions.md, DT1).
+1b. ``winograd1d`` for 1-d problems whose stride phases' minimal filters take at most
+   ``WINOGRAD1D_MAX_PRODUCT_SHARE`` of the direct count's multiplications (3 taps at
+   stride 1: F(4, 3), half) with at least ``WINOGRAD1D_MIN_CHANNELS`` channels per group on
+   both sides: its transforms cost per channel and tile, its products per channel pair.
+   At stride 2 (a quarter fewer products) and below 128 channels its transforms and
+   narrower products cost more than it saves. ``python bench/winograd1d.py``
+   (docs/decisions.md, W1D2).
 2. ``planar`` at stride 1 when ``P < PLANAR_PRODUCT_LIMIT`` and the kernel
    has more than one tap, or when ``P < DIRECT_PRODUCT_LIMIT`` (depthwise
    1x1): the GEMM algorithms' products are too small there to pay for
@@ -107,11 +114,11 @@ import math
 
 from .cpu import workspace
 from .cpu.simd import SLIDING_TAPS
-from .cpu import blocked as cpu_blocked, channels_last as cpu_channels_last, depth_taps as cpu_depth_taps, depthwise as cpu_depthwise, direct as cpu_direct, fft as cpu_fft, im2col as cpu_im2col, planar as cpu_planar, winograd as cpu_winograd
+from .cpu import blocked as cpu_blocked, channels_last as cpu_channels_last, depth_taps as cpu_depth_taps, depthwise as cpu_depthwise, direct as cpu_direct, fft as cpu_fft, im2col as cpu_im2col, planar as cpu_planar, winograd as cpu_winograd, winograd1d as cpu_winograd1d
 from .devices import cuda_usable
 
 REGISTRY = {
-    "cpu": {"blocked": cpu_blocked, "channels_last": cpu_channels_last, "depth_taps": cpu_depth_taps, "depthwise": cpu_depthwise, "direct": cpu_direct, "fft": cpu_fft, "im2col": cpu_im2col, "planar": cpu_planar, "winograd": cpu_winograd},
+    "cpu": {"blocked": cpu_blocked, "channels_last": cpu_channels_last, "depth_taps": cpu_depth_taps, "depthwise": cpu_depthwise, "direct": cpu_direct, "fft": cpu_fft, "im2col": cpu_im2col, "planar": cpu_planar, "winograd": cpu_winograd, "winograd1d": cpu_winograd1d},
 }
 DIRECT_PRODUCT_LIMIT = 32
 CHANNELS_LAST_MIN_GROUP_CHANNELS = 8
@@ -129,6 +136,8 @@ WINOGRAD_MIN_CHANNELS = 8
 WINOGRAD_MIN_TILES = 128
 WINOGRAD_WIDE_MIN_TILES = 16
 WINOGRAD_WIDE_MIN_CHANNELS = 256
+WINOGRAD1D_MAX_PRODUCT_SHARE = 0.5
+WINOGRAD1D_MIN_CHANNELS = 128
 CUDA_DIRECT_REDUCTION_LIMIT = 16
 FFT_MIN_MODEL_RATE = 300
 
@@ -226,6 +235,8 @@ def _auto_cpu(spec, runnable, pass_name):
         return "channels_last"
     if "depth_taps" in runnable and _winograd_pays_per_tap(spec, pass_name):
         return "depth_taps"
+    if "winograd1d" in runnable and _winograd1d_pays(spec):
+        return "winograd1d"
     if "winograd" in runnable and _winograd_pays(spec, pass_name):
         return "winograd"
     if "planar" in runnable and _planar_pays(spec, product, taps):
@@ -300,6 +311,12 @@ def _winograd_pays(spec, pass_name):
     reduced = {"forward": spec.group_in_channels, "input": spec.group_out_channels,
                "weight": min(spec.group_in_channels, spec.group_out_channels)}[pass_name]
     return tiles >= WINOGRAD_WIDE_MIN_TILES and reduced >= WINOGRAD_WIDE_MIN_CHANNELS
+
+
+def _winograd1d_pays(spec):
+    """Rule 1b of the module docstring: few products next to the direct count, wide groups."""
+    return (min(spec.group_in_channels, spec.group_out_channels) >= WINOGRAD1D_MIN_CHANNELS
+            and cpu_winograd1d.product_share(spec) <= WINOGRAD1D_MAX_PRODUCT_SHARE)
 
 
 def plane_algorithm(plane, pass_name: str):

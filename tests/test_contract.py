@@ -31,7 +31,8 @@ def test_partial_sums_in_a_fixed_order(rng, name):
     module = dispatch.REGISTRY["cpu"][name]
     candidates = [ConvSpec.create((4, 16, 20, 20), (16, 16, 3, 3), padding=1),
                   ConvSpec.create((4, 16, 20, 20), (16, 1, 3, 3), padding=1, groups=16),
-                  ConvSpec.create((2, 8, 4, 16, 16), (8, 8, 3, 3, 3), padding=1)]
+                  ConvSpec.create((2, 8, 4, 16, 16), (8, 8, 3, 3, 3), padding=1),
+                  ConvSpec.create((4, 16, 300), (16, 16, 3), padding=1)]
     spec = next(s for s in candidates if module.supports(s.as_3d()) is None).as_3d()
     x, w, grad_y = (read_only(random_array(rng, shape, np.float32)) for shape in (spec.x_shape, spec.w_shape, spec.y_shape))
     for function, a, b, shape in ((module.forward, x, w, spec.y_shape), (module.backward_input, grad_y, w, spec.x_shape),

@@ -40,7 +40,8 @@ def _assert_same_pattern(actual, expected, what):
 # --- NaN and Inf under algo="auto" ----------------------------------------------------------------
 
 # (x shape, w shape, options): problems where "auto" picks each algorithm that places NaN/Inf
-# differently for some pass (winograd, depthwise, planar, blocked, depth_taps) and one where it picks im2col.
+# differently for some pass (winograd, depthwise, planar, blocked, depth_taps, winograd1d) and one where it picks
+# im2col.
 NONFINITE_PROBLEMS = [
     ((2, 16, 32, 32), (16, 16, 3, 3), dict(padding=1)),                       # winograd
     ((1, 256, 14, 14), (256, 256, 3, 3), dict(padding=1)),                    # winograd by filter blocks
@@ -50,6 +51,7 @@ NONFINITE_PROBLEMS = [
     ((2, 16, 9, 9), (16, 16, 3, 3), dict(stride=2, padding=1)),               # im2col
     ((2, 16, 7, 9), (32, 1, 3, 3), dict(padding=1, groups=16)),               # blocked (input: correlation)
     ((1, 8, 8, 16, 16), (8, 8, 3, 3, 3), dict(padding=1)),                    # depth_taps (its taps on winograd)
+    ((1, 128, 40), (128, 128, 3), dict(padding=1)),                           # winograd1d
 ]
 
 
@@ -79,7 +81,8 @@ def test_auto_places_nan_and_inf_as_the_reference(rng, x_shape, w_shape, options
 def test_auto_picks_the_algorithms_these_problems_are_meant_for():
     picked = [dispatch.choose("cpu", "auto", ConvSpec.create(x, w, **o).as_3d()).__name__.rsplit(".", 1)[1]
               for x, w, o in NONFINITE_PROBLEMS]
-    assert picked == ["winograd", "winograd", "depthwise", "planar", "blocked", "im2col", "blocked", "depth_taps"]
+    assert picked == ["winograd", "winograd", "depthwise", "planar", "blocked", "im2col", "blocked", "depth_taps",
+                      "winograd1d"]
 
 
 @pytest.mark.parametrize("x_shape, w_shape", [((2, 16, 13, 10), (16, 16, 3, 3)), ((1, 256, 14, 14), (256, 256, 3, 3))],

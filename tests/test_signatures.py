@@ -111,7 +111,7 @@ def test_devices_and_algorithms():
     # tests/conftest.py turns the CUDA simulator on when there is no real GPU
     assert nc.devices() == ("cpu", "cuda")
     assert set(nc.algorithms("cpu")) == {"blocked", "channels_last", "depth_taps", "depthwise", "direct", "fft", "im2col",
-                                         "planar", "winograd"}
+                                         "planar", "winograd", "winograd1d"}
     with pytest.raises(ValueError, match="unknown device"):
         nc.algorithms("tpu")
 
@@ -121,7 +121,7 @@ def test_every_algorithm_through_the_public_api(rng):
     from numbaconv.spec import ConvSpec
     ran = set()
     for x_shape, w_shape, groups in (((2, 4, 6, 7), (6, 2, 3, 3), 2), ((2, 4, 6, 7), (8, 1, 3, 3), 4),
-                                     ((1, 4, 3, 6, 7), (6, 2, 3, 3, 3), 2)):
+                                     ((1, 4, 3, 6, 7), (6, 2, 3, 3, 3), 2), ((2, 4, 11), (6, 2, 3), 2)):
         x, w = random_array(rng, x_shape), random_array(rng, w_shape)
         conv = getattr(nc, f"conv{len(x_shape) - 2}d")
         expected = getattr(nc.reference, f"conv{len(x_shape) - 2}d")(x, w, padding="same", groups=groups)

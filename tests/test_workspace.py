@@ -94,13 +94,15 @@ def test_a_small_limit_shrinks_the_blocks_and_keeps_results(rng, limit):
 
 
 # Problems for the limit: 3x3 (every algorithm but depthwise), grouped, pointwise (im2col's views),
-# 5x5 strided, 3x3 depthwise with a channel multiplier, 3x3x3 (depth_taps, its taps' 2-d passes).
+# 5x5 strided, 3x3 depthwise with a channel multiplier, 3x3x3 (depth_taps, its taps' 2-d passes), 1-d of 3 taps
+# at stride 2 (winograd1d's blocks of tiles).
 LIMITED_PROBLEMS = [((4, 32, 40, 40), (32, 32, 3, 3), dict(padding=1)),
                     ((2, 16, 20, 20), (32, 4, 3, 3), dict(padding=1, groups=4)),
                     ((2, 64, 24, 24), (32, 64, 1, 1), {}),
                     ((2, 8, 30, 30), (16, 8, 5, 5), dict(stride=2, padding=2)),
                     ((2, 16, 20, 20), (32, 1, 3, 3), dict(padding=1, groups=16)),
-                    ((1, 8, 4, 16, 16), (8, 8, 3, 3, 3), dict(padding=1))]
+                    ((1, 8, 4, 16, 16), (8, 8, 3, 3, 3), dict(padding=1)),
+                    ((2, 48, 900), (40, 48, 3), dict(stride=2, padding=1))]
 
 
 @pytest.mark.parametrize("limit_bytes", [64 * 1024, MIB, 4 * MIB])

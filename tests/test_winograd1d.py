@@ -1,0 +1,59 @@
+"""winograd1d's parts alone: the minimal filters it builds, the stride phases it plans, and the
+layers ``auto`` gives it (its passes against the reference: tests/test_kernels.py's grid)."""
+import numpy as np
+import pytest
+
+from numbaconv import dispatch
+from numbaconv.cpu import winograd1d
+from numbaconv.spec import ConvSpec
+
+
+@pytest.mark.parametrize("taps", [1, 2, 3])
+def test_minimal_filter_is_the_correlation(rng, taps):
+    """``A^T [(G g) * (B^T d)]`` is ``y[i] = sum_j g[j] d[i + j]`` for F(4, r), to float64 rounding,
+    and the transforms are exact small fractions (their largest entries as built)."""
+    at, g, bt = winograd1d.toom_cook(winograd1d.TILE, taps)
+    points = winograd1d.TILE + taps - 1
+    assert at.shape == (winograd1d.TILE, points) and g.shape == (points, taps) and bt.shape == (points, points)
+    for _ in range(5):
+        kernel, data = rng.standard_normal(taps), rng.standard_normal(points)
+        expected = [kernel @ data[i:i + taps] for i in range(winograd1d.TILE)]
+        np.testing.assert_allclose(at @ ((g @ kernel) * (bt @ data)), expected, rtol=0, atol=1e-13)
+    assert np.abs(bt).max() <= 5 and np.abs(at).max() <= 8
+
+
+def _spec(x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1):
+    return ConvSpec.create(x_shape, w_shape, stride, padding, dilation, groups).as_3d()
+
+
+def test_phases_and_their_products():
+    """A stride-2 3-tap kernel: phase 0 (taps 0 and 2) F(4, 2), phase 1 (tap 1) F(4, 1): 9 products
+    per 4 outputs; stride 1: F(4, 3), 6; a 2-tap kernel at stride 3: two one-tap phases, none."""
+    assert winograd1d.forward_plan(_spec((1, 4, 30), (4, 4, 3), 2)).points == 9
+    assert winograd1d.product_share(_spec((1, 4, 30), (4, 4, 3), 2)) == 0.75
+    assert winograd1d.product_share(_spec((1, 4, 30), (4, 4, 3), 1)) == 0.5
+    plan = winograd1d.input_plan(_spec((1, 4, 30), (4, 4, 2), 3, 1))
+    assert list(plan.phase_points) == [0, 4, 8, 8]   # the third phase of the input has no taps: zeros
+    assert sorted(plan.out_offsets) == [0, 1, 2]     # every input position written once
+
+
+@pytest.mark.parametrize("w_shape, options, reason", [
+    ((4, 4, 5), {}, "has 5 taps, more than 3"),
+    ((4, 4, 3), {"dilation": 2}, "gaps between the taps"),
+])
+def test_declines_what_it_cannot_run(w_shape, options, reason):
+    assert reason in winograd1d.supports(_spec((2, 4, 40), w_shape, **options))
+    assert "1-d problems only" in winograd1d.supports(_spec((2, 4, 9, 9), (4, 4, 3, 3)))
+
+
+@pytest.mark.parametrize("x_shape, w_shape, options, chosen", [
+    ((4, 128, 500), (128, 128, 3), dict(padding=1), "winograd1d"),
+    ((4, 512, 500), (512, 512, 3), dict(padding=1), "winograd1d"),
+    ((4, 64, 500), (64, 64, 3), dict(padding=1), "planar"),                        # too few channels
+    ((4, 256, 500), (256, 64, 3), dict(padding=1, groups=4), "channels_last"),     # 64 a group: rule 0b
+    ((4, 512, 799), (512, 512, 3), dict(stride=2), "im2col"),                      # three quarters of the products
+])
+def test_auto_takes_it_for_wide_stride_one_three_tap_layers(x_shape, w_shape, options, chosen):
+    spec = _spec(x_shape, w_shape, **options)
+    for pass_name in ("forward", "input", "weight"):
+        assert dispatch.choose("cpu", "auto", spec, pass_name).__name__.rsplit(".", 1)[1] == chosen
