@@ -27,13 +27,16 @@ def _spec(x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1):
 
 
 def test_phases_and_their_products():
-    """A stride-2 3-tap kernel: phase 0 (taps 0 and 2) F(4, 2), phase 1 (tap 1) F(4, 1): 9 products
-    per 4 outputs; stride 1: F(4, 3), 6; a 2-tap kernel at stride 3: two one-tap phases, none."""
-    assert winograd1d.forward_plan(_spec((1, 4, 30), (4, 4, 3), 2)).points == 9
+    """A stride-2 3-tap kernel: phase 0 (taps 0 and 2) F(4, 2)'s 5 points, phase 1 (tap 1) one
+    product straight from the inputs: 9 products per 4 outputs; stride 1: F(4, 3), 6; a 2-tap
+    kernel at stride 3: two one-tap phases and one without taps (zeros in the input gradient)."""
+    plan = winograd1d.forward_plan(_spec((1, 4, 30), (4, 4, 3), 2))
+    assert plan.points == 5 and list(plan.direct_offsets) == [1] and plan.products == 6
     assert winograd1d.product_share(_spec((1, 4, 30), (4, 4, 3), 2)) == 0.75
     assert winograd1d.product_share(_spec((1, 4, 30), (4, 4, 3), 1)) == 0.5
     plan = winograd1d.input_plan(_spec((1, 4, 30), (4, 4, 2), 3, 1))
-    assert list(plan.phase_points) == [0, 4, 8, 8]   # the third phase of the input has no taps: zeros
+    assert plan.points == 0 and list(plan.direct_phases) == [0, 1] and list(plan.zero_phases) == [0, 0, 1]
+    assert list(plan.direct_betas) == [0, 0]         # each the first to write its phase
     assert sorted(plan.out_offsets) == [0, 1, 2]     # every input position written once
 
 
