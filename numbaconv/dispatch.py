@@ -71,9 +71,9 @@ each rule; the command after each rule reproduces them.
    passes does a quarter of the multiplications of the 3-d algorithms'
    products. ``numbaconv bench --network r3d_18 --algo depth_taps,im2col``
    (docs/decisions.md, DT1).
-1b. ``winograd1d`` for 1-d problems whose stride phases' minimal filters take at most
+1b. ``winograd1d`` for 1-d problems whose phases' minimal filters take at most
    ``WINOGRAD1D_MAX_PRODUCT_SHARE`` of the direct count's multiplications (3 taps at
-   stride 1: F(4, 3), half) with at least ``WINOGRAD1D_MIN_CHANNELS`` channels per group on
+   stride 1, any dilation: F(4, 3), half) with at least ``WINOGRAD1D_MIN_CHANNELS`` channels per group on
    both sides: its transforms cost per channel and tile, its products per channel pair.
    At stride 2 (a quarter fewer products) and below 128 channels its transforms and
    narrower products cost more than it saves. ``python bench/winograd1d.py``

@@ -31,7 +31,7 @@ def test_phases_and_their_products():
     product straight from the inputs: 9 products per 4 outputs; stride 1: F(4, 3), 6; a 2-tap
     kernel at stride 3: two one-tap phases and one without taps (zeros in the input gradient)."""
     plan = winograd1d.forward_plan(_spec((1, 4, 30), (4, 4, 3), 2))
-    assert plan.points == 5 and list(plan.direct_offsets) == [1] and plan.products == 6
+    assert plan.points == 5 and list(plan.direct_offsets) == [1] and plan.filters == 6
     assert winograd1d.product_share(_spec((1, 4, 30), (4, 4, 3), 2)) == 0.75
     assert winograd1d.product_share(_spec((1, 4, 30), (4, 4, 3), 1)) == 0.5
     plan = winograd1d.input_plan(_spec((1, 4, 30), (4, 4, 2), 3, 1))
@@ -40,18 +40,27 @@ def test_phases_and_their_products():
     assert sorted(plan.out_offsets) == [0, 1, 2]     # every input position written once
 
 
-@pytest.mark.parametrize("w_shape, options, reason", [
-    ((4, 4, 5), {}, "has 5 taps, more than 3"),
-    ((4, 4, 3), {"dilation": 2}, "gaps between the taps"),
-])
-def test_declines_what_it_cannot_run(w_shape, options, reason):
-    assert reason in winograd1d.supports(_spec((2, 4, 40), w_shape, **options))
+def test_dilation_splits_the_outputs():
+    """Dilation 3 at stride 1: the outputs in 3 phases (every third), each F(4, 3) on every third
+    input, the phases' points of one filter side by side; dilation 3 at stride 2: 3 output phases, 2 tap phases, every sixth input."""
+    plan = winograd1d.forward_plan(_spec((1, 4, 40), (4, 4, 3), 1, 3, dilation=3))
+    assert (plan.in_step, plan.out_step, list(plan.out_offsets), plan.points) == (3, 3, [0, 1, 2], 18)
+    assert plan.filters == 6 and list(np.diff(plan.run_starts)) == [3] * 6   # a filter's 3 phases: one product
+    assert winograd1d.product_share(_spec((1, 4, 40), (4, 4, 3), 1, 3, dilation=3)) == 0.5
+    plan = winograd1d.forward_plan(_spec((1, 4, 40), (4, 4, 3), 2, 3, dilation=3))
+    assert (plan.in_step, plan.out_step, plan.points, len(plan.direct_offsets)) == (6, 3, 15, 3)
+
+
+def test_declines_what_it_cannot_run():
+    assert "has 5 taps, more than 3" in winograd1d.supports(_spec((2, 4, 40), (4, 4, 5)))
+    assert winograd1d.supports(_spec((2, 4, 40), (4, 4, 5), 2)) is None   # 3 and 2 taps a phase
     assert "1-d problems only" in winograd1d.supports(_spec((2, 4, 9, 9), (4, 4, 3, 3)))
 
 
 @pytest.mark.parametrize("x_shape, w_shape, options, chosen", [
     ((4, 128, 500), (128, 128, 3), dict(padding=1), "winograd1d"),
     ((4, 512, 500), (512, 512, 3), dict(padding=1), "winograd1d"),
+    ((4, 256, 500), (256, 256, 3), dict(padding=2, dilation=2), "winograd1d"),
     ((4, 64, 500), (64, 64, 3), dict(padding=1), "planar"),                        # too few channels
     ((4, 256, 500), (256, 64, 3), dict(padding=1, groups=4), "channels_last"),     # 64 a group: rule 0b
     ((4, 512, 799), (512, 512, 3), dict(stride=2), "im2col"),                      # three quarters of the products

@@ -1,12 +1,16 @@
-"""Winograd for 1-d convolutions of any stride: each phase of the stride a minimal filter F(4, r).
+"""Winograd for 1-d convolutions of any stride and dilation: each phase a minimal filter F(4, r).
 
-A stride-``s`` convolution splits into ``s`` stride-1 ones (its phases): tap
-``j`` (offset ``o = d j`` with dilation ``d``) reads ``x[s t + o - pad]``,
-so the taps with ``o mod s = p`` read every ``s``-th input from ``p`` on,
-shifted by ``o div s``. Each phase with ``r`` taps is a stride-1 correlation
-that Winograd's minimal filtering F(m, r) computes with ``m + r - 1``
-multiplications per ``m`` outputs (``m = TILE``); a phase of one tap is one
-product straight from its inputs. A 3-tap stride-1 layer then takes 6
+Output ``t`` reads ``x[s t + d j - pad]`` through tap ``j`` (stride ``s``,
+dilation ``d``). With ``g = gcd(s, d)``, ``l = lcm(s, d)``, ``a = d / g``
+and ``b = s / g``, write ``t = a u + r`` and ``j = p + b q``: then ``s t +
+d j = l (u + q) + s r + d p``, so each pair of an output phase ``r`` (every
+``a``-th output) and a tap phase ``p`` (every ``b``-th tap) is a stride-1
+correlation in ``u`` of those taps with every ``l``-th input (stride 2:
+the even and the odd taps; dilation 3 at stride 1: every third output from
+every third input). Each phase pair with ``r`` taps is computed by
+Winograd's minimal filtering F(m, r), ``m + r - 1`` multiplications per
+``m`` outputs (``m = TILE``); a phase of one tap is one product straight
+from its inputs. A 3-tap stride-1 layer (any dilation) then takes 6
 products per 4 outputs instead of 12, a 3-tap stride-2 layer 9. With ``A^T``
 (m x a), ``G`` (a x r) and ``B^T`` (a x a) of each phase (:func:`toom_cook`),
 over the points of all phases (the phases' transforms side by side):
@@ -16,10 +20,10 @@ over the points of all phases (the phases' transforms side by side):
     M[pt] = V[pt] @ U[pt].T                                 (per group, in BLAS)
     y[k, m tile + i] = sum_pt A^T[i, pt] M[pt][tile, k]
 
-Input gradient: the phases of ``grad_x`` instead, each a stride-1 correlation
-of ``grad_y`` with its phase's taps reversed (channels swapped): the points of
-phase ``p`` write ``grad_x[s u + p - pad]``; a phase without taps gets
-zeros. Weight gradient: the adjoint, ``Y[pt][tile, k] = sum_i A^T[i, pt]
+Input gradient: the phases of ``grad_x`` instead (every ``l``-th input), each
+a stride-1 correlation of every ``a``-th ``grad_y`` with the taps that reach
+it, reversed (channels swapped, :func:`input_plan`); a phase no tap reaches
+gets zeros. Weight gradient: the adjoint, ``Y[pt][tile, k] = sum_i A^T[i, pt]
 grad_y[k, m tile + i]``, ``dU[pt] = sum over tiles of Y[pt].T @ V[pt]``
 (BLAS, into a partial sum per thread, added in thread order) and
 ``grad_w[:, :, j] = sum_pt G[pt, j] dU[pt]``.
@@ -30,8 +34,8 @@ thread, from inside. Per item the block's inputs are copied channels-last
 (vector transposes), so each transform is a sum of whole rows of channels,
 and the outputs go back to their planes the same way. A phase of one tap
 needs no transform: its product reads the copied inputs at the stride and
-adds into the block's outputs. Blocks hold at least MIN_BLOCK_TILES tiles:
-every block's products pack all of ``U`` again.
+adds into the block's outputs. A block's products have at least
+MIN_PRODUCT_ROWS rows: every block's products pack all of ``U`` again.
 
 FLOPs: ``2 (K/g) C sum over phases (m + r - 1) ceil(OL / m)`` per sample in
 BLAS (:func:`product_share` of the direct count: 1/2 at 3 taps and stride 1,
@@ -43,10 +47,10 @@ Accuracy: F(4, 3)'s points 0, 1, -1, 2, -2 scale by up to 8, so float32
 results carry 2-3x the rounding of a direct sum: 7e-7 to 9.5e-7
 norm-relative at 512 channels, 3 taps, stride 1, against im2col's 2.9e-7 to
 3.2e-7 (all passes), well within the 1e-5 every algorithm is held to. A
-phase of more than ``MAX_PHASE_TAPS`` taps, or whose shifts are not
-consecutive (a dilation that skips inputs of the phase), is declined.
+tap phase of more than ``MAX_PHASE_TAPS`` taps is declined.
 """
 import functools
+import math
 from fractions import Fraction
 from typing import NamedTuple
 
@@ -62,10 +66,11 @@ from .threads import add_partials, most_threads, on_threads, scratch, share, sin
 TILE = 4                 # outputs per tile of each phase (m)
 MAX_PHASE_TAPS = 3       # F(4, 3): 6 points; more taps need points whose rounding grows fast
 FINITE_POINTS = (0, 1, -1, 2, -2)   # F(m, r) takes the first m + r - 2 of them and infinity
-# BLAS packs a point's U (1 MiB at 512 channels) again for every product, so a product needs a few
-# hundred rows (tiles) to pay for it; blocks of about BLOCK_BYTES of scratch a thread (more tiles where
-# channels are few) keep the transforms' rows in cache (docs/decisions.md, W1D1).
-MIN_BLOCK_TILES = 384
+# BLAS packs a filter's U (1 MiB at 512 channels) again for every product, so a product needs a few
+# hundred rows (a run's points x the block's tiles) to pay for it; blocks of about BLOCK_BYTES of
+# scratch a thread (more tiles where channels are few) keep the transforms' rows in cache
+# (docs/decisions.md, W1D1).
+MIN_PRODUCT_ROWS = 384
 BLOCK_BYTES = 8 * 2**20
 # FLOPs of one uncut kernel call, counted as direct convolution (numbaconv.slices).
 SLICE_FLOPS = int(2.5e10)
@@ -119,28 +124,34 @@ def toom_cook(m, r):
 
 class Plan(NamedTuple):
     """One pass's products: the points of its phases of 2 and more taps (how each is made from its
-    input, where its products go) and its one-tap phases, products straight from the input."""
+    input, where its products go) and its one-tap phases, products straight from the input.
+    Points that share a filter (the same taps in another output phase) lie next to each other,
+    a run: their products are one product in BLAS."""
     in_step: int                 # input positions between a point's consecutive data
     in_offsets: np.ndarray       # (points,) int64: the input position of tile 0's first datum
     in_rows: np.ndarray          # (points, width) float64: B^T rows, data -> point
     out_step: int                # output positions between a phase's consecutive outputs
     out_offsets: np.ndarray      # (phases,) int64: a phase's first output position
-    phase_points: np.ndarray     # (phases + 1,) int64: phase p owns points [phase_points[p], [p + 1])
+    phase_starts: np.ndarray     # (phases + 1,) int64: phase p's points are phase_members[p_starts[p]:[p + 1]]
+    phase_members: np.ndarray    # (points,) int64
     zero_phases: np.ndarray      # (phases,) int64: 1 where nothing reaches the phase's outputs
     out_rows: np.ndarray         # (TILE, points) float64: A^T, points -> a tile's outputs
+    run_starts: np.ndarray       # (runs + 1,) int64: run i is points [run_starts[i], [i + 1]), filter i
     direct_offsets: np.ndarray   # (directs,) int64: the input position of a one-tap phase's output 0
     direct_phases: np.ndarray    # (directs,) int64: the output phase it adds to
     direct_betas: np.ndarray     # (directs,) float64: 0 where it is the first to write its phase
-    taps_to_points: np.ndarray   # (points + directs, R) float64: G, the kernel's taps -> products
+    taps_to_points: np.ndarray   # (runs + directs, R) float64: G, the kernel's taps -> filters
     tiles: int                   # tiles per sample (of the longest phase)
+    widths: np.ndarray           # (points,) int64: the data a point reads (its B^T row to the last nonzero)
+    reach: int                   # input positions a tile's products read from the lowest offset on
 
     @property
     def points(self):
         return self.in_rows.shape[0]
 
     @property
-    def products(self):
-        """Filter matrices: one per point and one per one-tap phase."""
+    def filters(self):
+        """Transformed filters: one per run of points and one per one-tap phase."""
         return self.taps_to_points.shape[0]
 
     @property
@@ -149,98 +160,125 @@ class Plan(NamedTuple):
         return int(min(np.concatenate([self.in_offsets, self.direct_offsets])))
 
 
-def _phases(taps, stride, dilation):
-    """``{phase: [(shift, tap), ...]}`` sorted by shift: the taps whose offset ``dilation * tap``
-    leaves remainder ``phase`` modulo ``stride``, with their offset's quotient."""
-    phases = {}
-    for tap in range(taps):
-        phases.setdefault(dilation * tap % stride, []).append((dilation * tap // stride, tap))
-    return phases
+def _lattice(spec):
+    """``(a, b, l)`` of the 1-d ``spec`` (3-d form): with ``g = gcd(stride, dilation)``, the
+    outputs split into ``a = dilation / g`` phases (every ``a``-th output), the taps into ``b =
+    stride / g`` phases (every ``b``-th tap), and each pair reads every ``l = lcm(stride,
+    dilation)``-th input."""
+    stride, dilation = spec.stride[2], spec.dilation[2]
+    common = math.gcd(stride, dilation)
+    return dilation // common, stride // common, stride * dilation // common
+
+
+def _tap_phases(spec):
+    """``[(p, [taps p, p + b, p + 2b, ...]), ...]``: the taps by phase, each phase's in order."""
+    taps, (_, b, _) = spec.kernel_size[2], _lattice(spec)
+    return [(p, list(range(p, taps, b))) for p in range(min(b, taps))]
 
 
 def _phase_problem(spec):
-    """None if every phase of the 1-d ``spec`` (3-d form) has consecutive shifts and at most
-    MAX_PHASE_TAPS taps, else why not."""
-    for phase, taps in _phases(spec.kernel_size[2], spec.stride[2], spec.dilation[2]).items():
-        shifts = [shift for shift, _ in taps]
-        if len(taps) > MAX_PHASE_TAPS:
-            return f"the stride's phase {phase} has {len(taps)} taps, more than {MAX_PHASE_TAPS}"
-        if shifts != list(range(shifts[0], shifts[0] + len(shifts))):
-            return f"the dilation leaves gaps between the taps of the stride's phase {phase}"
+    """None if every phase of the 1-d ``spec``'s taps (3-d form) has at most MAX_PHASE_TAPS taps,
+    else why not."""
+    most = max(len(phase_taps) for _, phase_taps in _tap_phases(spec))
+    if most > MAX_PHASE_TAPS:
+        return (f"a phase of the stride has {most} taps, more than {MAX_PHASE_TAPS} (every "
+                f"{_lattice(spec)[1]}-th of the kernel's {spec.kernel_size[2]})")
     return None
 
 
 def _plan(taps, in_step, out_step, out_offsets, contributions, tiles):
     """A Plan from ``contributions`` (output phase, input offset, taps in correlation order): one
-    of a single tap is direct, the others take F(TILE, r)'s points (a phase's points
-    consecutive)."""
-    parts = sorted((c for c in contributions if len(c[2]) > 1), key=lambda c: c[0])
+    of a single tap is direct, the others take F(TILE, r)'s points; the points of contributions
+    with the same taps go point by point, phase after phase (runs sharing a filter)."""
+    classes = {}
+    for contribution in sorted(contributions, key=lambda c: c[0]):
+        if len(contribution[2]) > 1:
+            classes.setdefault(tuple(contribution[2]), []).append(contribution)
     directs = [c for c in contributions if len(c[2]) == 1]
-    transforms = [toom_cook(TILE, len(part_taps)) for _, _, part_taps in parts]
-    points = sum(at.shape[1] for at, _, _ in transforms)
-    width = max((bt.shape[1] for _, _, bt in transforms), default=1)
+    points = sum((len(class_taps) + TILE - 1) * len(members) for class_taps, members in classes.items())
+    runs = sum(len(class_taps) + TILE - 1 for class_taps in classes)
+    width = max((len(class_taps) + TILE - 1 for class_taps in classes), default=1)
     in_offsets, in_rows = np.zeros(points, np.int64), np.zeros((points, width))
-    out_rows, taps_to_points = np.zeros((TILE, points)), np.zeros((points + len(directs), taps))
-    phase_points, first = np.zeros(len(out_offsets) + 1, np.int64), 0
-    for (phase, in_offset, part_taps), (at, g, bt) in zip(parts, transforms):
-        stop = first + at.shape[1]
-        in_offsets[first:stop], in_rows[first:stop, :bt.shape[1]] = in_offset, bt
-        out_rows[:, first:stop] = at
-        taps_to_points[first:stop, part_taps] = g
-        phase_points[phase + 1:] = stop
-        first = stop
-    betas, written = [], {phase for phase, _, _ in parts}
+    out_rows, taps_to_points = np.zeros((TILE, points)), np.zeros((runs + len(directs), taps))
+    run_starts, point_phases, point, run = [0], [], 0, 0
+    for class_taps, members in classes.items():
+        at, g, bt = toom_cook(TILE, len(class_taps))
+        for i in range(at.shape[1]):
+            taps_to_points[run, list(class_taps)] = g[i]
+            for phase, in_offset, _ in members:
+                in_offsets[point], in_rows[point, :bt.shape[1]], out_rows[:, point] = in_offset, bt[i], at[:, i]
+                point_phases.append(phase)
+                point += 1
+            run += 1
+            run_starts.append(point)
+    phase_members = np.argsort(np.array(point_phases, np.int64), kind="stable")
+    phase_starts = np.searchsorted(np.array(point_phases, np.int64)[phase_members], np.arange(len(out_offsets) + 1))
+    betas, written = [], set(point_phases)
     for row, (phase, _, part_taps) in enumerate(directs):
-        taps_to_points[points + row, part_taps[0]] = 1
+        taps_to_points[runs + row, part_taps[0]] = 1
         betas.append(float(phase in written))
         written.add(phase)
     zero_phases = np.array([phase not in written for phase in range(len(out_offsets))], np.int64)
-    return Plan(in_step, in_offsets, in_rows, out_step, np.array(out_offsets, np.int64), phase_points, zero_phases,
-                out_rows, np.array([offset for _, offset, _ in directs], np.int64),
-                np.array([phase for phase, _, _ in directs], np.int64), np.array(betas), taps_to_points, tiles)
+    widths = np.array([np.flatnonzero(row).max() + 1 for row in in_rows], np.int64)
+    direct_offsets = np.array([offset for _, offset, _ in directs], np.int64)
+    lowest = min(np.concatenate([in_offsets, direct_offsets]))
+    highest = max([offset + in_step * (width - 1) for offset, width in zip(in_offsets, widths)]
+                  + [offset + in_step * (TILE - 1) for offset in direct_offsets])
+    return Plan(in_step, in_offsets, in_rows, out_step, np.array(out_offsets, np.int64), phase_starts.astype(np.int64),
+                phase_members.astype(np.int64), zero_phases, out_rows, np.array(run_starts, np.int64), direct_offsets,
+                np.array([phase for phase, _, _ in directs], np.int64), np.array(betas), taps_to_points, tiles, widths,
+                int(highest - lowest + 1))
 
 
 @functools.lru_cache(maxsize=256)
 def forward_plan(spec):
-    """The forward's products: every phase's F(TILE, r) (or its one tap) on ``x``'s every
-    ``stride``-th input, all summed into the one output phase."""
-    stride, pad, taps = spec.stride[2], spec.pad_lo[2], spec.kernel_size[2]
-    contributions = [(0, stride * phase_taps[0][0] + phase - pad, [tap for _, tap in phase_taps])
-                     for phase, phase_taps in sorted(_phases(taps, stride, spec.dilation[2]).items())]
-    return _plan(taps, stride, 1, [0], contributions, -(-spec.out_size[2] // TILE))
+    """The forward's products: output ``t = a u + r`` (phase ``r``) sums, over the tap phases
+    ``p``, the correlation in ``u`` of taps ``p + b q`` with ``x[l (u + q) + s r + d p - pad]``
+    (``_lattice``): F(TILE, r) on every ``l``-th input."""
+    stride, dilation, pad = spec.stride[2], spec.dilation[2], spec.pad_lo[2]
+    a, _, lcm = _lattice(spec)
+    contributions = [(r, stride * r + dilation * p - pad, phase_taps)
+                     for r in range(a) for p, phase_taps in _tap_phases(spec)]
+    tiles = max(-(-max(0, -(-(spec.out_size[2] - r) // a)) // TILE) for r in range(a))
+    return _plan(spec.kernel_size[2], lcm, a, list(range(a)), contributions, tiles)
 
 
 @functools.lru_cache(maxsize=256)
 def input_plan(spec):
-    """The input gradient's products: ``grad_x[s u + p - pad] = sum over phase p's taps (shifts
-    q0, q0 + 1, ...) of w[tap] grad_y[u - shift]``, each phase a correlation of ``grad_y`` with
-    its taps reversed, writing ``grad_x`` every ``stride``-th position from its first at or after
-    0 on."""
-    stride, pad, taps, length = spec.stride[2], spec.pad_lo[2], spec.kernel_size[2], spec.in_size[2]
-    phases = _phases(taps, stride, spec.dilation[2])
+    """The input gradient's products: ``grad_x[v]`` with ``v + pad = l u + rho`` (phase ``rho``
+    of ``l``) takes the taps ``j0 + b q`` whose offset ``d j0`` meets ``rho`` modulo the stride:
+    ``sum over q of w[j0 + b q] grad_y[a (u - q) + (rho - d j0) / s]``, a correlation of
+    every ``a``-th ``grad_y`` with those taps reversed; a phase no tap meets gets zeros. Each
+    phase writes ``grad_x`` every ``l``-th position from its first at or after 0 on."""
+    stride, dilation, pad, length = spec.stride[2], spec.dilation[2], spec.pad_lo[2], spec.in_size[2]
+    a, _, lcm = _lattice(spec)
+    by_residue = {dilation * p % stride: phase_taps for p, phase_taps in _tap_phases(spec)}
     contributions, out_offsets, tiles = [], [], 0
-    for phase in range(stride):
-        first_u = -(-(pad - phase) // stride)          # the first u with s u + p - pad >= 0
-        out_offsets.append(stride * first_u + phase - pad)
-        count = max(0, -(-(length - out_offsets[-1]) // stride))
+    for rho in range(lcm):
+        first_u = -(-(pad - rho) // lcm)          # the first u with l u + rho - pad >= 0
+        out_offsets.append(lcm * first_u + rho - pad)
+        count = max(0, -(-(length - out_offsets[-1]) // lcm))
         tiles = max(tiles, -(-count // TILE))
-        phase_taps = phases.get(phase, [])
+        phase_taps = by_residue.get(rho % stride)
         if phase_taps:
-            in_offset = first_u - phase_taps[0][0] - len(phase_taps) + 1
-            contributions.append((phase, in_offset, [tap for _, tap in reversed(phase_taps)]))
-    return _plan(taps, 1, stride, out_offsets, contributions, tiles)
+            shift = (rho - dilation * phase_taps[0]) // stride
+            in_offset = a * (first_u - len(phase_taps) + 1) + shift
+            contributions.append((rho, in_offset, phase_taps[::-1]))
+    return _plan(spec.kernel_size[2], a, lcm, out_offsets, contributions, tiles)
 
 
 def product_share(spec):
-    """The forward's products per output and channel pair over the direct count's (its taps)."""
+    """The forward's products per output and channel pair over the direct count's (its taps); each
+    output phase has its own products."""
     plan = forward_plan(spec)
-    return (plan.points + TILE * len(plan.direct_offsets)) / (TILE * spec.kernel_size[2])
+    phases = len(plan.out_offsets)
+    return (plan.points + TILE * len(plan.direct_offsets)) / (TILE * spec.kernel_size[2] * phases)
 
 
 def supports(spec):
-    """None if winograd1d runs ``spec``, else why not: 1-d problems whose stride's phases each
-    have at most MAX_PHASE_TAPS taps at consecutive shifts, and scratch within the workspace
-    limit with the narrowest blocks (counted in float64, with Numba's full thread count)."""
+    """None if winograd1d runs ``spec``, else why not: 1-d problems whose tap phases each have at
+    most MAX_PHASE_TAPS taps, and scratch within the workspace limit with the narrowest blocks
+    (counted in float64, with Numba's full thread count)."""
     if spec.in_size[:2] != (1, 1) or spec.kernel_size[:2] != (1, 1) or any(spec.pad_lo[:2]) or any(spec.pad_hi[:2]):
         return "handles 1-d problems only"
     reason = _phase_problem(spec)
@@ -249,41 +287,29 @@ def supports(spec):
     itemsize, threads = 8, most_threads()
     plans = (forward_plan(spec), input_plan(spec))
     least = max(_scratch_elements(plan, spec, 1, threads) for plan in plans)
-    partials = threads * plans[0].products * spec.out_channels * spec.group_in_channels
+    partials = threads * plans[0].filters * spec.out_channels * spec.group_in_channels
     return workspace.over_limit((least + partials) * itemsize)
-
-
-def _reach(plan, widths):
-    """Input positions a tile's products read from the lowest offset on: the span of their data
-    (a one-tap phase reads TILE data a tile)."""
-    highest = [int(offset) + plan.in_step * (width - 1) for offset, width in zip(plan.in_offsets, widths)]
-    highest += [int(offset) + plan.in_step * (TILE - 1) for offset in plan.direct_offsets]
-    return max(highest) - plan.lowest + 1
-
-
-def _widths(rows):
-    """The number of data each point reads: its B^T row up to its last nonzero."""
-    return np.array([np.flatnonzero(row).max() + 1 if row.any() else 1 for row in rows], np.int64)
 
 
 def _block_bytes(plan, ins, outs, block, itemsize):
     """One thread's scratch for a block of ``block`` tiles: the gathered inputs, the points' V and
     M, and the block's outputs (or the weight gradient's gathered ``grad_y``), channels-last."""
-    gathered = plan.in_step * TILE * block + _reach(plan, _widths(plan.in_rows))
+    gathered = plan.in_step * TILE * block + plan.reach
     return (gathered * ins + plan.points * block * (ins + outs) + plan.out_step * TILE * block * outs) * itemsize
 
 
 def _scratch_elements(plan, spec, block, threads):
     """All threads' scratch for blocks of ``block`` tiles, plus the transformed filters."""
     per_thread = _block_bytes(plan, spec.in_channels, spec.out_channels, block, 1)
-    return threads * per_thread + plan.products * spec.out_channels * spec.group_in_channels
+    return threads * per_thread + plan.filters * spec.out_channels * spec.group_in_channels
 
 
 def _block_tiles(plan, channels, out_channels, threads, itemsize, tiles, batch):
-    """Tiles per block: a thread's scratch of about BLOCK_BYTES (at least MIN_BLOCK_TILES tiles),
-    and at least as many blocks in all as threads."""
+    """Tiles per block: a thread's scratch of about BLOCK_BYTES, but products of at least
+    MIN_PRODUCT_ROWS rows, and at least as many blocks in all as threads."""
     per_tile = _block_bytes(plan, channels, out_channels, 1, itemsize)
-    width = max(MIN_BLOCK_TILES, BLOCK_BYTES // per_tile)
+    run = max(np.diff(plan.run_starts), default=1)
+    width = max(-(-MIN_PRODUCT_ROWS // run), BLOCK_BYTES // per_tile)
     width = max(1, min(width, (workspace.workspace_limit() // 2) // (threads * per_tile)))
     blocks = max(-(-tiles // width), -(-threads // batch))
     return max(1, -(-tiles // blocks))
@@ -331,18 +357,20 @@ def to_points(gathered, count, step, offsets, rows, widths, out):
 
 
 @njit(cache=True)
-def from_points(products, count, step, offsets, phase_points, zero_phases, rows, out):
+def from_points(products, count, step, offsets, phase_starts, phase_members, zero_phases, rows, out):
     """``out[step * (TILE * t + i) + offsets[p]] = sum over phase p's points pt of rows[i, pt] *
-    products[pt, t]`` (rows of channels) for ``t < count``; zeros where ``zero_phases[p]``, and
-    a phase without points (its one-tap products write it) left as it is."""
+    products[pt, t]`` (rows of channels) for ``t < count``, phase ``p``'s points
+    ``phase_members[phase_starts[p]:phase_starts[p + 1]]``; zeros where ``zero_phases[p]``,
+    and a phase without points (its one-tap products write it) left as it is."""
     for phase in range(offsets.shape[0]):
-        if phase_points[phase] == phase_points[phase + 1] and not zero_phases[phase]:
+        if phase_starts[phase] == phase_starts[phase + 1] and not zero_phases[phase]:
             continue
         for t in range(count):
             for i in range(TILE):
                 sums = out[step * (TILE * t + i) + offsets[phase]]
                 first = True
-                for pt in range(phase_points[phase], phase_points[phase + 1]):
+                for member in range(phase_starts[phase], phase_starts[phase + 1]):
+                    pt = phase_members[member]
                     coefficient = rows[i, pt]
                     if coefficient != 0:
                         _add_scaled(sums, coefficient, products[pt, t], first)
@@ -365,13 +393,15 @@ def _group_product(inputs, u, row, groups, group, forward, out, beta):
 
 @njit(cache=True)
 def _tile_blocks(thread, threads, source, u, groups, forward, out, block, tiles, lowest, reach, in_step, in_offsets,
-                 in_rows, widths, direct_offsets, direct_phases, direct_betas, out_step, out_offsets, phase_points,
-                 zero_phases, out_rows, in_steps, in_lanes, out_steps, out_lanes, gathers, points, products, outputs):
+                 in_rows, widths, run_starts, direct_offsets, direct_phases, direct_betas, out_step, out_offsets,
+                 phase_starts, phase_members, zero_phases, out_rows, in_steps, in_lanes, out_steps, out_lanes, gathers,
+                 points, products, outputs):
     """``out[n] = conv(source[n])`` (the forward, or the input gradient with its plan) through
-    transformed filters ``u`` (products, K C/g; per group (K/g, C/g), used transposed in the
+    transformed filters ``u`` (filters, K C/g; per group (K/g, C/g), used transposed in the
     ``forward``): the threads take consecutive items, a block of ``block`` tiles of one sample
     each; per item the block's inputs channels-last (:func:`gather`), the points' V
-    (:func:`to_points`), their products M in BLAS, the outputs channels-last
+    (:func:`to_points`), their products M in BLAS (a run of points with one filter one
+    product), the outputs channels-last
     (:func:`from_points`), the one-tap phases' products added straight from the inputs, and
     the outputs back to ``out``'s rows. Scratch rows per thread: ``gathers``, ``points``,
     ``products``, ``outputs``."""
@@ -389,18 +419,21 @@ def _tile_blocks(thread, threads, source, u, groups, forward, out, block, tiles,
         v = scratch(points, thread, (point_count, count, channels))
         to_points(gathered, count, in_step, in_offsets - lowest, in_rows, widths, v)
         m = scratch(products, thread, (point_count, count, out_channels))
-        for pt in range(point_count):
+        runs = run_starts.shape[0] - 1
+        for run in range(runs):
+            inputs = v[run_starts[run]:run_starts[run + 1]].reshape(-1, channels)
+            sums = m[run_starts[run]:run_starts[run + 1]].reshape(-1, out_channels)
             for g in range(groups):
-                _group_product(v[pt, :, g * group_in:(g + 1) * group_in], u, pt, groups, g, forward,
-                               m[pt, :, g * group_out:(g + 1) * group_out], 0.0)
+                _group_product(inputs[:, g * group_in:(g + 1) * group_in], u, run, groups, g, forward,
+                               sums[:, g * group_out:(g + 1) * group_out], 0.0)
         written = scratch(outputs, thread, (out_step * positions, out_channels))
-        from_points(m, count, out_step, out_offsets, phase_points, zero_phases, out_rows, written)
+        from_points(m, count, out_step, out_offsets, phase_starts, phase_members, zero_phases, out_rows, written)
         for d in range(direct_offsets.shape[0]):
             at, to = direct_offsets[d] - lowest, out_offsets[direct_phases[d]]
             inputs = gathered[at:at + in_step * positions:in_step]
             sums = written[to:to + out_step * positions:out_step]
             for g in range(groups):
-                _group_product(inputs[:, g * group_in:(g + 1) * group_in], u, point_count + d, groups, g, forward,
+                _group_product(inputs[:, g * group_in:(g + 1) * group_in], u, runs + d, groups, g, forward,
                                sums[:, g * group_out:(g + 1) * group_out], direct_betas[d])
         start = out_step * TILE * first_tile
         transposed_rows(out[n].reshape(-1), out_steps, start, length, written.reshape(-1), out_lanes, ZERO, ONE, ZERO,
@@ -409,17 +442,17 @@ def _tile_blocks(thread, threads, source, u, groups, forward, out, block, tiles,
 
 @njit(cache=True)
 def _weight_blocks(thread, threads, x, grad_y, block, tiles, lowest, reach, in_step, in_offsets, in_rows, widths,
-                   direct_offsets, grad_rows, grad_widths, in_steps, in_lanes, grad_steps, grad_lanes, gathers,
-                   grad_gathers, points, grads, partials):
-    """``partials[thread, pt, g] += sum over the thread's tiles of Y[pt].T @ V[pt]`` (group ``g``'s
-    channels), and for one-tap phases ``grad_y``'s rows times their inputs: items as in
+                   run_starts, direct_offsets, grad_step, grad_offsets, direct_grad_offsets, grad_rows, grad_widths, in_steps,
+                   in_lanes, grad_steps, grad_lanes, gathers, grad_gathers, points, grads, partials):
+    """``partials[thread, f, g] += sum over the thread's tiles and filter f's run of points of
+    Y[pt].T @ V[pt]`` (group ``g``'s channels), and for one-tap phases ``grad_y``'s rows times their inputs: items as in
     :func:`_tile_blocks`, V from ``x`` by the forward's points and Y from ``grad_y`` through A
-    (``grad_rows``). Scratch rows per thread: ``gathers``, ``grad_gathers``, ``points``,
-    ``grads``."""
+    (``grad_rows``: ``grad_y`` every ``grad_step``-th position from ``grad_offsets[pt]``, the
+    output phase of the point). Scratch rows per thread: ``gathers``, ``grad_gathers``,
+    ``points``, ``grads``."""
     batch, channels, out_channels = x.shape[0], x.shape[1], grad_y.shape[1]
     point_count = in_offsets.shape[0]
     groups, group_out, group_in = partials.shape[2:]
-    no_offsets = np.zeros(point_count, np.int64)
     blocks = -(-tiles // block)
     first, stop = share(batch * blocks, thread, threads)
     for item in range(first, stop):
@@ -430,20 +463,24 @@ def _weight_blocks(thread, threads, x, grad_y, block, tiles, lowest, reach, in_s
         gather(x[n], in_step * TILE * first_tile + lowest, rows, in_steps, in_lanes, gathered)
         v = scratch(points, thread, (point_count, count, channels))
         to_points(gathered, count, in_step, in_offsets - lowest, in_rows, widths, v)
-        grad_rows_gathered = scratch(grad_gathers, thread, (positions, out_channels))
-        gather(grad_y[n], TILE * first_tile, positions, grad_steps, grad_lanes, grad_rows_gathered)
+        grads_gathered = scratch(grad_gathers, thread, (grad_step * positions, out_channels))
+        gather(grad_y[n], grad_step * TILE * first_tile, grad_step * positions, grad_steps, grad_lanes, grads_gathered)
         y = scratch(grads, thread, (point_count, count, out_channels))
-        to_points(grad_rows_gathered, count, ONE, no_offsets, grad_rows, grad_widths, y)
-        for pt in range(point_count):
+        to_points(grads_gathered, count, grad_step, grad_offsets, grad_rows, grad_widths, y)
+        runs = run_starts.shape[0] - 1
+        for run in range(runs):
+            inputs = v[run_starts[run]:run_starts[run + 1]].reshape(-1, channels)
+            grads_of_run = y[run_starts[run]:run_starts[run + 1]].reshape(-1, out_channels)
             for g in range(groups):
-                gemm(y[pt, :, g * group_out:(g + 1) * group_out].T, v[pt, :, g * group_in:(g + 1) * group_in],
-                     partials[thread, pt, g], 1.0)
+                gemm(grads_of_run[:, g * group_out:(g + 1) * group_out].T, inputs[:, g * group_in:(g + 1) * group_in],
+                     partials[thread, run, g], 1.0)
         for d in range(direct_offsets.shape[0]):
-            at = direct_offsets[d] - lowest
+            at, to = direct_offsets[d] - lowest, direct_grad_offsets[d]
             inputs = gathered[at:at + in_step * positions:in_step]
+            grads_of_phase = grads_gathered[to:to + grad_step * positions:grad_step]
             for g in range(groups):
-                gemm(grad_rows_gathered[:, g * group_out:(g + 1) * group_out].T, inputs[:, g * group_in:(g + 1) * group_in],
-                     partials[thread, point_count + d, g], 1.0)
+                gemm(grads_of_phase[:, g * group_out:(g + 1) * group_out].T, inputs[:, g * group_in:(g + 1) * group_in],
+                     partials[thread, runs + d, g], 1.0)
 
 
 def _rows(array):
@@ -463,7 +500,7 @@ def _transformed_filters(plan, w, threads):
     """``U[pt] = sum_j G[pt, j] w[..., j]`` for ``w`` (K, C/g, R), as (products, K C/g), by the
     threads (BLAS held to one thread)."""
     taps = w.reshape(-1, w.shape[-1])
-    u = workspace.borrow("winograd1d_filters", plan.products * taps.shape[0], w.dtype).reshape(plan.products, -1)
+    u = workspace.borrow("winograd1d_filters", plan.filters * taps.shape[0], w.dtype).reshape(plan.filters, -1)
     on_threads(_filter_points, threads, taps, plan.taps_to_points.astype(w.dtype), u)
     return u
 
@@ -479,8 +516,7 @@ def _convolve(plan, source, w, groups, forward, out):
     threads, dtype = thread_count(), source.dtype
     channels, length, out_channels, out_length = source.shape[1], source.shape[2], out.shape[1], out.shape[2]
     block = _block_tiles(plan, channels, out_channels, threads, dtype.itemsize, plan.tiles, source.shape[0])
-    widths = _widths(plan.in_rows)
-    reach = _reach(plan, widths)
+    widths, reach = plan.widths, plan.reach
     gathered_rows, out_rows = plan.in_step * TILE * block + reach, plan.out_step * TILE * block
     gathers = workspace.per_thread("winograd1d_gathered", threads, gathered_rows * channels, dtype)
     points = workspace.per_thread("winograd1d_points", threads, plan.points * block * channels, dtype)
@@ -489,9 +525,9 @@ def _convolve(plan, source, w, groups, forward, out):
     with single_threaded_blas():
         u = _transformed_filters(plan, w, threads)
         on_threads(_tile_blocks, threads, source, u, groups, forward, out, block, plan.tiles, plan.lowest, reach,
-                   plan.in_step, plan.in_offsets, plan.in_rows.astype(dtype), widths, plan.direct_offsets,
-                   plan.direct_phases, plan.direct_betas, plan.out_step, plan.out_offsets, plan.phase_points,
-                   plan.zero_phases, plan.out_rows.astype(dtype), _steps(gathered_rows, channels),
+                   plan.in_step, plan.in_offsets, plan.in_rows.astype(dtype), widths, plan.run_starts,
+                   plan.direct_offsets, plan.direct_phases, plan.direct_betas, plan.out_step, plan.out_offsets,
+                   plan.phase_starts, plan.phase_members, plan.zero_phases, plan.out_rows.astype(dtype), _steps(gathered_rows, channels),
                    _steps(LANES, length), _steps(out_rows, out_channels), _steps(LANES, out_length), gathers, points,
                    products, outputs)
 
@@ -520,23 +556,25 @@ def backward_weight(spec, x, grad_y, grad_w):
     channels, length, out_channels, out_length = x.shape[1], x.shape[2], grad_y.shape[1], grad_y.shape[2]
     groups, group_out, group_in = spec.groups, spec.group_out_channels, spec.group_in_channels
     block = _block_tiles(plan, channels, out_channels, threads, dtype.itemsize, plan.tiles, x.shape[0])
-    widths = _widths(plan.in_rows)
-    reach = _reach(plan, widths)
+    widths, reach = plan.widths, plan.reach
     gathered_rows = plan.in_step * TILE * block + reach
     gathers = workspace.per_thread("winograd1d_gathered", threads, gathered_rows * channels, dtype)
-    grad_gathers = workspace.per_thread("winograd1d_outputs", threads, TILE * block * out_channels, dtype)
+    grad_gathers = workspace.per_thread("winograd1d_outputs", threads, plan.out_step * TILE * block * out_channels, dtype)
     points = workspace.per_thread("winograd1d_points", threads, plan.points * block * channels, dtype)
     grads = workspace.per_thread("winograd1d_products", threads, plan.points * block * out_channels, dtype)
-    shape = (threads, plan.products, groups, group_out, group_in)
+    shape = (threads, plan.filters, groups, group_out, group_in)
     partials = workspace.borrow("winograd1d_partials", int(np.prod(shape)), dtype).reshape(shape)
     partials[...] = 0
     with single_threaded_blas():
+        point_offsets = np.empty(plan.points, np.int64)
+        point_offsets[plan.phase_members] = np.repeat(plan.out_offsets, np.diff(plan.phase_starts))
         on_threads(_weight_blocks, threads, x, grad_y, block, plan.tiles, plan.lowest, reach, plan.in_step,
-                   plan.in_offsets, plan.in_rows.astype(dtype), widths, plan.direct_offsets,
-                   np.ascontiguousarray(plan.out_rows.T).astype(dtype), np.full(plan.points, TILE, np.int64),
-                   _steps(gathered_rows, channels), _steps(LANES, length), _steps(TILE * block, out_channels),
-                   _steps(LANES, out_length), gathers, grad_gathers, points, grads, partials)
-        sums = partials[0].reshape(plan.products, -1)
+                   plan.in_offsets, plan.in_rows.astype(dtype), widths, plan.run_starts, plan.direct_offsets, plan.out_step,
+                   point_offsets, plan.out_offsets[plan.direct_phases], np.ascontiguousarray(plan.out_rows.T).astype(dtype),
+                   np.full(plan.points, TILE, np.int64), _steps(gathered_rows, channels), _steps(LANES, length),
+                   _steps(plan.out_step * TILE * block, out_channels), _steps(LANES, out_length), gathers,
+                   grad_gathers, points, grads, partials)
+        sums = partials[0].reshape(plan.filters, -1)
         if threads > 1:
-            add_partials(partials.reshape(threads, plan.products, -1), sums)
+            add_partials(partials.reshape(threads, plan.filters, -1), sums)
         np.matmul(sums.T, plan.taps_to_points.astype(dtype), out=grad_w.reshape(-1, spec.kernel_size[2]))

@@ -18,7 +18,7 @@ output than input channels per group (planar's weight gradient by columns); grou
 channels at stride 1 and 2 (channels_last's full 16-lane blocks and vector transposes); many
 more filters than outputs (im2col's chunks of input channels, with rows gathered and run by run);
 stride-1 depthwise kernels 5 and 7 wide on rows of whole and partial groups of four outputs
-(blocked's sliding row sums); 1-d kernels of 2 and 3 taps at strides 1 to 3, with tiles past the
+(blocked's sliding row sums); 1-d kernels of 2 and 3 taps at strides 1 to 3 and dilation 3, with tiles past the
 output's end, stride phases without taps and one sample cut into blocks (winograd1d's phases).
 """
 CASES = [
@@ -56,6 +56,7 @@ CASES = [
     ("1d-3-taps-stride2-edge", (2, 6, 23), (8, 3, 3), 2, ((2, 0),), 1, 2),
     ("1d-2-taps-stride-gt-kernel", (2, 4, 17), (3, 4, 2), 3, ((2, 1),), 1, 1),
     ("1d-2-taps-one-sample-blocks", (1, 5, 1100), (6, 5, 2), 1, ((0, 1),), 1, 1),
+    ("1d-3-taps-dilated", (2, 4, 31), (6, 4, 3), 1, "same", 3, 1),
     ("3d-mixed", (2, 4, 4, 5, 6), (4, 2, 2, 3, 2), (1, 2, 1), ((1, 0), (0, 1), (1, 1)), (1, 1, 2), 2),
     ("3d-depthwise-same", (1, 3, 5, 4, 6), (3, 1, 3, 3, 3), 2, "same", 1, 3),
     ("3d-depthwise-1x3x3", (2, 4, 3, 5, 6), (4, 1, 1, 3, 3), 1, (0, 1, 1), 1, 4),
