@@ -8,7 +8,8 @@ taps and stride 1 five eighths; its transforms cost per channel and tile. Times 
 (numbaconv.timing.best_times, each call after the same call ran untimed for
 20 ms), float32, and prints im2col's time over winograd1d's and PyTorch's
 over winograd1d's. ``numbaconv.dispatch``'s rule 1b rests on them
-(docs/decisions.md, W1D2).
+(docs/decisions.md, W1D2). The stride-2 rows at 512 channels are wav2vec 2.0's
+feature encoder's layers, then the same on other batches and lengths.
 
     python bench/winograd1d.py [--budget 3]
 
@@ -40,6 +41,11 @@ LAYERS = [
     ((4, 512, 799), (512, 512, 3), 2, 0, 1, 1),
     ((4, 512, 1599), (512, 512, 3), 2, 0, 1, 1),
     ((4, 512, 3199), (512, 512, 3), 2, 0, 1, 1),
+    ((1, 512, 3199), (512, 512, 3), 2, 0, 1, 1),
+    ((2, 512, 6399), (512, 512, 3), 2, 0, 1, 1),
+    ((8, 512, 3199), (512, 512, 3), 2, 0, 1, 1),
+    ((16, 512, 799), (512, 512, 3), 2, 0, 1, 1),
+    ((4, 256, 6399), (256, 256, 3), 2, 0, 1, 1),
     ((4, 512, 199), (512, 512, 2), 2, 0, 1, 1),
 ]
 

@@ -73,11 +73,13 @@ each rule; the command after each rule reproduces them.
    (docs/decisions.md, DT1).
 1b. ``winograd1d`` for 1-d problems whose phases' minimal filters take at most
    ``WINOGRAD1D_MAX_PRODUCT_SHARE`` of the direct count's multiplications (3 taps at
-   stride 1, any dilation: F(4, 3), half) with at least ``WINOGRAD1D_MIN_CHANNELS`` channels per group on
-   both sides: its transforms cost per channel and tile, its products per channel pair.
-   At stride 2 (a quarter fewer products) and below 128 channels its transforms and
-   narrower products cost more than it saves. ``python bench/winograd1d.py``
-   (docs/decisions.md, W1D2).
+   stride 1, any dilation: F(4, 3), half) with at least ``WINOGRAD1D_MIN_CHANNELS``
+   channels per group on both sides: its transforms cost per channel and tile, its
+   products per channel pair. Where they take up to ``WINOGRAD1D_STRIDED_MAX_PRODUCT_SHARE``
+   (3 taps at stride 2, three quarters) it needs ``WINOGRAD1D_STRIDED_MIN_CHANNELS``
+   channels per group and ``WINOGRAD1D_STRIDED_MIN_TILES`` tiles of 4 outputs in all
+   (samples x tiles: speech models' feature encoders on raw audio); on fewer it ties or
+   loses. ``python bench/winograd1d.py`` (docs/decisions.md, W1D2).
 2. ``planar`` at stride 1 when ``P < PLANAR_PRODUCT_LIMIT`` and the kernel
    has more than one tap, or when ``P < DIRECT_PRODUCT_LIMIT`` (depthwise
    1x1): the GEMM algorithms' products are too small there to pay for
@@ -138,6 +140,9 @@ WINOGRAD_WIDE_MIN_TILES = 16
 WINOGRAD_WIDE_MIN_CHANNELS = 256
 WINOGRAD1D_MAX_PRODUCT_SHARE = 0.5
 WINOGRAD1D_MIN_CHANNELS = 128
+WINOGRAD1D_STRIDED_MAX_PRODUCT_SHARE = 0.75
+WINOGRAD1D_STRIDED_MIN_CHANNELS = 512
+WINOGRAD1D_STRIDED_MIN_TILES = 1200
 CUDA_DIRECT_REDUCTION_LIMIT = 16
 FFT_MIN_MODEL_RATE = 300
 
@@ -314,9 +319,13 @@ def _winograd_pays(spec, pass_name):
 
 
 def _winograd1d_pays(spec):
-    """Rule 1b of the module docstring: few products next to the direct count, wide groups."""
-    return (min(spec.group_in_channels, spec.group_out_channels) >= WINOGRAD1D_MIN_CHANNELS
-            and cpu_winograd1d.product_share(spec) <= WINOGRAD1D_MAX_PRODUCT_SHARE)
+    """Rule 1b of the module docstring: few products next to the direct count and wide groups, or
+    three quarters of them, wider groups and many tiles."""
+    share, narrowest = cpu_winograd1d.product_share(spec), min(spec.group_in_channels, spec.group_out_channels)
+    if share <= WINOGRAD1D_MAX_PRODUCT_SHARE:
+        return narrowest >= WINOGRAD1D_MIN_CHANNELS
+    return (share <= WINOGRAD1D_STRIDED_MAX_PRODUCT_SHARE and narrowest >= WINOGRAD1D_STRIDED_MIN_CHANNELS
+            and cpu_winograd1d.tile_count(spec) >= WINOGRAD1D_STRIDED_MIN_TILES)
 
 
 def plane_algorithm(plane, pass_name: str):

@@ -275,6 +275,12 @@ def product_share(spec):
     return (plan.points + TILE * len(plan.direct_offsets)) / (TILE * spec.kernel_size[2] * phases)
 
 
+def tile_count(spec):
+    """Tiles of TILE outputs the forward of ``spec`` computes, all samples and output phases."""
+    plan = forward_plan(spec)
+    return spec.batch * plan.tiles * len(plan.out_offsets)
+
+
 def supports(spec):
     """None if winograd1d runs ``spec``, else why not: 1-d problems whose tap phases each have at
     most MAX_PHASE_TAPS taps, and scratch within the workspace limit with the narrowest blocks
@@ -304,15 +310,20 @@ def _scratch_elements(plan, spec, block, threads):
     return threads * per_thread + plan.filters * spec.out_channels * spec.group_in_channels
 
 
-def _block_tiles(plan, channels, out_channels, threads, itemsize, tiles, batch):
-    """Tiles per block: a thread's scratch of about BLOCK_BYTES, but products of at least
-    MIN_PRODUCT_ROWS rows, and at least as many blocks in all as threads."""
+def _block_tiles(plan, channels, out_channels, threads, itemsize, batch):
+    """Tiles per block (of all samples' tiles in a row): a thread's scratch of about BLOCK_BYTES,
+    but products of at least MIN_PRODUCT_ROWS rows; equal blocks, as many as a multiple of the
+    threads (``workspace.balanced_width``)."""
     per_tile = _block_bytes(plan, channels, out_channels, 1, itemsize)
     run = max(np.diff(plan.run_starts), default=1)
     width = max(-(-MIN_PRODUCT_ROWS // run), BLOCK_BYTES // per_tile)
     width = max(1, min(width, (workspace.workspace_limit() // 2) // (threads * per_tile)))
-    blocks = max(-(-tiles // width), -(-threads // batch))
-    return max(1, -(-tiles // blocks))
+    return workspace.balanced_width(width, batch * plan.tiles, threads)
+
+
+def _segments(plan, block, batch):
+    """The most samples' runs of tiles a block of ``block`` tiles meets."""
+    return min(batch, -(-block // plan.tiles) + 1)
 
 
 @njit(cache=True)
@@ -340,12 +351,12 @@ def _add_scaled(sums, coefficient, data, first):
 
 
 @njit(cache=True)
-def to_points(gathered, count, step, offsets, rows, widths, out):
-    """``out[pt, t] = sum_i rows[pt, i] * gathered[step * (TILE * t + i) + offsets[pt]]`` (rows of
-    channels) for ``t < count``."""
+def to_points(gathered, count, step, offsets, rows, widths, out, first_row):
+    """``out[pt, first_row + t] = sum_i rows[pt, i] * gathered[step * (TILE * t + i) +
+    offsets[pt]]`` (rows of channels) for ``t < count``."""
     for pt in range(offsets.shape[0]):
         for t in range(count):
-            sums = out[pt, t]
+            sums = out[pt, first_row + t]
             first = True
             for i in range(widths[pt]):
                 coefficient = rows[pt, i]
@@ -357,9 +368,9 @@ def to_points(gathered, count, step, offsets, rows, widths, out):
 
 
 @njit(cache=True)
-def from_points(products, count, step, offsets, phase_starts, phase_members, zero_phases, rows, out):
+def from_points(products, first_row, count, step, offsets, phase_starts, phase_members, zero_phases, rows, out):
     """``out[step * (TILE * t + i) + offsets[p]] = sum over phase p's points pt of rows[i, pt] *
-    products[pt, t]`` (rows of channels) for ``t < count``, phase ``p``'s points
+    products[pt, first_row + t]`` (rows of channels) for ``t < count``, phase ``p``'s points
     ``phase_members[phase_starts[p]:phase_starts[p + 1]]``; zeros where ``zero_phases[p]``,
     and a phase without points (its one-tap products write it) left as it is."""
     for phase in range(offsets.shape[0]):
@@ -373,7 +384,7 @@ def from_points(products, count, step, offsets, phase_starts, phase_members, zer
                     pt = phase_members[member]
                     coefficient = rows[i, pt]
                     if coefficient != 0:
-                        _add_scaled(sums, coefficient, products[pt, t], first)
+                        _add_scaled(sums, coefficient, products[pt, first_row + t], first)
                         first = False
                 if first:
                     sums[:] = 0
@@ -391,6 +402,14 @@ def _group_product(inputs, u, row, groups, group, forward, out, beta):
         gemm(inputs, filters.reshape(rows, columns), out, beta)
 
 
+@njit(inline="always", cache=True)
+def _segment(first_tile, block_start, block_stop, tiles):
+    """The sample, first tile and tile count of the part of tiles ``[first_tile, block_stop)`` (of
+    all samples' tiles in a row) that lies in one sample, and its row in the block."""
+    n, tile = first_tile // tiles, first_tile % tiles
+    return n, tile, min(tiles - tile, block_stop - first_tile), first_tile - block_start
+
+
 @njit(cache=True)
 def _tile_blocks(thread, threads, source, u, groups, forward, out, block, tiles, lowest, reach, in_step, in_offsets,
                  in_rows, widths, run_starts, direct_offsets, direct_phases, direct_betas, out_step, out_offsets,
@@ -398,89 +417,105 @@ def _tile_blocks(thread, threads, source, u, groups, forward, out, block, tiles,
                  points, products, outputs):
     """``out[n] = conv(source[n])`` (the forward, or the input gradient with its plan) through
     transformed filters ``u`` (filters, K C/g; per group (K/g, C/g), used transposed in the
-    ``forward``): the threads take consecutive items, a block of ``block`` tiles of one sample
-    each; per item the block's inputs channels-last (:func:`gather`), the points' V
-    (:func:`to_points`), their products M in BLAS (a run of points with one filter one
-    product), the outputs channels-last
-    (:func:`from_points`), the one-tap phases' products added straight from the inputs, and
-    the outputs back to ``out``'s rows. Scratch rows per thread: ``gathers``, ``points``,
-    ``products``, ``outputs``."""
+    ``forward``): the threads take consecutive blocks of ``block`` tiles of all samples' tiles in
+    a row. Per block: each sample's part of it copied channels-last (:func:`gather`) and its
+    points' V (:func:`to_points`); the products M in BLAS, a run of points with one filter
+    one product over the whole block; then per sample the outputs channels-last
+    (:func:`from_points`), the one-tap phases' products added straight from the copied
+    inputs, and the outputs back to ``out``'s rows. Scratch rows per thread: ``gathers``,
+    ``points``, ``products``, ``outputs``."""
     batch, channels, out_channels, length = source.shape[0], source.shape[1], out.shape[1], out.shape[2]
-    point_count = in_offsets.shape[0]
+    point_count, runs = in_offsets.shape[0], run_starts.shape[0] - 1
     group_in, group_out = channels // groups, out_channels // groups
-    blocks = -(-tiles // block)
-    first, stop = share(batch * blocks, thread, threads)
-    for item in range(first, stop):
-        n, first_tile = item // blocks, item % blocks * block
-        count = min(block, tiles - first_tile)
-        rows, positions = in_step * TILE * count + reach, TILE * count
-        gathered = scratch(gathers, thread, (rows, channels))
-        gather(source[n], in_step * TILE * first_tile + lowest, rows, in_steps, in_lanes, gathered)
+    total = batch * tiles
+    first, stop = share(-(-total // block), thread, threads)
+    for b in range(first, stop):
+        block_start = b * block
+        block_stop = min(block_start + block, total)
+        count = block_stop - block_start
         v = scratch(points, thread, (point_count, count, channels))
-        to_points(gathered, count, in_step, in_offsets - lowest, in_rows, widths, v)
+        copies = gathers[thread]
+        at, copied = block_start, 0
+        while at < block_stop:
+            n, tile, part, row = _segment(at, block_start, block_stop, tiles)
+            rows = in_step * TILE * part + reach
+            gathered = copies[copied:copied + rows * channels].reshape(rows, channels)
+            gather(source[n], in_step * TILE * tile + lowest, rows, in_steps, in_lanes, gathered)
+            to_points(gathered, part, in_step, in_offsets - lowest, in_rows, widths, v, row)
+            at, copied = at + part, copied + rows * channels
         m = scratch(products, thread, (point_count, count, out_channels))
-        runs = run_starts.shape[0] - 1
         for run in range(runs):
             inputs = v[run_starts[run]:run_starts[run + 1]].reshape(-1, channels)
             sums = m[run_starts[run]:run_starts[run + 1]].reshape(-1, out_channels)
             for g in range(groups):
                 _group_product(inputs[:, g * group_in:(g + 1) * group_in], u, run, groups, g, forward,
                                sums[:, g * group_out:(g + 1) * group_out], 0.0)
-        written = scratch(outputs, thread, (out_step * positions, out_channels))
-        from_points(m, count, out_step, out_offsets, phase_starts, phase_members, zero_phases, out_rows, written)
-        for d in range(direct_offsets.shape[0]):
-            at, to = direct_offsets[d] - lowest, out_offsets[direct_phases[d]]
-            inputs = gathered[at:at + in_step * positions:in_step]
-            sums = written[to:to + out_step * positions:out_step]
-            for g in range(groups):
-                _group_product(inputs[:, g * group_in:(g + 1) * group_in], u, runs + d, groups, g, forward,
-                               sums[:, g * group_out:(g + 1) * group_out], direct_betas[d])
-        start = out_step * TILE * first_tile
-        transposed_rows(out[n].reshape(-1), out_steps, start, length, written.reshape(-1), out_lanes, ZERO, ONE, ZERO,
-                        min(written.shape[0], length - start), out_channels)
+        at, copied = block_start, 0
+        while at < block_stop:
+            n, tile, part, row = _segment(at, block_start, block_stop, tiles)
+            rows, positions = in_step * TILE * part + reach, TILE * part
+            gathered = copies[copied:copied + rows * channels].reshape(rows, channels)
+            written = scratch(outputs, thread, (out_step * positions, out_channels))
+            from_points(m, row, part, out_step, out_offsets, phase_starts, phase_members, zero_phases, out_rows,
+                        written)
+            for d in range(direct_offsets.shape[0]):
+                first_row, to = direct_offsets[d] - lowest, out_offsets[direct_phases[d]]
+                inputs = gathered[first_row:first_row + in_step * positions:in_step]
+                sums = written[to:to + out_step * positions:out_step]
+                for g in range(groups):
+                    _group_product(inputs[:, g * group_in:(g + 1) * group_in], u, runs + d, groups, g, forward,
+                                   sums[:, g * group_out:(g + 1) * group_out], direct_betas[d])
+            start = out_step * TILE * tile
+            transposed_rows(out[n].reshape(-1), out_steps, start, length, written.reshape(-1), out_lanes, ZERO, ONE,
+                            ZERO, min(written.shape[0], length - start), out_channels)
+            at, copied = at + part, copied + rows * channels
 
 
 @njit(cache=True)
 def _weight_blocks(thread, threads, x, grad_y, block, tiles, lowest, reach, in_step, in_offsets, in_rows, widths,
-                   run_starts, direct_offsets, grad_step, grad_offsets, direct_grad_offsets, grad_rows, grad_widths, in_steps,
-                   in_lanes, grad_steps, grad_lanes, gathers, grad_gathers, points, grads, partials):
+                   run_starts, direct_offsets, grad_step, grad_offsets, direct_grad_offsets, grad_rows, grad_widths,
+                   in_steps, in_lanes, grad_steps, grad_lanes, gathers, grad_gathers, points, grads, partials):
     """``partials[thread, f, g] += sum over the thread's tiles and filter f's run of points of
-    Y[pt].T @ V[pt]`` (group ``g``'s channels), and for one-tap phases ``grad_y``'s rows times their inputs: items as in
-    :func:`_tile_blocks`, V from ``x`` by the forward's points and Y from ``grad_y`` through A
-    (``grad_rows``: ``grad_y`` every ``grad_step``-th position from ``grad_offsets[pt]``, the
-    output phase of the point). Scratch rows per thread: ``gathers``, ``grad_gathers``,
-    ``points``, ``grads``."""
+    Y[pt].T @ V[pt]`` (group ``g``'s channels), and for one-tap phases ``grad_y``'s rows times
+    their inputs: blocks as in :func:`_tile_blocks`, V from ``x`` by the forward's points and Y
+    from ``grad_y`` through A (``grad_rows``: ``grad_y`` every ``grad_step``-th position from
+    ``grad_offsets[pt]``, the output phase of the point). Scratch rows per thread:
+    ``gathers``, ``grad_gathers``, ``points``, ``grads``."""
     batch, channels, out_channels = x.shape[0], x.shape[1], grad_y.shape[1]
-    point_count = in_offsets.shape[0]
+    point_count, runs = in_offsets.shape[0], run_starts.shape[0] - 1
     groups, group_out, group_in = partials.shape[2:]
-    blocks = -(-tiles // block)
-    first, stop = share(batch * blocks, thread, threads)
-    for item in range(first, stop):
-        n, first_tile = item // blocks, item % blocks * block
-        count = min(block, tiles - first_tile)
-        rows, positions = in_step * TILE * count + reach, TILE * count
-        gathered = scratch(gathers, thread, (rows, channels))
-        gather(x[n], in_step * TILE * first_tile + lowest, rows, in_steps, in_lanes, gathered)
+    total = batch * tiles
+    first, stop = share(-(-total // block), thread, threads)
+    for b in range(first, stop):
+        block_start = b * block
+        block_stop = min(block_start + block, total)
+        count = block_stop - block_start
         v = scratch(points, thread, (point_count, count, channels))
-        to_points(gathered, count, in_step, in_offsets - lowest, in_rows, widths, v)
-        grads_gathered = scratch(grad_gathers, thread, (grad_step * positions, out_channels))
-        gather(grad_y[n], grad_step * TILE * first_tile, grad_step * positions, grad_steps, grad_lanes, grads_gathered)
         y = scratch(grads, thread, (point_count, count, out_channels))
-        to_points(grads_gathered, count, grad_step, grad_offsets, grad_rows, grad_widths, y)
-        runs = run_starts.shape[0] - 1
+        at = block_start
+        while at < block_stop:
+            n, tile, part, row = _segment(at, block_start, block_stop, tiles)
+            rows, positions = in_step * TILE * part + reach, TILE * part
+            gathered = scratch(gathers, thread, (rows, channels))
+            gather(x[n], in_step * TILE * tile + lowest, rows, in_steps, in_lanes, gathered)
+            to_points(gathered, part, in_step, in_offsets - lowest, in_rows, widths, v, row)
+            grads_gathered = scratch(grad_gathers, thread, (grad_step * positions, out_channels))
+            gather(grad_y[n], grad_step * TILE * tile, grad_step * positions, grad_steps, grad_lanes, grads_gathered)
+            to_points(grads_gathered, part, grad_step, grad_offsets, grad_rows, grad_widths, y, row)
+            for d in range(direct_offsets.shape[0]):
+                first_row, to = direct_offsets[d] - lowest, direct_grad_offsets[d]
+                inputs = gathered[first_row:first_row + in_step * positions:in_step]
+                grads_of_phase = grads_gathered[to:to + grad_step * positions:grad_step]
+                for g in range(groups):
+                    gemm(grads_of_phase[:, g * group_out:(g + 1) * group_out].T,
+                         inputs[:, g * group_in:(g + 1) * group_in], partials[thread, runs + d, g], 1.0)
+            at += part
         for run in range(runs):
             inputs = v[run_starts[run]:run_starts[run + 1]].reshape(-1, channels)
             grads_of_run = y[run_starts[run]:run_starts[run + 1]].reshape(-1, out_channels)
             for g in range(groups):
                 gemm(grads_of_run[:, g * group_out:(g + 1) * group_out].T, inputs[:, g * group_in:(g + 1) * group_in],
                      partials[thread, run, g], 1.0)
-        for d in range(direct_offsets.shape[0]):
-            at, to = direct_offsets[d] - lowest, direct_grad_offsets[d]
-            inputs = gathered[at:at + in_step * positions:in_step]
-            grads_of_phase = grads_gathered[to:to + grad_step * positions:grad_step]
-            for g in range(groups):
-                gemm(grads_of_phase[:, g * group_out:(g + 1) * group_out].T, inputs[:, g * group_in:(g + 1) * group_in],
-                     partials[thread, runs + d, g], 1.0)
 
 
 def _rows(array):
@@ -515,9 +550,10 @@ def _convolve(plan, source, w, groups, forward, out):
     (its threads would otherwise go on spinning while the kernel's run)."""
     threads, dtype = thread_count(), source.dtype
     channels, length, out_channels, out_length = source.shape[1], source.shape[2], out.shape[1], out.shape[2]
-    block = _block_tiles(plan, channels, out_channels, threads, dtype.itemsize, plan.tiles, source.shape[0])
+    block = _block_tiles(plan, channels, out_channels, threads, dtype.itemsize, source.shape[0])
     widths, reach = plan.widths, plan.reach
-    gathered_rows, out_rows = plan.in_step * TILE * block + reach, plan.out_step * TILE * block
+    gathered_rows = plan.in_step * TILE * block + reach * _segments(plan, block, source.shape[0])
+    out_rows = plan.out_step * TILE * block
     gathers = workspace.per_thread("winograd1d_gathered", threads, gathered_rows * channels, dtype)
     points = workspace.per_thread("winograd1d_points", threads, plan.points * block * channels, dtype)
     products = workspace.per_thread("winograd1d_products", threads, plan.points * block * out_channels, dtype)
@@ -527,9 +563,9 @@ def _convolve(plan, source, w, groups, forward, out):
         on_threads(_tile_blocks, threads, source, u, groups, forward, out, block, plan.tiles, plan.lowest, reach,
                    plan.in_step, plan.in_offsets, plan.in_rows.astype(dtype), widths, plan.run_starts,
                    plan.direct_offsets, plan.direct_phases, plan.direct_betas, plan.out_step, plan.out_offsets,
-                   plan.phase_starts, plan.phase_members, plan.zero_phases, plan.out_rows.astype(dtype), _steps(gathered_rows, channels),
-                   _steps(LANES, length), _steps(out_rows, out_channels), _steps(LANES, out_length), gathers, points,
-                   products, outputs)
+                   plan.phase_starts, plan.phase_members, plan.zero_phases, plan.out_rows.astype(dtype),
+                   _steps(gathered_rows, channels), _steps(LANES, length), _steps(out_rows, out_channels),
+                   _steps(LANES, out_length), gathers, points, products, outputs)
 
 
 def _taps(w):
@@ -555,11 +591,11 @@ def backward_weight(spec, x, grad_y, grad_w):
     threads, dtype = thread_count(), x.dtype
     channels, length, out_channels, out_length = x.shape[1], x.shape[2], grad_y.shape[1], grad_y.shape[2]
     groups, group_out, group_in = spec.groups, spec.group_out_channels, spec.group_in_channels
-    block = _block_tiles(plan, channels, out_channels, threads, dtype.itemsize, plan.tiles, x.shape[0])
+    block = _block_tiles(plan, channels, out_channels, threads, dtype.itemsize, x.shape[0])
     widths, reach = plan.widths, plan.reach
-    gathered_rows = plan.in_step * TILE * block + reach
+    gathered_rows, grad_rows = plan.in_step * TILE * block + reach, plan.out_step * TILE * block
     gathers = workspace.per_thread("winograd1d_gathered", threads, gathered_rows * channels, dtype)
-    grad_gathers = workspace.per_thread("winograd1d_outputs", threads, plan.out_step * TILE * block * out_channels, dtype)
+    grad_gathers = workspace.per_thread("winograd1d_outputs", threads, grad_rows * out_channels, dtype)
     points = workspace.per_thread("winograd1d_points", threads, plan.points * block * channels, dtype)
     grads = workspace.per_thread("winograd1d_products", threads, plan.points * block * out_channels, dtype)
     shape = (threads, plan.filters, groups, group_out, group_in)
@@ -569,11 +605,11 @@ def backward_weight(spec, x, grad_y, grad_w):
         point_offsets = np.empty(plan.points, np.int64)
         point_offsets[plan.phase_members] = np.repeat(plan.out_offsets, np.diff(plan.phase_starts))
         on_threads(_weight_blocks, threads, x, grad_y, block, plan.tiles, plan.lowest, reach, plan.in_step,
-                   plan.in_offsets, plan.in_rows.astype(dtype), widths, plan.run_starts, plan.direct_offsets, plan.out_step,
-                   point_offsets, plan.out_offsets[plan.direct_phases], np.ascontiguousarray(plan.out_rows.T).astype(dtype),
-                   np.full(plan.points, TILE, np.int64), _steps(gathered_rows, channels), _steps(LANES, length),
-                   _steps(plan.out_step * TILE * block, out_channels), _steps(LANES, out_length), gathers,
-                   grad_gathers, points, grads, partials)
+                   plan.in_offsets, plan.in_rows.astype(dtype), widths, plan.run_starts, plan.direct_offsets,
+                   plan.out_step, point_offsets, plan.out_offsets[plan.direct_phases],
+                   np.ascontiguousarray(plan.out_rows.T).astype(dtype), np.full(plan.points, TILE, np.int64),
+                   _steps(gathered_rows, channels), _steps(LANES, length), _steps(grad_rows, out_channels),
+                   _steps(LANES, out_length), gathers, grad_gathers, points, grads, partials)
         sums = partials[0].reshape(plan.filters, -1)
         if threads > 1:
             add_partials(partials.reshape(threads, plan.filters, -1), sums)
