@@ -28,11 +28,13 @@ grad_y[k, m tile + i]``, ``dU[pt] = sum over tiles of Y[pt].T @ V[pt]``
 (BLAS, into a partial sum per thread, added in thread order) and
 ``grad_w[:, :, j] = sum_pt G[pt, j] dU[pt]``.
 
-Threads: items are blocks of tiles of one sample; each thread takes
-consecutive items (``threads.on_threads``) and calls BLAS, held to one
-thread, from inside. Per item the block's inputs are copied channels-last
+Threads: items are equal blocks of all samples' tiles in a row (a block
+that meets the end of a sample is done in parts, one per sample); each
+thread takes consecutive items (``threads.on_threads``) and calls BLAS, held
+to one thread, from inside. Per part the inputs are copied channels-last
 (vector transposes), so each transform is a sum of whole rows of channels,
-and the outputs go back to their planes the same way. A phase of one tap
+and the outputs go back to their planes the same way; the products run over
+the whole block. A phase of one tap
 needs no transform: its product reads the copied inputs at the stride and
 adds into the block's outputs. A block's products have at least
 MIN_PRODUCT_ROWS rows: every block's products pack all of ``U`` again.
