@@ -392,10 +392,11 @@ def from_points(products, first_row, count, step, offsets, phase_starts, phase_m
                     sums[:] = 0
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def _group_product(inputs, u, row, groups, group, forward, out, beta):
-    """``out (rows, K/g) = inputs (rows, C/g) @ filters`` of ``group``: transformed filters
-    ``u[row]`` (K C/g; per group (K/g, C/g)), transposed in the ``forward``."""
+    """``out (rows, K/g) = inputs (rows, C/g) @ filters + beta out`` of ``group``: transformed
+    filters ``u[row]`` (K C/g; per group (K/g, C/g)), transposed in the ``forward``. Not inlined:
+    its two products would be compiled into every caller."""
     rows, columns = inputs.shape[1], out.shape[1]
     filters = u[row, group * rows * columns:(group + 1) * rows * columns]
     if forward:
@@ -474,6 +475,12 @@ def _tile_blocks(thread, threads, source, u, groups, forward, out, block, tiles,
 
 
 @njit(cache=True)
+def _add_product(a, b, out):
+    """``out += a @ b``, not inlined (one compiled product for the weight gradient's two uses)."""
+    gemm(a, b, out, 1.0)
+
+
+@njit(cache=True)
 def _weight_blocks(thread, threads, x, grad_y, block, tiles, lowest, reach, in_step, in_offsets, in_rows, widths,
                    run_starts, direct_offsets, grad_step, grad_offsets, direct_grad_offsets, grad_rows, grad_widths,
                    in_steps, in_lanes, grad_steps, grad_lanes, gathers, grad_gathers, points, grads, partials):
@@ -509,15 +516,15 @@ def _weight_blocks(thread, threads, x, grad_y, block, tiles, lowest, reach, in_s
                 inputs = gathered[first_row:first_row + in_step * positions:in_step]
                 grads_of_phase = grads_gathered[to:to + grad_step * positions:grad_step]
                 for g in range(groups):
-                    gemm(grads_of_phase[:, g * group_out:(g + 1) * group_out].T,
-                         inputs[:, g * group_in:(g + 1) * group_in], partials[thread, runs + d, g], 1.0)
+                    _add_product(grads_of_phase[:, g * group_out:(g + 1) * group_out].T,
+                                 inputs[:, g * group_in:(g + 1) * group_in], partials[thread, runs + d, g])
             at += part
         for run in range(runs):
             inputs = v[run_starts[run]:run_starts[run + 1]].reshape(-1, channels)
             grads_of_run = y[run_starts[run]:run_starts[run + 1]].reshape(-1, out_channels)
             for g in range(groups):
-                gemm(grads_of_run[:, g * group_out:(g + 1) * group_out].T, inputs[:, g * group_in:(g + 1) * group_in],
-                     partials[thread, run, g], 1.0)
+                _add_product(grads_of_run[:, g * group_out:(g + 1) * group_out].T,
+                             inputs[:, g * group_in:(g + 1) * group_in], partials[thread, run, g])
 
 
 def _rows(array):
