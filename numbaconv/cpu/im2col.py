@@ -88,7 +88,8 @@ from . import workspace
 from ..algorithm import read_only
 from .blas import gemm
 from .common import ONE, ZERO, grid_walk, valid_outputs
-from .threads import add_partials, most_threads, on_threads, scratch, share, single_threaded_blas, thread_count
+from .threads import (add_partials, block_of, most_threads, on_threads, scratch, share, single_threaded_blas,
+                      thread_count)
 
 # FLOPs of one uncut kernel call: a quarter second at 40 GFLOP/s, this algorithm's slowest rate on
 # dense layers; longer passes run in slices (numbaconv.slices, docs/decisions.md).
@@ -525,13 +526,6 @@ def _forward_wide_blocks(thread, threads, source, w_matrix, out, block, span, sh
         _compact_wide(product, out, first, span, (padded_size[0], padded_size[1], padded_size[2]))
 
 
-@njit(inline="always", cache=True)
-def _block_of(number, block, columns):
-    """(first column, count) of block ``number`` of ``columns``."""
-    first = number * block
-    return first, min(block, columns - first)
-
-
 @njit(nogil=True, cache=True)
 def _columns_of(x, first, count, groups, rows, thread, columns, runs, sources, geometry, first_channel,
                 stop_channel):
@@ -555,7 +549,7 @@ def _forward_blocks(thread, threads, x, w_matrix, out, block, columns, runs, sou
     batch, positions = x.shape[0], out[0, 0].size
     first_block, stop_block = share(-(-(batch * positions) // block), thread, threads)
     for number in range(first_block, stop_block):
-        first, count = _block_of(number, block, batch * positions)
+        first, count = block_of(number, block, batch * positions)
         cols = _columns_of(x, first, count, groups, rows, thread, columns, runs, sources, geometry, ZERO,
                            x.shape[1])
         j = 0
@@ -601,7 +595,7 @@ def _weight_blocks(thread, threads, x, grad_y, block, partials, gathered, column
     batch, positions = x.shape[0], grad_y[0, 0].size
     first_block, stop_block = share(-(-(batch * positions) // block), thread, threads)
     for number in range(first_block, stop_block):
-        first, count = _block_of(number, block, batch * positions)
+        first, count = block_of(number, block, batch * positions)
         cols = _columns_of(x, first, count, groups, rows, thread, columns, runs, sources, geometry, ZERO,
                            x.shape[1])
         dy = _gathered(grad_y, first, count, groups, group_out, thread, gathered)

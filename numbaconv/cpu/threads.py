@@ -167,6 +167,13 @@ def share(count, thread, threads):
 
 
 @njit(inline="always", cache=True)
+def block_of(number, block, count):
+    """(first item, items) of block ``number`` of ``count`` items in blocks of ``block``."""
+    first = number * block
+    return first, min(block, count - first)
+
+
+@njit(inline="always", cache=True)
 def scratch(rows, thread, shape):
     """``thread``'s row of per-thread scratch ``rows``, its first elements shaped ``shape``."""
     size = 1

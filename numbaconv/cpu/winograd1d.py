@@ -63,7 +63,8 @@ from . import workspace
 from .blas import gemm
 from .common import ONE, ZERO, transposed_rows
 from .simd import LANES
-from .threads import add_partials, most_threads, on_threads, scratch, share, single_threaded_blas, thread_count
+from .threads import (add_partials, block_of, most_threads, on_threads, scratch, share, single_threaded_blas,
+                      thread_count)
 
 TILE = 4                 # outputs per tile of each phase (m)
 MAX_PHASE_TAPS = 3       # F(4, 3): 6 points; more taps need points whose rounding grows fast
@@ -145,6 +146,7 @@ class Plan(NamedTuple):
     taps_to_points: np.ndarray   # (runs + directs, R) float64: G, the kernel's taps -> filters
     tiles: int                   # tiles per sample (of the longest phase)
     widths: np.ndarray           # (points,) int64: the data a point reads (its B^T row to the last nonzero)
+    lowest: int                  # the lowest input offset of any product
     reach: int                   # input positions a tile's products read from the lowest offset on
 
     @property
@@ -155,11 +157,6 @@ class Plan(NamedTuple):
     def filters(self):
         """Transformed filters: one per run of points and one per one-tap phase."""
         return self.taps_to_points.shape[0]
-
-    @property
-    def lowest(self):
-        """The lowest input offset of any product."""
-        return int(min(np.concatenate([self.in_offsets, self.direct_offsets])))
 
 
 def _lattice(spec):
@@ -223,13 +220,13 @@ def _plan(taps, in_step, out_step, out_offsets, contributions, tiles):
     zero_phases = np.array([phase not in written for phase in range(len(out_offsets))], np.int64)
     widths = np.array([np.flatnonzero(row).max() + 1 for row in in_rows], np.int64)
     direct_offsets = np.array([offset for _, offset, _ in directs], np.int64)
-    lowest = min(np.concatenate([in_offsets, direct_offsets]))
+    lowest = int(min(np.concatenate([in_offsets, direct_offsets])))
     highest = max([offset + in_step * (width - 1) for offset, width in zip(in_offsets, widths)]
                   + [offset + in_step * (TILE - 1) for offset in direct_offsets])
     return Plan(in_step, in_offsets, in_rows, out_step, np.array(out_offsets, np.int64), phase_starts.astype(np.int64),
                 phase_members.astype(np.int64), zero_phases, out_rows, np.array(run_starts, np.int64), direct_offsets,
                 np.array([phase for phase, _, _ in directs], np.int64), np.array(betas), taps_to_points, tiles, widths,
-                int(highest - lowest + 1))
+                lowest, int(highest - lowest + 1))
 
 
 @functools.lru_cache(maxsize=256)
@@ -433,9 +430,8 @@ def _tile_blocks(thread, threads, source, u, groups, forward, out, block, tiles,
     total = batch * tiles
     first, stop = share(-(-total // block), thread, threads)
     for b in range(first, stop):
-        block_start = b * block
-        block_stop = min(block_start + block, total)
-        count = block_stop - block_start
+        block_start, count = block_of(b, block, total)
+        block_stop = block_start + count
         v = scratch(points, thread, (point_count, count, channels))
         copies = gathers[thread]
         at, copied = block_start, 0
@@ -496,9 +492,8 @@ def _weight_blocks(thread, threads, x, grad_y, block, tiles, lowest, reach, in_s
     total = batch * tiles
     first, stop = share(-(-total // block), thread, threads)
     for b in range(first, stop):
-        block_start = b * block
-        block_stop = min(block_start + block, total)
-        count = block_stop - block_start
+        block_start, count = block_of(b, block, total)
+        block_stop = block_start + count
         v = scratch(points, thread, (point_count, count, channels))
         y = scratch(grads, thread, (point_count, count, out_channels))
         at = block_start
