@@ -1,14 +1,18 @@
-"""The forward of strided stems (few input channels, large kernels) by im2col and channels_last.
+"""Stems (few input channels a group) by im2col, channels_last and polyphase: forward and weight gradient.
 
-A network's first convolution reads an image's 3 colours through a large
-strided kernel: im2col then builds a column matrix of ``3 * prod(kernel)``
-rows per output, gathered at the stride, while ``channels_last`` broadcasts
-each input element from its channels-last grid. Times both (and PyTorch)
-on the stems of ResNet, MobileNetV2, AlexNet, R3D-18, R(2+1)D and I3D,
-taking turns in one process (numbaconv.timing.best_times, each call after
-the same call ran untimed for 20 ms), float32, and prints the ratios
-PyTorch time / numbaconv time. ``numbaconv.dispatch``'s rule 0c rests on
-them (docs/decisions.md, CL2).
+A network's first convolution reads an image's 3 colours (or audio's one
+channel) through a strided kernel, so its reduction ``(C/g) * prod(kernel)``
+is short: im2col builds a column matrix of that many rows per output,
+gathered at the stride, for BLAS products of a few dozen rows;
+``channels_last`` broadcasts each input element from its channels-last grid
+into a tile of output-channel vectors; ``polyphase`` runs vectors along the
+output rows, read from phase planes of the input. Times the three (and
+PyTorch) on the stems of ResNet, MobileNetV2, AlexNet, R3D-18, R(2+1)D, I3D,
+U-Net and wav2vec 2.0, taking turns in one process
+(numbaconv.timing.best_times, each call after the same call ran untimed for
+20 ms), float32, and prints the ratios PyTorch time / numbaconv time.
+``numbaconv.dispatch``'s rules 0c and 0d rest on them (docs/decisions.md,
+CL2, PP1).
 
     python bench/stems.py [--rounds 6]
 
@@ -23,6 +27,7 @@ import numbaconv
 from numbaconv.timing import best_times
 from numbaconv.tools.bench import keep_freed_memory
 
+ALGORITHMS = ("im2col", "channels_last", "polyphase")
 # name, x shape, w shape, stride, padding
 STEMS = [
     ("resnet 7x7/2", (4, 3, 224, 224), (64, 3, 7, 7), 2, 3),
@@ -31,7 +36,23 @@ STEMS = [
     ("r3d 3x7x7/(1,2,2)", (1, 3, 16, 112, 112), (64, 3, 3, 7, 7), (1, 2, 2), (1, 3, 3)),
     ("r2plus1d 1x7x7/(1,2,2)", (1, 3, 16, 112, 112), (45, 3, 1, 7, 7), (1, 2, 2), (0, 3, 3)),
     ("i3d 7x7x7/2", (1, 3, 16, 112, 112), (64, 3, 7, 7, 7), 2, 3),
+    ("unet 3x3 1->32", (2, 1, 256, 256), (32, 1, 3, 3), 1, 1),
+    ("wav2vec2 k10/5 1->512", (4, 1, 16000), (512, 1, 10), 5, 0),
 ]
+
+
+def _calls(x, w, grad_y, stride, padding, pass_name):
+    """PyTorch's call, then each algorithm's, for one pass."""
+    rank = x.ndim - 2
+    x_t, w_t, grad_y_t = (torch.from_numpy(a) for a in (x, w, grad_y))
+    if pass_name == "forward":
+        torch_conv, conv = getattr(torch.nn.functional, f"conv{rank}d"), getattr(numbaconv, f"conv{rank}d")
+        return [lambda: torch_conv(x_t, w_t, None, stride, padding)] + [
+            lambda a=a: conv(x, w, None, stride, padding, algo=a) for a in ALGORITHMS]
+    torch_weight = getattr(torch.nn.grad, f"conv{rank}d_weight")
+    weight = getattr(numbaconv, f"conv{rank}d_weight")
+    return [lambda: torch_weight(x_t, w_t.shape, grad_y_t, stride, padding)] + [
+        lambda a=a: weight(x, w.shape, grad_y, stride, padding, algo=a) for a in ALGORITHMS]
 
 
 def main():
@@ -41,20 +62,18 @@ def main():
     keep_freed_memory()
     torch.set_num_threads(numbaconv.cpu.threads.thread_count())
     rng = np.random.default_rng(0)
-    print(f"{'stem':24s} {'reduction':>9s} {'torch ms':>9s} {'im2col':>8s} {'channels_last':>14s}   ratios")
+    print(f"{'stem':24s} {'pass':7s} {'reduction':>9s} {'torch ms':>9s}   PyTorch time / numbaconv time")
     for name, x_shape, w_shape, stride, padding in STEMS:
         x = rng.standard_normal(x_shape).astype(np.float32)
         w = rng.standard_normal(w_shape).astype(np.float32)
-        conv = numbaconv.conv2d if len(x_shape) == 4 else numbaconv.conv3d
-        torch_conv = torch.nn.functional.conv2d if len(x_shape) == 4 else torch.nn.functional.conv3d
-        x_t, w_t = torch.from_numpy(x), torch.from_numpy(w)
-        calls = [lambda: torch_conv(x_t, w_t, None, stride, padding),
-                 lambda: conv(x, w, None, stride, padding, algo="im2col"),
-                 lambda: conv(x, w, None, stride, padding, algo="channels_last")]
-        torch_s, im2col_s, channels_last_s = best_times(calls, warmup=1, rounds=args.rounds, settle_s=0.02)
+        conv = getattr(numbaconv, f"conv{len(x_shape) - 2}d")
+        grad_y = rng.standard_normal(conv(x, w, None, stride, padding).shape).astype(np.float32)
         reduction = w_shape[1] * int(np.prod(w_shape[2:]))
-        print(f"{name:24s} {reduction:9d} {torch_s * 1e3:9.2f} {im2col_s * 1e3:8.2f} {channels_last_s * 1e3:14.2f}"
-              f"   im2col {torch_s / im2col_s:.2f}, channels_last {torch_s / channels_last_s:.2f}", flush=True)
+        for pass_name in ("forward", "weight"):
+            times = best_times(_calls(x, w, grad_y, stride, padding, pass_name), warmup=1, rounds=args.rounds,
+                               settle_s=0.02)
+            ratios = ", ".join(f"{a} {times[0] / t:.2f}" for a, t in zip(ALGORITHMS, times[1:]))
+            print(f"{name:24s} {pass_name:7s} {reduction:9d} {times[0] * 1e3:9.2f}   {ratios}", flush=True)
 
 
 if __name__ == "__main__":

@@ -46,14 +46,27 @@ each rule; the command after each rule reproduces them.
    grouped layers stay with im2col (the transposes cost ``channels_last``
    more than the products). ``numbaconv bench --network depthwise_grouped
    --algo channels_last,planar,auto`` (docs/decisions.md, CL1).
-0c. ``channels_last`` for the forward of strided stems: at most
-   ``CHANNELS_LAST_STEM_MAX_CHANNELS`` input channels a group (an image's
-   colours) and a reduction ``(C / groups) * prod(kernel)`` of at least
+0c. ``polyphase`` for stems: at most ``STEM_MAX_CHANNELS`` input channels a
+   group (an image's colours, audio's one channel), at least
+   ``POLYPHASE_MIN_GROUP_OUTPUTS`` output channels a group (its blocks of
+   output channels) and more than one tap: the weight gradient always, the
+   forward where the reduction ``(C / groups) * prod(kernel)`` is below
+   ``CHANNELS_LAST_STEM_MIN_REDUCTION``. im2col's products there have a few
+   dozen rows (the forward) or a few dozen times a few dozen outputs (the
+   weight gradient), which BLAS runs at a fraction of its speed after a
+   column matrix is built; ``polyphase`` runs vectors along output rows
+   from phase planes of the input, its sums in registers (MobileNetV2's
+   3x3/2, U-Net's and wav2vec 2.0's one-channel first layers, and the weight
+   gradient of ResNet's, AlexNet's and the video networks' stems). ``python
+   bench/stems.py`` (docs/decisions.md, PP1).
+0d. ``channels_last`` for the forward of the other strided stems: at most
+   ``STEM_MAX_CHANNELS`` input channels a group and a reduction of at least
    ``CHANNELS_LAST_STEM_MIN_REDUCTION``: im2col's column matrix then has
    hundreds of rows a output, gathered at the stride, where ``channels_last``
    broadcasts each input element straight from its grid (ResNet's 7x7/2,
-   AlexNet's 11x11/4, the stems of video networks; not MobileNetV2's 3x3/2,
-   a reduction of 27). ``python bench/stems.py`` (docs/decisions.md, CL2).
+   AlexNet's 11x11/4, the stems of video networks), and ``polyphase``'s
+   vectors load as many inputs as they multiply. ``python bench/stems.py``
+   (docs/decisions.md, CL2, PP1).
 1. ``winograd`` (F(4x4, 3x3)) for 3x3 stride-1 2-d problems with at least
    ``WINOGRAD_MIN_CHANNELS`` input channels per group and ``WINOGRAD_MIN_TILES``
    4x4 output tiles: its filter transform (36 K C/g values, ~100 flops each)
@@ -116,16 +129,17 @@ import math
 
 from .cpu import workspace
 from .cpu.simd import SLIDING_TAPS
-from .cpu import blocked as cpu_blocked, channels_last as cpu_channels_last, depth_taps as cpu_depth_taps, depthwise as cpu_depthwise, direct as cpu_direct, fft as cpu_fft, im2col as cpu_im2col, planar as cpu_planar, winograd as cpu_winograd, winograd1d as cpu_winograd1d
+from .cpu import blocked as cpu_blocked, channels_last as cpu_channels_last, depth_taps as cpu_depth_taps, depthwise as cpu_depthwise, direct as cpu_direct, fft as cpu_fft, im2col as cpu_im2col, planar as cpu_planar, polyphase as cpu_polyphase, winograd as cpu_winograd, winograd1d as cpu_winograd1d
 from .devices import cuda_usable
 
 REGISTRY = {
-    "cpu": {"blocked": cpu_blocked, "channels_last": cpu_channels_last, "depth_taps": cpu_depth_taps, "depthwise": cpu_depthwise, "direct": cpu_direct, "fft": cpu_fft, "im2col": cpu_im2col, "planar": cpu_planar, "winograd": cpu_winograd, "winograd1d": cpu_winograd1d},
+    "cpu": {"blocked": cpu_blocked, "channels_last": cpu_channels_last, "depth_taps": cpu_depth_taps, "depthwise": cpu_depthwise, "direct": cpu_direct, "fft": cpu_fft, "im2col": cpu_im2col, "planar": cpu_planar, "polyphase": cpu_polyphase, "winograd": cpu_winograd, "winograd1d": cpu_winograd1d},
 }
 DIRECT_PRODUCT_LIMIT = 32
 CHANNELS_LAST_MIN_GROUP_CHANNELS = 8
 GROUPED_MAX_CHANNELS = 64
-CHANNELS_LAST_STEM_MAX_CHANNELS = 4
+STEM_MAX_CHANNELS = 4
+POLYPHASE_MIN_GROUP_OUTPUTS = 8
 CHANNELS_LAST_STEM_MIN_REDUCTION = 64
 BLOCKED_MIN_LANE_FILL = 0.75
 BLOCKED_MIN_KERNEL_SIDE = 19
@@ -236,6 +250,8 @@ def _auto_cpu(spec, runnable, pass_name):
     choice = _grouped_choice(spec, runnable)
     if choice is not None:
         return choice
+    if "polyphase" in runnable and _polyphase_stem(spec, pass_name):
+        return "polyphase"
     if "channels_last" in runnable and _strided_stem(spec, pass_name):
         return "channels_last"
     if "depth_taps" in runnable and _winograd_pays_per_tap(spec, pass_name):
@@ -286,12 +302,21 @@ def _grouped_choice(spec, runnable):
     return None
 
 
+def _polyphase_stem(spec, pass_name):
+    """Rule 0c of the module docstring: the weight gradient of a stem, and its forward over a
+    short reduction."""
+    reduction = spec.group_in_channels * math.prod(spec.kernel_size)
+    stem = (spec.group_in_channels <= STEM_MAX_CHANNELS and spec.group_out_channels >= POLYPHASE_MIN_GROUP_OUTPUTS
+            and math.prod(spec.kernel_size) > 1)
+    return stem and (pass_name == "weight" or pass_name == "forward" and reduction < CHANNELS_LAST_STEM_MIN_REDUCTION)
+
+
 def _strided_stem(spec, pass_name):
-    """Rule 0c of the module docstring: the forward of a strided layer over few input channels a
+    """Rule 0d of the module docstring: the forward of a strided layer over few input channels a
     group with a long reduction."""
     reduction = spec.group_in_channels * math.prod(spec.kernel_size)
     return (pass_name == "forward" and max(spec.stride) > 1
-            and spec.group_in_channels <= CHANNELS_LAST_STEM_MAX_CHANNELS
+            and spec.group_in_channels <= STEM_MAX_CHANNELS
             and reduction >= CHANNELS_LAST_STEM_MIN_REDUCTION)
 
 

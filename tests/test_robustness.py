@@ -40,8 +40,8 @@ def _assert_same_pattern(actual, expected, what):
 # --- NaN and Inf under algo="auto" ----------------------------------------------------------------
 
 # (x shape, w shape, options): problems where "auto" picks each algorithm that places NaN/Inf
-# differently for some pass (winograd, depthwise, planar, blocked, depth_taps, winograd1d) and one where it picks
-# im2col.
+# differently for some pass (winograd, depthwise, planar, blocked, depth_taps, winograd1d), one where it picks
+# im2col and one where it picks polyphase, which places them as the reference does.
 NONFINITE_PROBLEMS = [
     ((2, 16, 32, 32), (16, 16, 3, 3), dict(padding=1)),                       # winograd
     ((1, 256, 14, 14), (256, 256, 3, 3), dict(padding=1)),                    # winograd by filter blocks
@@ -52,6 +52,7 @@ NONFINITE_PROBLEMS = [
     ((2, 16, 7, 9), (32, 1, 3, 3), dict(padding=1, groups=16)),               # blocked (input: correlation)
     ((1, 8, 8, 16, 16), (8, 8, 3, 3, 3), dict(padding=1)),                    # depth_taps (its taps on winograd)
     ((1, 128, 40), (128, 128, 3), dict(padding=1)),                           # winograd1d
+    ((2, 3, 17, 15), (16, 3, 3, 3), dict(stride=2, padding=1)),               # polyphase (forward, weight)
 ]
 
 
@@ -82,7 +83,7 @@ def test_auto_picks_the_algorithms_these_problems_are_meant_for():
     picked = [dispatch.choose("cpu", "auto", ConvSpec.create(x, w, **o).as_3d()).__name__.rsplit(".", 1)[1]
               for x, w, o in NONFINITE_PROBLEMS]
     assert picked == ["winograd", "winograd", "depthwise", "planar", "blocked", "im2col", "blocked", "depth_taps",
-                      "winograd1d"]
+                      "winograd1d", "polyphase"]
 
 
 @pytest.mark.parametrize("x_shape, w_shape", [((2, 16, 13, 10), (16, 16, 3, 3)), ((1, 256, 14, 14), (256, 256, 3, 3))],
@@ -462,13 +463,14 @@ def test_auto_thresholds_hold_at_their_boundaries():
     for pass_name in ("forward", "input", "weight"):
         assert _auto((1, 8, 8, 16, 16), (16, 8, 3, 3, 3), pass_name, stride=2, padding=1) != "channels_last"
     # the forward of strided stems: at most 4 input channels a group, a reduction of 64 and more
-    assert dispatch.CHANNELS_LAST_STEM_MAX_CHANNELS == 4 and dispatch.CHANNELS_LAST_STEM_MIN_REDUCTION == 64
+    # (shorter ones and the weight gradient: polyphase, tests/test_polyphase.py)
+    assert dispatch.STEM_MAX_CHANNELS == 4 and dispatch.CHANNELS_LAST_STEM_MIN_REDUCTION == 64
     stem = dict(stride=(1, 2, 2), padding=(1, 3, 3))
     assert _auto((1, 3, 4, 32, 32), (16, 3, 3, 7, 7), **stem) == "channels_last"                 # 3 x 147
     assert _auto((1, 4, 4, 32, 32), (16, 4, 1, 4, 4), **stem) == "channels_last"                 # 4 x 16
-    assert _auto((1, 3, 4, 32, 32), (16, 3, 1, 3, 7), **stem) != "channels_last"                 # 3 x 21
+    assert _auto((1, 3, 4, 32, 32), (16, 3, 1, 3, 7), **stem) == "polyphase"                     # 3 x 21
     assert _auto((1, 5, 4, 32, 32), (16, 5, 3, 7, 7), **stem) != "channels_last"                 # 5 channels
-    assert _auto((1, 3, 4, 32, 32), (16, 3, 3, 7, 7), "weight", **stem) != "channels_last"
+    assert _auto((1, 3, 4, 32, 32), (16, 3, 3, 7, 7), "weight", **stem) == "polyphase"
     assert _auto((1, 3, 8, 32, 32), (16, 3, 3, 7, 7), padding=(1, 3, 3)) != "channels_last"       # stride 1
     # depth_taps where one depth tap's 2-d problem is Winograd's: 8 slices x 16 tiles = 128 tiles
     assert _auto((1, 8, 8, 16, 16), (8, 8, 3, 3, 3), padding=1) == "depth_taps"

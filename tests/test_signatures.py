@@ -111,7 +111,7 @@ def test_devices_and_algorithms():
     # tests/conftest.py turns the CUDA simulator on when there is no real GPU
     assert nc.devices() == ("cpu", "cuda")
     assert set(nc.algorithms("cpu")) == {"blocked", "channels_last", "depth_taps", "depthwise", "direct", "fft", "im2col",
-                                         "planar", "winograd", "winograd1d"}
+                                         "planar", "polyphase", "winograd", "winograd1d"}
     with pytest.raises(ValueError, match="unknown device"):
         nc.algorithms("tpu")
 
@@ -143,11 +143,9 @@ def test_auto_rule(monkeypatch):
         ("planar", ConvSpec.create((1, 16, 32, 32), (16, 16, 3, 3), padding=1)),
         ("im2col", ConvSpec.create((64, 20, 14, 14), (20, 20, 5, 5))),       # P = 10000 on 10x10 planes
         ("planar", ConvSpec.create((8, 20, 28, 28), (20, 20, 5, 5))),         # P = 10000 on 24x24 planes
-        ("planar", ConvSpec.create((64, 1, 12, 12), (20, 1, 5, 5))),         # P = 500 on 8x8 planes
         ("winograd", ConvSpec.create((64, 32, 26, 26), (64, 32, 3, 3))),     # P = 18432, 3136 tiles
         ("planar", ConvSpec.create((1, 8, 7, 7), (8, 8, 7, 7), padding=3)),
         ("im2col", ConvSpec.create((2, 64, 14, 14), (64, 64, 3, 3), padding=1)),   # P = 36864, 32 tiles
-        ("planar", ConvSpec.create((8, 3, 56, 56), (64, 3, 3, 3), padding=1)),    # too few channels for winograd
         ("winograd", ConvSpec.create((1, 8, 56, 56), (8, 8, 3, 3), padding=1)),   # 196 tiles
         ("im2col", ConvSpec.create((8, 128, 56, 56), (64, 128, 1, 1))),       # one tap: pointwise views
         ("winograd", ConvSpec.create((8, 128, 28, 28), (128, 128, 3, 3), padding=1)),
@@ -159,9 +157,15 @@ def test_auto_rule(monkeypatch):
     for algo, spec in picks:
         for pass_name in ("forward", "input", "weight"):
             assert dispatch.choose("cpu", "auto", spec.as_3d(), pass_name) is dispatch.REGISTRY["cpu"][algo], algo
+    # stems of at most 4 channels: polyphase's forward (a reduction below 64) and weight gradient;
+    # their input gradient by the rules after it (planar: P = 500 on 8x8 planes; too few channels
+    # for winograd)
+    for spec in (ConvSpec.create((64, 1, 12, 12), (20, 1, 5, 5)), ConvSpec.create((8, 3, 56, 56), (64, 3, 3, 3), padding=1)):
+        picked = [dispatch.choose("cpu", "auto", spec.as_3d(), p).__name__.rsplit(".", 1)[1] for p in ("forward", "input", "weight")]
+        assert picked == ["polyphase", "planar", "polyphase"]
     # depthwise (with a channel multiplier, dilated, strided): blocked for the forward and input
     # gradient of 5- and 7-wide kernels at stride 1; planar from 784 outputs a plane at stride 1;
-    # else blocked where its lanes are full enough, else depthwise; one-channel stems by the dense rules
+    # else blocked where its lanes are full enough, else depthwise; one-channel stems by the stem rules
     for depthwise, picks in ((ConvSpec.create((8, 16, 28, 28), (32, 1, 3, 3), padding=1, groups=16),
                               ("planar",) * 3),
                              (ConvSpec.create((8, 16, 28, 28), (32, 1, 5, 5), padding=2, groups=16),
@@ -174,7 +178,7 @@ def test_auto_rule(monkeypatch):
                               ("blocked",) * 3),
                              (ConvSpec.create((2, 16, 28, 28), (16, 1, 5, 5), stride=2, padding=2, groups=16),
                               ("blocked",) * 3),
-                             (ConvSpec.create((64, 1, 28, 28), (32, 1, 3, 3)), ("planar",) * 3)):
+                             (ConvSpec.create((64, 1, 28, 28), (32, 1, 3, 3)), ("polyphase", "planar", "polyphase"))):
         for pass_name, algo in zip(("forward", "input", "weight"), picks):
             assert dispatch.choose("cpu", "auto", depthwise.as_3d(), pass_name) is dispatch.REGISTRY["cpu"][algo], \
                 (depthwise, pass_name)

@@ -31,7 +31,7 @@ caller keeps every ``LANES``-long slice inside its array.
   ``LANES`` channel planes to ``LANES`` channels-last positions, or back),
   in blocks of 256-bit vectors, three rounds of shuffles each.
 """
-from llvmlite import ir
+from llvmlite import binding, ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
@@ -316,3 +316,153 @@ def transpose_lanes(typingctx, dst, dst_offsets, dst_at, src, src_offsets, src_a
         return context.get_dummy_value()
 
     return types.none(dst, dst_offsets, dst_at, src, src_offsets, src_at), codegen
+
+
+# The widest vector register the host has (AVX-512: 64 bytes, 32 registers; AVX2: 32 bytes, 16),
+# for the register tiles of the row intrinsics below, whose vectors are one register each.
+_AVX512 = bool(binding.get_host_cpu_features().get("avx512f", False))
+VECTOR_BYTES = 64 if _AVX512 else 32
+# Their tiles, (rows of accumulators, accumulators a row): about two thirds of the registers hold
+# sums, the rest the operands of one step.
+ROW_TILE = (4, 5) if _AVX512 else (2, 4)
+
+
+def vector_lanes(itemsize):
+    """Elements of ``itemsize`` bytes in one vector of the row intrinsics."""
+    return VECTOR_BYTES // itemsize
+
+
+def _lane_mask(builder, width, valid, first):
+    """The ``width``-lane mask of lanes ``first + lane < valid`` (``valid``, ``first`` intp values;
+    compared as 32-bit lanes, one instruction a mask)."""
+    count = ir.VectorType(ir.IntType(32), width)
+    remaining = builder.trunc(builder.sub(valid, first), ir.IntType(32))
+    limit = builder.insert_element(ir.Constant(count, ir.Undefined), remaining, ir.Constant(ir.IntType(32), 0))
+    limit = builder.shuffle_vector(limit, ir.Constant(count, ir.Undefined),
+                                   ir.Constant(ir.VectorType(ir.IntType(32), width), [0] * width))
+    return builder.icmp_signed("<", ir.Constant(count, list(range(width))), limit)
+
+
+def _masked(builder, lanes, index, width, mask, value=None):
+    """``lanes``' vector at ``index``, loaded (zeros in the lanes ``mask`` leaves out) or, with
+    ``value``, stored to the lanes ``mask`` keeps (llvm.masked.load / llvm.masked.store)."""
+    vector = ir.VectorType(lanes.element, width)
+    suffix = f"v{width}{'f32' if lanes.element == ir.FloatType() else 'f64'}.p0"
+    align = ir.Constant(ir.IntType(32), lanes.align)
+    pointer, mask_type = lanes.pointer(index, width), ir.VectorType(ir.IntType(1), width)
+    if value is None:
+        load = cgutils.get_or_insert_function(builder.module, ir.FunctionType(
+            vector, [vector.as_pointer(), ir.IntType(32), mask_type, vector]), f"llvm.masked.load.{suffix}")
+        return builder.call(load, [pointer, align, mask, ir.Constant(vector, None)])
+    store = cgutils.get_or_insert_function(builder.module, ir.FunctionType(
+        ir.VoidType(), [vector, vector.as_pointer(), ir.IntType(32), mask_type]), f"llvm.masked.store.{suffix}")
+    builder.call(store, [value, pointer, align, mask])
+
+
+def _row_arguments(float_arrays, index_arrays):
+    """Whether the row intrinsics' arguments have their types: 1-d C-contiguous arrays of one float
+    dtype, and 1-d int64 index arrays."""
+    return _float_arrays(*float_arrays) and all(isinstance(t, types.Array) and t.ndim == 1 and t.dtype == types.int64
+                                                for t in index_arrays)
+
+
+def _register_tile(builder, out_lanes, rows, columns):
+    """``(width, vector type, slots)`` of a row intrinsic: ``rows x columns`` zeroed vector sums of
+    ``out_lanes``' dtype, one register each."""
+    width = vector_lanes(4 if out_lanes.element == ir.FloatType() else 8)
+    vector = ir.VectorType(out_lanes.element, width)
+    slots = [[cgutils.alloca_once_value(builder, ir.Constant(vector, None)) for _ in range(columns)]
+             for _ in range(rows)]
+    return width, vector, slots
+
+
+@intrinsic
+def channel_row_sums(typingctx, out, out_offsets, vectors, first, a, a_at, a_table, b, b_at, taps):
+    """``channel_row_sums(out, out_offsets, vectors, first, a, a_at, a_table, b, b_at, taps)``: ``I``
+    output channels times ``V`` vectors of ``L`` outputs, ``(I, V) = ROW_TILE``, ``L =
+    vector_lanes``, each vector anywhere: vector ``v`` is row ``first + v`` of ``vectors`` (int64,
+    three a row, flat: its outputs' offset, its inputs' offset, how many of its lanes are outputs).
+    For ``i < I``, ``v < V`` and lane ``e`` below the vector's count, ``out[out_offsets[i] + out_v +
+    e] = sum over t < taps of b[b_at + t I + i] * a[a_at + a_table[t] + in_v + e]``. The ``I V``
+    sums stay in registers over all the taps; each step loads ``V`` vectors of ``a`` and broadcasts
+    ``I`` elements of ``b`` for ``I V`` vector FMAs. Lanes past a vector's count are neither loaded
+    nor stored. FLOPs ``2 I L V taps``."""
+    if not _row_arguments((out, a, b), (out_offsets, vectors, a_table)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        index = lambda position: _intp(context, builder, signature, args, position)  # noqa: E731
+        constant = lambda value: context.get_constant(types.intp, value)  # noqa: E731
+        out_lanes, a_lanes, b_lanes = (_Lanes(context, builder, t, args[i]) for t, i in ((out, 0), (a, 4), (b, 7)))
+        first, a_at, b_at, taps = (index(i) for i in (3, 5, 8, 9))
+        rows, count = ROW_TILE
+        width, vector, slots = _register_tile(builder, out_lanes, rows, count)
+        fields = _offsets(context, builder, vectors, args[2], builder.mul(first, constant(3)), constant(0), 3 * count)
+        out_at, in_at = fields[0::3], fields[1::3]
+        masks = [_lane_mask(builder, width, valid, constant(0)) for valid in fields[2::3]]
+        table = context.make_array(a_table)(context, builder, args[6]).data
+        splat = ir.Constant(ir.VectorType(ir.IntType(32), width), [0] * width)
+        with cgutils.for_range(builder, taps) as loop:
+            at = builder.add(a_at, builder.load(builder.gep(table, [loop.index], inbounds=True)))
+            values = [_masked(builder, a_lanes, builder.add(at, in_at[v]), width, masks[v]) for v in range(count)]
+            weights_at = builder.add(b_at, builder.mul(loop.index, constant(rows)))
+            for i in range(rows):
+                element = builder.load(builder.gep(b_lanes.data, [builder.add(weights_at, constant(i))], inbounds=True))
+                single = builder.insert_element(ir.Constant(vector, ir.Undefined), element, ir.Constant(ir.IntType(32), 0))
+                spread = builder.shuffle_vector(single, ir.Constant(vector, ir.Undefined), splat)
+                for v in range(count):
+                    product = builder.fmul(spread, values[v], flags=("contract",))
+                    builder.store(builder.fadd(builder.load(slots[i][v]), product, flags=("contract",)), slots[i][v])
+        for i, start in enumerate(_offsets(context, builder, out_offsets, args[1], constant(0), constant(0), rows)):
+            for v in range(count):
+                _masked(builder, out_lanes, builder.add(start, out_at[v]), width, masks[v], builder.load(slots[i][v]))
+        return context.get_dummy_value()
+
+    return types.none(out, out_offsets, vectors, first, a, a_at, a_table, b, b_at, taps), codegen
+
+
+@intrinsic
+def outer_row_sums(typingctx, out, a, a_offsets, a_row, b, b_offsets, b_row, rows, length):
+    """``outer_row_sums(out, a, a_offsets, a_row, b, b_offsets, b_row, rows, length)``: for ``i < I``
+    and ``j < J``, ``(I, J) = ROW_TILE``, the ``L``-lane vector ``out[(i J + j) L:+L]`` of sums over
+    ``r < rows`` and ``e < length`` (``e`` in lane ``e mod L``) of ``a[a_offsets[i] + r a_row + e] *
+    b[b_offsets[j] + r b_row + e]``: ``I x J`` dot products of rows at once, their vectors in
+    registers; each step loads ``I + J`` vectors for ``I J`` vector FMAs. A row's last partial
+    vector is loaded masked (no element past ``length`` is read). FLOPs ``2 I J rows length``."""
+    if not _row_arguments((out, a, b), (a_offsets, b_offsets)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        index = lambda position: _intp(context, builder, signature, args, position)  # noqa: E731
+        constant = lambda value: context.get_constant(types.intp, value)  # noqa: E731
+        out_lanes, a_lanes, b_lanes = (_Lanes(context, builder, t, args[i]) for t, i in ((out, 0), (a, 1), (b, 4)))
+        a_row, b_row, count, length = (index(i) for i in (3, 6, 7, 8))
+        left, right = ROW_TILE
+        width, vector, slots = _register_tile(builder, out_lanes, left, right)
+        zero = constant(0)
+        a_starts = _offsets(context, builder, a_offsets, args[2], zero, zero, left)
+        b_starts = _offsets(context, builder, b_offsets, args[5], zero, zero, right)
+        full = builder.mul(builder.sdiv(length, constant(width)), constant(width))
+        tail_mask = _lane_mask(builder, width, length, full)
+
+        def multiply_add(load, a_here, b_here):
+            a_values = [load(a_lanes, builder.add(start, a_here)) for start in a_starts]
+            b_values = [load(b_lanes, builder.add(start, b_here)) for start in b_starts]
+            for i in range(left):
+                for j in range(right):
+                    product = builder.fmul(a_values[i], b_values[j], flags=("contract",))
+                    builder.store(builder.fadd(builder.load(slots[i][j]), product, flags=("contract",)), slots[i][j])
+
+        with cgutils.for_range(builder, count) as row:
+            a_here, b_here = builder.mul(row.index, a_row), builder.mul(row.index, b_row)
+            with cgutils.for_range_slice(builder, zero, full, constant(width)) as (step, _):
+                multiply_add(lambda lanes, at: lanes.load(builder.add(at, step), width), a_here, b_here)
+            with builder.if_then(builder.icmp_signed("<", full, length)):
+                multiply_add(lambda lanes, at: _masked(builder, lanes, builder.add(at, full), width, tail_mask),
+                             a_here, b_here)
+        for i in range(left):
+            for j in range(right):
+                out_lanes.store(builder.load(slots[i][j]), constant((i * right + j) * width), width)
+        return context.get_dummy_value()
+
+    return types.none(out, a, a_offsets, a_row, b, b_offsets, b_row, rows, length), codegen
