@@ -55,17 +55,17 @@ each rule; the command after each rule reproduces them.
    dozen rows (the forward) or a few dozen times a few dozen outputs (the
    weight gradient), which BLAS runs at a fraction of its speed after a
    column matrix is built; ``polyphase`` runs vectors along output rows
-   from phase planes of the input, its sums in registers (MobileNetV2's
-   3x3/2, U-Net's and wav2vec 2.0's one-channel first layers, and the weight
-   gradient of ResNet's, AlexNet's and the video networks' stems). ``python
-   bench/stems.py`` (docs/decisions.md, PP1).
+   from phase planes of the input, its sums in registers (ResNet's 7x7/2,
+   MobileNetV2's 3x3/2, U-Net's and wav2vec 2.0's one-channel first layers,
+   and the weight gradient of AlexNet's and the video networks' stems).
+   ``python bench/stems.py`` (docs/decisions.md, PP1).
 0d. ``channels_last`` for the forward of the other strided stems: at most
    ``STEM_MAX_CHANNELS`` input channels a group and a reduction of at least
    ``CHANNELS_LAST_STEM_MIN_REDUCTION``: im2col's column matrix then has
    hundreds of rows a output, gathered at the stride, where ``channels_last``
-   broadcasts each input element straight from its grid (ResNet's 7x7/2,
-   AlexNet's 11x11/4, the stems of video networks), and ``polyphase``'s
-   vectors load as many inputs as they multiply. ``python bench/stems.py``
+   broadcasts each input element straight from its grid (AlexNet's 11x11/4,
+   the 3x7x7 and 7x7x7 stems of video networks), where ``polyphase`` loads a
+   vector of inputs for every four vector FMAs. ``python bench/stems.py``
    (docs/decisions.md, CL2, PP1).
 1. ``winograd`` (F(4x4, 3x3)) for 3x3 stride-1 2-d problems with at least
    ``WINOGRAD_MIN_CHANNELS`` input channels per group and ``WINOGRAD_MIN_TILES``
@@ -140,7 +140,7 @@ CHANNELS_LAST_MIN_GROUP_CHANNELS = 8
 GROUPED_MAX_CHANNELS = 64
 STEM_MAX_CHANNELS = 4
 POLYPHASE_MIN_GROUP_OUTPUTS = 8
-CHANNELS_LAST_STEM_MIN_REDUCTION = 64
+CHANNELS_LAST_STEM_MIN_REDUCTION = 256
 BLOCKED_MIN_LANE_FILL = 0.75
 BLOCKED_MIN_KERNEL_SIDE = 19
 BLOCKED_SLIDING_WIDTHS = SLIDING_TAPS   # the kernel widths blocked's stride-1 rows slide over

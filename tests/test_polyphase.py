@@ -115,14 +115,15 @@ def test_weight_gradient_in_chunks_of_rows_and_pieces_of_rows(rng, monkeypatch, 
     ((4, 3, 64, 64), (32, 3, 3, 3), dict(stride=2, padding=1), "polyphase", "polyphase"),   # reduction 27
     ((2, 1, 64, 64), (32, 1, 3, 3), dict(padding=1), "polyphase", "polyphase"),             # stride 1, one channel
     ((2, 1, 4000), (64, 1, 10), dict(stride=5), "polyphase", "polyphase"),                  # audio's first layer
-    ((2, 3, 64, 64), (64, 3, 7, 7), dict(stride=2, padding=3), "channels_last", "polyphase"),   # reduction 147
+    ((2, 3, 64, 64), (64, 3, 7, 7), dict(stride=2, padding=3), "polyphase", "polyphase"),   # reduction 147
+    ((1, 3, 8, 32, 32), (16, 3, 3, 7, 7), dict(stride=(1, 2, 2)), "channels_last", "polyphase"),   # 441
     ((2, 5, 64, 64), (32, 5, 3, 3), dict(stride=2, padding=1), "im2col", "im2col"),          # 5 channels
     ((2, 3, 64, 64), (4, 3, 3, 3), dict(stride=2, padding=1), "im2col", "im2col"),           # 4 outputs
     ((2, 3, 64, 64), (32, 3, 1, 1), dict(stride=2), "im2col", "im2col"),                     # one tap
 ])
 def test_auto_gives_it_the_stems(x_shape, w_shape, options, forward, weight):
     assert dispatch.STEM_MAX_CHANNELS == 4 and dispatch.POLYPHASE_MIN_GROUP_OUTPUTS == 8
-    assert dispatch.CHANNELS_LAST_STEM_MIN_REDUCTION == 64
+    assert dispatch.CHANNELS_LAST_STEM_MIN_REDUCTION == 256
     spec = ConvSpec.create(x_shape, w_shape, **options).as_3d()
     picks = [dispatch.choose("cpu", "auto", spec, p).__name__.rsplit(".", 1)[1] for p in ("forward", "weight")]
     assert picks == [forward, weight]

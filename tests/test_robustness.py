@@ -462,13 +462,15 @@ def test_auto_thresholds_hold_at_their_boundaries():
     # input channels at a batch of one, I6)
     for pass_name in ("forward", "input", "weight"):
         assert _auto((1, 8, 8, 16, 16), (16, 8, 3, 3, 3), pass_name, stride=2, padding=1) != "channels_last"
-    # the forward of strided stems: at most 4 input channels a group, a reduction of 64 and more
+    # the forward of strided stems: at most 4 input channels a group, a reduction of 256 and more
     # (shorter ones and the weight gradient: polyphase, tests/test_polyphase.py)
-    assert dispatch.STEM_MAX_CHANNELS == 4 and dispatch.CHANNELS_LAST_STEM_MIN_REDUCTION == 64
+    assert dispatch.STEM_MAX_CHANNELS == 4 and dispatch.CHANNELS_LAST_STEM_MIN_REDUCTION == 256
     stem = dict(stride=(1, 2, 2), padding=(1, 3, 3))
     assert _auto((1, 3, 4, 32, 32), (16, 3, 3, 7, 7), **stem) == "channels_last"                 # 3 x 147
-    assert _auto((1, 4, 4, 32, 32), (16, 4, 1, 4, 4), **stem) == "channels_last"                 # 4 x 16
+    assert _auto((1, 4, 4, 32, 32), (16, 4, 2, 6, 6), **stem) == "channels_last"                 # 4 x 72
+    assert _auto((1, 4, 4, 32, 32), (16, 4, 1, 7, 7), **stem) == "polyphase"                     # 4 x 49
     assert _auto((1, 3, 4, 32, 32), (16, 3, 1, 3, 7), **stem) == "polyphase"                     # 3 x 21
+    assert _auto((1, 3, 4, 32, 32), (16, 3, 1, 7, 7), **stem) == "polyphase"                     # 3 x 49
     assert _auto((1, 5, 4, 32, 32), (16, 5, 3, 7, 7), **stem) != "channels_last"                 # 5 channels
     assert _auto((1, 3, 4, 32, 32), (16, 3, 3, 7, 7), "weight", **stem) == "polyphase"
     assert _auto((1, 3, 8, 32, 32), (16, 3, 3, 7, 7), padding=(1, 3, 3)) != "channels_last"       # stride 1
