@@ -23,7 +23,9 @@ machine code again in each library that links it: four to five times in
 all, half or more of a parallel kernel's compile time. :func:`on_threads`
 compiles the body once, as an ordinary function, and the launcher
 (:func:`_launch`, a ``prange`` over a call through the body's machine-code
-address) is a few lines compiled once per argument types. Arrays reach the
+address) is a few lines compiled once for all bodies: the arguments go packed
+into bytes (:func:`_pack`), and a small serial function compiled per argument
+types (:func:`_unpack_call`) unpacks them and calls the body. Arrays reach the
 body as Numba's gufuncs pass them, without their reference count, so the
 views a body takes cost no atomic count updates shared between the threads;
 the launcher holds the references until every thread is done. A body
@@ -80,7 +82,10 @@ def on_threads(body, threads, *args):
     ``body`` an ``@njit(cache=True)`` function of one logical thread's share that returns
     nothing; ``args`` arrays, scalars and tuples of them. The body is compiled (or loaded from
     the cache) for the arguments' types on first use."""
-    if _launch(_body_address(body, args), np.int64(threads), args):
+    body_address, call_address, size = _addresses(body, args)
+    packed = np.empty(size, np.uint8)
+    _pack(args, packed)
+    if _launch(call_address, body_address, np.int64(threads), packed):
         _raise_failure(body, threads, args)
 
 
@@ -93,33 +98,61 @@ def _raise_failure(body, threads, args):
     raise RuntimeError(f"numbaconv: {body.__name__} failed on one of {threads} threads")
 
 
-_BODY_ADDRESSES = {}   # (body, the arguments' Numba fingerprints) -> machine-code address
+# (body, the arguments' Numba fingerprints) -> (the body's machine-code address, that of
+# _unpack_call for the arguments' tuple, the tuple's size in bytes)
+_BODY_ADDRESSES = {}
+_TARGET = numba.core.registry.cpu_target.target_context
 
 
-def _body_address(body, args):
-    """The machine-code address of ``body`` compiled for ``(int64, int64, *args)``."""
+def _addresses(body, args):
+    """``(body address, call address, size)``: the machine code of ``body`` compiled for ``(int64,
+    int64, *args)``, that of :func:`_unpack_call` for a pointer to the tuple of ``args``, and
+    the bytes that tuple takes."""
     try:
         key = (body, *map(compute_fingerprint, args))
     except (TypeError, ValueError):   # an argument without a fingerprint: its full Numba type
         key = (body, *map(numba.typeof, args))
-    address = _BODY_ADDRESSES.get(key)
-    if address is None:
-        signature = types.none(types.int64, types.int64, *map(numba.typeof, args))
-        result = body.get_compile_result(signature)
-        address = _BODY_ADDRESSES[key] = result.library.get_pointer_to_function(result.fndesc.llvm_func_name)
-    return address
+    found = _BODY_ADDRESSES.get(key)
+    if found is None:
+        tuple_type = numba.typeof(args)
+        found = _BODY_ADDRESSES[key] = (
+            _machine_code(body, types.none(types.int64, types.int64, *tuple_type.types)),
+            _machine_code(_unpack_call, types.boolean(types.int64, types.int64, types.int64,
+                                                      types.CPointer(tuple_type))),
+            _TARGET.get_abi_sizeof(_TARGET.data_model_manager[tuple_type].get_data_type()))
+    return found
+
+
+def _machine_code(function, signature):
+    """The address of ``function`` (a dispatcher) compiled, or loaded from the cache, for ``signature``."""
+    result = function.get_compile_result(signature)
+    return result.library.get_pointer_to_function(result.fndesc.llvm_func_name)
 
 
 @intrinsic
-def _stack_copy(typingctx, args):
-    """A pointer to a copy of tuple ``args`` on the caller's stack: what a ``prange`` region
-    takes in place of a tuple of tuples (Numba's gufuncs unpack one level of tuples only)."""
+def _store(typingctx, args, packed):
+    """``args`` (a tuple) stored at the start of the bytes of ``packed`` (a uint8 array at least as
+    large as the tuple)."""
     def codegen(context, builder, signature, values):
         model = context.data_model_manager[args]
-        slot = cgutils.alloca_once(builder, model.get_data_type())
-        builder.store(model.as_data(builder, values[0]), slot)
-        return slot
-    return types.CPointer(args)(args), codegen
+        data = context.make_array(packed)(context, builder, values[1]).data
+        builder.store(model.as_data(builder, values[0]), builder.bitcast(data, model.get_data_type().as_pointer()))
+        return context.get_dummy_value()
+    return types.none(args, packed), codegen
+
+
+@njit(cache=True)
+def _pack(args, packed):
+    """Copy the tuple ``args`` into the bytes of ``packed``, for :func:`_unpack_call` on the threads."""
+    _store(args, packed)
+
+
+@njit(cache=True)
+def _unpack_call(address, thread, threads, args_pointer):
+    """``body(thread, threads, *args)`` for the body at ``address`` and the tuple at ``args_pointer``;
+    whether the body raised. Compiled per argument types, serial: the one piece of a launch that
+    depends on them (:func:`_launch` is compiled once)."""
+    return _call_body(address, thread, threads, args_pointer)
 
 
 @intrinsic
@@ -150,13 +183,31 @@ def _call_body(typingctx, address, thread, threads, args_pointer):
     return types.boolean(address, thread, threads, args_pointer), codegen
 
 
+@intrinsic
+def _call_unpacker(typingctx, call, address, thread, threads, packed):
+    """``_unpack_call(address, thread, threads, pointer to packed's bytes)`` through its machine
+    code at ``call``; whether it or the body raised."""
+    arg_types = (types.int64, types.int64, types.int64, types.voidptr)
+
+    def codegen(context, builder, signature, values):
+        function_type = context.call_conv.get_function_type(types.boolean, arg_types)
+        function = builder.inttoptr(values[0], function_type.as_pointer())
+        data = context.make_array(packed)(context, builder, values[4]).data
+        pointer = builder.bitcast(data, context.get_value_type(types.voidptr))
+        status, raised = context.call_conv.call_function(builder, function, types.boolean, arg_types,
+                                                         [values[1], values[2], values[3], pointer])
+        return builder.or_(status.is_error, raised)
+    return types.boolean(call, address, thread, threads, packed), codegen
+
+
 @njit(parallel=True, cache=True)
-def _launch(address, threads, args):
-    """:func:`on_threads` for the body at machine-code ``address``; how many threads' bodies raised."""
-    args_pointer = _stack_copy(args)
+def _launch(call, address, threads, packed):
+    """:func:`on_threads` for the body at machine-code ``address``, its arguments packed in
+    ``packed`` and unpacked by the code at ``call`` (:func:`_unpack_call`); how many threads'
+    bodies raised. One compiled launcher serves every body and argument types."""
     failures = 0
     for index in prange(threads):
-        failures += np.int64(_call_body(address, np.int64(index), threads, args_pointer))
+        failures += np.int64(_call_unpacker(call, address, np.int64(index), threads, packed))
     return failures
 
 
