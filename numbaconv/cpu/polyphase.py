@@ -212,12 +212,13 @@ def _chunks(spec):
                      for oh in range(0, out_h, rows) for ow in range(0, out_w, columns)], np.int64).reshape(-1, 5)
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath={"reassoc"})
 def _weight_chunks(thread, threads, phases, group_planes, plane_rows, grad_y, taps, chunks, columns, partials,
                    sums, lanes, offset_rows):
     """``partials[thread]`` (K, taps) float64: the sums over ``thread``'s consecutive share of
     ``chunks`` of ``grad_y`` rows times phase-plane rows, for every output channel and tap of its
-    group; ``columns`` the most outputs of a chunk's row."""
+    group; ``columns`` the most outputs of a chunk's row. A tile's lanes are summed
+    reassociated (a vector reduction, not a chain of dependent adds), the same way every call."""
     batch, out_channels, out_d, out_h, out_w = grad_y.shape
     tap_count, groups = taps.shape[0], phases.size // group_planes // batch
     group_out = out_channels // groups
