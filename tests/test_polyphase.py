@@ -18,8 +18,8 @@ def _channel_row_sums(out, out_offsets, vectors, first, a, a_at, a_table, b, b_a
 
 
 @njit
-def _outer_row_sums(out, a, a_offsets, a_row, b, b_offsets, b_row, rows, length):
-    outer_row_sums(out, a, a_offsets, a_row, b, b_offsets, b_row, rows, length)
+def _outer_row_sums(out, a, a_offsets, b, b_offsets, loops, length):
+    outer_row_sums(out, a, a_offsets, b, b_offsets, loops, length)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -50,25 +50,26 @@ def test_channel_row_sums_writes_each_vector_up_to_its_count(rng, dtype):
 
 @pytest.mark.parametrize("length", [1, 16, 37])
 def test_outer_row_sums_reads_no_element_past_a_row(rng, length):
-    """``I x J`` dot products over 3 rows of ``length`` (a partial last vector): the lanes add up to
-    the dot products, with NaN right after each row never read."""
+    """``I x J`` dot products over 2 planes of 3 rows of ``length`` (a partial last vector): the
+    lanes add up to the dot products, with NaN right after each row never read."""
     left, right = ROW_TILE
     lanes = vector_lanes(8)
-    a_row = b_row = 50
-    a, b = random_array(rng, 12 * a_row), random_array(rng, 12 * b_row)
+    a_row, b_row, a_plane, b_plane = 50, 60, 1000, 900
+    a, b = random_array(rng, 2 * a_plane + 12 * a_row), random_array(rng, 2 * b_plane + 12 * b_row)
     a_offsets = (np.arange(left) * 2 * a_row).astype(np.int64)
     b_offsets = (np.arange(right) * b_row + 1).astype(np.int64)
+    rows = [(p, r) for p in range(2) for r in range(3)]
     for start in list(a_offsets):
-        a[start + np.arange(3) * a_row + length] = np.nan
+        a[[start + p * a_plane + r * a_row + length for p, r in rows]] = np.nan
     for start in list(b_offsets):
-        b[start + np.arange(3) * b_row + length] = np.nan
+        b[[start + p * b_plane + r * b_row + length for p, r in rows]] = np.nan
     out = poisoned(left * right * lanes, np.float64)
-    _outer_row_sums(out, a, a_offsets, a_row, b, b_offsets, b_row, 3, length)
+    _outer_row_sums(out, a, a_offsets, b, b_offsets, (2, a_plane, b_plane, 3, a_row, b_row), length)
     sums = out.reshape(left, right, lanes).sum(axis=2)
     for i in range(left):
         for j in range(right):
-            expected = sum(a[a_offsets[i] + r * a_row:][:length] @ b[b_offsets[j] + r * b_row:][:length]
-                           for r in range(3))
+            expected = sum(a[a_offsets[i] + p * a_plane + r * a_row:][:length]
+                           @ b[b_offsets[j] + p * b_plane + r * b_row:][:length] for p, r in rows)
             assert sums[i, j] == pytest.approx(expected, rel=1e-12)
 
 
@@ -96,13 +97,21 @@ def test_each_tap_reads_its_input_from_the_phase_planes(rng):
                         assert phases[at + oh * plane_w + ow] == expected
 
 
-@pytest.mark.parametrize("chunk_outputs", [5, 24])
-def test_weight_gradient_in_chunks_of_rows_and_pieces_of_rows(rng, monkeypatch, chunk_outputs):
-    """Chunks of several rows (24 outputs: 3 rows of 7) and pieces of one row (5): the float64
-    weight gradient equals the reference's, the poisoned output all written."""
+@pytest.mark.parametrize("x_shape, w_shape, chunk_outputs", [
+    ((2, 3, 11, 14), (9, 3, 3, 3), 5),            # pieces of one row
+    ((2, 3, 11, 14), (9, 3, 3, 3), 24),           # 3 rows of 7
+    ((5, 3, 11, 14), (9, 3, 3, 3), 100),          # 2 samples' 6 x 7 planes
+    ((2, 3, 9, 11, 14), (9, 3, 2, 3, 3), 100),    # 2 depth slices' 6 x 7 planes
+])
+def test_weight_gradient_in_chunks_of_rows_planes_and_pieces_of_rows(rng, monkeypatch, x_shape, w_shape,
+                                                                      chunk_outputs):
+    """Every way a chunk is cut: the float64 weight gradient equals the reference's, the poisoned
+    output all written."""
     monkeypatch.setattr(polyphase, "CHUNK_OUTPUTS", chunk_outputs)
     polyphase._chunks.cache_clear()
-    spec = _spec((2, 3, 11, 14), (9, 3, 3, 3), stride=2, padding=1)
+    spec = _spec(x_shape, w_shape, stride=2, padding=1)
+    if chunk_outputs == 100:
+        assert polyphase._chunks(spec, 1)[:, 5].max() == 2
     x, grad_y = random_array(rng, spec.x_shape), random_array(rng, spec.y_shape)
     grad_w = poisoned(spec.w_shape, np.float64)
     polyphase.backward_weight(spec, x, grad_y, grad_w)

@@ -202,22 +202,42 @@ def forward(spec, x, w, out):
 
 
 @functools.lru_cache(maxsize=64)
-def _chunks(spec):
-    """int64 ``(chunks, 5)``: ``(n, od, first row, rows, first column)`` of each chunk of at most
-    ``CHUNK_OUTPUTS`` outputs (whole rows where a row is shorter, else pieces of one row)."""
+def _chunks(spec, threads):
+    """int64 ``(chunks, 6)``: ``(n, od, first row, rows, first column, planes)`` of each chunk of at
+    most ``CHUNK_OUTPUTS`` outputs: pieces of one row where a row is longer, else whole rows of
+    one plane, else several whole planes (consecutive depth slices of a sample in 3-d, else
+    consecutive samples, :func:`_plane_steps`), as many as leave two chunks a thread."""
     batch, (out_d, out_h, out_w) = spec.batch, spec.out_size
+    if out_h * out_w <= CHUNK_OUTPUTS // 2:
+        together = max(1, min(CHUNK_OUTPUTS // (out_h * out_w), batch * out_d // (2 * threads)))
+        if out_d > 1:
+            rows = [(n, od, 0, out_h, 0, min(together, out_d - od)) for n in range(batch)
+                    for od in range(0, out_d, together)]
+        else:
+            rows = [(n, 0, 0, out_h, 0, min(together, batch - n)) for n in range(0, batch, together)]
+        return np.array(rows, np.int64).reshape(-1, 6)
     columns = min(out_w, CHUNK_OUTPUTS)
-    rows = max(1, CHUNK_OUTPUTS // out_w)
-    return np.array([(n, od, oh, min(rows, out_h - oh), ow) for n in range(batch) for od in range(out_d)
-                     for oh in range(0, out_h, rows) for ow in range(0, out_w, columns)], np.int64).reshape(-1, 5)
+    together = max(1, CHUNK_OUTPUTS // out_w)
+    return np.array([(n, od, oh, min(together, out_h - oh), ow, 1) for n in range(batch) for od in range(out_d)
+                     for oh in range(0, out_h, together) for ow in range(0, out_w, columns)], np.int64).reshape(-1, 6)
+
+
+def _plane_steps(spec, group_planes):
+    """``(grad_y step, phase planes step)`` from one whole plane of a chunk to the next
+    (:func:`_chunks`): the next depth slice in 3-d, else the next sample."""
+    (out_d, out_h, out_w), (_, plane_h, plane_w) = spec.out_size, _layout(spec)[0]
+    if out_d > 1:
+        return out_h * out_w, plane_h * plane_w
+    return spec.out_channels * out_h * out_w, spec.groups * group_planes
 
 
 @njit(cache=True, fastmath={"reassoc"})
-def _weight_chunks(thread, threads, phases, group_planes, plane_rows, grad_y, taps, chunks, columns, partials,
-                   sums, lanes, offset_rows):
+def _weight_chunks(thread, threads, phases, group_planes, plane_rows, plane_steps, grad_y, taps, chunks, columns,
+                   partials, sums, lanes, offset_rows):
     """``partials[thread]`` (K, taps) float64: the sums over ``thread``'s consecutive share of
     ``chunks`` of ``grad_y`` rows times phase-plane rows, for every output channel and tap of its
-    group; ``columns`` the most outputs of a chunk's row. A tile's lanes are summed
+    group; ``columns`` the most outputs of a chunk's row, ``plane_steps`` those of
+    :func:`_plane_steps`. A tile's lanes are summed
     reassociated (a vector reduction, not a chain of dependent adds), the same way every call."""
     batch, out_channels, out_d, out_h, out_w = grad_y.shape
     tap_count, groups = taps.shape[0], phases.size // group_planes // batch
@@ -227,7 +247,8 @@ def _weight_chunks(thread, threads, phases, group_planes, plane_rows, grad_y, ta
     a_offsets, b_offsets = offset_rows[thread, :left], offset_rows[thread, left:]
     first, stop = share(chunks.shape[0], thread, threads)
     for chunk in range(first, stop):
-        n, od, oh, rows, ow = chunks[chunk]
+        n, od, oh, rows, ow, planes = chunks[chunk]
+        loops = (planes, plane_steps[0], plane_steps[1], rows, out_w, plane_rows[1])
         length = min(columns, out_w - ow)
         for g in range(groups):
             source = (n * groups + g) * group_planes + od * plane_rows[0] + oh * plane_rows[1] + ow
@@ -238,8 +259,7 @@ def _weight_chunks(thread, threads, phases, group_planes, plane_rows, grad_y, ta
                 for t_block in range(0, tap_count, right):
                     for j in range(right):
                         b_offsets[j] = source + taps[min(t_block + j, tap_count - 1)]
-                    outer_row_sums(vectors.reshape(-1), flat, a_offsets, out_w, phases, b_offsets, plane_rows[1],
-                                   rows, length)
+                    outer_row_sums(vectors.reshape(-1), flat, a_offsets, phases, b_offsets, loops, length)
                     for i in range(min(left, group_out - k_block)):
                         for j in range(min(right, tap_count - t_block)):
                             total = 0.0
@@ -257,8 +277,9 @@ def backward_weight(spec, x, grad_y, grad_w):
     partials[...] = 0
     sums = workspace.per_thread("polyphase_sums", threads, left * right * vector_lanes(x.itemsize), x.dtype)
     offsets = workspace.per_thread("polyphase_offsets", threads, left + right, np.int64)
-    on_threads(_weight_chunks, threads, phases, _phase_elements(spec) // (spec.batch * spec.groups),
-               np.array([plane[1] * plane[2], plane[2]], np.int64), grad_y, taps, _chunks(spec),
+    group_planes = _phase_elements(spec) // (spec.batch * spec.groups)
+    on_threads(_weight_chunks, threads, phases, group_planes, np.array([plane[1] * plane[2], plane[2]], np.int64),
+               np.array(_plane_steps(spec, group_planes), np.int64), grad_y, taps, _chunks(spec, threads),
                min(spec.out_size[2], CHUNK_OUTPUTS), partials.reshape(threads, spec.out_channels, taps.size),
                sums, vector_lanes(x.itemsize), offsets)
     add_partials(partials.reshape(threads, spec.out_channels, taps.size), grad_w.reshape(spec.out_channels, -1))

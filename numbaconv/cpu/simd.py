@@ -422,26 +422,30 @@ def channel_row_sums(typingctx, out, out_offsets, vectors, first, a, a_at, a_tab
 
 
 @intrinsic
-def outer_row_sums(typingctx, out, a, a_offsets, a_row, b, b_offsets, b_row, rows, length):
-    """``outer_row_sums(out, a, a_offsets, a_row, b, b_offsets, b_row, rows, length)``: for ``i < I``
-    and ``j < J``, ``(I, J) = ROW_TILE``, the ``L``-lane vector ``out[(i J + j) L:+L]`` of sums over
-    ``r < rows`` and ``e < length`` (``e`` in lane ``e mod L``) of ``a[a_offsets[i] + r a_row + e] *
-    b[b_offsets[j] + r b_row + e]``: ``I x J`` dot products of rows at once, their vectors in
-    registers; each step loads ``I + J`` vectors for ``I J`` vector FMAs. A row's last partial
-    vector is loaded masked (no element past ``length`` is read). FLOPs ``2 I J rows length``."""
-    if not _row_arguments((out, a, b), (a_offsets, b_offsets)):
+def outer_row_sums(typingctx, out, a, a_offsets, b, b_offsets, loops, length):
+    """``outer_row_sums(out, a, a_offsets, b, b_offsets, loops, length)``: for ``i < I`` and ``j <
+    J``, ``(I, J) = ROW_TILE``, the ``L``-lane vector ``out[(i J + j) L:+L]`` of sums over ``p <
+    planes``, ``r < rows`` and ``e < length`` (``e`` in lane ``e mod L``) of ``a[a_offsets[i] + p
+    a_plane + r a_row + e] * b[b_offsets[j] + p b_plane + r b_row + e]``, ``loops = (planes,
+    a_plane, b_plane, rows, a_row, b_row)``: ``I x J`` dot products of rows at once, their
+    vectors in registers; each step loads ``I + J`` vectors for ``I J`` vector FMAs. A row's last
+    partial vector is loaded masked (no element past ``length`` is read). FLOPs ``2 I J planes
+    rows length``."""
+    if not (_row_arguments((out, a, b), (a_offsets, b_offsets)) and isinstance(loops, types.BaseTuple)
+            and len(loops) == 6 and all(isinstance(t, types.Integer) for t in loops)):
         return None
 
     def codegen(context, builder, signature, args):
-        index = lambda position: _intp(context, builder, signature, args, position)  # noqa: E731
         constant = lambda value: context.get_constant(types.intp, value)  # noqa: E731
-        out_lanes, a_lanes, b_lanes = (_Lanes(context, builder, t, args[i]) for t, i in ((out, 0), (a, 1), (b, 4)))
-        a_row, b_row, count, length = (index(i) for i in (3, 6, 7, 8))
+        out_lanes, a_lanes, b_lanes = (_Lanes(context, builder, t, args[i]) for t, i in ((out, 0), (a, 1), (b, 3)))
+        planes, a_plane, b_plane, count, a_row, b_row = (
+            context.cast(builder, builder.extract_value(args[5], i), loops[i], types.intp) for i in range(6))
+        length = _intp(context, builder, signature, args, 6)
         left, right = ROW_TILE
         width, vector, slots = _register_tile(builder, out_lanes, left, right)
         zero = constant(0)
         a_starts = _offsets(context, builder, a_offsets, args[2], zero, zero, left)
-        b_starts = _offsets(context, builder, b_offsets, args[5], zero, zero, right)
+        b_starts = _offsets(context, builder, b_offsets, args[4], zero, zero, right)
         full = builder.mul(builder.sdiv(length, constant(width)), constant(width))
         tail_mask = _lane_mask(builder, width, length, full)
 
@@ -453,8 +457,9 @@ def outer_row_sums(typingctx, out, a, a_offsets, a_row, b, b_offsets, b_row, row
                     product = builder.fmul(a_values[i], b_values[j], flags=("contract",))
                     builder.store(builder.fadd(builder.load(slots[i][j]), product, flags=("contract",)), slots[i][j])
 
-        with cgutils.for_range(builder, count) as row:
-            a_here, b_here = builder.mul(row.index, a_row), builder.mul(row.index, b_row)
+        with cgutils.for_range(builder, planes) as plane, cgutils.for_range(builder, count) as row:
+            a_here = builder.add(builder.mul(plane.index, a_plane), builder.mul(row.index, a_row))
+            b_here = builder.add(builder.mul(plane.index, b_plane), builder.mul(row.index, b_row))
             with cgutils.for_range_slice(builder, zero, full, constant(width)) as (step, _):
                 multiply_add(lambda lanes, at: lanes.load(builder.add(at, step), width), a_here, b_here)
             with builder.if_then(builder.icmp_signed("<", full, length)):
@@ -465,4 +470,4 @@ def outer_row_sums(typingctx, out, a, a_offsets, a_row, b, b_offsets, b_row, row
                 out_lanes.store(builder.load(slots[i][j]), constant((i * right + j) * width), width)
         return context.get_dummy_value()
 
-    return types.none(out, a, a_offsets, a_row, b, b_offsets, b_row, rows, length), codegen
+    return types.none(out, a, a_offsets, b, b_offsets, loops, length), codegen
