@@ -102,6 +102,16 @@ each rule; the command after each rule reproduces them.
    its passes over the grid are short and im2col's products are not.
    ``numbaconv bench --layer batch1_16ch,lenet_conv1,lenet_conv2,video3d,conv1x1_256to64
    --algo planar,im2col``.
+2a. ``polyphase`` for the forward and weight gradient of the rest with at most
+   ``POLYPHASE_MAX_GROUP_CHANNELS`` input channels a group and at least
+   ``POLYPHASE_MIN_GROUP_OUTPUTS`` output channels a group, unless pointwise
+   (a 1x1 kernel at stride 1 without padding: im2col multiplies views of the
+   input, no columns): im2col's products there reduce over a few hundred
+   column rows built at the stride, ``polyphase`` sums the same taps in
+   registers from phase planes (1-d front ends with 32 channels, LeNet's
+   second layer, U-Net's up-convolution gradients at 32 channels). From 64
+   channels a group the two tie, from 128 im2col wins. ``numbaconv bench
+   --layer audio1d,lenet_conv2 --algo im2col,polyphase`` (docs/decisions.md, PP2).
 3. ``direct`` when ``P < DIRECT_PRODUCT_LIMIT`` (strided problems with few
    channels a group that ``blocked`` leaves: lanes mostly empty): with so few
    rows and columns the GEMM algorithms spend more on moving columns than on
@@ -140,6 +150,7 @@ CHANNELS_LAST_MIN_GROUP_CHANNELS = 8
 GROUPED_MAX_CHANNELS = 64
 STEM_MAX_CHANNELS = 4
 POLYPHASE_MIN_GROUP_OUTPUTS = 8
+POLYPHASE_MAX_GROUP_CHANNELS = 32
 CHANNELS_LAST_STEM_MIN_REDUCTION = 256
 BLOCKED_MIN_LANE_FILL = 0.75
 BLOCKED_MIN_KERNEL_SIDE = 19
@@ -262,6 +273,8 @@ def _auto_cpu(spec, runnable, pass_name):
         return "winograd"
     if "planar" in runnable and _planar_pays(spec, product, taps):
         return "planar"
+    if "polyphase" in runnable and _polyphase_narrow(spec, pass_name, product):
+        return "polyphase"
     if "im2col" in runnable and (product >= DIRECT_PRODUCT_LIMIT or "direct" not in runnable):
         return "im2col"
     return "direct"
@@ -309,6 +322,15 @@ def _polyphase_stem(spec, pass_name):
     stem = (spec.group_in_channels <= STEM_MAX_CHANNELS and spec.group_out_channels >= POLYPHASE_MIN_GROUP_OUTPUTS
             and math.prod(spec.kernel_size) > 1)
     return stem and (pass_name == "weight" or pass_name == "forward" and reduction < CHANNELS_LAST_STEM_MIN_REDUCTION)
+
+
+def _polyphase_narrow(spec, pass_name, product):
+    """Rule 2a of the module docstring: the forward or weight gradient of a layer of few input
+    channels a group that im2col would run with columns."""
+    pointwise = all(k == 1 for k in spec.kernel_size) and spec.in_size == spec.out_size
+    return (pass_name != "input" and not pointwise and product >= DIRECT_PRODUCT_LIMIT
+            and spec.group_in_channels <= POLYPHASE_MAX_GROUP_CHANNELS
+            and spec.group_out_channels >= POLYPHASE_MIN_GROUP_OUTPUTS)
 
 
 def _strided_stem(spec, pass_name):

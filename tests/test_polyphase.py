@@ -126,13 +126,20 @@ def test_weight_gradient_in_chunks_of_rows_planes_and_pieces_of_rows(rng, monkey
     ((2, 1, 4000), (64, 1, 10), dict(stride=5), "polyphase", "polyphase"),                  # audio's first layer
     ((2, 3, 64, 64), (64, 3, 7, 7), dict(stride=2, padding=3), "polyphase", "polyphase"),   # reduction 147
     ((1, 3, 8, 32, 32), (16, 3, 3, 7, 7), dict(stride=(1, 2, 2)), "channels_last", "polyphase"),   # 441
-    ((2, 5, 64, 64), (32, 5, 3, 3), dict(stride=2, padding=1), "im2col", "im2col"),          # 5 channels
+    ((2, 5, 64, 64), (32, 5, 3, 3), dict(stride=2, padding=1), "polyphase", "polyphase"),    # 5: rule 2a
     ((2, 3, 64, 64), (4, 3, 3, 3), dict(stride=2, padding=1), "im2col", "im2col"),           # 4 outputs
-    ((2, 3, 64, 64), (32, 3, 1, 1), dict(stride=2), "im2col", "im2col"),                     # one tap
+    ((2, 3, 64, 64), (32, 3, 1, 1), dict(stride=2), "polyphase", "polyphase"),               # one tap, strided
+    ((2, 32, 4000), (64, 32, 9), dict(stride=2, padding=4), "polyphase", "polyphase"),       # 32 channels
+    ((2, 33, 4000), (64, 33, 9), dict(stride=2, padding=4), "im2col", "im2col"),             # 33 channels
+    ((2, 16, 64, 64), (64, 16, 1, 1), dict(), "im2col", "im2col"),                           # pointwise
 ])
-def test_auto_gives_it_the_stems(x_shape, w_shape, options, forward, weight):
+def test_auto_gives_it_stems_and_narrow_layers(x_shape, w_shape, options, forward, weight):
+    """Stems (at most 4 input channels) by rule 0c, other layers of at most 32 input channels a
+    group that im2col would run with columns by rule 2a; the input gradient never."""
     assert dispatch.STEM_MAX_CHANNELS == 4 and dispatch.POLYPHASE_MIN_GROUP_OUTPUTS == 8
+    assert dispatch.POLYPHASE_MAX_GROUP_CHANNELS == 32
     assert dispatch.CHANNELS_LAST_STEM_MIN_REDUCTION == 256
     spec = ConvSpec.create(x_shape, w_shape, **options).as_3d()
     picks = [dispatch.choose("cpu", "auto", spec, p).__name__.rsplit(".", 1)[1] for p in ("forward", "weight")]
     assert picks == [forward, weight]
+    assert dispatch.choose("cpu", "auto", spec, "input").__name__.rsplit(".", 1)[1] != "polyphase"

@@ -48,7 +48,7 @@ NONFINITE_PROBLEMS = [
     ((2, 8, 12, 12), (8, 1, 3, 3), dict(padding=1, groups=8)),               # depthwise (8 of blocked's 16 lanes)
     ((2, 3, 11, 9), (4, 3, 5, 5), dict(padding=2)),                           # planar
     ((2, 16, 9, 9), (16, 1, 3, 3), dict(stride=2, padding=1, groups=16)),     # blocked (input: scatter)
-    ((2, 16, 9, 9), (16, 16, 3, 3), dict(stride=2, padding=1)),               # im2col
+    ((2, 48, 9, 9), (16, 48, 3, 3), dict(stride=2, padding=1)),               # im2col
     ((2, 16, 7, 9), (32, 1, 3, 3), dict(padding=1, groups=16)),               # blocked (input: correlation)
     ((1, 8, 8, 16, 16), (8, 8, 3, 3, 3), dict(padding=1)),                    # depth_taps (its taps on winograd)
     ((1, 128, 40), (128, 128, 3), dict(padding=1)),                           # winograd1d
@@ -413,10 +413,10 @@ def test_auto_thresholds_hold_at_their_boundaries():
     # planar's plane rule from P = 4096 on: 8x16 = 128 outputs a plane take planar, 127 do not
     assert dispatch.PLANAR_MIN_PLANE_OUTPUTS == 128 and dispatch.PLANAR_SMALL_PLANE_PRODUCT == 4096
     assert _auto((8, 32, 10, 18), (32, 32, 3, 3), groups=1) == "planar"            # P = 9216, 8x16
-    assert _auto((8, 32, 10, 17), (32, 32, 3, 3)) == "im2col"                      # 8x15 = 120
+    assert _auto((8, 32, 10, 17), (32, 32, 3, 3)) == "polyphase"                   # 8x15 = 120 (rule 2a)
     assert _auto((8, 64, 10, 17), (8, 8, 3, 3), groups=8) == "planar"              # P = 72 < 4096
     assert _auto((2, 32, 6, 6), (31, 32, 2, 2)) == "planar"                        # P = 3968, 25 outputs
-    assert _auto((2, 32, 6, 6), (32, 32, 2, 2)) == "im2col"                        # P = 4096
+    assert _auto((2, 32, 6, 6), (32, 32, 2, 2)) == "polyphase"                     # P = 4096 (rule 2a)
     # planar below P = 32768 (3x3 stride 2 is not planar's: stride-1 problems)
     assert dispatch.PLANAR_PRODUCT_LIMIT == 32768
     assert _auto((1, 64, 20, 20), (56, 64, 3, 3), stride=1, padding=0, dilation=2) == "planar"    # P = 32256
@@ -479,10 +479,11 @@ def test_auto_thresholds_hold_at_their_boundaries():
     assert _auto((1, 8, 7, 16, 16), (8, 8, 3, 3, 3), padding=1) != "depth_taps"          # 112 tiles
     assert _auto((1, 7, 8, 16, 16), (8, 7, 3, 3, 3), padding=1) != "depth_taps"          # 7 channels
     assert _auto((1, 8, 8, 32, 32), (8, 8, 3, 3, 3), stride=2, padding=1) != "depth_taps"   # not Winograd's
-    # direct below P = 32 for a strided problem, im2col at it
+    # direct below P = 32 for a strided problem, polyphase (at most 32 channels) or im2col at it
     assert dispatch.DIRECT_PRODUCT_LIMIT == 32
     assert _auto((1, 31, 9, 9), (31, 1, 1, 1), stride=2, groups=31) == "blocked"  # depthwise: rule 0
-    assert _auto((1, 2, 9, 9), (16, 2, 1, 1), stride=2) == "im2col"               # P = 32
+    assert _auto((1, 2, 9, 9), (16, 2, 1, 1), stride=2) == "polyphase"            # P = 32 (rule 2a)
+    assert _auto((1, 33, 9, 9), (16, 33, 1, 1), stride=2) == "im2col"             # P = 528, 33 channels
     assert _auto((1, 2, 9, 9), (15, 2, 1, 1), stride=2) == "direct"               # P = 30
     assert _auto((1, 1, 9, 9), (31, 1, 1, 1), stride=2) == "direct"               # P = 31, groups = 1
     # winograd from 8 channels a group and 128 tiles (4x4): 32x64 outputs = 8x16 tiles

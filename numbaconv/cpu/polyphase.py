@@ -1,8 +1,10 @@
 """Polyphase direct convolution: vectors along output rows, read from phase planes of the input.
 
-For layers whose reduction ``(C/g) x taps`` is short: stems with three
-input channels (3x3/2, 7x7/2, 3x7x7), 1-d front ends on one channel (kernel
-10, stride 5). im2col turns them into products of a few dozen rows, which
+For layers of few input channels a group: stems with three input channels
+(3x3/2, 7x7/2, 3x7x7), 1-d front ends on one channel (kernel 10, stride 5),
+and layers of up to a few dozen channels that im2col would run with columns
+(1-d layers of 32 channels, LeNet's second layer). im2col turns them into
+products of a short reduction (a few dozen to a few hundred rows), which
 BLAS runs at a fraction of its speed, after writing a column matrix many
 times larger than the input. Here no column matrix exists:
 
@@ -18,8 +20,8 @@ times larger than the input. Here no column matrix exists:
    registers over all the taps (each step: ``V`` vector loads from the
    planes, ``I`` weights broadcast, ``I V`` FMAs) and stores them straight
    into ``y`` (the row's last vector masked);
-3. weight gradient: a work item is a chunk of output rows of a sample (at
-   most ``CHUNK_OUTPUTS`` outputs); for each block of ``I`` output channels
+3. weight gradient: a work item is a chunk of at most ``CHUNK_OUTPUTS``
+   outputs (rows of a plane, or several small planes); for each block of ``I`` output channels
    and ``J`` taps, ``simd.outer_row_sums`` holds the ``I x J`` vectors of
    ``grad_y`` row times plane row products in registers over the chunk
    (``I + J`` loads, ``I J`` FMAs a step), then their lanes are added into
@@ -42,7 +44,7 @@ from cache per block of channels; ``y`` written once; the weight gradient
 reads ``grad_y`` once from memory and from L2 once per block of taps.
 Workspace: the phase planes, the packed weights, a float64 partial of
 ``grad_w`` per thread.
-Speed: ``python bench/stems.py`` (docs/decisions.md, PP1): on stems the weight gradient at
+Speed: ``python bench/stems.py`` (docs/decisions.md, PP1, PP2): on stems the weight gradient at
 90-160 GFLOP/s on two AVX-512 cores (im2col's 40-120), the forward at 120-200 up to a
 reduction of 147; on layers of many input channels it loses to the GEMM algorithms.
 """
