@@ -14,15 +14,17 @@ times larger than the input. Here no column matrix exists:
    padding. Tap ``t`` then reads the plane of its residues at output
    position ``o + q_t``, so the inputs of consecutive outputs along a row are
    consecutive elements at every stride and dilation;
-2. forward: a work item is an output row of a sample and group; for each
-   block of ``I`` output channels and each stretch of ``V`` vectors along the
-   row, ``simd.channel_row_sums`` holds the ``I x V`` vectors of sums in
-   registers over all the taps (each step: ``V`` vector loads from the
-   planes, ``I`` weights broadcast, ``I V`` FMAs) and stores them straight
-   into ``y`` (the row's last vector masked);
+2. forward: the output vectors (``L`` consecutive outputs of a row, a row's
+   last one partial) of a sample's planes, row after row, go in tiles of
+   ``V``, so no row pads to a multiple of ``V L``; a work item is a run of
+   ``FORWARD_RUN`` tiles of a sample and group. For each block of ``I``
+   output channels and each tile, ``simd.channel_row_sums`` holds the ``I x
+   V`` vectors of sums in registers over all the taps (each step: ``V``
+   vector loads from the planes, ``I`` weights broadcast, ``I V`` FMAs) and
+   stores them straight into ``y`` (partial vectors masked);
 3. weight gradient: a work item is a chunk of at most ``CHUNK_OUTPUTS``
-   outputs (rows of a plane, or several small planes); for each block of ``I`` output channels
-   and ``J`` taps, ``simd.outer_row_sums`` holds the ``I x J`` vectors of
+   outputs (rows of a plane, or several small planes); for each block of
+   ``I`` output channels and ``J`` taps, ``simd.outer_row_sums`` holds the ``I x J`` vectors of
    ``grad_y`` row times plane row products in registers over the chunk
    (``I + J`` loads, ``I J`` FMAs a step), then their lanes are added into
    the thread's float64 partial of ``grad_w``; partials are added in thread
