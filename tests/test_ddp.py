@@ -2,6 +2,7 @@
 torch.nn.parallel.DistributedDataParallel over 2 processes (gloo, loopback) ends with the
 parameters of single-process training on the same global batch."""
 import socket
+import warnings
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ WORLD_SIZE = 2
 GLOBAL_BATCH = 8
 STEPS = 4
 TOLERANCE = 1e-5     # float32, norm-relative per parameter
+SPAWN_ATTEMPTS = 3   # the group is started again when a worker is killed by a signal (_spawn_workers)
 
 
 def _model():
@@ -64,9 +66,25 @@ def _free_port():
         return probe.getsockname()[1]
 
 
+def _spawn_workers(out_path):
+    """Run the group. A worker killed by a signal starts the group again, with a warning, at most
+    SPAWN_ATTEMPTS times: on a loaded 2-core machine a worker has aborted at random in gloo's
+    C++ runtime ('terminate called without an active exception', SIGABRT) in 2 of 8 full test
+    runs, never in a run of this test alone. A worker that raises, or the same crash every
+    time, fails the test."""
+    for attempt in range(SPAWN_ATTEMPTS):
+        try:
+            mp.spawn(_data_parallel_worker, args=(_free_port(), str(out_path)), nprocs=WORLD_SIZE)
+            return
+        except mp.ProcessExitedException as error:
+            if error.signal_name is None or attempt == SPAWN_ATTEMPTS - 1:
+                raise
+            warnings.warn(f"data-parallel worker {error.error_index} killed by {error.signal_name}; starting again")
+
+
 def test_distributed_data_parallel_equals_single_process_training(tmp_path):
     out_path = tmp_path / "ddp.npz"
-    mp.spawn(_data_parallel_worker, args=(_free_port(), str(out_path)), nprocs=WORLD_SIZE)
+    _spawn_workers(out_path)
     with np.load(out_path) as saved:
         data_parallel = [saved[f"arr_{i}"] for i in range(len(saved.files))]
     single = _train(_model(), *_data())

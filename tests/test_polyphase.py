@@ -5,6 +5,7 @@ import pytest
 from numba import njit
 
 from numbaconv import dispatch, reference
+from numbaconv.algorithm import read_only
 from numbaconv.cpu import polyphase
 from numbaconv.cpu.simd import ROW_TILE, channel_row_sums, outer_row_sums, vector_lanes
 from numbaconv.spec import ConvSpec
@@ -82,7 +83,7 @@ def test_each_tap_reads_its_input_from_the_phase_planes(rng):
     tap reads there (zero in the padding), at the tap's offset plus the output's row and column."""
     spec = _spec((1, 2, 13, 16), (4, 2, 3, 3), stride=(2, 3), padding=(2, 4), dilation=(3, 2))
     x = random_array(rng, spec.x_shape)
-    phases = polyphase._phase_planes(spec, x)
+    phases = polyphase._phase_planes(spec, read_only(x))   # read-only, as the engine passes it
     (_, plane_h, plane_w), taps, _ = polyphase._layout(spec)
     padded = np.pad(x[0], [(0, 0), (0, 0)] + [(lo, hi) for lo, hi in zip(spec.pad_lo[1:], spec.pad_hi[1:])])
     kernel_h, kernel_w = spec.kernel_size[1:]
@@ -114,7 +115,7 @@ def test_weight_gradient_in_chunks_of_rows_planes_and_pieces_of_rows(rng, monkey
         assert polyphase._chunks(spec, 1)[:, 5].max() == 2
     x, grad_y = random_array(rng, spec.x_shape), random_array(rng, spec.y_shape)
     grad_w = poisoned(spec.w_shape, np.float64)
-    polyphase.backward_weight(spec, x, grad_y, grad_w)
+    polyphase.backward_weight(spec, read_only(x), read_only(grad_y), grad_w)   # as the engine passes them
     polyphase._chunks.cache_clear()
     expected = reference.conv3d_weight(x, spec.w_shape, grad_y, spec.stride, tuple(zip(spec.pad_lo, spec.pad_hi)))
     assert_close(grad_w, expected, np.float64, "weight gradient")

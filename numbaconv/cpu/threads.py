@@ -101,7 +101,6 @@ def _raise_failure(body, threads, args):
 # (body, the arguments' Numba fingerprints) -> (the body's machine-code address, that of
 # _unpack_call for the arguments' tuple, the tuple's size in bytes)
 _BODY_ADDRESSES = {}
-_TARGET = numba.core.registry.cpu_target.target_context
 
 
 def _addresses(body, args):
@@ -114,12 +113,12 @@ def _addresses(body, args):
         key = (body, *map(numba.typeof, args))
     found = _BODY_ADDRESSES.get(key)
     if found is None:
-        tuple_type = numba.typeof(args)
+        target, tuple_type = numba.core.registry.cpu_target.target_context, numba.typeof(args)
         found = _BODY_ADDRESSES[key] = (
             _machine_code(body, types.none(types.int64, types.int64, *tuple_type.types)),
             _machine_code(_unpack_call, types.boolean(types.int64, types.int64, types.int64,
                                                       types.CPointer(tuple_type))),
-            _TARGET.get_abi_sizeof(_TARGET.data_model_manager[tuple_type].get_data_type()))
+            target.get_abi_sizeof(target.data_model_manager[tuple_type].get_data_type()))
     return found
 
 
