@@ -327,8 +327,7 @@ def _polyphase_stem(spec, pass_name):
 def _polyphase_narrow(spec, pass_name, product):
     """Rule 2a of the module docstring: the forward or weight gradient of a layer of few input
     channels a group that im2col would run with columns."""
-    pointwise = all(k == 1 for k in spec.kernel_size) and spec.in_size == spec.out_size
-    return (pass_name != "input" and not pointwise and product >= DIRECT_PRODUCT_LIMIT
+    return (pass_name != "input" and not cpu_im2col.pointwise(spec) and product >= DIRECT_PRODUCT_LIMIT
             and spec.group_in_channels <= POLYPHASE_MAX_GROUP_CHANNELS
             and spec.group_out_channels >= POLYPHASE_MIN_GROUP_OUTPUTS)
 

@@ -65,7 +65,7 @@ def test_problems_reach_the_layout_dependent_paths():
     assert im2col._wide_blocking(specs["2d-stride2"], np.float64, 2) is None and im2col._gathers(specs["2d-stride2"])
     for name in ("2d-wide-rows", "2d-wide-rows-stride2", "1d-wide-rows-stride3"):
         assert not im2col._gathers(specs[name])
-    assert im2col._pointwise(specs["2d-1x1"])
+    assert im2col.pointwise(specs["2d-1x1"])
     for pass_name in ("forward", "weight"):
         assert im2col._channel_split(specs["2d-many-filters"], pass_name, np.float64, 2) is not None
         assert im2col._channel_split(specs["2d-stride1-padded"], pass_name, np.float64, 2) is None

@@ -497,3 +497,22 @@ def test_auto_thresholds_hold_at_their_boundaries():
     assert _auto((1, 255, 16, 16), (8, 255, 3, 3), padding=1) != "winograd"
     assert _auto((1, 256, 16, 12), (8, 256, 3, 3), padding=1) != "winograd"       # 4x3 = 12 tiles
     assert _auto((1, 256, 16, 16), (8, 256, 3, 3), "input", padding=1) != "winograd"    # reduces 8
+
+
+def test_a_one_tap_kernel_that_reads_only_padding(rng):
+    """A 1x1x1 kernel at stride 3 with one row of padding on each side of a one-row input: the
+    output has the input's size but its one row reads the padding (found by Hypothesis: im2col
+    once took it for a pointwise problem and multiplied the input)."""
+    options = dict(stride=(1, 3, 1), padding=(0, 1, 0))
+    x, w = random_array(rng, (2, 3, 2, 1, 4), np.float32), random_array(rng, (5, 3, 1, 1, 1), np.float32)
+    expected = reference.conv3d(x.astype(np.float64), w.astype(np.float64), **options)
+    grad_y = random_array(rng, expected.shape, np.float32)
+    expected_input = reference.conv3d_input(x.shape, w.astype(np.float64), grad_y.astype(np.float64), **options)
+    expected_weight = reference.conv3d_weight(x.astype(np.float64), w.shape, grad_y.astype(np.float64), **options)
+    spec = ConvSpec.create(x.shape, w.shape, **options).as_3d()
+    for algo in dispatch.runnable("cpu", spec):
+        np.testing.assert_array_equal(nc.conv3d(x, w, algo=algo, **options), expected, err_msg=algo)
+        np.testing.assert_array_equal(nc.conv3d_input(x.shape, w, grad_y, algo=algo, **options), expected_input,
+                                      err_msg=algo)
+        np.testing.assert_array_equal(nc.conv3d_weight(x, w.shape, grad_y, algo=algo, **options), expected_weight,
+                                      err_msg=algo)

@@ -451,7 +451,7 @@ def _channel_split(spec, pass_name, dtype, threads):
     ``(C/g) * prod(kernel)`` of ``CHANNEL_SPLIT_FORWARD_MIN_REDUCTION`` or more: its partial sums
     cost a pass over the outputs per thread, which shorter reductions (1x1 and 1-d kernels) do
     not earn back."""
-    if pass_name == "input" or _pointwise(spec):
+    if pass_name == "input" or pointwise(spec):
         return None
     if spec.group_out_channels < CHANNEL_SPLIT_MIN_RATIO * spec.batch * math.prod(spec.out_size):
         return None
@@ -697,9 +697,12 @@ def _fold_block(grad_x, cols, first, thread, runs, sources, geometry):
           first, gather, kernel_size, out_size, stride, dilation, pad_lo)
 
 
-def _pointwise(spec):
-    """1x1 kernel, stride 1, no padding: a sample's input is its own column matrix."""
-    return all(k == 1 for k in spec.kernel_size) and spec.in_size == spec.out_size
+def pointwise(spec):
+    """1x1 kernel, stride 1, no padding: a sample's input is its own column matrix. (Equal input
+    and output sizes do not say so: a 1x1 kernel at stride 3 with one row of padding on each
+    side of one input row has one output row too, which reads the padding.)"""
+    return (all(k == 1 for k in spec.kernel_size) and all(s == 1 for s in spec.stride)
+            and not any(spec.pad_lo) and not any(spec.pad_hi))
 
 
 @njit(inline="always", cache=True)
@@ -786,7 +789,7 @@ def _pointwise_run(spec, pass_name, a, b, out):
 
 
 def forward(spec, x, w, out):
-    if _pointwise(spec):
+    if pointwise(spec):
         _pointwise_run(spec, "forward", x, w, out)
         return
     threads = thread_count()
@@ -843,7 +846,7 @@ def backward_weight(spec, x, grad_y, grad_w):
     """A partial ``grad_w`` per thread over its blocks, the partials added in thread order (the
     same rounding every run); or, where the weights outweigh the columns, chunks of channels
     writing their own parts of ``grad_w`` (:func:`_channel_split`)."""
-    if _pointwise(spec):
+    if pointwise(spec):
         _pointwise_run(spec, "weight", x, grad_y, grad_w)
         return
     chunks = _channel_split(spec, "weight", x.dtype, thread_count())
@@ -861,7 +864,7 @@ def backward_weight(spec, x, grad_y, grad_w):
 
 
 def backward_input(spec, grad_y, w, grad_x):
-    if _pointwise(spec):
+    if pointwise(spec):
         _pointwise_run(spec, "input", grad_y, w, grad_x)
         return
     blocking = _Blocking(spec, w.dtype, thread_count(), "input")
