@@ -10,7 +10,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import warnings
 
 import numpy as np
 import pytest
@@ -18,7 +17,7 @@ import pytest
 import numbaconv as nc
 from numbaconv import dispatch, reference, slices
 from numbaconv.cpu import workspace
-from numbaconv.spec import ARGUMENT_LIMIT, ConvSpec
+from numbaconv.spec import ConvSpec
 
 from conftest import assert_close, random_array
 
