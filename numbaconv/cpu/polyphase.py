@@ -44,8 +44,8 @@ channels and taps of a group's last blocks. Memory traffic: the input read
 once and its phase planes (about the input's size) written once and read
 from cache per block of channels; ``y`` written once; the weight gradient
 reads ``grad_y`` once from memory and from L2 once per block of taps.
-Workspace: the phase planes, the packed weights, a float64 partial of
-``grad_w`` per thread.
+Workspace: the phase planes; the forward's packed weights; the weight
+gradient's float64 partial of ``grad_w`` per thread.
 Speed: ``python bench/stems.py`` (docs/decisions.md, PP1, PP2): on stems the weight gradient at
 90-160 GFLOP/s on two AVX-512 cores (im2col's 40-120), the forward at 120-200 up to a
 reduction of 147; on layers of many input channels it loses to the GEMM algorithms.
@@ -112,8 +112,11 @@ def _phase_elements(spec):
 
 
 def _scratch_bytes(spec, itemsize, threads):
-    partials = threads * spec.out_channels * spec.group_in_channels * math.prod(spec.kernel_size) * 8
-    return _phase_elements(spec) * itemsize + partials
+    """The phase planes, the packed weights (the forward) or float64 partials (the weight gradient)."""
+    taps = spec.group_in_channels * math.prod(spec.kernel_size)
+    packed = spec.groups * -(-spec.group_out_channels // ROW_TILE[0]) * ROW_TILE[0] * taps * itemsize
+    partials = threads * spec.out_channels * taps * 8
+    return _phase_elements(spec) * itemsize + max(packed, partials)
 
 
 @njit(cache=True)
@@ -187,13 +190,16 @@ def _forward_vectors(thread, threads, phases, group_planes, packed, taps, vector
 
 
 def _packed_weights(spec, w):
-    """``(groups, blocks, taps, I)``: each block of ``I`` output channels of a group, tap by tap,
-    the group's last block filled up with its last channel."""
-    rows = ROW_TILE[0]
+    """``(groups, blocks, taps, I)`` in scratch: each block of ``I`` output channels of a group, tap
+    by tap, the group's last block filled up with its last channel."""
+    rows, taps = ROW_TILE[0], spec.group_in_channels * math.prod(spec.kernel_size)
     blocks = -(-spec.group_out_channels // rows)
-    per_group = w.reshape(spec.groups, spec.group_out_channels, -1)
+    packed = workspace.borrow("polyphase_weights", spec.groups * blocks * taps * rows, w.dtype)
+    packed = packed.reshape(spec.groups, blocks, taps, rows)
+    per_group = w.reshape(spec.groups, spec.group_out_channels, taps)
     channels = np.minimum(np.arange(blocks * rows), spec.group_out_channels - 1)
-    return np.ascontiguousarray(per_group[:, channels].reshape(spec.groups, blocks, rows, -1).transpose(0, 1, 3, 2))
+    packed[...] = per_group[:, channels].reshape(spec.groups, blocks, rows, taps).transpose(0, 1, 3, 2)
+    return packed
 
 
 def forward(spec, x, w, out):
@@ -241,8 +247,8 @@ def _weight_chunks(thread, threads, phases, group_planes, plane_rows, plane_step
     """``partials[thread]`` (K, taps) float64: the sums over ``thread``'s consecutive share of
     ``chunks`` of ``grad_y`` rows times phase-plane rows, for every output channel and tap of its
     group; ``columns`` the most outputs of a chunk's row, ``plane_steps`` those of
-    :func:`_plane_steps`. A tile's lanes are summed
-    reassociated (a vector reduction, not a chain of dependent adds), the same way every call."""
+    :func:`_plane_steps`. A tile's lanes are summed reassociated (a vector reduction, not a
+    chain of dependent adds), the same way every call."""
     batch, out_channels, out_d, out_h, out_w = grad_y.shape
     tap_count, groups = taps.shape[0], phases.size // group_planes // batch
     group_out = out_channels // groups
