@@ -177,6 +177,13 @@ def tile_outputs(width, itemsize):
     return min(TILE_BYTES // (width * itemsize), TILE_MAX_OUTPUTS)
 
 
+def _splat(builder, value, vector):
+    """``value`` in every lane of a ``vector`` (an ``ir.VectorType`` of its type)."""
+    single = builder.insert_element(ir.Constant(vector, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(single, ir.Constant(vector, ir.Undefined),
+                                  ir.Constant(ir.VectorType(ir.IntType(32), vector.count), [0] * vector.count))
+
+
 def _broadcast_sums(width, accumulate):
     """``broadcast_sums(out, out_at, out_offsets, a, a_at, a_offsets, first, b, b_at, loops,
     a_table)`` for ``width`` lanes: for each output ``r`` of a tile of ``R = tile_outputs(width,
@@ -209,17 +216,13 @@ def _broadcast_sums(width, accumulate):
             out_starts = _offsets(context, builder, out_offsets, args[2], first, out_at, outputs)
             a_starts = _offsets(context, builder, a_offsets, args[5], first, a_at, outputs)
             vector = ir.VectorType(out_lanes.element, width)
-            splat = ir.Constant(ir.VectorType(ir.IntType(32), width), [0] * width)
             slots = [cgutils.alloca_once_value(builder, ir.Constant(vector, None)) for _ in range(outputs)]
 
             def multiply_add(a_offset, b_offset):
                 b_value = b_lanes.load(b_offset, width)
                 for start, slot in zip(a_starts, slots):
                     element = builder.load(builder.gep(a_lanes.data, [builder.add(start, a_offset)], inbounds=True))
-                    single = builder.insert_element(ir.Constant(vector, ir.Undefined), element,
-                                                    ir.Constant(ir.IntType(32), 0))
-                    spread = builder.shuffle_vector(single, ir.Constant(vector, ir.Undefined), splat)
-                    product = builder.fmul(spread, b_value, flags=("contract",))
+                    product = builder.fmul(_splat(builder, element, vector), b_value, flags=("contract",))
                     builder.store(builder.fadd(builder.load(slot), product, flags=("contract",)), slot)
 
             def nest(level, a_offset, b_offset):
@@ -336,10 +339,7 @@ def _lane_mask(builder, width, valid, first):
     """The ``width``-lane mask of lanes ``first + lane < valid`` (``valid``, ``first`` intp values;
     compared as 32-bit lanes, one instruction a mask)."""
     count = ir.VectorType(ir.IntType(32), width)
-    remaining = builder.trunc(builder.sub(valid, first), ir.IntType(32))
-    limit = builder.insert_element(ir.Constant(count, ir.Undefined), remaining, ir.Constant(ir.IntType(32), 0))
-    limit = builder.shuffle_vector(limit, ir.Constant(count, ir.Undefined),
-                                   ir.Constant(ir.VectorType(ir.IntType(32), width), [0] * width))
+    limit = _splat(builder, builder.trunc(builder.sub(valid, first), ir.IntType(32)), count)
     return builder.icmp_signed("<", ir.Constant(count, list(range(width))), limit)
 
 
@@ -401,15 +401,13 @@ def channel_row_sums(typingctx, out, out_offsets, vectors, first, a, a_at, a_tab
         out_at, in_at = fields[0::3], fields[1::3]
         masks = [_lane_mask(builder, width, valid, constant(0)) for valid in fields[2::3]]
         table = context.make_array(a_table)(context, builder, args[6]).data
-        splat = ir.Constant(ir.VectorType(ir.IntType(32), width), [0] * width)
         with cgutils.for_range(builder, taps) as loop:
             at = builder.add(a_at, builder.load(builder.gep(table, [loop.index], inbounds=True)))
             values = [_masked(builder, a_lanes, builder.add(at, in_at[v]), width, masks[v]) for v in range(count)]
             weights_at = builder.add(b_at, builder.mul(loop.index, constant(rows)))
             for i in range(rows):
                 element = builder.load(builder.gep(b_lanes.data, [builder.add(weights_at, constant(i))], inbounds=True))
-                single = builder.insert_element(ir.Constant(vector, ir.Undefined), element, ir.Constant(ir.IntType(32), 0))
-                spread = builder.shuffle_vector(single, ir.Constant(vector, ir.Undefined), splat)
+                spread = _splat(builder, element, vector)
                 for v in range(count):
                     product = builder.fmul(spread, values[v], flags=("contract",))
                     builder.store(builder.fadd(builder.load(slots[i][v]), product, flags=("contract",)), slots[i][v])
