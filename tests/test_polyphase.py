@@ -83,7 +83,7 @@ def test_each_tap_reads_its_input_from_the_phase_planes(rng):
     tap reads there (zero in the padding), at the tap's offset plus the output's row and column."""
     spec = _spec((1, 2, 13, 16), (4, 2, 3, 3), stride=(2, 3), padding=(2, 4), dilation=(3, 2))
     x = random_array(rng, spec.x_shape)
-    phases = polyphase._phase_planes(spec, read_only(x))   # read-only, as the engine passes it
+    phases, _ = polyphase._phase_planes(spec, read_only(x))   # read-only, as the engine passes it
     (_, plane_h, plane_w), taps, _ = polyphase._layout(spec)
     padded = np.pad(x[0], [(0, 0), (0, 0)] + [(lo, hi) for lo, hi in zip(spec.pad_lo[1:], spec.pad_hi[1:])])
     kernel_h, kernel_w = spec.kernel_size[1:]

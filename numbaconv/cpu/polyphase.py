@@ -144,11 +144,13 @@ def _to_phases(thread, threads, x, source_d, source_h, source_w, phases):
 
 
 def _phase_planes(spec, x):
+    """``(phases, group_planes)``: ``x``'s phase planes, flat in scratch, and the elements of one
+    sample's group of them."""
     plane, _, sources = _layout(spec)
     shape = (spec.batch * spec.in_channels, *(len(s) for s in sources), *plane)
     phases = workspace.borrow("polyphase_planes", math.prod(shape), x.dtype).reshape(shape)
     on_threads(_to_phases, thread_count(), x, *sources, phases)
-    return phases.reshape(-1)
+    return phases.reshape(-1), phases.size // (spec.batch * spec.groups)
 
 
 @functools.lru_cache(maxsize=64)
@@ -203,12 +205,12 @@ def _packed_weights(spec, w):
 
 
 def forward(spec, x, w, out):
-    plane, taps, _ = _layout(spec)
-    phases = _phase_planes(spec, x)
+    taps = _layout(spec)[1]
+    phases, group_planes = _phase_planes(spec, x)
     threads = thread_count()
     offsets = workspace.per_thread("polyphase_offsets", threads, ROW_TILE[0], np.int64)
-    on_threads(_forward_vectors, threads, phases, _phase_elements(spec) // (spec.batch * spec.groups),
-               _packed_weights(spec, w), taps, _output_vectors(spec, vector_lanes(x.itemsize)), out, offsets)
+    on_threads(_forward_vectors, threads, phases, group_planes, _packed_weights(spec, w), taps,
+               _output_vectors(spec, vector_lanes(x.itemsize)), out, offsets)
 
 
 @functools.lru_cache(maxsize=64)
@@ -281,13 +283,12 @@ def _weight_chunks(thread, threads, phases, group_planes, plane_rows, plane_step
 def backward_weight(spec, x, grad_y, grad_w):
     plane, taps, _ = _layout(spec)
     threads = thread_count()
-    phases = _phase_planes(spec, x)
+    phases, group_planes = _phase_planes(spec, x)
     left, right = ROW_TILE
     partials = workspace.per_thread("polyphase_partials", threads, spec.out_channels * taps.size, np.float64)
     partials[...] = 0
     sums = workspace.per_thread("polyphase_sums", threads, left * right * vector_lanes(x.itemsize), x.dtype)
     offsets = workspace.per_thread("polyphase_offsets", threads, left + right, np.int64)
-    group_planes = _phase_elements(spec) // (spec.batch * spec.groups)
     on_threads(_weight_chunks, threads, phases, group_planes, np.array([plane[1] * plane[2], plane[2]], np.int64),
                np.array(_plane_steps(spec, group_planes), np.int64), grad_y, taps, _chunks(spec, threads),
                min(spec.out_size[2], CHUNK_OUTPUTS), partials.reshape(threads, spec.out_channels, taps.size),
