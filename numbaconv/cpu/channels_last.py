@@ -142,12 +142,14 @@ def _tap_loops(spec, a_channels, b_row):
 
 @njit(inline="always", cache=True)
 def _transpose_item(item, positions, channels, planes):
-    """``(n, p0, c0, whole)`` of transpose item ``item`` (sample, 16 positions, 16 channels): its
-    first position and channel, and whether it is a whole 16 x 16 block, whose channels' plane
-    offsets it then writes into ``planes``."""
+    """``(n, p0, c0, whole)`` of transpose item ``item`` (sample, 16 channels, 16 positions; the
+    positions fastest, so a thread's items stream through 16 planes at a time, which the
+    hardware prefetcher follows where one stream per channel defeats it): its first position and
+    channel, and whether it is a whole 16 x 16 block, whose channels' plane offsets it then
+    writes into ``planes``."""
     position_blocks, channel_blocks = (positions + LANES - 1) // LANES, (channels + LANES - 1) // LANES
     n, block = item // (position_blocks * channel_blocks), item % (position_blocks * channel_blocks)
-    p0, c0 = block // channel_blocks * LANES, block % channel_blocks * LANES
+    p0, c0 = block % position_blocks * LANES, block // position_blocks * LANES
     whole = c0 + LANES <= channels and p0 + LANES <= positions
     if whole:
         for lane in range(LANES):
@@ -156,13 +158,18 @@ def _transpose_item(item, positions, channels, planes):
 
 
 @njit(cache=True)
-def _to_channels_last(thread, threads, src, positions, channels, table, dst, dst_stride):
+def _to_channels_last(thread, threads, src, positions, channels, table, dst, dst_stride, gaps):
     """``dst[n dst_stride + table[p] + c] = src[n, c positions + p]``: each sample's planes to
     channels-last rows, by 16 x 16 vector transposes and a scalar remainder; items (sample, 16
-    positions, 16 channels), so a thread writes whole rows. Memory: ``src`` read once, ``dst``
-    written once."""
+    channels, 16 positions), so a thread writes whole rows. And ``dst[n dst_stride + start:stop]
+    = 0`` for each ``(start, stop)`` of ``gaps``: the elements no position writes (a grid's
+    border and margin). Memory: ``src`` read once, ``dst`` written once."""
     position_blocks, channel_blocks = (positions + LANES - 1) // LANES, (channels + LANES - 1) // LANES
     planes = np.empty(LANES, np.int64)
+    first, stop = share(src.shape[0] * gaps.shape[0], thread, threads)
+    for item in range(first, stop):
+        at = item // gaps.shape[0] * dst_stride
+        dst[at + gaps[item % gaps.shape[0], 0]:at + gaps[item % gaps.shape[0], 1]] = 0
     first, stop = share(src.shape[0] * position_blocks * channel_blocks, thread, threads)
     for item in range(first, stop):
         n, p0, c0, whole = _transpose_item(item, positions, channels, planes)
@@ -198,27 +205,54 @@ def _to_planes(thread, threads, src, src_stride, table, per_group, padded_group,
 
 
 @njit(cache=True)
-def _pack_weights(thread, threads, w, groups, width, across_inputs, packed):
+def _pack_weights(thread, threads, w, groups, width, across_inputs, columns, packed):
     """``packed[(((g B + b) taps + tap) S + s) W + l]``: lane ``l`` of block ``b`` of group ``g``,
     the weight of its ``s``-th source channel, zero past the group's channels. ``w`` (K, C/g,
-    taps). Lanes across output channels (``S = C/g``): ``w[g Kg + b W + l, s, tap]``;
-    ``across_inputs`` (``S = K/g``): ``w[g Kg + s, b W + l, tap]``."""
+    taps). Lanes across output channels (``S = C/g``): ``w[g Kg + b W + l, s, tap]``, each block's
+    ``W`` rows of ``w`` transposed by 16 x 16 vector transposes into the columns ``columns[s taps
+    + tap] = (tap S + s) W``; ``across_inputs`` (``S = K/g``): ``w[g Kg + s, b W + l, tap]``.
+    Items: blocks. Memory: ``w`` read once, ``packed`` written once."""
     group_out, group_in, taps = w.shape[0] // groups, w.shape[1], w.shape[2]
     lanes, sources = (group_in, group_out) if across_inputs else (group_out, group_in)
     blocks = (lanes + width - 1) // width
-    first, stop = share(groups * blocks * taps, thread, threads)
+    block_size, row = taps * sources * width, group_in * taps
+    flat = w.reshape(-1)
+    planes = np.arange(LANES) * row
+    first, stop = share(groups * blocks, thread, threads)
     for item in range(first, stop):
-        g, b, tap = item // (blocks * taps), item // taps % blocks, item % taps
-        for s in range(sources):
-            at = (item * sources + s) * width
-            for lane in range(width):
-                t = b * width + lane
-                if t >= lanes:
-                    packed[at + lane] = 0
-                elif across_inputs:
-                    packed[at + lane] = w[g * group_out + s, t, tap]
-                else:
-                    packed[at + lane] = w[g * group_out + t, s, tap]
+        g, b = item // blocks, item % blocks
+        filled = min(width, lanes - b * width)
+        if filled < width:
+            packed[item * block_size:(item + 1) * block_size] = 0
+        if across_inputs:
+            for s in range(sources):
+                for tap in range(taps):
+                    at = item * block_size + (tap * sources + s) * width
+                    for lane in range(filled):
+                        packed[at + lane] = w[g * group_out + s, b * width + lane, tap]
+        else:
+            transposed_rows(packed, columns, item * block_size, 1, flat, planes, (g * group_out + b * width) * row,
+                            row, 0, row, filled)
+
+
+@functools.lru_cache(maxsize=64)
+def _weight_columns(sources, taps, width):
+    """The offset in a packed block (:func:`_pack_weights`) of the lanes of source ``s`` and tap
+    ``tap``, ``(tap S + s) W``, at ``s taps + tap``: the order of a row of ``w``."""
+    s, tap = np.divmod(np.arange(sources * taps, dtype=np.int64), taps)
+    return (tap * sources + s) * width
+
+
+def _packed_weights(w, spec, groups, width, across_inputs, dtype):
+    """The weights, packed by :func:`_pack_weights` into the workspace."""
+    group_out, group_in = spec.group_out_channels, spec.group_in_channels
+    lanes, sources = (group_in, group_out) if across_inputs else (group_out, group_in)
+    taps = math.prod(spec.kernel_size)
+    padded = groups * -(-lanes // width) * width
+    packed = workspace.borrow("channels_last_weights", padded * taps * sources, dtype)
+    on_threads(_pack_weights, thread_count(), w.reshape(spec.out_channels, group_in, taps), groups, width,
+               across_inputs, _weight_columns(sources, taps, width), packed)
+    return packed
 
 
 @njit(inline="always", cache=True)
@@ -365,6 +399,24 @@ def _grid_size(spec, channels, tile):
     return _tables(spec, channels, tile)[2] + tile + LANES
 
 
+@functools.lru_cache(maxsize=32)
+def _grid_gaps(spec, channels, tile):
+    """The ``(start, stop)`` element ranges of a sample's bordered grid (:func:`_grid_size`) that
+    no input position fills: the border and the margin past the last position, which
+    :func:`_to_channels_last` zeroes."""
+    in_table = _tables(spec, channels, tile)[0]
+    starts, stops = in_table, in_table + channels
+    joined = starts[1:] == stops[:-1]
+    gaps = np.stack([np.concatenate([[0], stops[:-1][~joined], stops[-1:]]),
+                     np.concatenate([starts[:1], starts[1:][~joined], [_grid_size(spec, channels, tile)]])], axis=1)
+    return np.ascontiguousarray(gaps[gaps[:, 0] < gaps[:, 1]], dtype=np.int64)
+
+
+def _tail(start, stop):
+    """The one gap ``(start, stop)`` of channels-last rows that fill a sample's scratch up to ``start``."""
+    return np.array([[start, stop]], np.int64)
+
+
 def _slab(batch, sample_bytes, reserved, items=None):
     """Samples a kernel call stages at once: as many as fit ``SLAB_BYTES`` and the workspace limit
     less the ``reserved`` bytes of other scratch, at least one (``supports`` checked that one
@@ -397,24 +449,22 @@ def supports(spec):
 
 
 def forward(spec, x, w, out):
-    batch, in_channels, out_channels, groups = x.shape[0], spec.in_channels, spec.out_channels, spec.groups
+    batch, in_channels, groups = x.shape[0], spec.in_channels, spec.groups
     group_in, group_out = spec.group_in_channels, spec.group_out_channels
     width, blocks, tile = _geometry(spec, group_out, x.itemsize)
     taps, outputs, positions = math.prod(spec.kernel_size), math.prod(spec.out_size), math.prod(spec.in_size)
-    threads, padded = thread_count(), groups * blocks * width
+    threads = thread_count()
     in_table, corners, _ = _tables(spec, in_channels, tile)
-    packed = workspace.borrow("channels_last_weights", padded * taps * group_in, x.dtype)
-    on_threads(_pack_weights, threads, w.reshape(out_channels, group_in, taps), groups, width, False, packed)
+    packed = _packed_weights(w, spec, groups, width, False, x.dtype)
     grid_size = _grid_size(spec, in_channels, tile)
     panels = workspace.per_thread("channels_last_panels", threads, PANEL_OUTPUTS * width, x.dtype)
     slab = _slab(batch, grid_size * x.itemsize, packed.nbytes + panels.nbytes)
     grid = workspace.borrow("channels_last_grid", slab * grid_size, x.dtype)
-    grid[:] = 0
     loops, tap_table = _tap_loops(spec, in_channels, width)
     for n in range(0, batch, slab):
         samples = min(slab, batch - n)
         on_threads(_to_channels_last, threads, x[n:n + samples].reshape(samples, -1), positions, in_channels,
-                   in_table, grid, grid_size)
+                   in_table, grid, grid_size, _grid_gaps(spec, in_channels, tile))
         on_threads(_forward_tiles, threads, grid, grid_size, group_in, packed, taps * group_in * width, groups,
                    blocks, width, tile, corners, outputs, loops, tap_table, panels, _steps(outputs + tile, width),
                    out[n:n + samples].reshape(-1), group_out, samples)
@@ -433,19 +483,18 @@ def backward_input(spec, grad_y, w, grad_x):
     taps, outputs, positions = math.prod(spec.kernel_size), math.prod(spec.out_size), math.prod(spec.in_size)
     threads, padded = thread_count(), groups * blocks * width
     in_table, corners, stop = _tables(spec, padded, tile)
-    packed = workspace.borrow("channels_last_weights", padded * taps * group_out, grad_y.dtype)
-    on_threads(_pack_weights, threads, w.reshape(out_channels, group_in, taps), groups, width, True, packed)
+    packed = _packed_weights(w, spec, groups, width, True, grad_y.dtype)
     grid_size, lanes_size = _grid_size(spec, padded, tile), (outputs + tile) * out_channels
     slab = _slab(batch, (grid_size + lanes_size) * grad_y.itemsize, packed.nbytes, groups * blocks)
     grid = workspace.borrow("channels_last_grid", slab * grid_size, grad_y.dtype)
     lanes_in = workspace.borrow("channels_last_lanes", slab * lanes_size, grad_y.dtype)
-    lanes_in.reshape(slab, lanes_size)[:, outputs * out_channels:] = 0   # a last, partial tile adds zeros
+    lane_gaps = _tail(outputs * out_channels, lanes_size)   # a last, partial tile adds zeros
     lane_steps, shifts = _steps(outputs + tile, out_channels), _tap_shifts(spec, padded)
     grid_positions = stop // padded   # the grid with its margin, which _scatter_tiles zeroes
     for n in range(0, batch, slab):
         samples = min(slab, batch - n)
         on_threads(_to_channels_last, threads, grad_y[n:n + samples].reshape(samples, -1), outputs, out_channels,
-                   lane_steps, lanes_in, lanes_size)
+                   lane_steps, lanes_in, lanes_size, lane_gaps)
         on_threads(_scatter_tiles, threads, lanes_in, lanes_size, group_out, packed, groups, blocks, width, tile,
                    outputs, lane_steps, taps, shifts, corners, grid, grid_size, grid_positions, samples)
         on_threads(_to_planes, threads, grid, grid_size, in_table, group_in, blocks * width,
@@ -468,17 +517,16 @@ def backward_weight(spec, x, grad_y, grad_w):
     grid_size, lanes_size = _grid_size(spec, in_channels, tile), outputs * out_channels + LANES
     slab = _slab(batch, (grid_size + lanes_size) * x.itemsize, sums.nbytes)
     grid = workspace.borrow("channels_last_grid", slab * grid_size, x.dtype)
-    grid[:] = 0
     lanes_in = workspace.borrow("channels_last_lanes", slab * lanes_size, x.dtype)
-    lanes_in.reshape(slab, lanes_size)[:, outputs * out_channels:] = 0   # read past by the last block's lanes
+    lane_gaps = _tail(outputs * out_channels, lanes_size)   # read past by the last block's lanes
     strides = (sd * hp * wp * in_channels, sh * wp * in_channels, sw * in_channels)
     chunk_rows = max(1, WEIGHT_CHUNK // spec.out_size[2])
     for n in range(0, batch, slab):
         samples = min(slab, batch - n)
         on_threads(_to_channels_last, threads, x[n:n + samples].reshape(samples, -1), positions, in_channels,
-                   in_table, grid, grid_size)
+                   in_table, grid, grid_size, _grid_gaps(spec, in_channels, tile))
         on_threads(_to_channels_last, threads, grad_y[n:n + samples].reshape(samples, -1), outputs, out_channels,
-                   _steps(outputs, out_channels), lanes_in, lanes_size)
+                   _steps(outputs, out_channels), lanes_in, lanes_size, lane_gaps)
         on_threads(_weight_tiles, threads, grid, grid_size, lanes_in, lanes_size, groups, blocks, width, tile,
                    source_tiles, shifts.size, shifts, group_in, group_out, out_channels, spec.out_size, strides,
                    chunk_rows, _source_table(spec, source_tiles * tile), _steps(source_tiles * tile, width), samples,
