@@ -112,6 +112,17 @@ each rule; the command after each rule reproduces them.
    second layer, U-Net's up-convolution gradients at 32 channels). From 64
    channels a group the two tie, from 128 im2col wins. ``numbaconv bench
    --layer audio1d,lenet_conv2 --algo im2col,polyphase`` (docs/decisions.md, PP2).
+2b. ``channels_last`` for the forward of the rest at a stride above 1 with more than one tap,
+   at least ``CHANNELS_LAST_STRIDED_MIN_OUTPUTS`` outputs a sample and at least
+   ``CHANNELS_LAST_STRIDED_MIN_PRODUCTS`` multiply-adds an input element (``K/g`` times the taps
+   over the stride's volume): im2col gathers its column matrix at the stride (a copy of the
+   input times the taps over the stride's volume), ``channels_last`` broadcasts each input
+   element straight from one channels-last copy of the input, its sums in registers (ResNet's
+   3x3/2, the video networks' 3x3x3/2, speech encoders' 3/2 on short inputs). On fewer outputs a
+   sample im2col's products win, on fewer products an input element its transpose costs more
+   than it saves (U-Net's 2x2/2 at 128 output channels). ``numbaconv
+   bench --network resnet50,r3d_18,wav2vec2 --algo channels_last,im2col --pass forward``
+   (docs/decisions.md, CL4).
 3. ``direct`` when ``P < DIRECT_PRODUCT_LIMIT`` (strided problems with few
    channels a group that ``blocked`` leaves: lanes mostly empty): with so few
    rows and columns the GEMM algorithms spend more on moving columns than on
@@ -152,6 +163,8 @@ STEM_MAX_CHANNELS = 4
 POLYPHASE_MIN_GROUP_OUTPUTS = 8
 POLYPHASE_MAX_GROUP_CHANNELS = 32
 CHANNELS_LAST_STEM_MIN_REDUCTION = 256
+CHANNELS_LAST_STRIDED_MIN_OUTPUTS = 192
+CHANNELS_LAST_STRIDED_MIN_PRODUCTS = 256
 BLOCKED_MIN_LANE_FILL = 0.75
 BLOCKED_MIN_KERNEL_SIDE = 19
 BLOCKED_SLIDING_WIDTHS = SLIDING_TAPS   # the kernel widths blocked's stride-1 rows slide over
@@ -275,6 +288,8 @@ def _auto_cpu(spec, runnable, pass_name):
         return "planar"
     if "polyphase" in runnable and _polyphase_narrow(spec, pass_name, product):
         return "polyphase"
+    if "channels_last" in runnable and product >= DIRECT_PRODUCT_LIMIT and _strided_forward(spec, pass_name, taps):
+        return "channels_last"
     if "im2col" in runnable and (product >= DIRECT_PRODUCT_LIMIT or "direct" not in runnable):
         return "im2col"
     return "direct"
@@ -322,6 +337,14 @@ def _polyphase_stem(spec, pass_name):
     stem = (spec.group_in_channels <= STEM_MAX_CHANNELS and spec.group_out_channels >= POLYPHASE_MIN_GROUP_OUTPUTS
             and math.prod(spec.kernel_size) > 1)
     return stem and (pass_name == "weight" or pass_name == "forward" and reduction < CHANNELS_LAST_STEM_MIN_REDUCTION)
+
+
+def _strided_forward(spec, pass_name, taps):
+    """Rule 2b of the module docstring: the forward of a strided layer with many outputs a sample
+    and many products an input element."""
+    return (pass_name == "forward" and max(spec.stride) > 1 and taps > 1
+            and math.prod(spec.out_size) >= CHANNELS_LAST_STRIDED_MIN_OUTPUTS
+            and spec.group_out_channels * taps >= CHANNELS_LAST_STRIDED_MIN_PRODUCTS * math.prod(spec.stride))
 
 
 def _polyphase_narrow(spec, pass_name, product):

@@ -131,7 +131,7 @@ def test_weight_gradient_in_chunks_of_rows_planes_and_pieces_of_rows(rng, monkey
     ((2, 3, 64, 64), (4, 3, 3, 3), dict(stride=2, padding=1), "im2col", "im2col"),           # 4 outputs
     ((2, 3, 64, 64), (32, 3, 1, 1), dict(stride=2), "polyphase", "polyphase"),               # one tap, strided
     ((2, 32, 4000), (64, 32, 9), dict(stride=2, padding=4), "polyphase", "polyphase"),       # 32 channels
-    ((2, 33, 4000), (64, 33, 9), dict(stride=2, padding=4), "im2col", "im2col"),             # 33 channels
+    ((2, 33, 4000), (64, 33, 9), dict(stride=2, padding=4), "channels_last", "im2col"),      # 33: rule 2b
     ((2, 16, 64, 64), (64, 16, 1, 1), dict(), "im2col", "im2col"),                           # pointwise
 ])
 def test_auto_gives_it_stems_and_narrow_layers(x_shape, w_shape, options, forward, weight):

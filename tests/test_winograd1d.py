@@ -63,11 +63,13 @@ def test_declines_what_it_cannot_run():
     ((4, 256, 500), (256, 256, 3), dict(padding=2, dilation=2), "winograd1d"),
     ((4, 64, 500), (64, 64, 3), dict(padding=1), "planar"),                        # too few channels
     ((4, 256, 500), (256, 64, 3), dict(padding=1, groups=4), "channels_last"),     # 64 a group: rule 0b
-    ((4, 512, 799), (512, 512, 3), dict(stride=2), "im2col"),       # three quarters of the products, 400 tiles
+    # three quarters of the products on 400 tiles; the forward by rule 2b (strided, many outputs)
+    ((4, 512, 799), (512, 512, 3), dict(stride=2), ("channels_last", "im2col", "im2col")),
     ((4, 512, 1599), (512, 512, 3), dict(stride=2), "winograd1d"),  # and 800 tiles
-    ((4, 256, 6399), (256, 256, 3), dict(stride=2), "im2col"),      # 3200 tiles, but 256 channels
+    ((4, 256, 6399), (256, 256, 3), dict(stride=2), ("channels_last", "im2col", "im2col")),   # 256 channels
 ])
 def test_auto_takes_it_for_wide_three_tap_layers(x_shape, w_shape, options, chosen):
+    """``chosen``: the algorithm of every pass, or of each (forward, input, weight)."""
     spec = _spec(x_shape, w_shape, **options)
-    for pass_name in ("forward", "input", "weight"):
-        assert dispatch.choose("cpu", "auto", spec, pass_name).__name__.rsplit(".", 1)[1] == chosen
+    for pass_name, expected in zip(("forward", "input", "weight"), (chosen,) * 3 if isinstance(chosen, str) else chosen):
+        assert dispatch.choose("cpu", "auto", spec, pass_name).__name__.rsplit(".", 1)[1] == expected

@@ -52,7 +52,7 @@ grids (and the gradients' channels-last output gradients), a panel per
 thread (forward), the packed weights; the weight gradient's float64 sums.
 
 Speed: ``numbaconv bench --suite networks --algo channels_last,auto``
-(docs/decisions.md, CL1): the forward at 150-170 GFLOP/s on 3x3 layers of
+(docs/decisions.md, CL1-CL4): the forward at 150-170 GFLOP/s on 3x3 layers of
 32-512 channels, the weight gradient at 30-100.
 """
 import functools
