@@ -9,7 +9,8 @@ import pytest
 from numbaconv import dispatch
 from numbaconv.accuracy import TOLERANCE
 from numbaconv.passes import PASSES
-from numbaconv.tools import bench, cli, suite
+from numbaconv.spec import ConvSpec
+from numbaconv.tools import bench, cli, compiletime, suite
 
 TINY = ["--layer", "batch1_16ch", "--budget", "0", "--repeats", "1"]
 
@@ -200,6 +201,14 @@ def test_bench_reports_tune_pick_and_workspace(capsys, tmp_path, monkeypatch):
     assert rows["cpu/tune"]["picked"] in dispatch.algorithms("cpu")
     assert rows["cpu/direct"]["workspace_mib"] == 0 and rows["cpu/im2col"]["workspace_mib"] > 0
     assert rows["cpu/reference"]["workspace_mib"] is None
+
+
+def test_compile_time_has_a_problem_for_every_cpu_algorithm():
+    for algo in dispatch.algorithms("cpu"):
+        problem = compiletime.probe(algo)
+        spec = ConvSpec.create(problem["x_shape"], problem["w_shape"], padding=problem["padding"],
+                               groups=problem["groups"])
+        assert dispatch.registry("cpu")[algo].supports(spec.as_3d()) is None
 
 
 def test_compile_time_of_one_kernel(capsys):

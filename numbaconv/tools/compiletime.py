@@ -39,7 +39,8 @@ from ..passes import pass_calls
 from ..spec import ConvSpec
 
 PROBLEMS = ({"x_shape": (2, 4, 8, 8), "w_shape": (4, 1, 3, 3), "padding": 1, "groups": 4},
-            {"x_shape": (2, 4, 4, 8, 8), "w_shape": (4, 1, 3, 3, 3), "padding": 1, "groups": 4})
+            {"x_shape": (2, 4, 4, 8, 8), "w_shape": (4, 1, 3, 3, 3), "padding": 1, "groups": 4},
+            {"x_shape": (2, 4, 16), "w_shape": (4, 4, 3), "padding": 1, "groups": 1})   # 1-d only: winograd1d
 _CHILD = """
 import json, sys, time
 started = time.perf_counter()
