@@ -119,8 +119,8 @@ each rule; the command after each rule reproduces them.
    input times the taps over the stride's volume), ``channels_last`` broadcasts each input
    element straight from one channels-last copy of the input, its sums in registers (ResNet's
    3x3/2, the video networks' 3x3x3/2, speech encoders' 3/2 on short inputs). On fewer outputs a
-   sample im2col's products win, on fewer products an input element its transpose costs more
-   than it saves (U-Net's 2x2/2 at 128 output channels). ``numbaconv
+   sample im2col's products win; on few products an input element its transpose would cost more
+   than it saves. ``numbaconv
    bench --network resnet50,r3d_18,wav2vec2 --algo channels_last,im2col --pass forward``
    (docs/decisions.md, CL4).
 3. ``direct`` when ``P < DIRECT_PRODUCT_LIMIT`` (strided problems with few
@@ -164,7 +164,7 @@ POLYPHASE_MIN_GROUP_OUTPUTS = 8
 POLYPHASE_MAX_GROUP_CHANNELS = 32
 CHANNELS_LAST_STEM_MIN_REDUCTION = 256
 CHANNELS_LAST_STRIDED_MIN_OUTPUTS = 192
-CHANNELS_LAST_STRIDED_MIN_PRODUCTS = 256
+CHANNELS_LAST_STRIDED_MIN_PRODUCTS = 128
 BLOCKED_MIN_LANE_FILL = 0.75
 BLOCKED_MIN_KERNEL_SIDE = 19
 BLOCKED_SLIDING_WIDTHS = SLIDING_TAPS   # the kernel widths blocked's stride-1 rows slide over
