@@ -36,16 +36,23 @@ each rule; the command after each rule reproduces them.
    all`` and the sweep in docs/decisions.md (F1).
 0b. Grouped layers (``groups > 1``, more than one input channel a group)
    with at most ``GROUPED_MAX_CHANNELS`` channels a group (input and output)
-   and kernels of more than one tap: ``planar`` at stride 1 on planes of at
-   least ``PLANAR_NARROW_GROUP_MIN_OUTPUTS`` outputs (its passes along whole
-   planes do a group's few channels without any copy to speak of), else
-   ``channels_last`` (output channels in SIMD lanes, a tile of outputs in
-   registers) where a group has at least ``CHANNELS_LAST_MIN_GROUP_CHANNELS``
-   channels (its lanes): the GEMM algorithms run one small product per
-   group, Winograd transforms each group's planes for few channels. 1x1
-   grouped layers stay with im2col (the transposes cost ``channels_last``
-   more than the products). ``numbaconv bench --network depthwise_grouped
-   --algo channels_last,planar,auto`` (docs/decisions.md, CL1).
+   and kernels of more than one tap: the forward and weight gradient with
+   at most ``POLYPHASE_GROUPED_MAX_CHANNELS`` input channels and at least
+   ``POLYPHASE_MIN_GROUP_OUTPUTS`` output channels a group go to
+   ``polyphase`` (vectors along output rows, a group's few input channels
+   read straight from its phase planes); else ``planar`` at stride 1 on
+   planes of at least ``PLANAR_NARROW_GROUP_MIN_OUTPUTS`` outputs (its
+   passes along whole planes do a group's few channels without any copy to
+   speak of), else ``channels_last`` (output channels in SIMD lanes, a tile
+   of outputs in registers) where a group has at least
+   ``CHANNELS_LAST_MIN_GROUP_CHANNELS`` channels (its lanes), except where a
+   group's products are large enough for im2col: the weight gradient from
+   ``GROUPED_GEMM_MIN_CHANNELS`` input channels a group, the input gradient
+   below ``CHANNELS_LAST_STRIDED_MIN_OUTPUTS`` outputs a sample. Elsewhere the
+   GEMM algorithms run one small product per group and Winograd transforms
+   each group's planes for few channels. 1x1 grouped layers stay with
+   im2col (the transposes cost ``channels_last`` more than the products).
+   ``python bench/grouped.py`` (docs/decisions.md, CL1, GR1).
 0c. ``polyphase`` for stems: at most ``STEM_MAX_CHANNELS`` input channels a
    group (an image's colours, audio's one channel), at least
    ``POLYPHASE_MIN_GROUP_OUTPUTS`` output channels a group (its blocks of
@@ -162,6 +169,8 @@ GROUPED_MAX_CHANNELS = 64
 STEM_MAX_CHANNELS = 4
 POLYPHASE_MIN_GROUP_OUTPUTS = 8
 POLYPHASE_MAX_GROUP_CHANNELS = 32
+POLYPHASE_GROUPED_MAX_CHANNELS = 8
+GROUPED_GEMM_MIN_CHANNELS = 32
 CHANNELS_LAST_STEM_MIN_REDUCTION = 256
 CHANNELS_LAST_STRIDED_MIN_OUTPUTS = 192
 CHANNELS_LAST_STRIDED_MIN_PRODUCTS = 128
@@ -271,7 +280,7 @@ def _auto_cpu(spec, runnable, pass_name):
             return choice
     if "fft" in runnable and spec.group_in_channels > 1 and _fft_pays(spec, pass_name):
         return "fft"
-    choice = _grouped_choice(spec, runnable)
+    choice = _grouped_choice(spec, runnable, pass_name)
     if choice is not None:
         return choice
     if "polyphase" in runnable and _polyphase_stem(spec, pass_name):
@@ -316,16 +325,25 @@ def _fft_pays(spec, pass_name):
     return spec.flops >= FFT_MIN_MODEL_RATE * cpu_fft.modelled_ns(spec, pass_name)
 
 
-def _grouped_choice(spec, runnable):
+def _grouped_choice(spec, runnable, pass_name):
     """Rule 0b of the module docstring: a grouped layer of a few channels a group; None where it
     does not apply."""
     taps = math.prod(spec.kernel_size)
     narrowest = min(spec.group_in_channels, spec.group_out_channels)
     grouped = (spec.groups > 1 and spec.group_in_channels > 1 and taps > 1
                and max(spec.group_in_channels, spec.group_out_channels) <= GROUPED_MAX_CHANNELS)
-    if grouped and "planar" in runnable and math.prod(spec.out_size) >= PLANAR_NARROW_GROUP_MIN_OUTPUTS:
+    if not grouped:
+        return None
+    if ("polyphase" in runnable and pass_name != "input" and spec.group_in_channels <= POLYPHASE_GROUPED_MAX_CHANNELS
+            and spec.group_out_channels >= POLYPHASE_MIN_GROUP_OUTPUTS):
+        return "polyphase"
+    if "planar" in runnable and math.prod(spec.out_size) >= PLANAR_NARROW_GROUP_MIN_OUTPUTS:
         return "planar"
-    if "channels_last" in runnable and grouped and narrowest >= CHANNELS_LAST_MIN_GROUP_CHANNELS:
+    gemm_shaped = (pass_name == "weight" and spec.group_in_channels >= GROUPED_GEMM_MIN_CHANNELS
+                   or pass_name == "input" and math.prod(spec.out_size) < CHANNELS_LAST_STRIDED_MIN_OUTPUTS)
+    if gemm_shaped and "im2col" in runnable:
+        return "im2col"
+    if "channels_last" in runnable and narrowest >= CHANNELS_LAST_MIN_GROUP_CHANNELS:
         return "channels_last"
     return None
 

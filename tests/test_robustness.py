@@ -446,13 +446,26 @@ def test_auto_thresholds_hold_at_their_boundaries():
     assert _auto((2, 24, 20, 20), (24, 1, 7, 7), padding=3, groups=24) == "blocked"              # 24 of 32 lanes
     assert _auto((2, 23, 20, 20), (23, 1, 7, 7), padding=3, groups=23) != "blocked"              # 23 of 32
     assert _auto((2, 1, 20, 20), (32, 1, 3, 3), padding=1) != "blocked"                          # groups = 1
-    # grouped layers of at most 64 channels a group: planar at stride 1 from 784 outputs a plane,
-    # else channels_last from 8 channels a group; 1x1 kernels and wider groups by the other rules
+    # grouped layers of at most 64 channels a group: the forward and weight gradient of at most 8
+    # input and at least 8 output channels a group by polyphase; else planar at stride 1 from 784
+    # outputs a plane, else channels_last from 8 channels a group, but im2col for the weight
+    # gradient from 32 input channels a group and the input gradient below 192 outputs a sample;
+    # 1x1 kernels and wider groups by the other rules
     assert dispatch.GROUPED_MAX_CHANNELS == 64 and dispatch.CHANNELS_LAST_MIN_GROUP_CHANNELS == 8
-    for pass_name in ("forward", "input", "weight"):
-        assert _auto((2, 64, 28, 28), (64, 8, 3, 3), pass_name, padding=1, groups=8) == "planar"         # 784
-        assert _auto((2, 64, 27, 28), (64, 8, 3, 3), pass_name, padding=1, groups=8) == "channels_last"  # 756
-        assert _auto((2, 64, 28, 28), (64, 8, 3, 3), pass_name, stride=2, padding=1, groups=8) == "channels_last"
+    assert dispatch.POLYPHASE_GROUPED_MAX_CHANNELS == 8 and dispatch.GROUPED_GEMM_MIN_CHANNELS == 32
+    for pass_name in ("forward", "weight"):
+        assert _auto((2, 64, 28, 28), (64, 8, 3, 3), pass_name, padding=1, groups=8) == "polyphase"
+        assert _auto((2, 64, 28, 28), (64, 8, 3, 3), pass_name, stride=2, padding=1, groups=8) == "polyphase"
+        assert _auto((2, 72, 28, 28), (72, 9, 3, 3), pass_name, padding=1, groups=8) == "planar"       # 9 a group
+        assert _auto((2, 72, 27, 28), (72, 9, 3, 3), pass_name, padding=1, groups=8) == "channels_last"  # 756
+        assert _auto((2, 64, 28, 28), (56, 8, 3, 3), pass_name, padding=1, groups=8) == "planar"       # 7 outputs
+    assert _auto((2, 64, 28, 28), (64, 8, 3, 3), "input", padding=1, groups=8) == "planar"             # 784
+    assert _auto((2, 64, 27, 28), (64, 8, 3, 3), "input", padding=1, groups=8) == "channels_last"      # 756
+    assert _auto((2, 64, 28, 28), (64, 8, 3, 3), "input", stride=2, padding=1, groups=8) == "channels_last"
+    assert _auto((2, 64, 12, 16), (64, 8, 3, 3), "input", padding=1, groups=8) == "channels_last"      # 192
+    assert _auto((2, 64, 11, 17), (64, 8, 3, 3), "input", padding=1, groups=8) == "im2col"             # 187
+    assert _auto((2, 128, 14, 14), (128, 32, 3, 3), "weight", padding=1, groups=4) == "im2col"         # 32 a group
+    assert _auto((2, 124, 14, 14), (124, 31, 3, 3), "weight", padding=1, groups=4) == "channels_last"  # 31
     assert _auto((2, 64, 14, 14), (64, 64, 3, 3), padding=1, groups=1) != "channels_last"              # dense
     assert _auto((2, 56, 14, 14), (56, 7, 3, 3), padding=1, groups=8) != "channels_last"               # 7 a group
     assert _auto((2, 130, 14, 14), (130, 65, 3, 3), padding=1, groups=2) != "channels_last"            # 65 a group

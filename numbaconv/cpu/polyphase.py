@@ -191,6 +191,21 @@ def _forward_vectors(thread, threads, phases, group_planes, packed, taps, vector
                                  (g * blocks + block) * tap_count * rows, tap_count)
 
 
+@njit(cache=True)
+def _pack_weights(thread, threads, w, packed):
+    """``packed[g, b, t, i] = w[g, min(b I + i, K/g - 1), t]`` for ``w`` (groups, K/g, taps) and
+    ``packed`` (groups, blocks, taps, I); items: (group, block)."""
+    group_out, taps = w.shape[1], w.shape[2]
+    blocks, rows = packed.shape[1], packed.shape[3]
+    first, stop = share(w.shape[0] * blocks, thread, threads)
+    for item in range(first, stop):
+        g, block = item // blocks, item % blocks
+        for i in range(rows):
+            channel = w[g, min(block * rows + i, group_out - 1)]
+            for t in range(taps):
+                packed[g, block, t, i] = channel[t]
+
+
 def _packed_weights(spec, w):
     """``(groups, blocks, taps, I)`` in scratch: each block of ``I`` output channels of a group, tap
     by tap, the group's last block filled up with its last channel."""
@@ -198,9 +213,7 @@ def _packed_weights(spec, w):
     blocks = -(-spec.group_out_channels // rows)
     packed = workspace.borrow("polyphase_weights", spec.groups * blocks * taps * rows, w.dtype)
     packed = packed.reshape(spec.groups, blocks, taps, rows)
-    per_group = w.reshape(spec.groups, spec.group_out_channels, taps)
-    channels = np.minimum(np.arange(blocks * rows), spec.group_out_channels - 1)
-    packed[...] = per_group[:, channels].reshape(spec.groups, blocks, rows, taps).transpose(0, 1, 3, 2)
+    on_threads(_pack_weights, thread_count(), w.reshape(spec.groups, spec.group_out_channels, taps), packed)
     return packed
 
 
