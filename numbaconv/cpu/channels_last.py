@@ -340,14 +340,14 @@ def _weight_tiles(thread, threads, grid, grid_stride, lanes_in, lanes_stride, gr
     out_d, out_h, out_w = out_size
     plane_step, row_step, column_step = strides
     items = groups * blocks * tap_items * source_tiles
-    no_offset = np.zeros(1, np.int64)   # the innermost loop, one step: the outputs are the outer ones
+    columns = np.arange(out_w) * column_step   # the innermost loop runs along an output row
     partial = np.empty(tile * width, lanes_in.dtype)
     first, stop = share(items, thread, threads)
     for n in range(samples):
         for od in range(out_d):
             for oh in range(0, out_h, chunk_rows):
                 rows = min(chunk_rows, out_h - oh)
-                loops = (rows, row_step, out_w * out_channels, out_w, column_step, out_channels, 1, 0, 0, 1, 0)
+                loops = (1, 0, 0, 1, 0, 0, rows, row_step, out_w * out_channels, out_w, out_channels)
                 chunk_a = n * grid_stride + od * plane_step + oh * row_step
                 chunk_b = n * lanes_stride + (od * out_h + oh) * out_w * out_channels
                 for item in range(first, stop):
@@ -358,7 +358,7 @@ def _weight_tiles(thread, threads, grid, grid_stride, lanes_in, lanes_stride, gr
                     b_at = chunk_b + g * group_out + block % blocks * width
                     first_source = source_tile * tile   # picks both tables' rows: partial's from 0
                     _tile_sums(width, partial, -first_source * width, source_rows, grid, a_at, source_table,
-                               first_source, lanes_in, b_at, loops, no_offset)
+                               first_source, lanes_in, b_at, loops, columns)
                     total = sums[item]
                     for i in range(partial.size):
                         total[i] += partial[i]
