@@ -119,16 +119,17 @@ each rule; the command after each rule reproduces them.
    second layer, U-Net's up-convolution gradients at 32 channels). From 64
    channels a group the two tie, from 128 im2col wins. ``numbaconv bench
    --layer audio1d,lenet_conv2 --algo im2col,polyphase`` (docs/decisions.md, PP2).
-2b. ``channels_last`` for the forward of the rest at a stride above 1 with more than one tap,
-   at least ``CHANNELS_LAST_STRIDED_MIN_OUTPUTS`` outputs a sample and at least
-   ``CHANNELS_LAST_STRIDED_MIN_PRODUCTS`` multiply-adds an input element (``K/g`` times the taps
-   over the stride's volume): im2col gathers its column matrix at the stride (a copy of the
-   input times the taps over the stride's volume), ``channels_last`` broadcasts each input
-   element straight from one channels-last copy of the input, its sums in registers (ResNet's
-   3x3/2, the video networks' 3x3x3/2, speech encoders' 3/2 on short inputs). On fewer outputs a
-   sample im2col's products win; on few products an input element its transpose would cost more
-   than it saves. ``numbaconv
-   bench --network resnet50,r3d_18,wav2vec2 --algo channels_last,im2col --pass forward``
+2b. ``channels_last`` for the forward of the rest at a stride above 1 whose windows overlap
+   (more taps than the stride's volume), with at least ``CHANNELS_LAST_STRIDED_MIN_OUTPUTS``
+   outputs a sample and at least ``CHANNELS_LAST_STRIDED_MIN_PRODUCTS`` multiply-adds an input
+   element (``K/g`` times the taps over the stride's volume): im2col gathers its column matrix
+   at the stride, the input copied once for every tap over the stride's volume, where
+   ``channels_last`` copies the input once, channels-last, and broadcasts each element from there
+   into sums held in registers (ResNet's 3x3/2, the video networks' 3x3x3/2, speech encoders'
+   3/2 on short inputs). Where windows do not overlap (2x2/2, patch embeddings) im2col's columns
+   are one copy too, and its products win; so they do on fewer outputs a sample, and its
+   transpose would cost more than it saves on few products an input element. ``numbaconv
+   bench --network resnet50,r3d_18,wav2vec2,unet --algo channels_last,im2col --pass forward,input``
    (docs/decisions.md, CL4).
 3. ``direct`` when ``P < DIRECT_PRODUCT_LIMIT`` (strided problems with few
    channels a group that ``blocked`` leaves: lanes mostly empty): with so few
@@ -173,7 +174,7 @@ POLYPHASE_GROUPED_MAX_CHANNELS = 8
 GROUPED_GEMM_MIN_CHANNELS = 32
 CHANNELS_LAST_STEM_MIN_REDUCTION = 256
 CHANNELS_LAST_STRIDED_MIN_OUTPUTS = 192
-CHANNELS_LAST_STRIDED_MIN_PRODUCTS = 128
+CHANNELS_LAST_STRIDED_MIN_PRODUCTS = 256
 BLOCKED_MIN_LANE_FILL = 0.75
 BLOCKED_MIN_KERNEL_SIDE = 19
 BLOCKED_SLIDING_WIDTHS = SLIDING_TAPS   # the kernel widths blocked's stride-1 rows slide over
@@ -358,11 +359,12 @@ def _polyphase_stem(spec, pass_name):
 
 
 def _strided_forward(spec, pass_name, taps):
-    """Rule 2b of the module docstring: the forward of a strided layer with many outputs a sample
-    and many products an input element."""
-    return (pass_name == "forward" and max(spec.stride) > 1 and taps > 1
+    """Rule 2b of the module docstring: the forward of a strided layer of overlapping windows with
+    many outputs a sample and many products an input element."""
+    stride_volume = math.prod(spec.stride)
+    return (pass_name == "forward" and stride_volume > 1 and taps > stride_volume
             and math.prod(spec.out_size) >= CHANNELS_LAST_STRIDED_MIN_OUTPUTS
-            and spec.group_out_channels * taps >= CHANNELS_LAST_STRIDED_MIN_PRODUCTS * math.prod(spec.stride))
+            and spec.group_out_channels * taps >= CHANNELS_LAST_STRIDED_MIN_PRODUCTS * stride_volume)
 
 
 def _polyphase_narrow(spec, pass_name, product):

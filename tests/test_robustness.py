@@ -470,6 +470,16 @@ def test_auto_thresholds_hold_at_their_boundaries():
     assert _auto((2, 56, 14, 14), (56, 7, 3, 3), padding=1, groups=8) != "channels_last"               # 7 a group
     assert _auto((2, 130, 14, 14), (130, 65, 3, 3), padding=1, groups=2) != "channels_last"            # 65 a group
     assert _auto((2, 64, 14, 14), (64, 16, 1, 1), groups=4) == "im2col"                                # 1x1
+    # rule 2b: the forward of strided layers of overlapping windows with at least 192 outputs a
+    # sample and 256 products an input element by channels_last, the gradients by the other rules
+    assert dispatch.CHANNELS_LAST_STRIDED_MIN_OUTPUTS == 192 and dispatch.CHANNELS_LAST_STRIDED_MIN_PRODUCTS == 256
+    strided = dict(stride=2, padding=1)
+    assert _auto((1, 64, 32, 32), (114, 64, 3, 3), **strided) == "channels_last"         # 256.5 products, 256 outputs
+    assert _auto((1, 64, 32, 32), (113, 64, 3, 3), **strided) == "im2col"                # 254.25
+    assert _auto((1, 64, 26, 28), (128, 64, 3, 3), **strided) == "im2col"                # 13 x 14 = 182 outputs
+    assert _auto((1, 64, 32, 32), (256, 64, 2, 2), stride=2) == "im2col"                 # windows do not overlap
+    assert _auto((1, 64, 32, 32), (128, 64, 3, 3), "input", **strided) != "channels_last"
+    assert _auto((1, 64, 32, 32), (128, 64, 3, 3), "weight", **strided) != "channels_last"
     # dense strided layers go by the other rules in every pass (im2col's input gradient shares out
     # input channels at a batch of one, I6)
     for pass_name in ("forward", "input", "weight"):
