@@ -5,7 +5,13 @@ groups) * prod(kernel)`` the size of each group's matrix product (its rows
 times its reduction). docs/decisions.md (D1-D9) holds the measurements behind
 each rule; the command after each rule reproduces them.
 
-0. Depthwise problems (one input channel per group, ``groups > 1``): the
+0. Depthwise problems (one input channel per group, ``groups > 1``): on
+   hosts with 512-bit vectors (AVX-512), every pass of ``depthwise``'s
+   problems (3x3, stride 1, "same" padding) on planes of at least
+   ``DEPTHWISE_WIDE_MIN_PLANE_OUTPUTS`` outputs goes to ``depthwise``: its
+   loops along whole rows of the planes, which LLVM vectorises to the
+   host's width, beat the 256-bit pieces of ``blocked``'s rows and
+   ``planar``'s copies there (on AVX2 hosts they did not). Else the
    forward and input gradient go to ``blocked`` (SIMD lanes across
    channels) where its 16-lane blocks are at least ``BLOCKED_MIN_LANE_FILL``
    full (the output channels', or for the input gradient the input
@@ -157,7 +163,7 @@ import functools
 import math
 
 from .cpu import workspace
-from .cpu.simd import SLIDING_TAPS
+from .cpu.simd import SLIDING_TAPS, VECTOR_BYTES
 from .cpu import blocked as cpu_blocked, channels_last as cpu_channels_last, depth_taps as cpu_depth_taps, depthwise as cpu_depthwise, direct as cpu_direct, fft as cpu_fft, im2col as cpu_im2col, planar as cpu_planar, polyphase as cpu_polyphase, winograd as cpu_winograd, winograd1d as cpu_winograd1d
 from .devices import cuda_usable
 
@@ -176,6 +182,7 @@ CHANNELS_LAST_STEM_MIN_REDUCTION = 256
 CHANNELS_LAST_STRIDED_MIN_OUTPUTS = 192
 CHANNELS_LAST_STRIDED_MIN_PRODUCTS = 256
 BLOCKED_MIN_LANE_FILL = 0.75
+DEPTHWISE_WIDE_MIN_PLANE_OUTPUTS = 196
 BLOCKED_MIN_KERNEL_SIDE = 19
 BLOCKED_SLIDING_WIDTHS = SLIDING_TAPS   # the kernel widths blocked's stride-1 rows slide over
 PLANAR_NARROW_GROUP_MIN_OUTPUTS = 784
@@ -307,6 +314,9 @@ def _auto_cpu(spec, runnable, pass_name):
 
 def _depthwise_choice(spec, runnable, pass_name):
     """Rule 0 of the module docstring, or None where no depthwise algorithm takes the problem."""
+    if ("depthwise" in runnable and VECTOR_BYTES == 64
+            and math.prod(spec.out_size) >= DEPTHWISE_WIDE_MIN_PLANE_OUTPUTS):
+        return "depthwise"
     lanes_full = cpu_blocked.lane_fill(spec.in_channels if pass_name == "input" else spec.out_channels)
     blocked_fits = "blocked" in runnable and lanes_full >= BLOCKED_MIN_LANE_FILL
     flat, unit_steps = spec.kernel_size[0] == 1, spec.stride == (1, 1, 1) and spec.dilation == (1, 1, 1)

@@ -407,6 +407,28 @@ def _auto(x_shape, w_shape, pass_name="forward", **options):
     return dispatch.choose("cpu", "auto", spec, pass_name).__name__.rsplit(".", 1)[1]
 
 
+@pytest.mark.parametrize("vector_bytes", [32, 64])
+def test_auto_takes_depthwise_on_wide_vectors(monkeypatch, vector_bytes):
+    """depthwise's problems (3x3, stride 1, "same" padding) from 196 outputs a plane go to depthwise on
+    hosts with 512-bit vectors, in every pass; on others, and below 196, the other depthwise rules."""
+    monkeypatch.setattr(dispatch, "VECTOR_BYTES", vector_bytes)
+    caches = (dispatch._choose, dispatch._choose_as_reference)   # remembered picks of the host's width
+    for cache in caches:
+        cache.cache_clear()
+    try:
+        assert dispatch.DEPTHWISE_WIDE_MIN_PLANE_OUTPUTS == 196
+        for pass_name in ("forward", "input", "weight"):
+            wide = "depthwise" if vector_bytes == 64 else "blocked"
+            assert _auto((2, 16, 14, 14), (16, 1, 3, 3), pass_name, padding=1, groups=16) == wide         # 196
+            assert _auto((2, 16, 28, 28), (32, 1, 3, 3), pass_name, padding=2, dilation=2, groups=16) == (
+                "depthwise" if vector_bytes == 64 else "planar")                                          # 784
+            assert _auto((2, 16, 13, 15), (16, 1, 3, 3), pass_name, padding=1, groups=16) == "blocked"    # 195
+            assert _auto((2, 16, 16, 16), (16, 1, 3, 3), pass_name, padding=0, groups=16) == "blocked"    # not "same"
+    finally:
+        for cache in caches:
+            cache.cache_clear()
+
+
 def test_auto_thresholds_hold_at_their_boundaries():
     """Each rule of numbaconv.dispatch at its threshold and one step below it."""
     # planar's plane rule from P = 4096 on: 8x16 = 128 outputs a plane take planar, 127 do not
@@ -420,14 +442,15 @@ def test_auto_thresholds_hold_at_their_boundaries():
     assert dispatch.PLANAR_PRODUCT_LIMIT == 32768
     assert _auto((1, 64, 20, 20), (56, 64, 3, 3), stride=1, padding=0, dilation=2) == "planar"    # P = 32256
     assert _auto((1, 64, 20, 20), (57, 64, 3, 3), dilation=2) == "im2col"          # P = 32832 >= 32768
-    # depthwise problems: blocked (from 3/4 full lanes) for the forward and input gradient of 5- and
-    # 7-wide kernels at stride 1 and of kernels from 19x19 on; else planar at stride 1 from 784
-    # outputs a plane; else blocked, else depthwise
+    # depthwise problems (those depthwise does not run, or below its 196 outputs a plane; the rule
+    # for it: test_auto_takes_depthwise_on_wide_vectors): blocked (from 3/4 full lanes) for the
+    # forward and input gradient of 5- and 7-wide kernels at stride 1 and of kernels from 19x19 on;
+    # else planar at stride 1 from 784 outputs a plane; else blocked, else depthwise
     assert dispatch.PLANAR_NARROW_GROUP_MIN_OUTPUTS == 784 and dispatch.BLOCKED_MIN_LANE_FILL == 0.75
     assert dispatch.BLOCKED_SLIDING_WIDTHS == (5, 7) and dispatch.BLOCKED_MIN_KERNEL_SIDE == 19
     for pass_name in ("forward", "input", "weight"):
-        assert _auto((2, 16, 28, 28), (16, 1, 3, 3), pass_name, padding=1, groups=16) == "planar"    # 784
-        assert _auto((2, 16, 28, 27), (16, 1, 3, 3), pass_name, padding=1, groups=16) == "blocked"   # 756
+        assert _auto((2, 16, 30, 30), (16, 1, 3, 3), pass_name, groups=16) == "planar"               # 784
+        assert _auto((2, 16, 30, 29), (16, 1, 3, 3), pass_name, groups=16) == "blocked"              # 756
         assert _auto((2, 16, 8, 15), (16, 1, 3, 3), pass_name, padding=1, groups=16) == "blocked"    # 8x15 = 120
     assert _auto((2, 8, 28, 27), (8, 1, 3, 3), padding=1, groups=8) == "depthwise"               # 8 of 16 lanes
     assert _auto((2, 16, 64, 64), (16, 1, 3, 3), stride=2, padding=1, groups=16) == "blocked"    # not planar's

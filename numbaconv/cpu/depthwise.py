@@ -37,9 +37,10 @@ operands and writes its result once (``x`` and ``y``; ``grad_y`` and
 rows stay in L1 between reads.
 Workspace: one plane with margins per thread and the input gradient's
 rotated weights (``9 K``).
-Speed: ``numbaconv bench --layer depthwise3x3_256 --algo depthwise,planar``
-against planar and PyTorch; on small planes (7x7) the loop runs mostly in
-its scalar remainder. docs/decisions.md (DW1) has the measurements and the
+Speed: ``python bench/depthwise_kernels.py --kernels 3`` against planar, blocked
+and PyTorch: on AVX-512 hosts the fastest in every pass from 14x14 planes up
+(docs/decisions.md, D2); on small planes (7x7) the loop runs mostly in its
+scalar remainder. docs/decisions.md (DW1) has the measurements and the
 variants that lost (bands with the edges summed apart, selecting each tap's
 input, a weight gradient one tap row a pass).
 """
