@@ -147,7 +147,7 @@ def _lanes_to_planes(src, table, src_at, size, dst, lane_offsets, count):
 @njit(inline="always", cache=True)
 def _slide(out, out_at, weights, weights_at, grid, grid_at, grid_row, k_h, k_w, eight):
     """One group of outputs of a stride-1 row, eight (``eight``; 3- or 5-wide kernels) or four (5- or
-    7-wide), by the ``simd.sliding_sums_*`` of its kernel width, a 256-bit piece of the lanes a call:
+    7-wide), by the ``simd.sliding_sums_*`` of its kernel width, a register's piece of the lanes a call:
     ``out[out_at + r LANES:+LANES] += sum over taps (th, tw) of weights[weights_at + (th KW + tw)
     LANES:+LANES] * grid[grid_at + th grid_row + (r + tw) LANES:+LANES]``."""
     for lane in range(0, LANES, SLIDING_BYTES // out.itemsize):

@@ -14,9 +14,10 @@ caller keeps every ``LANES``-long slice inside its array.
   (one load and store of ``out`` per output and call, each ``a`` vector
   loaded once for all the outputs);
 - ``sliding_sums_5``, ``sliding_sums_7`` (:func:`_sliding_sums`): add_product_sums_4's
-  stride-1 case for kernels 5 or 7 wide, on 256-bit vectors (a piece of
-  the lanes a call): the kernel row's weight vectors stay in registers and
-  each input vector is loaded once for the four outputs it reaches, so a
+  stride-1 case for kernels 5 or 7 wide, on vectors of one register
+  (``SLIDING_BYTES``: all 16 lanes a call with AVX-512, half with AVX2):
+  the kernel row's weight vectors stay in registers and each input vector
+  is loaded once for the four outputs it reaches, so a
   row costs ``4 + KW - 1`` input loads for ``4 KW`` multiply-adds, where
   add_product_sums_4 loads ``5 KW`` vectors; ``sliding_sums_3x8`` and
   ``sliding_sums_5x8`` the same for 3- and 5-wide kernels on
@@ -37,6 +38,10 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 LANES = 16
+# The widest vector register the host has (AVX-512: 64 bytes, 32 registers; AVX2: 32 bytes, 16),
+# for the intrinsics whose vectors are one register each (the sliding and row intrinsics).
+_AVX512 = bool(binding.get_host_cpu_features().get("avx512f", False))
+VECTOR_BYTES = 64 if _AVX512 else 32
 
 
 def _float_arrays(*array_types):
@@ -116,7 +121,9 @@ add_product_sums_4 = _product_sums(REGISTER_OUTPUTS)
 
 # Kernel widths of the sliding_sums intrinsics: each holds a kernel row's weight vectors in registers.
 SLIDING_TAPS = (5, 7)
-SLIDING_BYTES = 32   # the width of their vectors: one 256-bit register
+# The width of their vectors: one register (their weights, sums and input vector take 12-14 of
+# them: of AVX2's 16, of AVX-512's 32).
+SLIDING_BYTES = VECTOR_BYTES
 
 
 def _sliding_sums(taps, outputs=REGISTER_OUTPUTS):
@@ -321,12 +328,8 @@ def transpose_lanes(typingctx, dst, dst_offsets, dst_at, src, src_offsets, src_a
     return types.none(dst, dst_offsets, dst_at, src, src_offsets, src_at), codegen
 
 
-# The widest vector register the host has (AVX-512: 64 bytes, 32 registers; AVX2: 32 bytes, 16),
-# for the register tiles of the row intrinsics below, whose vectors are one register each.
-_AVX512 = bool(binding.get_host_cpu_features().get("avx512f", False))
-VECTOR_BYTES = 64 if _AVX512 else 32
-# Their tiles, (rows of accumulators, accumulators a row): about two thirds of the registers hold
-# sums, the rest the operands of one step.
+# The row intrinsics' register tiles, (rows of accumulators, accumulators a row), each a vector of
+# VECTOR_BYTES: about two thirds of the registers hold sums, the rest the operands of one step.
 ROW_TILE = (4, 5) if _AVX512 else (2, 4)
 
 
