@@ -13,10 +13,10 @@ padding, and small planes pay no per-plane loop overhead: the way oneDNN and
 XNNPACK run depthwise layers.
 
 - forward: the input is copied into a zero-bordered grid, and each group
-  of four outputs sums a kernel row's taps in registers (at stride and
-  dilation 1, rows 5 or 7 wide also hold their weights in registers and
-  load each input once for the four outputs), then the outputs go back to
-  their ``LANES`` planes;
+  of four outputs sums a kernel row's taps in registers (at dilation 1,
+  rows 5 or 7 wide at stride 1 and 3, 5 or 7 wide at stride 2 also hold
+  their weights in registers and load each input once for the outputs it
+  reaches), then the outputs go back to their ``LANES`` planes;
 - input gradient: at stride 1 the forward's correlation of ``grad_y`` with
   the kernel turned 180 degrees (lanes across input channels); at other
   strides each output gradient's products are scattered into a
@@ -51,8 +51,9 @@ from numba import njit
 
 from . import workspace
 from .common import input_correlation, rotated_weights
-from .simd import (LANES, REGISTER_OUTPUTS, SLIDING_BYTES, add_product_sums, add_product_sums_4, WIDE_SLIDING_OUTPUTS,
-                   sliding_sums_3x8, sliding_sums_5, sliding_sums_5x8, sliding_sums_7, transpose_lanes)
+from .simd import (HALVING_TAPS, LANES, REGISTER_OUTPUTS, SLIDING_BYTES, add_product_sums, add_product_sums_4,
+                   WIDE_SLIDING_OUTPUTS, halving_sums_3, halving_sums_5, halving_sums_7, sliding_sums_3x8,
+                   sliding_sums_5, sliding_sums_5x8, sliding_sums_7, transpose_lanes)
 from .threads import most_threads, on_threads, share, thread_count
 
 CACHE_LINE = 64   # bytes
@@ -145,14 +146,21 @@ def _lanes_to_planes(src, table, src_at, size, dst, lane_offsets, count):
 
 
 @njit(inline="always", cache=True)
-def _slide(out, out_at, weights, weights_at, grid, grid_at, grid_row, k_h, k_w, eight):
-    """One group of outputs of a stride-1 row, eight (``eight``; 3- or 5-wide kernels) or four (5- or
-    7-wide), by the ``simd.sliding_sums_*`` of its kernel width, a register's piece of the lanes a call:
+def _slide(out, out_at, weights, weights_at, grid, grid_at, grid_row, k_h, k_w, eight, halving):
+    """One group of outputs of a row with dilation 1 by the ``simd`` sliding intrinsic of its kernel
+    width, a register's piece of the lanes a call: at stride 1 eight outputs (``eight``; 3- or
+    5-wide kernels) or four (5- or 7-wide), at stride 2 (``halving``; 3-, 5- or 7-wide) four:
     ``out[out_at + r LANES:+LANES] += sum over taps (th, tw) of weights[weights_at + (th KW + tw)
-    LANES:+LANES] * grid[grid_at + th grid_row + (r + tw) LANES:+LANES]``."""
+    LANES:+LANES] * grid[grid_at + th grid_row + (r s + tw) LANES:+LANES]``."""
     for lane in range(0, LANES, SLIDING_BYTES // out.itemsize):
         at, weights_from, grid_from = out_at + lane, weights_at + lane, grid_at + lane
-        if eight and k_w == 3:
+        if halving and k_w == 3:
+            halving_sums_3(out, at, weights, weights_from, grid, grid_from, grid_row, k_h)
+        elif halving and k_w == 5:
+            halving_sums_5(out, at, weights, weights_from, grid, grid_from, grid_row, k_h)
+        elif halving:
+            halving_sums_7(out, at, weights, weights_from, grid, grid_from, grid_row, k_h)
+        elif eight and k_w == 3:
             sliding_sums_3x8(out, at, weights, weights_from, grid, grid_from, grid_row, k_h)
         elif eight:
             sliding_sums_5x8(out, at, weights, weights_from, grid, grid_from, grid_row, k_h)
@@ -167,21 +175,23 @@ def _correlate_row(out, out_at, weights, weights_at, grid, grid_at, grid_row, ou
     """``out[out_at + ow LANES:+LANES] += sum over taps (th, tw) of weights[weights_at + (th KW + tw)
     LANES:+LANES] * grid[grid_at + th grid_row + (ow stride + tw dilation) LANES:+LANES]`` for ``ow
     < out_w``: a kernel plane ``(KH, KW) = (k_h, k_w)`` on one output row, REGISTER_OUTPUTS outputs a
-    call. At stride and dilation 1 with kernels 3, 5 or 7 wide, ``simd.sliding_sums_*`` keep a
-    kernel row's weights in registers and load each input vector once for the outputs it reaches
-    (:func:`_slide`: eight outputs a call for 3- and 5-wide rows, then four for 5- and 7-wide
-    ones); otherwise, and for the outputs left over, ``add_product_sums_4`` loads each weight
-    vector once for four outputs."""
+    call. At dilation 1 with kernels 3, 5 or 7 wide, ``simd``'s sliding intrinsics keep a kernel
+    row's weights in registers and load each input vector once for the outputs it reaches
+    (:func:`_slide`: at stride 1 eight outputs a call for 3- and 5-wide rows, then four for 5- and
+    7-wide ones; at stride 2 four); otherwise, and for the outputs left over,
+    ``add_product_sums_4`` loads each weight vector once for four outputs."""
     unit_steps = stride == 1 and dilation == 1
+    halving = stride == 2 and dilation == 1 and k_w in HALVING_TAPS
     eights = out_w - out_w % WIDE_SLIDING_OUTPUTS if unit_steps and (k_w == 3 or k_w == 5) else 0
     for ow in range(0, eights, WIDE_SLIDING_OUTPUTS):
-        _slide(out, out_at + ow * LANES, weights, weights_at, grid, grid_at + ow * LANES, grid_row, k_h, k_w, True)
+        _slide(out, out_at + ow * LANES, weights, weights_at, grid, grid_at + ow * LANES, grid_row, k_h, k_w, True,
+               False)
     full = eights + (out_w - eights) // REGISTER_OUTPUTS * REGISTER_OUTPUTS
     sliding = unit_steps and (k_w == 5 or k_w == 7)
     for ow in range(eights, full, REGISTER_OUTPUTS):
-        if sliding:
-            _slide(out, out_at + ow * LANES, weights, weights_at, grid, grid_at + ow * LANES, grid_row, k_h, k_w,
-                   False)
+        if sliding or halving:
+            _slide(out, out_at + ow * LANES, weights, weights_at, grid, grid_at + ow * stride * LANES, grid_row, k_h,
+                   k_w, False, halving)
         else:
             add_product_sums_4(out, out_at + ow * LANES, LANES, weights, weights_at, LANES, k_w * LANES,
                                grid, grid_at + ow * stride * LANES, dilation * LANES, grid_row, stride * LANES,

@@ -22,6 +22,8 @@ caller keeps every ``LANES``-long slice inside its array.
   add_product_sums_4 loads ``5 KW`` vectors; ``sliding_sums_3x8`` and
   ``sliding_sums_5x8`` the same for 3- and 5-wide kernels on
   ``WIDE_SLIDING_OUTPUTS = 8`` outputs (twelve and fourteen registers);
+  ``halving_sums_3``, ``_5``, ``_7`` at stride 2, four outputs reading
+  ``6 + KW`` input vectors;
 - :func:`broadcast_sums`: ``out[o_r:o_r+W] (+)= sum of a[...] * b[...:+W]`` for a tile of
   outputs ``r``, each ``a`` element broadcast to all ``W`` lanes (an input element times a
   vector of output channels' weights), the tile's sums held in registers over four nested
@@ -126,9 +128,11 @@ SLIDING_TAPS = (5, 7)
 SLIDING_BYTES = VECTOR_BYTES
 
 
-def _sliding_sums(taps, outputs=REGISTER_OUTPUTS):
-    """The intrinsic ``sliding_sums[taps]``: :func:`add_product_sums_4`'s stride-1 case for
-    kernels ``taps`` wide, on vectors of ``SLIDING_BYTES``, for ``outputs`` outputs a call."""
+def _sliding_sums(taps, outputs=REGISTER_OUTPUTS, stride=1):
+    """The intrinsic ``sliding_sums[taps]``: :func:`add_product_sums_4`'s case of ``stride`` (1 or
+    2) and dilation 1 for kernels ``taps`` wide, on vectors of ``SLIDING_BYTES``, for ``outputs``
+    outputs a call: input vector ``p`` of a row (``(outputs - 1) stride + taps`` of them) feeds
+    output ``r`` through tap ``p - r stride``."""
 
     @intrinsic
     def sliding_sums(typingctx, out, out_at, weights, weights_at, grid, grid_at, grid_row, rows):
@@ -150,11 +154,12 @@ def _sliding_sums(taps, outputs=REGISTER_OUTPUTS):
                 kernel_row = [weight_lanes.load(builder.add(weights_row, constant(t * LANES)), width)
                               for t in range(taps)]
                 sums = [builder.load(slot) for slot in slots]
-                for position in range(outputs + taps - 1):   # each input vector loaded once
+                for position in range((outputs - 1) * stride + taps):   # each input vector loaded once
                     value = grid_lanes.load(builder.add(grid_start, constant(position * LANES)), width)
-                    for r in range(max(0, position - taps + 1), min(outputs, position + 1)):
-                        product = builder.fmul(kernel_row[position - r], value, flags=("contract",))
-                        sums[r] = builder.fadd(sums[r], product, flags=("contract",))
+                    for r in range(outputs):
+                        if 0 <= position - r * stride < taps:
+                            product = builder.fmul(kernel_row[position - r * stride], value, flags=("contract",))
+                            sums[r] = builder.fadd(sums[r], product, flags=("contract",))
                 for slot, total in zip(slots, sums):
                     builder.store(total, slot)
             for r, slot in enumerate(slots):
@@ -169,6 +174,10 @@ def _sliding_sums(taps, outputs=REGISTER_OUTPUTS):
 
 
 sliding_sums_5, sliding_sums_7 = (_sliding_sums(taps) for taps in SLIDING_TAPS)
+# Kernel widths whose rows slide at stride 2 (four outputs a call: EfficientNet's 5x5/2 and
+# MobileNet's 3x3/2 depthwise layers).
+HALVING_TAPS = (3, 5, 7)
+halving_sums_3, halving_sums_5, halving_sums_7 = (_sliding_sums(taps, stride=2) for taps in HALVING_TAPS)
 WIDE_SLIDING_OUTPUTS = 8   # outputs a call of the rows narrow enough to hold eight sums beside their weights
 sliding_sums_3x8, sliding_sums_5x8 = (_sliding_sums(taps, WIDE_SLIDING_OUTPUTS) for taps in (3, 5))
 
