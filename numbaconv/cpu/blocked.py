@@ -14,9 +14,9 @@ XNNPACK run depthwise layers.
 
 - forward: the input is copied into a zero-bordered grid, and each group
   of four outputs sums a kernel row's taps in registers (at dilation 1,
-  rows 5 or 7 wide at stride 1 and 3, 5 or 7 wide at stride 2 also hold
-  their weights in registers and load each input once for the outputs it
-  reaches), then the outputs go back to their ``LANES`` planes;
+  rows 3, 5 or 7 wide at stride 1 or 2 also hold their weights in
+  registers and load each input once for the outputs it reaches), then
+  the outputs go back to their ``LANES`` planes;
 - input gradient: at stride 1 the forward's correlation of ``grad_y`` with
   the kernel turned 180 degrees (lanes across input channels); at other
   strides each output gradient's products are scattered into a
@@ -52,8 +52,8 @@ from numba import njit
 from . import workspace
 from .common import input_correlation, rotated_weights
 from .simd import (HALVING_TAPS, LANES, REGISTER_OUTPUTS, SLIDING_BYTES, add_product_sums, add_product_sums_4,
-                   WIDE_SLIDING_OUTPUTS, halving_sums_3, halving_sums_5, halving_sums_7, sliding_sums_3x8,
-                   sliding_sums_5, sliding_sums_5x8, sliding_sums_7, transpose_lanes)
+                   WIDE_SLIDING_OUTPUTS, halving_sums_3, halving_sums_5, halving_sums_7, sliding_sums_3,
+                   sliding_sums_3x8, sliding_sums_5, sliding_sums_5x8, sliding_sums_7, transpose_lanes)
 from .threads import most_threads, on_threads, share, thread_count
 
 CACHE_LINE = 64   # bytes
@@ -149,7 +149,7 @@ def _lanes_to_planes(src, table, src_at, size, dst, lane_offsets, count):
 def _slide(out, out_at, weights, weights_at, grid, grid_at, grid_row, k_h, k_w, eight, halving):
     """One group of outputs of a row with dilation 1 by the ``simd`` sliding intrinsic of its kernel
     width, a register's piece of the lanes a call: at stride 1 eight outputs (``eight``; 3- or
-    5-wide kernels) or four (5- or 7-wide), at stride 2 (``halving``; 3-, 5- or 7-wide) four:
+    5-wide kernels) or four (3-, 5- or 7-wide), at stride 2 (``halving``; 3-, 5- or 7-wide) four:
     ``out[out_at + r LANES:+LANES] += sum over taps (th, tw) of weights[weights_at + (th KW + tw)
     LANES:+LANES] * grid[grid_at + th grid_row + (r s + tw) LANES:+LANES]``."""
     for lane in range(0, LANES, SLIDING_BYTES // out.itemsize):
@@ -164,6 +164,8 @@ def _slide(out, out_at, weights, weights_at, grid, grid_at, grid_row, k_h, k_w, 
             sliding_sums_3x8(out, at, weights, weights_from, grid, grid_from, grid_row, k_h)
         elif eight:
             sliding_sums_5x8(out, at, weights, weights_from, grid, grid_from, grid_row, k_h)
+        elif k_w == 3:
+            sliding_sums_3(out, at, weights, weights_from, grid, grid_from, grid_row, k_h)
         elif k_w == 5:
             sliding_sums_5(out, at, weights, weights_from, grid, grid_from, grid_row, k_h)
         else:
@@ -177,8 +179,8 @@ def _correlate_row(out, out_at, weights, weights_at, grid, grid_at, grid_row, ou
     < out_w``: a kernel plane ``(KH, KW) = (k_h, k_w)`` on one output row, REGISTER_OUTPUTS outputs a
     call. At dilation 1 with kernels 3, 5 or 7 wide, ``simd``'s sliding intrinsics keep a kernel
     row's weights in registers and load each input vector once for the outputs it reaches
-    (:func:`_slide`: at stride 1 eight outputs a call for 3- and 5-wide rows, then four for 5- and
-    7-wide ones; at stride 2 four); otherwise, and for the outputs left over,
+    (:func:`_slide`: at stride 1 eight outputs a call for 3- and 5-wide rows, then four; at stride
+    2 four); otherwise, and for the outputs left over,
     ``add_product_sums_4`` loads each weight vector once for four outputs."""
     unit_steps = stride == 1 and dilation == 1
     halving = stride == 2 and dilation == 1 and k_w in HALVING_TAPS
@@ -187,7 +189,7 @@ def _correlate_row(out, out_at, weights, weights_at, grid, grid_at, grid_row, ou
         _slide(out, out_at + ow * LANES, weights, weights_at, grid, grid_at + ow * LANES, grid_row, k_h, k_w, True,
                False)
     full = eights + (out_w - eights) // REGISTER_OUTPUTS * REGISTER_OUTPUTS
-    sliding = unit_steps and (k_w == 5 or k_w == 7)
+    sliding = unit_steps and (k_w == 3 or k_w == 5 or k_w == 7)
     for ow in range(eights, full, REGISTER_OUTPUTS):
         if sliding or halving:
             _slide(out, out_at + ow * LANES, weights, weights_at, grid, grid_at + ow * stride * LANES, grid_row, k_h,

@@ -21,7 +21,8 @@ caller keeps every ``LANES``-long slice inside its array.
   row costs ``4 + KW - 1`` input loads for ``4 KW`` multiply-adds, where
   add_product_sums_4 loads ``5 KW`` vectors; ``sliding_sums_3x8`` and
   ``sliding_sums_5x8`` the same for 3- and 5-wide kernels on
-  ``WIDE_SLIDING_OUTPUTS = 8`` outputs (twelve and fourteen registers);
+  ``WIDE_SLIDING_OUTPUTS = 8`` outputs (twelve and fourteen registers),
+  ``sliding_sums_3`` on four (a 3-wide row's outputs past its eights);
   ``halving_sums_3``, ``_5``, ``_7`` at stride 2, four outputs reading
   ``6 + KW`` input vectors;
 - :func:`broadcast_sums`: ``out[o_r:o_r+W] (+)= sum of a[...] * b[...:+W]`` for a tile of
@@ -174,6 +175,7 @@ def _sliding_sums(taps, outputs=REGISTER_OUTPUTS, stride=1):
 
 
 sliding_sums_5, sliding_sums_7 = (_sliding_sums(taps) for taps in SLIDING_TAPS)
+sliding_sums_3 = _sliding_sums(3)   # a 3-wide row's outputs past its groups of eight
 # Kernel widths whose rows slide at stride 2 (four outputs a call: EfficientNet's 5x5/2 and
 # MobileNet's 3x3/2 depthwise layers).
 HALVING_TAPS = (3, 5, 7)
