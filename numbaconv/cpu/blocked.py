@@ -88,7 +88,17 @@ def _scratch_elements(spec, pass_name):
         sources = spec.group_out_channels
         return (grid + sources * outputs + sources * taps) * LANES
     sources = spec.group_in_channels
+    if pass_name == "forward":   # rows of outputs padded to groups of four, the grid's margin
+        outputs = math.prod(spec.out_size[:2]) * _row_pitch(spec.out_size[2])
+        grid += REGISTER_OUTPUTS * spec.stride[2]
     return (grid + outputs + sources * taps) * LANES
+
+
+@njit(inline="always", cache=True)
+def _row_pitch(out_w):
+    """The forward's outputs a row in its channels-last scratch: ``out_w`` rounded up to a
+    multiple of REGISTER_OUTPUTS, so every output row runs in whole groups of four."""
+    return -(-out_w // REGISTER_OUTPUTS) * REGISTER_OUTPUTS
 
 
 def _weight_sum_elements(spec, threads):
@@ -235,16 +245,20 @@ def _gather_grid(x_flat, n, lane0, lane_channels, per_group, sources, s, in_chan
 def _forward_kernel(thread, threads, x, w, kernel, stride, dilation, grid_shape, grid_table, out_table, rows, y):
     """``y[n, o] = sum over j < C/g and taps of w[o, j, tap] * x_pad[n, (o // Kg) Cg + j]`` at the
     tap, for ``x`` (N, C, D, H, W), ``w`` (K, C/g, taps), ``y`` (N, K, OD, OH, OW): items
-    (sample, block of LANES output channels) shared among the threads; ``rows`` their scratch."""
+    (sample, block of LANES output channels) shared among the threads; ``rows`` their scratch.
+    Each output row runs in whole groups of four (:func:`_row_pitch`; ``out_table`` places the
+    outputs in the padded rows): the outputs past a row's end read on into the next grid row, or
+    past the grid's last into its zeroed margin, and are never written out."""
     batch, out_channels, out_d, out_h, out_w = y.shape
     in_channels, sources, taps = x.shape[1], w.shape[1], w.shape[2]
     per_group = out_channels // (in_channels // sources)
     blocks = (out_channels + LANES - 1) // LANES
-    outputs = out_d * out_h * out_w
+    outputs, pitch = out_d * out_h * out_w, _row_pitch(out_w)
     grid_plane = grid_shape[0] * grid_shape[1] * grid_shape[2] * LANES
     grid_row = dilation[1] * grid_shape[2] * LANES   # from one kernel row's taps to the next's
     x_flat, y_flat = x.reshape(-1), y.reshape(-1)
-    grid, lanes, block = _carve(rows[thread], grid_plane, outputs * LANES, sources * taps * LANES)
+    grid, lanes, block = _carve(rows[thread], grid_plane + REGISTER_OUTPUTS * stride[2] * LANES,
+                                out_d * out_h * pitch * LANES, sources * taps * LANES)
     grid[:] = 0
     offsets = np.empty(LANES, np.int64)
     first, stop = share(batch * blocks, thread, threads)
@@ -258,12 +272,12 @@ def _forward_kernel(thread, threads, x, w, kernel, stride, dilation, grid_shape,
                          grid)
             for od in range(out_d):
                 for oh in range(out_h):
-                    out_row = (od * out_h + oh) * out_w * LANES
+                    out_row = (od * out_h + oh) * pitch * LANES
                     for td in range(kernel[0]):
                         grid_at = ((od * stride[0] + td * dilation[0]) * grid_shape[1]
                                    + oh * stride[1]) * grid_shape[2] * LANES
                         weights = (j * kernel[0] + td) * kernel[1] * kernel[2] * LANES
-                        _correlate_row(lanes, out_row, block, weights, grid, grid_at, grid_row, out_w, stride[2],
+                        _correlate_row(lanes, out_row, block, weights, grid, grid_at, grid_row, pitch, stride[2],
                                        dilation[2], kernel[1], kernel[2])
         _lane_planes(offsets, n, lane0, out_channels, 1, 1, 0, out_channels, outputs)
         _lanes_to_planes(lanes, out_table, 0, outputs, y_flat, offsets, min(LANES, out_channels - lane0))
@@ -389,8 +403,18 @@ def _taps_last(w):
 
 
 def forward(spec, x, w, out):
-    on_threads(_forward_kernel, thread_count(), x, _taps_last(w), *_arguments(spec),
-               _scratch(spec, "forward", x.dtype), out)
+    grid_table, _ = _tables(spec.in_size, spec.pad_lo, _grid(spec), spec.out_size)
+    on_threads(_forward_kernel, thread_count(), x, _taps_last(w), spec.kernel_size, spec.stride, spec.dilation,
+               _grid(spec), grid_table, _padded_rows(spec.out_size), _scratch(spec, "forward", x.dtype), out)
+
+
+@functools.lru_cache(maxsize=256)
+def _padded_rows(out_size):
+    """Where each output position (flat, row-major) sits in the forward's channels-last outputs,
+    whose rows are :func:`_row_pitch` outputs long, in elements."""
+    out_d, out_h, out_w = out_size
+    rows = np.arange(out_d * out_h, dtype=np.int64)[:, None] * _row_pitch(out_w)
+    return ((rows + np.arange(out_w, dtype=np.int64)[None, :]) * LANES).reshape(-1)
 
 
 def backward_input(spec, grad_y, w, grad_x):
