@@ -94,7 +94,6 @@ def _scratch_elements(spec, pass_name):
     return (grid + outputs + sources * taps) * LANES
 
 
-@njit(inline="always", cache=True)
 def _row_pitch(out_w):
     """The forward's outputs a row in its channels-last scratch: ``out_w`` rounded up to a
     multiple of REGISTER_OUTPUTS, so every output row runs in whole groups of four."""
@@ -242,18 +241,19 @@ def _gather_grid(x_flat, n, lane0, lane_channels, per_group, sources, s, in_chan
 
 
 @njit(cache=True, fastmath={"contract"})
-def _forward_kernel(thread, threads, x, w, kernel, stride, dilation, grid_shape, grid_table, out_table, rows, y):
+def _forward_kernel(thread, threads, x, w, kernel, stride, dilation, grid_shape, grid_table, out_table, pitch, rows, y):
     """``y[n, o] = sum over j < C/g and taps of w[o, j, tap] * x_pad[n, (o // Kg) Cg + j]`` at the
     tap, for ``x`` (N, C, D, H, W), ``w`` (K, C/g, taps), ``y`` (N, K, OD, OH, OW): items
     (sample, block of LANES output channels) shared among the threads; ``rows`` their scratch.
-    Each output row runs in whole groups of four (:func:`_row_pitch`; ``out_table`` places the
-    outputs in the padded rows): the outputs past a row's end read on into the next grid row, or
-    past the grid's last into its zeroed margin, and are never written out."""
+    Each output row runs in whole groups of four, ``pitch`` outputs (:func:`_row_pitch`;
+    ``out_table`` places the outputs in the padded rows): the outputs past a row's end read on
+    into the next grid row, or past the grid's last into its zeroed margin, and are never written
+    out."""
     batch, out_channels, out_d, out_h, out_w = y.shape
     in_channels, sources, taps = x.shape[1], w.shape[1], w.shape[2]
     per_group = out_channels // (in_channels // sources)
     blocks = (out_channels + LANES - 1) // LANES
-    outputs, pitch = out_d * out_h * out_w, _row_pitch(out_w)
+    outputs = out_d * out_h * out_w
     grid_plane = grid_shape[0] * grid_shape[1] * grid_shape[2] * LANES
     grid_row = dilation[1] * grid_shape[2] * LANES   # from one kernel row's taps to the next's
     x_flat, y_flat = x.reshape(-1), y.reshape(-1)
@@ -405,7 +405,8 @@ def _taps_last(w):
 def forward(spec, x, w, out):
     grid_table, _ = _tables(spec.in_size, spec.pad_lo, _grid(spec), spec.out_size)
     on_threads(_forward_kernel, thread_count(), x, _taps_last(w), spec.kernel_size, spec.stride, spec.dilation,
-               _grid(spec), grid_table, _padded_rows(spec.out_size), _scratch(spec, "forward", x.dtype), out)
+               _grid(spec), grid_table, _padded_rows(spec.out_size), _row_pitch(spec.out_size[2]),
+               _scratch(spec, "forward", x.dtype), out)
 
 
 @functools.lru_cache(maxsize=256)
