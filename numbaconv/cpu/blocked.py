@@ -21,7 +21,8 @@ XNNPACK run depthwise layers.
   the kernel turned 180 degrees (lanes across input channels); at other
   strides each output gradient's products are scattered into a
   zero-bordered grid, whose interior is then the gradient (no split into
-  phases);
+  phases; at stride 2 along rows 3, 5 or 7 wide, four outputs at a time
+  from registers, each grid vector loaded and stored once for them);
 - weight gradient: the bordered input against the output gradient, a row's
   sums in the array dtype, the rows' sums in float64 per thread, the
   threads' sums added in thread order.
@@ -52,7 +53,8 @@ from numba import njit
 from . import workspace
 from .common import input_correlation, rotated_weights
 from .simd import (HALVING_TAPS, LANES, REGISTER_OUTPUTS, SLIDING_BYTES, add_product_sums, add_product_sums_4,
-                   WIDE_SLIDING_OUTPUTS, halving_sums_3, halving_sums_5, halving_sums_7, sliding_sums_3,
+                   WIDE_SLIDING_OUTPUTS, halving_spreads_3, halving_spreads_5, halving_spreads_7, halving_sums_3,
+                   halving_sums_5, halving_sums_7, sliding_sums_3,
                    sliding_sums_3x8, sliding_sums_5, sliding_sums_5x8, sliding_sums_7, transpose_lanes)
 from .threads import most_threads, on_threads, share, thread_count
 
@@ -182,6 +184,22 @@ def _slide(out, out_at, weights, weights_at, grid, grid_at, grid_row, k_h, k_w, 
 
 
 @njit(inline="always", cache=True)
+def _spread(grid, grid_at, weights, weights_at, sources, sources_at, grid_row, k_h, k_w):
+    """Four outputs' products of a stride-2 row with dilation 1 into the grid, by the
+    ``simd.halving_spreads_*`` of its kernel width (3, 5 or 7), a register's piece of the lanes a
+    call: ``grid[grid_at + th grid_row + (2 r + tw) LANES:+LANES] += weights[weights_at + (th KW +
+    tw) LANES:+LANES] * sources[sources_at + r LANES:+LANES]`` for ``r < 4`` and every tap."""
+    for lane in range(0, LANES, SLIDING_BYTES // grid.itemsize):
+        at, weights_from, sources_from = grid_at + lane, weights_at + lane, sources_at + lane
+        if k_w == 3:
+            halving_spreads_3(grid, at, weights, weights_from, sources, sources_from, grid_row, k_h)
+        elif k_w == 5:
+            halving_spreads_5(grid, at, weights, weights_from, sources, sources_from, grid_row, k_h)
+        else:
+            halving_spreads_7(grid, at, weights, weights_from, sources, sources_from, grid_row, k_h)
+
+
+@njit(inline="always", cache=True)
 def _correlate_row(out, out_at, weights, weights_at, grid, grid_at, grid_row, out_w, stride, dilation, k_h, k_w):
     """``out[out_at + ow LANES:+LANES] += sum over taps (th, tw) of weights[weights_at + (th KW + tw)
     LANES:+LANES] * grid[grid_at + th grid_row + (ow stride + tw dilation) LANES:+LANES]`` for ``ow
@@ -300,6 +318,10 @@ def _input_kernel(thread, threads, grad_y, w, kernel, stride, dilation, grid_sha
     grad_y_flat, grad_x_flat = grad_y.reshape(-1), grad_x.reshape(-1)
     grid, copies, block = _carve(rows[thread], grid_size, sources * outputs * LANES, sources * taps * LANES)
     offsets = np.empty(LANES, np.int64)
+    # at stride 2 and dilation 1 along rows 3, 5 or 7 wide, groups of four outputs spread their
+    # products from registers (_spread); the rest, one output and tap at a time
+    halving = stride[2] == 2 and dilation[2] == 1 and kernel[2] in HALVING_TAPS
+    spread = out_w - out_w % REGISTER_OUTPUTS if halving else 0
     first, stop = share(batch * blocks, thread, threads)
     for item in range(first, stop):
         n, lane0 = item // blocks, item % blocks * LANES
@@ -313,13 +335,19 @@ def _input_kernel(thread, threads, grad_y, w, kernel, stride, dilation, grid_sha
                 for oh in range(out_h):
                     out_row = ((m * out_d + od) * out_h + oh) * out_w * LANES
                     for td in range(kernel[0]):
+                        first_row = ((od * stride[0] + td * dilation[0]) * grid_shape[1]
+                                     + oh * stride[1]) * grid_shape[2] * LANES
+                        plane_weights = (m * kernel[0] + td) * kernel[1] * kernel[2] * LANES
+                        for ow in range(0, spread, REGISTER_OUTPUTS):
+                            _spread(grid, first_row + 2 * ow * LANES, block, plane_weights, copies,
+                                    out_row + ow * LANES, dilation[1] * grid_shape[2] * LANES, kernel[1], kernel[2])
                         for th in range(kernel[1]):
                             grid_row = ((od * stride[0] + td * dilation[0]) * grid_shape[1]
                                         + oh * stride[1] + th * dilation[1]) * grid_shape[2] * LANES
                             for tw in range(kernel[2]):
                                 weights = (((m * kernel[0] + td) * kernel[1] + th) * kernel[2] + tw) * LANES
                                 shift = grid_row + tw * dilation[2] * LANES
-                                for ow in range(out_w):
+                                for ow in range(spread, out_w):
                                     add_product_sums(grid, shift + ow * stride[2] * LANES, 0, block, weights, 0, 0,
                                                      copies, out_row + ow * LANES, 0, 0, 0, 1, 1)
         _lane_planes(offsets, n, lane0, in_channels, 1, 1, 0, in_channels, inputs)

@@ -24,7 +24,9 @@ caller keeps every ``LANES``-long slice inside its array.
   ``WIDE_SLIDING_OUTPUTS = 8`` outputs (twelve and fourteen registers),
   ``sliding_sums_3`` on four (a 3-wide row's outputs past its eights);
   ``halving_sums_3``, ``_5``, ``_7`` at stride 2, four outputs reading
-  ``6 + KW`` input vectors;
+  ``6 + KW`` input vectors, and ``halving_spreads_*`` their scatter (four
+  outputs' products added into ``6 + KW`` vectors of a stride-2 input
+  gradient's grid);
 - :func:`broadcast_sums`: ``out[o_r:o_r+W] (+)= sum of a[...] * b[...:+W]`` for a tile of
   outputs ``r``, each ``a`` element broadcast to all ``W`` lanes (an input element times a
   vector of output channels' weights), the tile's sums held in registers over four nested
@@ -129,6 +131,15 @@ SLIDING_TAPS = (5, 7)
 SLIDING_BYTES = VECTOR_BYTES
 
 
+def _row_operands(context, builder, signature, args):
+    """The operands of the sliding and spreading intrinsics, ``(a, a_at, weights, weights_at, b,
+    b_at, grid_row, rows)``: the three arrays as lanes, the five indices as intp, and a maker of
+    intp constants."""
+    arrays = tuple(_Lanes(context, builder, signature.args[i], args[i]) for i in (0, 2, 4))
+    indices = tuple(_intp(context, builder, signature, args, i) for i in (1, 3, 5, 6, 7))
+    return arrays, indices, lambda value: context.get_constant(types.intp, value)
+
+
 def _sliding_sums(taps, outputs=REGISTER_OUTPUTS, stride=1):
     """The intrinsic ``sliding_sums[taps]``: :func:`add_product_sums_4`'s case of ``stride`` (1 or
     2) and dilation 1 for kernels ``taps`` wide, on vectors of ``SLIDING_BYTES``, for ``outputs``
@@ -142,11 +153,8 @@ def _sliding_sums(taps, outputs=REGISTER_OUTPUTS, stride=1):
         width = SLIDING_BYTES * 8 // out.dtype.bitwidth
 
         def codegen(context, builder, signature, args):
-            index = lambda position: _intp(context, builder, signature, args, position)  # noqa: E731
-            constant = lambda value: context.get_constant(types.intp, value)  # noqa: E731
-            out_lanes, weight_lanes, grid_lanes = (_Lanes(context, builder, t, args[i])
-                                                   for t, i in ((out, 0), (weights, 2), (grid, 4)))
-            out_at, weights_at, grid_at, grid_row, rows = (index(i) for i in (1, 3, 5, 6, 7))
+            (out_lanes, weight_lanes, grid_lanes), (out_at, weights_at, grid_at, grid_row, rows), constant = (
+                _row_operands(context, builder, signature, args))
             vector = ir.VectorType(out_lanes.element, width)
             slots = [cgutils.alloca_once_value(builder, ir.Constant(vector, None)) for _ in range(outputs)]
             with cgutils.for_range(builder, rows) as row:
@@ -180,6 +188,49 @@ sliding_sums_3 = _sliding_sums(3)   # a 3-wide row's outputs past its groups of 
 # MobileNet's 3x3/2 depthwise layers).
 HALVING_TAPS = (3, 5, 7)
 halving_sums_3, halving_sums_5, halving_sums_7 = (_sliding_sums(taps, stride=2) for taps in HALVING_TAPS)
+
+
+def _halving_spreads(taps, outputs=REGISTER_OUTPUTS):
+    """The intrinsic ``halving_spreads[taps]``: the scatter that :func:`_sliding_sums`' stride-2
+    sums gather, ``grid[grid_at + row grid_row + p LANES:+W] += sum over r < outputs of
+    weights[weights_at + (row KW + p - 2 r) LANES:+W] * sources[sources_at + r LANES:+W]`` for
+    every row ``< rows`` and position ``p < 2 (outputs - 1) + taps`` (the taps ``0 <= p - 2 r <
+    taps`` only), on vectors of ``SLIDING_BYTES``: a kernel row's weights and the outputs'
+    vectors stay in registers, and each grid vector is loaded and stored once for all the outputs
+    that reach it (a stride-2 input gradient's products, ``taps + 6`` grid vectors for ``4 taps``
+    multiply-adds, where one output at a time loads and stores ``4 taps``)."""
+
+    @intrinsic
+    def halving_spreads(typingctx, grid, grid_at, weights, weights_at, sources, sources_at, grid_row, rows):
+        if not _float_arrays(grid, weights, sources):
+            return None
+        width = SLIDING_BYTES * 8 // grid.dtype.bitwidth
+
+        def codegen(context, builder, signature, args):
+            (grid_lanes, weight_lanes, source_lanes), (grid_at, weights_at, sources_at, grid_row, rows), constant = (
+                _row_operands(context, builder, signature, args))
+            values = [source_lanes.load(builder.add(sources_at, constant(r * LANES)), width) for r in range(outputs)]
+            with cgutils.for_range(builder, rows) as row:
+                weights_row = builder.add(weights_at, builder.mul(row.index, constant(taps * LANES)))
+                grid_start = builder.add(grid_at, builder.mul(row.index, grid_row))
+                kernel_row = [weight_lanes.load(builder.add(weights_row, constant(t * LANES)), width)
+                              for t in range(taps)]
+                for position in range(2 * (outputs - 1) + taps):
+                    at = builder.add(grid_start, constant(position * LANES))
+                    total = grid_lanes.load(at, width)
+                    for r in range(outputs):
+                        if 0 <= position - 2 * r < taps:
+                            product = builder.fmul(kernel_row[position - 2 * r], values[r], flags=("contract",))
+                            total = builder.fadd(total, product, flags=("contract",))
+                    grid_lanes.store(total, at, width)
+            return context.get_dummy_value()
+
+        return types.none(grid, grid_at, weights, weights_at, sources, sources_at, grid_row, rows), codegen
+
+    return halving_spreads
+
+
+halving_spreads_3, halving_spreads_5, halving_spreads_7 = (_halving_spreads(taps) for taps in HALVING_TAPS)
 WIDE_SLIDING_OUTPUTS = 8   # outputs a call of the rows narrow enough to hold eight sums beside their weights
 sliding_sums_3x8, sliding_sums_5x8 = (_sliding_sums(taps, WIDE_SLIDING_OUTPUTS) for taps in (3, 5))
 
