@@ -18,7 +18,8 @@ output than input channels per group (planar's weight gradient by columns); grou
 channels at stride 1 and 2 (channels_last's full 16-lane blocks and vector transposes); many
 more filters than outputs (im2col's chunks of input channels, with rows gathered and run by run);
 stride-1 depthwise kernels 5 and 7 wide on rows of whole and partial groups of four outputs
-(blocked's sliding row sums); 1-d kernels of 2 and 3 taps at strides 1 to 3 and dilation 3, with tiles past the
+(blocked's sliding row sums), stride-2 ones 3, 5 and 7 wide on rows of four outputs and more
+(its stride-2 sliding sums and spreads); 1-d kernels of 2 and 3 taps at strides 1 to 3 and dilation 3, with tiles past the
 output's end, stride phases without taps and one sample cut into blocks (winograd1d's phases).
 """
 CASES = [
@@ -36,6 +37,10 @@ CASES = [
     ("2d-depthwise-tiny-plane", (1, 2, 1, 2), (2, 1, 3, 3), 1, 1, 1, 2),
     ("2d-depthwise-5x5", (2, 5, 9, 12), (5, 1, 5, 5), 1, 2, 1, 5),
     ("2d-depthwise-multiplier-3x7", (1, 3, 8, 13), (6, 1, 3, 7), 1, (1, 3), 1, 3),
+    # stride-2 rows 3, 5 and 7 wide with four outputs or more: blocked's sliding and spreading
+    ("2d-depthwise-strided-3x3", (2, 4, 9, 16), (4, 1, 3, 3), 2, 1, 1, 4),
+    ("2d-depthwise-strided-5x5-multiplier", (2, 3, 12, 17), (6, 1, 5, 5), 2, 2, 1, 3),
+    ("2d-depthwise-strided-7x7", (1, 4, 15, 20), (4, 1, 7, 7), 2, 3, 1, 4),
     ("2d-depthwise-dilated-wide", (1, 5, 11, 33), (5, 1, 3, 3), 1, (2, 1), (2, 1), 5),
     ("2d-1x1-strided", (2, 6, 7, 5), (5, 6, 1, 1), 2, 0, 1, 1),
     ("2d-1x1-groups", (2, 6, 17, 16), (4, 3, 1, 1), 1, 0, 1, 2),
