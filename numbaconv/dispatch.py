@@ -288,7 +288,7 @@ def _auto_cpu(spec, runnable, pass_name):
             return choice
     if "fft" in runnable and spec.group_in_channels > 1 and _fft_pays(spec, pass_name):
         return "fft"
-    choice = _grouped_choice(spec, runnable, pass_name)
+    choice = _grouped_choice(spec, runnable, pass_name, product, taps)
     if choice is not None:
         return choice
     if "polyphase" in runnable and _polyphase_stem(spec, pass_name):
@@ -336,17 +336,15 @@ def _fft_pays(spec, pass_name):
     return spec.flops >= FFT_MIN_MODEL_RATE * cpu_fft.modelled_ns(spec, pass_name)
 
 
-def _grouped_choice(spec, runnable, pass_name):
+def _grouped_choice(spec, runnable, pass_name, product, taps):
     """Rule 0b of the module docstring: a grouped layer of a few channels a group; None where it
     does not apply."""
-    taps = math.prod(spec.kernel_size)
     narrowest = min(spec.group_in_channels, spec.group_out_channels)
     grouped = (spec.groups > 1 and spec.group_in_channels > 1 and taps > 1
                and max(spec.group_in_channels, spec.group_out_channels) <= GROUPED_MAX_CHANNELS)
     if not grouped:
         return None
-    if ("polyphase" in runnable and pass_name != "input" and spec.group_in_channels <= POLYPHASE_GROUPED_MAX_CHANNELS
-            and spec.group_out_channels >= POLYPHASE_MIN_GROUP_OUTPUTS):
+    if "polyphase" in runnable and _polyphase_narrow(spec, pass_name, product, POLYPHASE_GROUPED_MAX_CHANNELS):
         return "polyphase"
     if "planar" in runnable and math.prod(spec.out_size) >= PLANAR_NARROW_GROUP_MIN_OUTPUTS:
         return "planar"
@@ -377,11 +375,12 @@ def _strided_forward(spec, pass_name, taps):
             and spec.group_out_channels * taps >= CHANNELS_LAST_STRIDED_MIN_PRODUCTS * stride_volume)
 
 
-def _polyphase_narrow(spec, pass_name, product):
-    """Rule 2a of the module docstring: the forward or weight gradient of a layer of few input
-    channels a group that im2col would run with columns."""
+def _polyphase_narrow(spec, pass_name, product, max_channels=POLYPHASE_MAX_GROUP_CHANNELS):
+    """Rule 2a of the module docstring (and 0b's first part, with ``max_channels`` of its own): the
+    forward or weight gradient of a layer of at most ``max_channels`` input channels a group that
+    im2col would run with columns."""
     return (pass_name != "input" and not cpu_im2col.pointwise(spec) and product >= DIRECT_PRODUCT_LIMIT
-            and spec.group_in_channels <= POLYPHASE_MAX_GROUP_CHANNELS
+            and spec.group_in_channels <= max_channels
             and spec.group_out_channels >= POLYPHASE_MIN_GROUP_OUTPUTS)
 
 

@@ -342,10 +342,9 @@ def _input_kernel(thread, threads, grad_y, w, kernel, stride, dilation, grid_sha
                             _spread(grid, first_row + 2 * ow * LANES, block, plane_weights, copies,
                                     out_row + ow * LANES, dilation[1] * grid_shape[2] * LANES, kernel[1], kernel[2])
                         for th in range(kernel[1]):
-                            grid_row = ((od * stride[0] + td * dilation[0]) * grid_shape[1]
-                                        + oh * stride[1] + th * dilation[1]) * grid_shape[2] * LANES
+                            grid_row = first_row + th * dilation[1] * grid_shape[2] * LANES
                             for tw in range(kernel[2]):
-                                weights = (((m * kernel[0] + td) * kernel[1] + th) * kernel[2] + tw) * LANES
+                                weights = plane_weights + (th * kernel[2] + tw) * LANES
                                 shift = grid_row + tw * dilation[2] * LANES
                                 for ow in range(spread, out_w):
                                     add_product_sums(grid, shift + ow * stride[2] * LANES, 0, block, weights, 0, 0,
@@ -431,10 +430,9 @@ def _taps_last(w):
 
 
 def forward(spec, x, w, out):
-    grid_table, _ = _tables(spec.in_size, spec.pad_lo, _grid(spec), spec.out_size)
-    on_threads(_forward_kernel, thread_count(), x, _taps_last(w), spec.kernel_size, spec.stride, spec.dilation,
-               _grid(spec), grid_table, _padded_rows(spec.out_size), _row_pitch(spec.out_size[2]),
-               _scratch(spec, "forward", x.dtype), out)
+    geometry = _arguments(spec)[:-1]   # its outputs go to rows padded to groups of four
+    on_threads(_forward_kernel, thread_count(), x, _taps_last(w), *geometry, _padded_rows(spec.out_size),
+               _row_pitch(spec.out_size[2]), _scratch(spec, "forward", x.dtype), out)
 
 
 @functools.lru_cache(maxsize=256)

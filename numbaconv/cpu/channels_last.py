@@ -168,8 +168,8 @@ def _to_channels_last(thread, threads, src, positions, channels, table, dst, dst
     planes = np.empty(LANES, np.int64)
     first, stop = share(src.shape[0] * gaps.shape[0], thread, threads)
     for item in range(first, stop):
-        at = item // gaps.shape[0] * dst_stride
-        dst[at + gaps[item % gaps.shape[0], 0]:at + gaps[item % gaps.shape[0], 1]] = 0
+        at, gap = item // gaps.shape[0] * dst_stride, gaps[item % gaps.shape[0]]
+        dst[at + gap[0]:at + gap[1]] = 0
     first, stop = share(src.shape[0] * position_blocks * channel_blocks, thread, threads)
     for item in range(first, stop):
         n, p0, c0, whole = _transpose_item(item, positions, channels, planes)
@@ -461,10 +461,11 @@ def forward(spec, x, w, out):
     slab = _slab(batch, grid_size * x.itemsize, packed.nbytes + panels.nbytes)
     grid = workspace.borrow("channels_last_grid", slab * grid_size, x.dtype)
     loops, tap_table = _tap_loops(spec, in_channels, width)
+    gaps = _grid_gaps(spec, in_channels, tile)
     for n in range(0, batch, slab):
         samples = min(slab, batch - n)
         on_threads(_to_channels_last, threads, x[n:n + samples].reshape(samples, -1), positions, in_channels,
-                   in_table, grid, grid_size, _grid_gaps(spec, in_channels, tile))
+                   in_table, grid, grid_size, gaps)
         on_threads(_forward_tiles, threads, grid, grid_size, group_in, packed, taps * group_in * width, groups,
                    blocks, width, tile, corners, outputs, loops, tap_table, panels, _steps(outputs + tile, width),
                    out[n:n + samples].reshape(-1), group_out, samples)
@@ -521,10 +522,11 @@ def backward_weight(spec, x, grad_y, grad_w):
     lane_gaps = _tail(outputs * out_channels, lanes_size)   # read past by the last block's lanes
     strides = (sd * hp * wp * in_channels, sh * wp * in_channels, sw * in_channels)
     chunk_rows = max(1, WEIGHT_CHUNK // spec.out_size[2])
+    gaps = _grid_gaps(spec, in_channels, tile)
     for n in range(0, batch, slab):
         samples = min(slab, batch - n)
         on_threads(_to_channels_last, threads, x[n:n + samples].reshape(samples, -1), positions, in_channels,
-                   in_table, grid, grid_size, _grid_gaps(spec, in_channels, tile))
+                   in_table, grid, grid_size, gaps)
         on_threads(_to_channels_last, threads, grad_y[n:n + samples].reshape(samples, -1), outputs, out_channels,
                    _steps(outputs, out_channels), lanes_in, lanes_size, lane_gaps)
         on_threads(_weight_tiles, threads, grid, grid_size, lanes_in, lanes_size, groups, blocks, width, tile,

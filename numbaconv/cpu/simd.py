@@ -140,6 +140,15 @@ def _row_operands(context, builder, signature, args):
     return arrays, indices, lambda value: context.get_constant(types.intp, value)
 
 
+def _kernel_row(builder, weight_lanes, weights_at, grid_at, grid_row, row, taps, width, constant):
+    """``(kernel_row, grid_start)`` of kernel row ``row`` in the sliding and spreading intrinsics:
+    its ``taps`` weight vectors, loaded (``LANES`` apart, rows ``taps LANES`` apart), and where
+    its grid row starts."""
+    weights_row = builder.add(weights_at, builder.mul(row, constant(taps * LANES)))
+    kernel_row = [weight_lanes.load(builder.add(weights_row, constant(t * LANES)), width) for t in range(taps)]
+    return kernel_row, builder.add(grid_at, builder.mul(row, grid_row))
+
+
 def _sliding_sums(taps, outputs=REGISTER_OUTPUTS, stride=1):
     """The intrinsic ``sliding_sums[taps]``: :func:`add_product_sums_4`'s case of ``stride`` (1 or
     2) and dilation 1 for kernels ``taps`` wide, on vectors of ``SLIDING_BYTES``, for ``outputs``
@@ -158,10 +167,8 @@ def _sliding_sums(taps, outputs=REGISTER_OUTPUTS, stride=1):
             vector = ir.VectorType(out_lanes.element, width)
             slots = [cgutils.alloca_once_value(builder, ir.Constant(vector, None)) for _ in range(outputs)]
             with cgutils.for_range(builder, rows) as row:
-                weights_row = builder.add(weights_at, builder.mul(row.index, constant(taps * LANES)))
-                grid_start = builder.add(grid_at, builder.mul(row.index, grid_row))
-                kernel_row = [weight_lanes.load(builder.add(weights_row, constant(t * LANES)), width)
-                              for t in range(taps)]
+                kernel_row, grid_start = _kernel_row(builder, weight_lanes, weights_at, grid_at, grid_row, row.index,
+                                                     taps, width, constant)
                 sums = [builder.load(slot) for slot in slots]
                 for position in range((outputs - 1) * stride + taps):   # each input vector loaded once
                     value = grid_lanes.load(builder.add(grid_start, constant(position * LANES)), width)
@@ -211,10 +218,8 @@ def _halving_spreads(taps, outputs=REGISTER_OUTPUTS):
                 _row_operands(context, builder, signature, args))
             values = [source_lanes.load(builder.add(sources_at, constant(r * LANES)), width) for r in range(outputs)]
             with cgutils.for_range(builder, rows) as row:
-                weights_row = builder.add(weights_at, builder.mul(row.index, constant(taps * LANES)))
-                grid_start = builder.add(grid_at, builder.mul(row.index, grid_row))
-                kernel_row = [weight_lanes.load(builder.add(weights_row, constant(t * LANES)), width)
-                              for t in range(taps)]
+                kernel_row, grid_start = _kernel_row(builder, weight_lanes, weights_at, grid_at, grid_row, row.index,
+                                                     taps, width, constant)
                 for position in range(2 * (outputs - 1) + taps):
                     at = builder.add(grid_start, constant(position * LANES))
                     total = grid_lanes.load(at, width)
