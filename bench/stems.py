@@ -8,11 +8,11 @@ gathered at the stride, for BLAS products of a few dozen rows;
 into a tile of output-channel vectors; ``polyphase`` runs vectors along the
 output rows, read from phase planes of the input. Times the three (and
 PyTorch) on the stems of ResNet, MobileNetV2, AlexNet, R3D-18, R(2+1)D, I3D,
-U-Net and wav2vec 2.0, taking turns in one process
+U-Net and wav2vec 2.0 and on patch embeddings (ViT, ConvNeXt), taking turns in one process
 (numbaconv.timing.best_times, each call after the same call ran untimed for
 20 ms), float32, and prints the ratios PyTorch time / numbaconv time.
 ``numbaconv.dispatch``'s rules 0c and 0d rest on them (docs/decisions.md,
-CL2, PP1).
+CL2, PP1, PE1).
 
     python bench/stems.py [--rounds 6]
 
@@ -38,6 +38,14 @@ STEMS = [
     ("i3d 7x7x7/2", (1, 3, 16, 112, 112), (64, 3, 7, 7, 7), 2, 3),
     ("unet 3x3 1->32", (2, 1, 256, 256), (32, 1, 3, 3), 1, 1),
     ("wav2vec2 k10/5 1->512", (4, 1, 16000), (512, 1, 10), 5, 0),
+    # patch embeddings: windows that do not overlap
+    ("vit-b/16 16x16/16", (2, 3, 224, 224), (768, 3, 16, 16), 16, 0),
+    ("vit-l/14 14x14/14", (2, 3, 224, 224), (1024, 3, 14, 14), 14, 0),
+    ("vit-b/32 32x32/32", (2, 3, 224, 224), (768, 3, 32, 32), 32, 0),
+    ("vit 8x8/8 on 32x32", (8, 3, 32, 32), (384, 3, 8, 8), 8, 0),
+    ("patch 8x8/8", (2, 3, 224, 224), (384, 3, 8, 8), 8, 0),
+    ("patch 7x7/7", (2, 3, 224, 224), (384, 3, 7, 7), 7, 0),
+    ("convnext 4x4/4", (4, 3, 224, 224), (96, 3, 4, 4), 4, 0),
 ]
 
 

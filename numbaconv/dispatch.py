@@ -71,7 +71,12 @@ each rule; the command after each rule reproduces them.
    from phase planes of the input, its sums in registers (ResNet's 7x7/2,
    MobileNetV2's 3x3/2, U-Net's and wav2vec 2.0's one-channel first layers,
    and the weight gradient of AlexNet's and the video networks' stems).
-   ``python bench/stems.py`` (docs/decisions.md, PP1).
+   Patch embeddings (stems whose windows do not overlap: ViT's 16x16/16,
+   ConvNeXt's 4x4/4) go to im2col instead, every pass: its column matrix
+   is then the input once over, reordered, while ``polyphase``'s rows are
+   one output per patch (14 for ViT at 224), and ``channels_last``
+   transposes for products im2col runs as fast. ``python bench/stems.py``
+   (docs/decisions.md, PP1, PE1).
 0d. ``channels_last`` for the forward of the other strided stems: at most
    ``STEM_MAX_CHANNELS`` input channels a group and a reduction of at least
    ``CHANNELS_LAST_STEM_MIN_REDUCTION``: im2col's column matrix then has
@@ -291,6 +296,8 @@ def _auto_cpu(spec, runnable, pass_name):
     choice = _grouped_choice(spec, runnable, pass_name, product, taps)
     if choice is not None:
         return choice
+    if "im2col" in runnable and _patch_embedding(spec):
+        return "im2col"
     if "polyphase" in runnable and _polyphase_stem(spec, pass_name):
         return "polyphase"
     if "channels_last" in runnable and _strided_stem(spec, pass_name):
@@ -357,6 +364,12 @@ def _grouped_choice(spec, runnable, pass_name, product, taps):
     return None
 
 
+def _patch_embedding(spec):
+    """Rule 0c's exception: a stem whose windows do not overlap."""
+    return (spec.group_in_channels <= STEM_MAX_CHANNELS and math.prod(spec.kernel_size) > 1
+            and not _windows_overlap(spec))
+
+
 def _polyphase_stem(spec, pass_name):
     """Rule 0c of the module docstring: the weight gradient of a stem, and its forward over a
     short reduction."""
@@ -370,9 +383,15 @@ def _strided_forward(spec, pass_name, taps):
     """Rule 2b of the module docstring: the forward of a strided layer of overlapping windows with
     many outputs a sample and many products an input element."""
     stride_volume = math.prod(spec.stride)
-    return (pass_name == "forward" and stride_volume > 1 and taps > stride_volume
+    return (pass_name == "forward" and stride_volume > 1 and _windows_overlap(spec)
             and math.prod(spec.out_size) >= CHANNELS_LAST_STRIDED_MIN_OUTPUTS
             and spec.group_out_channels * taps >= CHANNELS_LAST_STRIDED_MIN_PRODUCTS * stride_volume)
+
+
+def _windows_overlap(spec):
+    """Whether neighbouring windows share inputs: more taps than the stride's volume. Where they do
+    not (patch embeddings, 2x2/2 downsampling), im2col's column matrix holds each input once."""
+    return math.prod(spec.kernel_size) > math.prod(spec.stride)
 
 
 def _polyphase_narrow(spec, pass_name, product, max_channels=POLYPHASE_MAX_GROUP_CHANNELS):

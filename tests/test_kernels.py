@@ -9,7 +9,7 @@ import numbaconv as nc
 from numbaconv import dispatch, reference
 from numbaconv.algorithm import read_only
 from numbaconv.spec import ConvSpec
-from numbaconv.tools.grid import CASE_IDS, CASES
+from numbaconv.tools.grid import CASES
 
 ALGORITHMS = sorted(dispatch.REGISTRY["cpu"])
 DTYPES = [np.float32, np.float64]
@@ -106,10 +106,11 @@ CHANNEL_CHUNK_CASES = ["2d-kernel-equals-input", "2d-kernel-larger-than-input", 
                        "2d-depthwise-tiny-plane", "3d-many-filters-few-outputs"]
 
 
-@pytest.mark.parametrize("block_bytes", [1, None], ids=["a-channel-a-chunk", "default-chunks"])
+@pytest.mark.parametrize("block_bytes", [1, None], ids=["a-row-a-chunk", "default-chunks"])
 def test_im2col_channel_chunks(rng, monkeypatch, block_bytes):
-    """Forwards and weight gradients with more filters than outputs go by chunks of input channels
-    (one channel a chunk, and as many as fit a block) and give exact results: batches of one and
+    """Forwards and weight gradients with more filters than outputs go by chunks of the column
+    matrix's rows (one channel-tap a chunk, cutting channels anywhere, and as many as fit a block)
+    and give exact results: batches of one and
     more, groups, stride, dilation, padding, rows gathered and run by run, 1-d to 3-d."""
     from numbaconv.cpu import im2col, workspace
     if block_bytes is not None:
@@ -170,7 +171,7 @@ def test_winograd_weight_gradient_adds_up_every_thread(rng):
     spec = ConvSpec.create((4, 16, 24, 24), (16, 16, 3, 3), padding=1)
     tiling = winograd.Tiling(16, 16, 24, 24, np.float64, 36 * 16 * 16, weight_pass=True)
     assert not winograd._weight_by_filter_blocks_pays(tiling, 1, spec.batch)
-    x, w = rng.standard_normal(spec.x_shape), rng.standard_normal(spec.w_shape)
+    x = rng.standard_normal(spec.x_shape)
     grad_y = rng.standard_normal(spec.y_shape)
     expected = reference.backward_weight(spec, x, grad_y)
     results = []

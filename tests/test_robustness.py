@@ -519,6 +519,15 @@ def test_auto_thresholds_hold_at_their_boundaries():
     assert _auto((1, 5, 4, 32, 32), (16, 5, 3, 7, 7), **stem) != "channels_last"                 # 5 channels
     assert _auto((1, 3, 4, 32, 32), (16, 3, 3, 7, 7), "weight", **stem) == "polyphase"
     assert _auto((1, 3, 8, 32, 32), (16, 3, 3, 7, 7), padding=(1, 3, 3)) != "channels_last"       # stride 1
+    # patch embeddings (stems whose windows do not overlap) by im2col in every pass, from 4x4/4 to
+    # 16x16/16; one more tap than the stride's volume is a stem again
+    for pass_name in ("forward", "input", "weight"):
+        assert _auto((2, 3, 64, 64), (96, 3, 4, 4), pass_name, stride=4) == "im2col"
+        assert _auto((2, 3, 64, 64), (96, 3, 16, 16), pass_name, stride=16) == "im2col"
+        assert _auto((2, 4, 64), (96, 4, 2), pass_name, stride=2) == "im2col"                  # 1-d, 4 channels
+    assert _auto((2, 3, 64, 64), (96, 3, 16, 16), stride=(16, 15)) == "channels_last"          # overlapping
+    assert _auto((2, 3, 64, 64), (96, 3, 4, 4), "weight", stride=(4, 3)) == "polyphase"
+    assert _auto((2, 5, 64, 64), (96, 5, 4, 4), "weight", stride=4) == "polyphase"              # 5 channels: 2a
     # depth_taps where one depth tap's 2-d problem is Winograd's: 8 slices x 16 tiles = 128 tiles
     assert _auto((1, 8, 8, 16, 16), (8, 8, 3, 3, 3), padding=1) == "depth_taps"
     assert _auto((1, 8, 7, 16, 16), (8, 8, 3, 3, 3), padding=1) != "depth_taps"          # 112 tiles

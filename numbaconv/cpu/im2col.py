@@ -33,12 +33,13 @@ Where a weight gradient (or a forward with a reduction of
 (``N * P``: the deep stages of a network at a small batch, 3-d layers at a
 batch of one), its weight matrix outweighs the column matrix, and blocks of
 columns would stream the weights from memory once per block. The threads
-take chunks of input channels instead (:func:`_channel_chunks`): an item
-unfolds its channels' rows of all the columns into cache and multiplies
-them at once, so the weights stream once in all; the forward sums into a
-partial per thread, added in thread order, and the weight gradient writes
-the item's own columns of ``grad_w`` (``python bench/channel_chunks.py``;
-docs/decisions.md, I7).
+take chunks of the column matrix's rows instead (:func:`_channel_chunks`,
+channel-taps, a chunk cutting channels anywhere, so three colours share
+out as evenly as 512 channels): an item unfolds its rows of all the columns
+into cache and multiplies them at once, so the weights stream once in all;
+the forward sums into a partial per thread, added in thread order, and the
+weight gradient writes the item's own columns of ``grad_w`` (``python
+bench/channel_chunks.py``; docs/decisions.md, I7, PE1).
 
 The forward of a stride-1 problem with narrow output rows (``_wide_blocking``)
 runs over *wide* columns instead: one per position of the padded input plane
@@ -69,11 +70,11 @@ the same products by BLAS (docs/decisions.md, I3).
 
 FLOPs: ``2 N K (C/g) prod(out) prod(kernel)`` per pass, all in BLAS (times
 ``span / prod(out)`` over wide columns). Memory traffic: x, w and y once each,
-plus the weight matrix once per block (over chunks of channels: once, plus grad_y
+plus the weight matrix once per block (over chunks of rows: once, plus grad_y
 or the partial outputs once per chunk). Workspace: per thread, one column block
 with its offset tables (over wide columns, the block's product, plus one
 zero-padded copy of the input where the problem pads) and, for the weight
-gradient, a partial ``grad_w`` (over chunks of channels: a chunk's rows of
+gradient, a partial ``grad_w`` (over chunks of rows: a chunk's rows of
 all the columns, and the forward's partial outputs); all of it together at most
 ``workspace.WORKSPACE_LIMIT_BYTES`` (256 MiB): the blocks get what the
 partials leave, and ``supports`` declines a problem whose one-column blocks
@@ -190,11 +191,11 @@ def _run(runs, r):
 
 @njit(inline="always", cache=True)
 def _walk(image, cols, runs, source, first_column, gather, kernel_size, out_size, stride, dilation, pad_lo,
-          first_channel, stop_channel, move_gathered, move_runs):
-    """The index walk of :func:`_unfold` and :func:`_fold` between the channels ``[first_channel,
-    stop_channel)`` of ``image`` (N, C, D, H, W) and the column block ``cols`` (G, R, count) or,
-    for part of the channels, (1, their channel-taps, count), whose ``cols[g, r, j]`` belongs to
-    global column ``first_column + j``. The data moves a row of the block (one channel and tap)
+          first_row, stop_row, move_gathered, move_runs):
+    """The index walk of :func:`_unfold` and :func:`_fold` between the channel-taps ``[first_row,
+    stop_row)`` of ``image`` (N, C, D, H, W) (row ``c * taps + tap``) and the column block ``cols``
+    (G, R, count) or, for part of the rows, (1, those rows, count), whose ``cols[g, r, j]`` belongs
+    to global column ``first_column + j``. The data moves a row of the block (one channel and tap)
     at a time, in ``move_gathered`` or ``move_runs``: the only code that writes into either array.
 
     ``runs`` is scratch for the table of :func:`_row_runs`, shared by all
@@ -226,15 +227,15 @@ def _walk(image, cols, runs, source, first_column, gather, kernel_size, out_size
                 j, length, lead, valid_stop, start = _run(runs[tap], r)
                 for o in range(length):
                     source[tap, j + o] = start + (o - lead) * step if lead <= o < valid_stop else -1
-    for channel in range(first_channel, stop_channel):
+    for image_row in range(first_row, stop_row):
+        channel, tap = image_row // taps, image_row % taps
         channel_start = channel * depth * height * width
-        for tap in range(taps):
-            row_number = (channel - first_channel) * taps + tap
-            row = cols_flat[row_number * count:(row_number + 1) * count]
-            if gather:
-                move_gathered(image_flat, row, source[tap], channel_start)
-            else:
-                move_runs(image_flat, row, runs[tap, :run_count], channel_start, step)
+        row_number = image_row - first_row
+        row = cols_flat[row_number * count:(row_number + 1) * count]
+        if gather:
+            move_gathered(image_flat, row, source[tap], channel_start)
+        else:
+            move_runs(image_flat, row, runs[tap, :run_count], channel_start, step)
 
 
 @njit(inline="always", cache=True)
@@ -285,12 +286,12 @@ def _add_runs(image_flat, row, runs, channel_start, step):
 
 @njit(nogil=True, cache=True)
 def _unfold(image, cols, runs, source, first_column, gather, kernel_size, out_size, stride, dilation, pad_lo,
-            first_channel, stop_channel):
-    """Fill the column block ``cols`` from the channels ``[first_channel, stop_channel)`` of
+            first_row, stop_row):
+    """Fill the column block ``cols`` from the channel-taps ``[first_row, stop_row)`` of
     ``image`` (im2col; zeros where the window lies in the padding), walking them with
     :func:`_walk`; ``image`` is only read."""
     _walk(image, cols, runs, source, first_column, gather, kernel_size, out_size, stride, dilation, pad_lo,
-          first_channel, stop_channel, _gather_row, _copy_runs)
+          first_row, stop_row, _gather_row, _copy_runs)
 
 
 @njit(nogil=True, cache=True)
@@ -299,7 +300,7 @@ def _fold(image, cols, runs, source, first_column, gather, kernel_size, out_size
     walking them with :func:`_walk`; ``cols`` is only read. One thread owns the block, so folding
     needs no atomics."""
     _walk(image, cols, runs, source, first_column, gather, kernel_size, out_size, stride, dilation, pad_lo,
-          0, image.shape[1], _add_gathered, _add_runs)
+          0, image.shape[1] * runs.shape[0], _add_gathered, _add_runs)
 
 
 @njit(nogil=True, cache=True)
@@ -410,21 +411,23 @@ class _Blocking(_ColumnBlocks):
 
 
 class _ChannelChunks(_Blocking):
-    """The forward or weight gradient over chunks of input channels (:func:`_channel_chunks`): a
-    thread's block holds all ``N * P`` columns of ``chunk`` channels' rows."""
+    """The forward or weight gradient over chunks of the column matrix's rows (:func:`_channel_chunks`):
+    a thread's block holds all ``N * P`` columns of ``chunk`` channel-taps. Chunks of rows rather
+    than of whole channels keep the threads' shares equal where a group has fewer input channels
+    than there are items (patch embeddings of 3 colours)."""
 
     def __init__(self, spec, dtype, threads, pass_name):
         super().__init__(spec, dtype, threads, pass_name)
         self.pass_name = pass_name
         self.block = self.columns
-        group_in = spec.group_in_channels
-        widest = max(1, workspace.BLOCK_BYTES // (math.prod(spec.kernel_size) * self.columns * self.dtype.itemsize))
-        items = threads * -(-(spec.groups * -(-group_in // widest)) // threads)   # a multiple of the threads
-        self.chunk = -(-group_in // min(group_in, -(-items // spec.groups)))
+        rows = spec.group_in_channels * math.prod(spec.kernel_size)
+        widest = max(1, workspace.BLOCK_BYTES // (self.columns * self.dtype.itemsize))
+        items = threads * -(-(spec.groups * -(-rows // widest)) // threads)   # a multiple of the threads
+        self.chunk = -(-rows // min(rows, -(-items // spec.groups)))
 
     def column_rows(self):
         """Rows of a thread's column block: one chunk's channel-taps."""
-        return self.chunk * math.prod(self.spec.kernel_size)
+        return self.chunk
 
     def result_size(self):
         """Elements of the forward's partial sums (every thread's, and their total where the batch
@@ -447,7 +450,7 @@ def _channel_split(spec, pass_name, dtype, threads):
     apply: a problem that is not pointwise, with at least ``CHANNEL_SPLIT_MIN_RATIO`` times as many
     output channels a group as columns (``N * P``), whose scratch fits under the workspace limit.
     There the weights outweigh the columns: blocks of columns would stream them once per block,
-    while chunks of channels stream them once in all. The forward also needs a reduction
+    while chunks of rows stream them once in all. The forward also needs a reduction
     ``(C/g) * prod(kernel)`` of ``CHANNEL_SPLIT_FORWARD_MIN_REDUCTION`` or more: its partial sums
     cost a pass over the outputs per thread, which shorter reductions (1x1 and 1-d kernels) do
     not earn back."""
@@ -527,16 +530,15 @@ def _forward_wide_blocks(thread, threads, source, w_matrix, out, block, span, sh
 
 
 @njit(nogil=True, cache=True)
-def _columns_of(x, first, count, groups, rows, thread, columns, runs, sources, geometry, first_channel,
-                stop_channel):
-    """The block's column matrix (G, R, count) (or, for the channels ``[first_channel,
-    stop_channel)`` of one group, its rows of it as (1, R, count)), unfolded (:func:`_unfold`)
+def _columns_of(x, first, count, groups, rows, thread, columns, runs, sources, geometry, first_row, stop_row):
+    """The block's column matrix (G, R, count) (or, for the channel-taps ``[first_row, stop_row)``
+    of one group, those rows of it as (1, rows, count)), unfolded (:func:`_unfold`)
     into ``thread``'s rows of the scratch ``columns``, ``runs`` and ``sources``."""
     kernel_size, out_size, stride, dilation, pad_lo, gather = geometry
     taps = kernel_size[0] * kernel_size[1] * kernel_size[2]
     cols = scratch(columns, thread, (groups, rows, count))
     _unfold(x, cols, runs[thread].reshape(taps, -1, 5), scratch(sources, thread, (taps, count if gather else 0)),
-            first, gather, kernel_size, out_size, stride, dilation, pad_lo, first_channel, stop_channel)
+            first, gather, kernel_size, out_size, stride, dilation, pad_lo, first_row, stop_row)
     return cols[:, :, :count]
 
 
@@ -551,7 +553,7 @@ def _forward_blocks(thread, threads, x, w_matrix, out, block, columns, runs, sou
     for number in range(first_block, stop_block):
         first, count = block_of(number, block, batch * positions)
         cols = _columns_of(x, first, count, groups, rows, thread, columns, runs, sources, geometry, ZERO,
-                           x.shape[1])
+                           groups * rows)
         j = 0
         while j < count:   # the block's columns sample by sample
             sample, position = (first + j) // positions, (first + j) % positions
@@ -597,7 +599,7 @@ def _weight_blocks(thread, threads, x, grad_y, block, partials, gathered, column
     for number in range(first_block, stop_block):
         first, count = block_of(number, block, batch * positions)
         cols = _columns_of(x, first, count, groups, rows, thread, columns, runs, sources, geometry, ZERO,
-                           x.shape[1])
+                           groups * rows)
         dy = _gathered(grad_y, first, count, groups, group_out, thread, gathered)
         for g in range(groups):
             gemm(dy[g], cols[g].T, partials[thread, g], 1.0)
@@ -605,32 +607,31 @@ def _weight_blocks(thread, threads, x, grad_y, block, partials, gathered, column
 
 @njit(cache=True)
 def _channel_chunks(thread, threads, x, matrix, result, weight_pass, chunk, columns, runs, sources, geometry):
-    """The forward or the weight gradient over chunks of input channels (:func:`_channel_split`):
-    items (group, ``chunk`` of its input channels), each unfolding its channels' rows of the whole
-    column matrix (every sample's ``P`` outputs) and multiplying them at once, so the weights
-    stream from memory once in all. Forward, ``matrix`` w (G, K/g, R): ``result[thread, g] +=
-    w[g][:, rows] @ cols``, partial sums (threads, G, K/g, N*P) zeroed here and added by the caller
-    in thread order. Weight gradient, ``matrix`` grad_y (G, K/g, N*P): ``result[0, g][:, rows] =
+    """The forward or the weight gradient over chunks of the column matrix's rows (:func:`_channel_split`):
+    items (group, ``chunk`` of its channel-taps), each unfolding those rows of the whole column
+    matrix (every sample's ``P`` outputs) and multiplying them at once, so the weights stream
+    from memory once in all. Forward, ``matrix`` w (G, K/g, R): ``result[thread, g] += w[g][:,
+    rows] @ cols``, partial sums (threads, G, K/g, N*P) zeroed here and added by the caller in
+    thread order. Weight gradient, ``matrix`` grad_y (G, K/g, N*P): ``result[0, g][:, rows] =
     grad_y[g] @ cols.T`` into grad_w (1, G, K/g, R), each item writing its own columns. FLOPs: the
     pass's; memory: x and the weights (or grad_w) once, grad_y (or the partials) once per item.
     Scratch rows per thread: ``columns``, ``runs`` and ``sources``."""
-    groups = matrix.shape[0]
-    kernel_size, out_size = geometry[0], geometry[1]
-    group_in, taps = x.shape[1] // groups, kernel_size[0] * kernel_size[1] * kernel_size[2]
+    groups, rows = matrix.shape[0], result.shape[3] if weight_pass else matrix.shape[2]
+    out_size = geometry[1]
     total = x.shape[0] * out_size[0] * out_size[1] * out_size[2]
-    chunks = -(-group_in // chunk)
+    chunks = -(-rows // chunk)
     if not weight_pass:
         result[thread] = 0
     first_item, stop_item = share(groups * chunks, thread, threads)
     for item in range(first_item, stop_item):
-        g, c0 = item // chunks, item % chunks * chunk
-        c1 = min(c0 + chunk, group_in)
-        cols = _columns_of(x, ZERO, total, ONE, (c1 - c0) * taps, thread, columns, runs, sources, geometry,
-                           g * group_in + c0, g * group_in + c1)[0]
+        g, r0 = item // chunks, item % chunks * chunk
+        r1 = min(r0 + chunk, rows)
+        cols = _columns_of(x, ZERO, total, ONE, r1 - r0, thread, columns, runs, sources, geometry,
+                           g * rows + r0, g * rows + r1)[0]
         if weight_pass:
-            gemm(matrix[g], cols.T, result[0, g, :, c0 * taps:c1 * taps], 0.0)
+            gemm(matrix[g], cols.T, result[0, g, :, r0:r1], 0.0)
         else:
-            gemm(matrix[g, :, c0 * taps:c1 * taps], cols, result[thread, g], 1.0)
+            gemm(matrix[g, :, r0:r1], cols, result[thread, g], 1.0)
 
 
 @njit(cache=True)
