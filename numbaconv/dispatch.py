@@ -54,7 +54,7 @@ each rule; the command after each rule reproduces them.
    ``CHANNELS_LAST_MIN_GROUP_CHANNELS`` channels (its lanes), except where a
    group's products are large enough for im2col: the weight gradient from
    ``GROUPED_GEMM_MIN_CHANNELS`` input channels a group, the input gradient
-   below ``CHANNELS_LAST_STRIDED_MIN_OUTPUTS`` outputs a sample. Elsewhere the
+   below ``CHANNELS_LAST_MIN_OUTPUTS`` outputs a sample. Elsewhere the
    GEMM algorithms run one small product per group and Winograd transforms
    each group's planes for few channels. 1x1 grouped layers stay with
    im2col (the transposes cost ``channels_last`` more than the products).
@@ -130,18 +130,19 @@ each rule; the command after each rule reproduces them.
    second layer, U-Net's up-convolution gradients at 32 channels). From 64
    channels a group the two tie, from 128 im2col wins. ``numbaconv bench
    --layer audio1d,lenet_conv2 --algo im2col,polyphase`` (docs/decisions.md, PP2).
-2b. ``channels_last`` for the forward of the rest at a stride above 1 whose windows overlap
-   (more taps than the stride's volume), with at least ``CHANNELS_LAST_STRIDED_MIN_OUTPUTS``
-   outputs a sample and at least ``CHANNELS_LAST_STRIDED_MIN_PRODUCTS`` multiply-adds an input
-   element (``K/g`` times the taps over the stride's volume): im2col gathers its column matrix
-   at the stride, the input copied once for every tap over the stride's volume, where
-   ``channels_last`` copies the input once, channels-last, and broadcasts each element from there
-   into sums held in registers (ResNet's 3x3/2, the video networks' 3x3x3/2, speech encoders'
-   3/2 on short inputs). Where windows do not overlap (2x2/2, patch embeddings) im2col's columns
-   are one copy too, and its products win; so they do on fewer outputs a sample, and its
-   transpose would cost more than it saves on few products an input element. ``numbaconv
-   bench --network resnet50,r3d_18,wav2vec2,unet --algo channels_last,im2col --pass forward,input``
-   (docs/decisions.md, CL4).
+2b. ``channels_last`` for the forward of the rest whose windows overlap (more taps than the
+   stride's volume), with at least ``CHANNELS_LAST_MIN_OUTPUTS`` outputs a sample and at least
+   ``CHANNELS_LAST_MIN_PRODUCTS`` multiply-adds an input element (``K/g`` times the taps over
+   the stride's volume): im2col builds its column matrix, the input copied once for every tap
+   over the stride's volume (25 times for a 5x5 kernel at stride 1), where ``channels_last``
+   copies the input once, channels-last, and broadcasts each element from there into sums
+   held in registers (ResNet's 3x3/2, the video networks' 3x3x3/2, speech encoders' 3/2 on
+   short inputs; at stride 1 the kernels Winograd does not take: 5x5, 7x7, 1x7 and 7x1,
+   dilated 3x3, 3x3 on too few tiles). Where windows do not overlap (2x2/2, patch embeddings)
+   im2col's columns are one copy too, and its products win; so they do on fewer outputs a
+   sample, and its transpose would cost more than it saves on few products an input element.
+   ``numbaconv bench --network resnet50,r3d_18,wav2vec2,unet --algo channels_last,im2col
+   --pass forward,input``, ``python bench/stride_one.py`` (docs/decisions.md, CL4, CL5).
 3. ``direct`` when ``P < DIRECT_PRODUCT_LIMIT`` (strided problems with few
    channels a group that ``blocked`` leaves: lanes mostly empty): with so few
    rows and columns the GEMM algorithms spend more on moving columns than on
@@ -184,8 +185,8 @@ POLYPHASE_MAX_GROUP_CHANNELS = 32
 POLYPHASE_GROUPED_MAX_CHANNELS = 8
 GROUPED_GEMM_MIN_CHANNELS = 32
 CHANNELS_LAST_STEM_MIN_REDUCTION = 256
-CHANNELS_LAST_STRIDED_MIN_OUTPUTS = 192
-CHANNELS_LAST_STRIDED_MIN_PRODUCTS = 256
+CHANNELS_LAST_MIN_OUTPUTS = 192
+CHANNELS_LAST_MIN_PRODUCTS = 256
 BLOCKED_MIN_LANE_FILL = 0.75
 DEPTHWISE_WIDE_MIN_PLANE_OUTPUTS = 196
 BLOCKED_MIN_KERNEL_SIDE = 19
@@ -356,7 +357,7 @@ def _grouped_choice(spec, runnable, pass_name, product, taps):
     if "planar" in runnable and math.prod(spec.out_size) >= PLANAR_NARROW_GROUP_MIN_OUTPUTS:
         return "planar"
     gemm_shaped = (pass_name == "weight" and spec.group_in_channels >= GROUPED_GEMM_MIN_CHANNELS
-                   or pass_name == "input" and math.prod(spec.out_size) < CHANNELS_LAST_STRIDED_MIN_OUTPUTS)
+                   or pass_name == "input" and math.prod(spec.out_size) < CHANNELS_LAST_MIN_OUTPUTS)
     if gemm_shaped and "im2col" in runnable:
         return "im2col"
     if "channels_last" in runnable and narrowest >= CHANNELS_LAST_MIN_GROUP_CHANNELS:
@@ -380,12 +381,12 @@ def _polyphase_stem(spec, pass_name):
 
 
 def _strided_forward(spec, pass_name, taps):
-    """Rule 2b of the module docstring: the forward of a strided layer of overlapping windows with
-    many outputs a sample and many products an input element."""
+    """Rule 2b of the module docstring: the forward of a layer of overlapping windows with many
+    outputs a sample and many products an input element."""
     stride_volume = math.prod(spec.stride)
-    return (pass_name == "forward" and stride_volume > 1 and _windows_overlap(spec)
-            and math.prod(spec.out_size) >= CHANNELS_LAST_STRIDED_MIN_OUTPUTS
-            and spec.group_out_channels * taps >= CHANNELS_LAST_STRIDED_MIN_PRODUCTS * stride_volume)
+    return (pass_name == "forward" and _windows_overlap(spec)
+            and math.prod(spec.out_size) >= CHANNELS_LAST_MIN_OUTPUTS
+            and spec.group_out_channels * taps >= CHANNELS_LAST_MIN_PRODUCTS * stride_volume)
 
 
 def _windows_overlap(spec):

@@ -441,7 +441,7 @@ def test_auto_thresholds_hold_at_their_boundaries():
     # planar below P = 32768 (3x3 stride 2 is not planar's: stride-1 problems)
     assert dispatch.PLANAR_PRODUCT_LIMIT == 32768
     assert _auto((1, 64, 20, 20), (56, 64, 3, 3), stride=1, padding=0, dilation=2) == "planar"    # P = 32256
-    assert _auto((1, 64, 20, 20), (57, 64, 3, 3), dilation=2) == "im2col"          # P = 32832 >= 32768
+    assert _auto((1, 64, 20, 20), (57, 64, 3, 3), dilation=2) == "channels_last"   # P = 32832 >= 32768 (2b)
     # depthwise problems (those depthwise does not run, or below its 196 outputs a plane; the rule
     # for it: test_auto_takes_depthwise_on_wide_vectors): blocked (from 3/4 full lanes) for the
     # forward and input gradient of 5- and 7-wide kernels at stride 1 and of kernels from 19x19 on;
@@ -489,13 +489,13 @@ def test_auto_thresholds_hold_at_their_boundaries():
     assert _auto((2, 64, 11, 17), (64, 8, 3, 3), "input", padding=1, groups=8) == "im2col"             # 187
     assert _auto((2, 128, 14, 14), (128, 32, 3, 3), "weight", padding=1, groups=4) == "im2col"         # 32 a group
     assert _auto((2, 124, 14, 14), (124, 31, 3, 3), "weight", padding=1, groups=4) == "channels_last"  # 31
-    assert _auto((2, 64, 14, 14), (64, 64, 3, 3), padding=1, groups=1) != "channels_last"              # dense
+    assert _auto((2, 64, 14, 14), (64, 64, 3, 3), "input", padding=1, groups=1) != "channels_last"     # dense
     assert _auto((2, 56, 14, 14), (56, 7, 3, 3), padding=1, groups=8) != "channels_last"               # 7 a group
-    assert _auto((2, 130, 14, 14), (130, 65, 3, 3), padding=1, groups=2) != "channels_last"            # 65 a group
+    assert _auto((2, 130, 14, 14), (130, 65, 3, 3), "input", padding=1, groups=2) != "channels_last"   # 65 a group
     assert _auto((2, 64, 14, 14), (64, 16, 1, 1), groups=4) == "im2col"                                # 1x1
-    # rule 2b: the forward of strided layers of overlapping windows with at least 192 outputs a
-    # sample and 256 products an input element by channels_last, the gradients by the other rules
-    assert dispatch.CHANNELS_LAST_STRIDED_MIN_OUTPUTS == 192 and dispatch.CHANNELS_LAST_STRIDED_MIN_PRODUCTS == 256
+    # rule 2b: the forward of layers of overlapping windows with at least 192 outputs a sample and
+    # 256 products an input element by channels_last, at any stride; the gradients by the other rules
+    assert dispatch.CHANNELS_LAST_MIN_OUTPUTS == 192 and dispatch.CHANNELS_LAST_MIN_PRODUCTS == 256
     strided = dict(stride=2, padding=1)
     assert _auto((1, 64, 32, 32), (114, 64, 3, 3), **strided) == "channels_last"         # 256.5 products, 256 outputs
     assert _auto((1, 64, 32, 32), (113, 64, 3, 3), **strided) == "im2col"                # 254.25
@@ -503,6 +503,11 @@ def test_auto_thresholds_hold_at_their_boundaries():
     assert _auto((1, 64, 32, 32), (256, 64, 2, 2), stride=2) == "im2col"                 # windows do not overlap
     assert _auto((1, 64, 32, 32), (128, 64, 3, 3), "input", **strided) != "channels_last"
     assert _auto((1, 64, 32, 32), (128, 64, 3, 3), "weight", **strided) != "channels_last"
+    assert _auto((1, 48, 16, 16), (64, 48, 5, 5), padding=2) == "channels_last"          # 5x5 at stride 1
+    assert _auto((1, 48, 16, 12), (64, 48, 5, 5), padding=2) == "channels_last"          # 16 x 12 = 192
+    assert _auto((1, 48, 16, 12), (64, 48, 5, 5), padding=(2, 1)) == "im2col"            # 16 x 10 outputs
+    assert _auto((1, 64, 16, 16), (10, 64, 5, 5), padding=2) != "channels_last"          # 250 products
+    assert _auto((1, 64, 16, 16), (64, 64, 5, 5), "input", padding=2) != "channels_last"
     # dense strided layers go by the other rules in every pass (im2col's input gradient shares out
     # input channels at a batch of one, I6)
     for pass_name in ("forward", "input", "weight"):

@@ -144,17 +144,21 @@ def test_auto_rule(monkeypatch):
         ("planar", ConvSpec.create((8, 20, 28, 28), (20, 20, 5, 5))),         # P = 10000 on 24x24 planes
         ("winograd", ConvSpec.create((64, 32, 26, 26), (64, 32, 3, 3))),     # P = 18432, 3136 tiles
         ("planar", ConvSpec.create((1, 8, 7, 7), (8, 8, 7, 7), padding=3)),
-        ("im2col", ConvSpec.create((2, 64, 14, 14), (64, 64, 3, 3), padding=1)),   # P = 36864, 32 tiles
         ("winograd", ConvSpec.create((1, 8, 56, 56), (8, 8, 3, 3), padding=1)),   # 196 tiles
         ("im2col", ConvSpec.create((8, 128, 56, 56), (64, 128, 1, 1))),       # one tap: pointwise views
         ("winograd", ConvSpec.create((8, 128, 28, 28), (128, 128, 3, 3), padding=1)),
         ("winograd", ConvSpec.create((8, 64, 56, 56), (32, 64, 3, 3), padding=1)),   # P = 18432, many tiles
-        ("im2col", ConvSpec.create((2, 128, 14, 14), (128, 128, 3, 3), padding=1)),  # 32 tiles, 128 channels
         ("im2col", ConvSpec.create((1, 64, 7, 7), (64, 64, 7, 7), padding=3)),   # large kernel, small image
     ]
     for algo, spec in picks:
         for pass_name in ("forward", "input", "weight"):
             assert dispatch.choose("cpu", "auto", spec.as_3d(), pass_name) is dispatch.REGISTRY["cpu"][algo], algo
+    # too few tiles for winograd (P = 36864 and 147456, 32 tiles): the forward by channels_last (rule
+    # 2b: overlapping windows, 196 outputs a sample), the gradients by im2col
+    for spec in (ConvSpec.create((2, 64, 14, 14), (64, 64, 3, 3), padding=1),
+                 ConvSpec.create((2, 128, 14, 14), (128, 128, 3, 3), padding=1)):
+        picked = [dispatch.choose("cpu", "auto", spec.as_3d(), p).__name__.rsplit(".", 1)[1] for p in ("forward", "input", "weight")]
+        assert picked == ["channels_last", "im2col", "im2col"]
     # stems of at most 4 channels: polyphase's forward (a reduction below 64) and weight gradient;
     # their input gradient by the rules after it (planar: P = 500 on 8x8 planes; too few channels
     # for winograd)

@@ -1,0 +1,87 @@
+"""Dense stride-1 layers that Winograd does not take, by im2col, channels_last and polyphase: every pass.
+
+Kernels of 5x5, 7x7, 1x7 and 7x1 (Inception, large-kernel blocks), dilated
+3x3 (DeepLab's ASPP), 3x3 on too few tiles for Winograd (a batch of one on
+14x14 and 28x28 planes) and 1-d kernels of 5 and 7 taps. im2col copies the
+input once for every tap into its column matrix (25 times for 5x5);
+``channels_last`` copies it once and broadcasts each element into sums held
+in registers. Times the algorithms that run each problem (and PyTorch),
+taking turns in one process (numbaconv.timing.best_times, each call after
+the same call ran untimed for 20 ms), float32, and prints milliseconds with
+the ratio PyTorch time / numbaconv time, and what ``algo="auto"`` picks.
+``numbaconv.dispatch``'s rule 2b rests on them (docs/decisions.md, CL5).
+
+    python bench/stride_one.py [--pass forward,input,weight] [--budget 1.5]
+
+Needs PyTorch.
+"""
+import argparse
+
+import numpy as np
+import torch
+
+import numbaconv
+from numbaconv import dispatch
+from numbaconv.spec import ConvSpec
+from numbaconv.timing import best_times
+from numbaconv.tools.bench import keep_freed_memory
+
+ALGORITHMS = ("im2col", "channels_last", "polyphase")
+# name, x shape, w shape, padding, dilation; stride 1
+LAYERS = [
+    ("inception 5x5 48->64 at 35", (4, 48, 35, 35), (64, 48, 5, 5), 2, 1),
+    ("inception 1x7 192 at 17", (4, 192, 17, 17), (192, 192, 1, 7), (0, 3), 1),
+    ("inception 7x1 160->192 at 17", (4, 160, 17, 17), (192, 160, 7, 1), (3, 0), 1),
+    ("5x5 64 at 14", (4, 64, 14, 14), (64, 64, 5, 5), 2, 1),
+    ("7x7 64 at 28", (2, 64, 28, 28), (64, 64, 7, 7), 3, 1),
+    ("3x3 dilation 2, 256 at 28", (2, 256, 28, 28), (256, 256, 3, 3), 2, 2),
+    ("aspp 3x3 dilation 6, 512->256 at 33", (2, 512, 33, 33), (256, 512, 3, 3), 6, 6),
+    ("3x3 128 at 14, N=1", (1, 128, 14, 14), (128, 128, 3, 3), 1, 1),
+    ("3x3 64 at 28, N=1", (1, 64, 28, 28), (64, 64, 3, 3), 1, 1),
+    ("1-d k5 256 at 500", (4, 256, 500), (256, 256, 5), 2, 1),
+    ("1-d k7 64->128 at 1000", (4, 64, 1000), (128, 64, 7), 3, 1),
+]
+
+
+def _calls(x, w, grad_y, padding, dilation, pass_name, algorithms):
+    """PyTorch's call, then each algorithm's, for one pass."""
+    rank = x.ndim - 2
+    x_t, w_t, grad_y_t = (torch.from_numpy(a) for a in (x, w, grad_y))
+    options = {"padding": padding, "dilation": dilation}
+    if pass_name == "forward":
+        torch_conv, conv = getattr(torch.nn.functional, f"conv{rank}d"), getattr(numbaconv, f"conv{rank}d")
+        return [lambda: torch_conv(x_t, w_t, **options)] + [lambda a=a: conv(x, w, **options, algo=a)
+                                                             for a in algorithms]
+    if pass_name == "input":
+        torch_input, conv_input = getattr(torch.nn.grad, f"conv{rank}d_input"), getattr(numbaconv, f"conv{rank}d_input")
+        return [lambda: torch_input(x_t.shape, w_t, grad_y_t, **options)] + [
+            lambda a=a: conv_input(x.shape, w, grad_y, **options, algo=a) for a in algorithms]
+    torch_weight, conv_weight = getattr(torch.nn.grad, f"conv{rank}d_weight"), getattr(numbaconv, f"conv{rank}d_weight")
+    return [lambda: torch_weight(x_t, w_t.shape, grad_y_t, **options)] + [
+        lambda a=a: conv_weight(x, w.shape, grad_y, **options, algo=a) for a in algorithms]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pass", dest="passes", default="forward,input,weight", help="comma-separated passes")
+    parser.add_argument("--budget", type=float, default=1.5, help="seconds of timing per layer and pass")
+    args = parser.parse_args()
+    keep_freed_memory()
+    torch.set_num_threads(numbaconv.cpu.threads.thread_count())
+    rng = np.random.default_rng(0)
+    for name, x_shape, w_shape, padding, dilation in LAYERS:
+        x = rng.standard_normal(x_shape).astype(np.float32)
+        w = rng.standard_normal(w_shape).astype(np.float32)
+        spec = ConvSpec.create(x.shape, w.shape, 1, padding, dilation)
+        grad_y = rng.standard_normal(spec.y_shape).astype(np.float32)
+        algorithms = [a for a in ALGORITHMS if a in dispatch.runnable("cpu", spec.as_3d())]
+        for pass_name in args.passes.split(","):
+            times = best_times(_calls(x, w, grad_y, padding, dilation, pass_name, algorithms), warmup=1,
+                               max_rounds=40, budget_s=args.budget, settle_s=0.02)
+            auto = dispatch.choose("cpu", "auto", spec.as_3d(), pass_name).__name__.rsplit(".", 1)[1]
+            cells = "  ".join(f"{a} {t * 1e3:.3f} ({times[0] / t:.2f})" for a, t in zip(algorithms, times[1:]))
+            print(f"{name:36s} {pass_name:7s} torch {times[0] * 1e3:.3f}  {cells}  auto: {auto}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
