@@ -22,6 +22,9 @@ from .cpu.workspace import release as release_workspace, set_workspace_limit, wo
 from .spec import ConvSpec
 from .tuning import tune
 from .version import __version__
+from .compile_cache import load_without_refresh as _load_without_refresh  # noqa: E402
+
+_load_without_refresh()   # the kernels above are all defined now
 
 __all__ = ["reference", "devices", "algorithms", "ConvSpec", "tune", "set_workspace_limit", "workspace_limit",
            "release_workspace", "CompilingNotice",

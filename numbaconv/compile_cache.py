@@ -28,8 +28,12 @@ import tempfile
 import threading
 import warnings
 
+import sys
+
 import numba
 from numba.core import config, event
+from numba.core.caching import FunctionCache
+from numba.core.runtime.nrt import rtsys
 
 NOTICE_AFTER_S = 1.0
 COMPILE_LISTENERS = []   # functions called with a kernel's name as numbaconv starts compiling it
@@ -72,7 +76,6 @@ def cache_folder(function) -> str:
     """The folder Numba's cache locator picks for the machine code of Python ``function``'s module:
     under $NUMBA_CACHE_DIR when set, else __pycache__ beside its source, else the user's cache
     folder."""
-    from numba.core.caching import FunctionCache
     return FunctionCache(function).cache_path
 
 
@@ -147,3 +150,29 @@ def watch_compilation() -> None:
 
 
 _WATCH = None
+
+
+class _LoadWithoutRefresh(FunctionCache):
+    """Numba's cache of one numbaconv kernel, loading machine code without first refreshing the
+    target context: Numba refreshes it before every load from the cache, and the first refresh
+    of a process imports and installs every typing and lowering registry (0.1-0.2 s, most of a
+    warm first call), which only compiling needs (Numba's compiler refreshes for itself). Loading
+    needs Numba's runtime, which the machine code links against."""
+
+    def load_overload(self, sig, target_context):
+        rtsys.initialize(target_context)
+        with self._guard_against_spurious_io_errors():
+            return self._load_overload(sig, target_context)
+
+
+def load_without_refresh() -> None:
+    """Give every numbaconv dispatcher imported so far a :class:`_LoadWithoutRefresh` cache. Where
+    this Numba's cache lacks the methods it uses, the dispatchers keep Numba's own."""
+    if not all(hasattr(FunctionCache, name) for name in ("_guard_against_spurious_io_errors", "_load_overload")):
+        return
+    for name, module in list(sys.modules.items()):
+        if not name.startswith("numbaconv."):
+            continue
+        for value in vars(module).values():
+            if type(getattr(value, "_cache", None)) is FunctionCache:
+                value._cache.__class__ = _LoadWithoutRefresh

@@ -93,3 +93,35 @@ def test_import_leaves_out_cuda_torch_plotting_and_scipy_fft():
                            "'numbaconv.cuda', 'numbaconv.tools', 'scipy.fft'))))"], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+_FIRST_CALL = """
+import numpy as np
+from numba.core import base
+refreshes = []
+refresh = base.BaseContext.refresh
+base.BaseContext.refresh = lambda self: refreshes.append(1) or refresh(self)
+import numbaconv
+rng = np.random.default_rng(0)
+x, w = rng.standard_normal((2, 3, 10, 10)), rng.standard_normal((4, 3, 3, 3))
+y = numbaconv.conv2d(x, w, padding=1)
+error = np.abs(y - numbaconv.reference.conv2d(x, w, padding=1)).max()
+print(len(refreshes), error < 1e-12)
+"""
+
+
+def test_a_warm_first_call_loads_kernels_without_refreshing_numba():
+    """Every numbaconv kernel loads from the cache without Numba's registry refresh (most of a warm
+    first call's time): a fresh process whose kernels are cached (by the first run) refreshes
+    nothing and gets the reference's result."""
+    from numba.core.caching import FunctionCache
+    from numbaconv import compile_cache
+    from numbaconv.cpu import planar, threads
+    for kernel in (planar._correlate_kernel, threads._launch):
+        assert type(kernel._cache) is compile_cache._LoadWithoutRefresh
+        assert isinstance(kernel._cache, FunctionCache)
+    runs = [subprocess.run([sys.executable, "-c", _FIRST_CALL], capture_output=True, text=True, timeout=300)
+            for _ in range(2)]
+    assert all(run.returncode == 0 for run in runs), runs[0].stderr + runs[1].stderr
+    refreshed, correct = runs[1].stdout.split()
+    assert refreshed == "0" and correct == "True", runs[1].stdout
