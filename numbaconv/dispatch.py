@@ -89,13 +89,19 @@ each rule; the command after each rule reproduces them.
    ``WINOGRAD_MIN_CHANNELS`` input channels per group and ``WINOGRAD_MIN_TILES``
    4x4 output tiles: its filter transform (36 K C/g values, ~100 flops each)
    must be small next to the tiles' work, and a reduction over 3 channels is
-   too short for its products. With fewer tiles, from
+   too short for its products. From ``WINOGRAD_MID_MIN_TILES`` tiles it
+   takes groups of at least ``WINOGRAD_MID_MIN_CHANNELS`` input and output
+   channels (a batch of one on 40x40 planes, 28x28 at two): its transforms
+   cost per channel and tile, its products per channel pair and tile, so
+   wider groups pay for them sooner (under 32 channels ``planar`` stays
+   ahead there). With fewer tiles, from
    ``WINOGRAD_WIDE_MIN_TILES`` on, a pass still takes it when it reduces over
    at least ``WINOGRAD_WIDE_MIN_CHANNELS`` channels per group (the forward
    over C/g, the input gradient over K/g, the weight gradient over both):
    Winograd then goes by filter blocks (cpu/winograd.py), which pays on wide
    layers only. ``numbaconv bench --layer
-   conv3x3_64,conv3x3_256,conv3x3_512,batch1_16ch --algo winograd,im2col,planar``.
+   conv3x3_64,conv3x3_256,conv3x3_512,batch1_16ch --algo winograd,im2col,planar``,
+   ``python bench/winograd_tiles.py`` (docs/decisions.md, D3, D3a, D4).
 1a. ``depth_taps`` for 3-d problems whose kernel is deeper than one slice
    when one depth tap's 2-d problem (every output slice a sample) is a
    Winograd problem by rule 1: the sum over depth taps of Winograd's 2-d
@@ -197,6 +203,8 @@ PLANAR_SMALL_PLANE_PRODUCT = 4096
 PLANAR_MIN_PLANE_OUTPUTS = 128
 WINOGRAD_MIN_CHANNELS = 8
 WINOGRAD_MIN_TILES = 128
+WINOGRAD_MID_MIN_TILES = 96
+WINOGRAD_MID_MIN_CHANNELS = 32
 WINOGRAD_WIDE_MIN_TILES = 16
 WINOGRAD_WIDE_MIN_CHANNELS = 256
 WINOGRAD1D_MAX_PRODUCT_SHARE = 0.5
@@ -424,12 +432,15 @@ def _planar_pays(spec, product, taps):
 
 
 def _winograd_pays(spec, pass_name):
-    """Rule 1 of the module docstring: enough channels and tiles (or the wide layers with few
-    tiles that go by filter blocks)."""
+    """Rule 1 of the module docstring: enough channels and tiles (fewer tiles for wider groups; the
+    widest layers go by filter blocks)."""
     tiles = cpu_winograd.tile_count(spec)
     if spec.group_in_channels < WINOGRAD_MIN_CHANNELS:
         return False
     if tiles >= WINOGRAD_MIN_TILES:
+        return True
+    narrowest = min(spec.group_in_channels, spec.group_out_channels)
+    if tiles >= WINOGRAD_MID_MIN_TILES and narrowest >= WINOGRAD_MID_MIN_CHANNELS:
         return True
     reduced = {"forward": spec.group_in_channels, "input": spec.group_out_channels,
                "weight": min(spec.group_in_channels, spec.group_out_channels)}[pass_name]

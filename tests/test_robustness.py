@@ -550,6 +550,13 @@ def test_auto_thresholds_hold_at_their_boundaries():
     assert _auto((1, 8, 32, 64), (8, 8, 3, 3), padding=1) == "winograd"
     assert _auto((1, 7, 32, 64), (8, 7, 3, 3), padding=1) != "winograd"
     assert _auto((1, 8, 32, 60), (8, 8, 3, 3), padding=1) != "winograd"           # 8x15 tiles
+    # from 96 tiles where groups have at least 32 input and output channels, every pass
+    assert dispatch.WINOGRAD_MID_MIN_TILES == 96 and dispatch.WINOGRAD_MID_MIN_CHANNELS == 32
+    for pass_name in ("forward", "input", "weight"):
+        assert _auto((1, 32, 32, 48), (32, 32, 3, 3), pass_name, padding=1) == "winograd"     # 8x12 tiles
+        assert _auto((1, 32, 32, 44), (32, 32, 3, 3), pass_name, padding=1) != "winograd"     # 8x11
+        assert _auto((1, 32, 32, 48), (31, 32, 3, 3), pass_name, padding=1) != "winograd"     # 31 filters
+        assert _auto((1, 31, 32, 48), (32, 31, 3, 3), pass_name, padding=1) != "winograd"     # 31 channels
     # by filter blocks: 16 tiles with 256 channels reduced, per pass
     assert dispatch.WINOGRAD_WIDE_MIN_TILES == 16 and dispatch.WINOGRAD_WIDE_MIN_CHANNELS == 256
     assert _auto((1, 256, 16, 16), (8, 256, 3, 3), padding=1) == "winograd"       # forward reduces 256
