@@ -149,6 +149,17 @@ each rule; the command after each rule reproduces them.
    sample, and its transpose would cost more than it saves on few products an input element.
    ``numbaconv bench --network resnet50,r3d_18,wav2vec2,unet --algo channels_last,im2col
    --pass forward,input``, ``python bench/stride_one.py`` (docs/decisions.md, CL4, CL5).
+2c. ``channels_last`` for the gradients of the rest whose windows overlap and whose groups have
+   few output channels: the weight gradient up to ``CHANNELS_LAST_NARROW_FILTERS`` of them, or
+   twice that with at least ``CHANNELS_LAST_MIN_OUTPUTS`` outputs a sample; the input gradient
+   up to ``CHANNELS_LAST_NARROW_FILTERS``, from ``CHANNELS_LAST_INPUT_MIN_CHANNELS`` input
+   channels a group (its lanes) and ``CHANNELS_LAST_INPUT_MIN_OUTPUTS`` outputs in the batch.
+   im2col's products there have a short side: the weight gradient ``K/g`` rows, the input
+   gradient a reduction over ``K/g`` (DenseNet's 3x3 layers of 32 filters, 5x5 and 7x7 layers
+   of 64), which BLAS runs at a fraction of its speed next to building or folding the column
+   matrix; ``channels_last`` sums them in registers. Its input gradient needs enough outputs
+   for its panels, and a few input channels leave its lanes empty. ``python
+   bench/narrow_filters.py`` (docs/decisions.md, CL6).
 3. ``direct`` when ``P < DIRECT_PRODUCT_LIMIT`` (strided problems with few
    channels a group that ``blocked`` leaves: lanes mostly empty): with so few
    rows and columns the GEMM algorithms spend more on moving columns than on
@@ -193,6 +204,9 @@ GROUPED_GEMM_MIN_CHANNELS = 32
 CHANNELS_LAST_STEM_MIN_REDUCTION = 256
 CHANNELS_LAST_MIN_OUTPUTS = 192
 CHANNELS_LAST_MIN_PRODUCTS = 256
+CHANNELS_LAST_NARROW_FILTERS = 32
+CHANNELS_LAST_INPUT_MIN_CHANNELS = 32
+CHANNELS_LAST_INPUT_MIN_OUTPUTS = 512
 BLOCKED_MIN_LANE_FILL = 0.75
 DEPTHWISE_WIDE_MIN_PLANE_OUTPUTS = 196
 BLOCKED_MIN_KERNEL_SIDE = 19
@@ -321,7 +335,8 @@ def _auto_cpu(spec, runnable, pass_name):
         return "planar"
     if "polyphase" in runnable and _polyphase_narrow(spec, pass_name, product):
         return "polyphase"
-    if "channels_last" in runnable and product >= DIRECT_PRODUCT_LIMIT and _strided_forward(spec, pass_name, taps):
+    if "channels_last" in runnable and product >= DIRECT_PRODUCT_LIMIT and (
+            _strided_forward(spec, pass_name, taps) or _narrow_gradient(spec, pass_name)):
         return "channels_last"
     if "im2col" in runnable and (product >= DIRECT_PRODUCT_LIMIT or "direct" not in runnable):
         return "im2col"
@@ -395,6 +410,20 @@ def _strided_forward(spec, pass_name, taps):
     return (pass_name == "forward" and _windows_overlap(spec)
             and math.prod(spec.out_size) >= CHANNELS_LAST_MIN_OUTPUTS
             and spec.group_out_channels * taps >= CHANNELS_LAST_MIN_PRODUCTS * stride_volume)
+
+
+def _narrow_gradient(spec, pass_name):
+    """Rule 2c of the module docstring: a gradient of a layer of overlapping windows with few output
+    channels a group."""
+    filters, outputs = spec.group_out_channels, math.prod(spec.out_size)
+    if pass_name == "input":
+        narrow = (filters <= CHANNELS_LAST_NARROW_FILTERS and spec.group_in_channels >= CHANNELS_LAST_INPUT_MIN_CHANNELS
+                  and spec.batch * outputs >= CHANNELS_LAST_INPUT_MIN_OUTPUTS)
+    else:
+        narrow = pass_name == "weight" and (
+            filters <= CHANNELS_LAST_NARROW_FILTERS
+            or filters <= 2 * CHANNELS_LAST_NARROW_FILTERS and outputs >= CHANNELS_LAST_MIN_OUTPUTS)
+    return narrow and _windows_overlap(spec)
 
 
 def _windows_overlap(spec):
