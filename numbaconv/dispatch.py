@@ -150,16 +150,15 @@ each rule; the command after each rule reproduces them.
    ``numbaconv bench --network resnet50,r3d_18,wav2vec2,unet --algo channels_last,im2col
    --pass forward,input``, ``python bench/stride_one.py`` (docs/decisions.md, CL4, CL5).
 2c. ``channels_last`` for the gradients of the rest whose windows overlap and whose groups have
-   few output channels: the weight gradient up to ``CHANNELS_LAST_NARROW_FILTERS`` of them, or
-   twice that with at least ``CHANNELS_LAST_MIN_OUTPUTS`` outputs a sample; the input gradient
-   up to ``CHANNELS_LAST_NARROW_FILTERS``, from ``CHANNELS_LAST_INPUT_MIN_CHANNELS`` input
-   channels a group (its lanes) and ``CHANNELS_LAST_INPUT_MIN_OUTPUTS`` outputs in the batch.
+   ``CHANNELS_LAST_MIN_GROUP_CHANNELS`` (its lanes) to ``CHANNELS_LAST_NARROW_FILTERS`` output
+   channels; the input gradient also needs ``CHANNELS_LAST_INPUT_MIN_CHANNELS`` input channels
+   a group (its lanes there) and ``CHANNELS_LAST_INPUT_MIN_OUTPUTS`` outputs in the batch.
    im2col's products there have a short side: the weight gradient ``K/g`` rows, the input
-   gradient a reduction over ``K/g`` (DenseNet's 3x3 layers of 32 filters, 5x5 and 7x7 layers
-   of 64), which BLAS runs at a fraction of its speed next to building or folding the column
+   gradient a reduction over ``K/g`` (DenseNet's 3x3 layers of 32 filters, audio front ends
+   of 32), which BLAS runs at a fraction of its speed next to building or folding the column
    matrix; ``channels_last`` sums them in registers. Its input gradient needs enough outputs
-   for its panels, and a few input channels leave its lanes empty. ``python
-   bench/narrow_filters.py`` (docs/decisions.md, CL6).
+   for its panels. At 48 and 64 filters it wins on 14x14 to 35x35 planes and loses on long
+   1-d layers, so im2col keeps them. ``python bench/narrow_filters.py`` (docs/decisions.md, CL6).
 3. ``direct`` when ``P < DIRECT_PRODUCT_LIMIT`` (strided problems with few
    channels a group that ``blocked`` leaves: lanes mostly empty): with so few
    rows and columns the GEMM algorithms spend more on moving columns than on
@@ -415,15 +414,11 @@ def _strided_forward(spec, pass_name, taps):
 def _narrow_gradient(spec, pass_name):
     """Rule 2c of the module docstring: a gradient of a layer of overlapping windows with few output
     channels a group."""
-    filters, outputs = spec.group_out_channels, math.prod(spec.out_size)
+    narrow = CHANNELS_LAST_MIN_GROUP_CHANNELS <= spec.group_out_channels <= CHANNELS_LAST_NARROW_FILTERS
     if pass_name == "input":
-        narrow = (filters <= CHANNELS_LAST_NARROW_FILTERS and spec.group_in_channels >= CHANNELS_LAST_INPUT_MIN_CHANNELS
-                  and spec.batch * outputs >= CHANNELS_LAST_INPUT_MIN_OUTPUTS)
-    else:
-        narrow = pass_name == "weight" and (
-            filters <= CHANNELS_LAST_NARROW_FILTERS
-            or filters <= 2 * CHANNELS_LAST_NARROW_FILTERS and outputs >= CHANNELS_LAST_MIN_OUTPUTS)
-    return narrow and _windows_overlap(spec)
+        narrow = (narrow and spec.group_in_channels >= CHANNELS_LAST_INPUT_MIN_CHANNELS
+                  and spec.batch * math.prod(spec.out_size) >= CHANNELS_LAST_INPUT_MIN_OUTPUTS)
+    return pass_name != "forward" and narrow and _windows_overlap(spec)
 
 
 def _windows_overlap(spec):

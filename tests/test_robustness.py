@@ -508,23 +508,21 @@ def test_auto_thresholds_hold_at_their_boundaries():
     assert _auto((1, 48, 16, 12), (64, 48, 5, 5), padding=(2, 1)) == "im2col"            # 16 x 10 outputs
     assert _auto((1, 64, 16, 16), (10, 64, 5, 5), padding=2) != "channels_last"          # 250 products
     assert _auto((1, 64, 16, 16), (64, 64, 5, 5), "input", padding=2) != "channels_last"
-    # rule 2c: the gradients of overlapping windows with few filters by channels_last: the weight
-    # gradient up to 32 filters a group, or 64 from 192 outputs a sample; the input gradient up to
-    # 32 filters, from 32 input channels a group and 512 outputs in the batch
+    # rule 2c: the gradients of overlapping windows with 8 to 32 filters a group by channels_last, the
+    # input gradient from 32 input channels a group and 512 outputs in the batch
     assert (dispatch.CHANNELS_LAST_NARROW_FILTERS, dispatch.CHANNELS_LAST_INPUT_MIN_CHANNELS,
-            dispatch.CHANNELS_LAST_INPUT_MIN_OUTPUTS) == (32, 32, 512)
+            dispatch.CHANNELS_LAST_INPUT_MIN_OUTPUTS, dispatch.CHANNELS_LAST_MIN_GROUP_CHANNELS) == (32, 32, 512, 8)
     narrow = dict(stride=2, padding=1)
-    assert _auto((4, 128, 28, 28), (32, 128, 3, 3), "weight", **narrow) == "channels_last"
-    assert _auto((4, 128, 14, 14), (32, 128, 3, 3), "weight", **narrow) == "channels_last"  # 49 outputs
-    assert _auto((4, 128, 28, 28), (33, 128, 3, 3), "weight", **narrow) == "channels_last"  # 196 outputs
-    assert _auto((4, 128, 26, 28), (33, 128, 3, 3), "weight", **narrow) == "im2col"         # 182
-    assert _auto((4, 128, 28, 28), (65, 128, 3, 3), "weight", **narrow) == "im2col"
-    assert _auto((4, 128, 28, 28), (32, 128, 3, 3), "input", **narrow) == "channels_last"   # 784 outputs
-    assert _auto((2, 128, 32, 32), (32, 128, 3, 3), "input", **narrow) == "channels_last"   # 512
-    assert _auto((2, 128, 32, 30), (32, 128, 3, 3), "input", **narrow) == "im2col"          # 480
-    assert _auto((4, 128, 28, 28), (33, 128, 3, 3), "input", **narrow) == "im2col"
-    assert _auto((4, 31, 28, 28), (32, 31, 3, 3), "input", **narrow) != "channels_last"     # 31 channels
-    assert _auto((4, 128, 28, 28), (32, 128, 2, 2), "weight", stride=2) == "im2col"         # no overlap
+    for pass_name in ("input", "weight"):
+        assert _auto((4, 128, 28, 28), (32, 128, 3, 3), pass_name, **narrow) == "channels_last"   # 784 outputs
+        assert _auto((4, 128, 28, 28), (33, 128, 3, 3), pass_name, **narrow) == "im2col"
+        assert _auto((4, 128, 28, 28), (8, 128, 3, 3), pass_name, **narrow) == "channels_last"
+        assert _auto((4, 128, 28, 28), (7, 128, 3, 3), pass_name, **narrow) == "im2col"          # 7 lanes
+        assert _auto((4, 128, 28, 28), (32, 128, 2, 2), pass_name, stride=2) == "im2col"         # no overlap
+    assert _auto((4, 128, 14, 14), (32, 128, 3, 3), "weight", **narrow) == "channels_last"       # 196 outputs
+    assert _auto((2, 128, 32, 32), (32, 128, 3, 3), "input", **narrow) == "channels_last"        # 512
+    assert _auto((2, 128, 32, 30), (32, 128, 3, 3), "input", **narrow) == "im2col"               # 480
+    assert _auto((4, 31, 28, 28), (32, 31, 3, 3), "input", **narrow) != "channels_last"          # 31 channels
     # dense strided layers go by the other rules in every pass (im2col's input gradient shares out
     # input channels at a batch of one, I6)
     for pass_name in ("forward", "input", "weight"):
