@@ -1,15 +1,17 @@
-"""Dense stride-1 layers that Winograd does not take, by im2col, channels_last and polyphase: every pass.
+"""Dense stride-1 layers that Winograd does not take, by im2col, channels_last, polyphase and planar: every pass.
 
 Kernels of 5x5, 7x7, 1x7 and 7x1 (Inception, large-kernel blocks), dilated
 3x3 (DeepLab's ASPP), 3x3 on too few tiles for Winograd (a batch of one on
-14x14 and 28x28 planes) and 1-d kernels of 5 and 7 taps. im2col copies the
-input once for every tap into its column matrix (25 times for 5x5);
+14x14 and 28x28 planes), 1-d kernels of 5 and 7 taps, and 5x5 and 7x7
+kernels over 8-32 channels, whose products are small enough for ``planar``.
+im2col copies the input once for every tap into its column matrix (25
+times for 5x5);
 ``channels_last`` copies it once and broadcasts each element into sums held
 in registers. Times the algorithms that run each problem (and PyTorch),
 taking turns in one process (numbaconv.timing.best_times, each call after
 the same call ran untimed for 20 ms), float32, and prints milliseconds with
 the ratio PyTorch time / numbaconv time, and what ``algo="auto"`` picks.
-``numbaconv.dispatch``'s rule 2b rests on them (docs/decisions.md, CL5).
+``numbaconv.dispatch``'s rules 1c and 2b rest on them (docs/decisions.md, CL5, CL7).
 
     python bench/stride_one.py [--pass forward,input,weight] [--budget 1.5]
 
@@ -26,7 +28,7 @@ from numbaconv.spec import ConvSpec
 from numbaconv.timing import best_times
 from numbaconv.tools.bench import keep_freed_memory
 
-ALGORITHMS = ("im2col", "channels_last", "polyphase")
+ALGORITHMS = ("im2col", "channels_last", "polyphase", "planar")
 # name, x shape, w shape, padding, dilation; stride 1
 LAYERS = [
     ("inception 5x5 48->64 at 35", (4, 48, 35, 35), (64, 48, 5, 5), 2, 1),
@@ -40,6 +42,14 @@ LAYERS = [
     ("3x3 64 at 28, N=1", (1, 64, 28, 28), (64, 64, 3, 3), 1, 1),
     ("1-d k5 256 at 500", (4, 256, 500), (256, 256, 5), 2, 1),
     ("1-d k7 64->128 at 1000", (4, 64, 1000), (128, 64, 7), 3, 1),
+    # products under planar's limit (32768), kernels wider than its 9 fused taps
+    ("5x5 32 at 56", (4, 32, 56, 56), (32, 32, 5, 5), 2, 1),
+    ("5x5 16->32 at 56", (4, 16, 56, 56), (32, 16, 5, 5), 2, 1),
+    ("5x5 16 at 56, N=2", (2, 16, 56, 56), (16, 16, 5, 5), 2, 1),
+    ("5x5 24 at 28", (4, 24, 28, 28), (24, 24, 5, 5), 2, 1),
+    ("5x5 32 at 28, N=8", (8, 32, 28, 28), (32, 32, 5, 5), 2, 1),
+    ("7x7 16 at 56, N=2", (2, 16, 56, 56), (16, 16, 7, 7), 3, 1),
+    ("7x7 8->16 at 56, N=2", (2, 8, 56, 56), (16, 8, 7, 7), 3, 1),
 ]
 
 

@@ -117,6 +117,14 @@ each rule; the command after each rule reproduces them.
    channels per group and ``WINOGRAD1D_STRIDED_MIN_TILES`` tiles of 4 outputs in all
    (samples x tiles: speech models' feature encoders on raw audio); on fewer it ties or
    loses. ``python bench/winograd1d.py`` (docs/decisions.md, W1D2).
+1c. ``channels_last`` for every pass of the stride-1 layers whose product ``P`` rule 2 would
+   give ``planar`` but whose kernel has more taps than ``planar`` fuses in a pass (5x5, 7x7:
+   more than ``planar.FUSED_TAPS``; 2-d and 3-d kernels: 1-d ones were not measured), with at
+   least ``CHANNELS_LAST_MIN_GROUP_CHANNELS``
+   channels a group on both sides (its lanes) and ``CHANNELS_LAST_MIN_OUTPUTS`` outputs a
+   sample: ``planar`` passes over its planes once per nine taps and runs the rest one tap a
+   pass, ``channels_last`` holds a tile's sums in registers over all of them. ``python
+   bench/stride_one.py`` (docs/decisions.md, CL7).
 2. ``planar`` at stride 1 when ``P < PLANAR_PRODUCT_LIMIT`` and the kernel
    has more than one tap, or when ``P < DIRECT_PRODUCT_LIMIT`` (depthwise
    1x1): the GEMM algorithms' products are too small there to pay for
@@ -330,6 +338,8 @@ def _auto_cpu(spec, runnable, pass_name):
         return "winograd1d"
     if "winograd" in runnable and _winograd_pays(spec, pass_name):
         return "winograd"
+    if "channels_last" in runnable and _wide_kernel_small_product(spec, product, taps):
+        return "channels_last"
     if "planar" in runnable and _planar_pays(spec, product, taps):
         return "planar"
     if "polyphase" in runnable and _polyphase_narrow(spec, pass_name, product):
@@ -443,6 +453,14 @@ def _strided_stem(spec, pass_name):
     return (pass_name == "forward" and max(spec.stride) > 1
             and spec.group_in_channels <= STEM_MAX_CHANNELS
             and reduction >= CHANNELS_LAST_STEM_MIN_REDUCTION)
+
+
+def _wide_kernel_small_product(spec, product, taps):
+    """Rule 1c of the module docstring: planar's products with more taps than it fuses a pass."""
+    return (taps > cpu_planar.FUSED_TAPS and spec.kernel_size[1] > 1 and spec.stride == (1, 1, 1)
+            and product < PLANAR_PRODUCT_LIMIT
+            and min(spec.group_in_channels, spec.group_out_channels) >= CHANNELS_LAST_MIN_GROUP_CHANNELS
+            and math.prod(spec.out_size) >= CHANNELS_LAST_MIN_OUTPUTS)
 
 
 def _planar_pays(spec, product, taps):

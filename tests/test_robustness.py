@@ -506,8 +506,17 @@ def test_auto_thresholds_hold_at_their_boundaries():
     assert _auto((1, 48, 16, 16), (64, 48, 5, 5), padding=2) == "channels_last"          # 5x5 at stride 1
     assert _auto((1, 48, 16, 12), (64, 48, 5, 5), padding=2) == "channels_last"          # 16 x 12 = 192
     assert _auto((1, 48, 16, 12), (64, 48, 5, 5), padding=(2, 1)) == "im2col"            # 16 x 10 outputs
-    assert _auto((1, 64, 16, 16), (10, 64, 5, 5), padding=2) != "channels_last"          # 250 products
+    assert _auto((1, 256, 16, 16), (10, 256, 5, 5), padding=2) != "channels_last"        # 250 products
     assert _auto((1, 64, 16, 16), (64, 64, 5, 5), "input", padding=2) != "channels_last"
+    # rule 1c: every pass of stride-1 layers planar's product would take with more taps than it fuses
+    # (2-d kernels), 8 channels a group on both sides and 192 outputs a sample, by channels_last
+    for pass_name in ("forward", "input", "weight"):
+        assert _auto((2, 16, 16, 16), (16, 16, 5, 5), pass_name, padding=2) == "channels_last"   # P = 6400
+        assert _auto((2, 16, 16, 16), (16, 16, 3, 3), pass_name, padding=1) != "channels_last"   # 9 taps
+        assert _auto((2, 7, 16, 16), (16, 7, 5, 5), pass_name, padding=2) != "channels_last"     # 7 channels
+        assert _auto((2, 16, 16, 16), (16, 16, 5, 5), pass_name, padding=(2, 0)) == "channels_last"  # 16 x 12
+        assert _auto((2, 16, 16, 16), (16, 16, 5, 5), pass_name, padding=(1, 0)) == "planar"     # 14 x 12
+        assert _auto((2, 16, 256), (16, 16, 25), pass_name, padding=12) != "channels_last"       # 1-d
     # rule 2c: the gradients of overlapping windows with 8 to 32 filters a group by channels_last, the
     # input gradient from 32 input channels a group and 512 outputs in the batch
     assert (dispatch.CHANNELS_LAST_NARROW_FILTERS, dispatch.CHANNELS_LAST_INPUT_MIN_CHANNELS,

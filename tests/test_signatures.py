@@ -141,7 +141,7 @@ def test_auto_rule(monkeypatch):
         ("planar", ConvSpec.create((2, 4, 9), (4, 1, 1), groups=4)),          # depthwise 1x1, 4 of 16 lanes
         ("blocked", ConvSpec.create((1, 16, 9, 9), (16, 1, 3, 3), stride=2, groups=16)),
         ("planar", ConvSpec.create((1, 16, 32, 32), (16, 16, 3, 3), padding=1)),
-        ("planar", ConvSpec.create((8, 20, 28, 28), (20, 20, 5, 5))),         # P = 10000 on 24x24 planes
+        ("channels_last", ConvSpec.create((8, 20, 28, 28), (20, 20, 5, 5))),  # P = 10000, 25 taps (rule 1c)
         ("winograd", ConvSpec.create((64, 32, 26, 26), (64, 32, 3, 3))),     # P = 18432, 3136 tiles
         ("planar", ConvSpec.create((1, 8, 7, 7), (8, 8, 7, 7), padding=3)),
         ("winograd", ConvSpec.create((1, 8, 56, 56), (8, 8, 3, 3), padding=1)),   # 196 tiles
