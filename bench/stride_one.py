@@ -2,8 +2,9 @@
 
 Kernels of 5x5, 7x7, 1x7 and 7x1 (Inception, large-kernel blocks), dilated
 3x3 (DeepLab's ASPP), 3x3 on too few tiles for Winograd (a batch of one on
-14x14 and 28x28 planes), 1-d kernels of 5 and 7 taps, and 5x5 and 7x7
-kernels over 8-32 channels, whose products are small enough for ``planar``.
+14x14 and 28x28 planes), 1-d kernels of 5 and 7 taps, and, with products
+small enough for ``planar``, 5x5 and 7x7 kernels over 8-32 channels and
+kernels of fewer taps than it fuses (1-d audio layers, 1x3, 2x2).
 im2col copies the input once for every tap into its column matrix (25
 times for 5x5);
 ``channels_last`` copies it once and broadcasts each element into sums held
@@ -11,7 +12,7 @@ in registers. Times the algorithms that run each problem (and PyTorch),
 taking turns in one process (numbaconv.timing.best_times, each call after
 the same call ran untimed for 20 ms), float32, and prints milliseconds with
 the ratio PyTorch time / numbaconv time, and what ``algo="auto"`` picks.
-``numbaconv.dispatch``'s rules 1c and 2b rest on them (docs/decisions.md, CL5, CL7).
+``numbaconv.dispatch``'s rules 1c, 2 and 2b rest on them (docs/decisions.md, CL5, CL7, D5a).
 
     python bench/stride_one.py [--pass forward,input,weight] [--budget 1.5]
 
@@ -50,6 +51,13 @@ LAYERS = [
     ("5x5 32 at 28, N=8", (8, 32, 28, 28), (32, 32, 5, 5), 2, 1),
     ("7x7 16 at 56, N=2", (2, 16, 56, 56), (16, 16, 7, 7), 3, 1),
     ("7x7 8->16 at 56, N=2", (2, 8, 56, 56), (16, 8, 7, 7), 3, 1),
+    # products under planar's limit, kernels of fewer taps than it fuses
+    ("1-d k3 dilation 3, 32 at 24000, N=1", (1, 32, 24000), (32, 32, 3), 3, 3),
+    ("1-d k5 16 at 16000", (4, 16, 16000), (16, 16, 5), 2, 1),
+    ("1-d k3 8->16 at 8000, N=8", (8, 8, 8000), (16, 8, 3), 1, 1),
+    ("1-d k3 64 at 24000, N=1", (1, 64, 24000), (64, 64, 3), 1, 1),
+    ("1x3 32 at 56, N=2", (2, 32, 56, 56), (32, 32, 1, 3), (0, 1), 1),
+    ("2x2 32 at 56, N=2", (2, 32, 56, 56), (32, 32, 2, 2), 0, 1),
 ]
 
 

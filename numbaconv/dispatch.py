@@ -131,9 +131,15 @@ each rule; the command after each rule reproduces them.
    building their columns, and a 1x1 kernel leaves planar nothing to fuse.
    From ``P = PLANAR_SMALL_PLANE_PRODUCT`` on, planar also needs at least
    ``PLANAR_MIN_PLANE_OUTPUTS`` outputs in a sample's plane: on small planes
-   its passes over the grid are short and im2col's products are not.
-   ``numbaconv bench --layer batch1_16ch,lenet_conv1,lenet_conv2,video3d,conv1x1_256to64
-   --algo planar,im2col``.
+   its passes over the grid are short and im2col's products are not. A
+   kernel of fewer taps than planar fuses in a pass (``planar.FUSED_TAPS``:
+   1-d kernels of 3 to 7 taps, 1x3, 2x2) over at least
+   ``CHANNELS_LAST_MIN_GROUP_CHANNELS`` channels a group on both sides goes
+   on to the rules below: planar then loads and stores its plane of sums
+   for a few multiply-adds, where ``polyphase``'s and ``channels_last``'s
+   blocks of channels fill. ``numbaconv bench --layer
+   batch1_16ch,lenet_conv1,lenet_conv2,video3d,conv1x1_256to64 --algo
+   planar,im2col``, ``python bench/stride_one.py`` (docs/decisions.md, D5, D5a).
 2a. ``polyphase`` for the forward and weight gradient of the rest with at most
    ``POLYPHASE_MAX_GROUP_CHANNELS`` input channels a group and at least
    ``POLYPHASE_MIN_GROUP_OUTPUTS`` output channels a group, unless pointwise
@@ -465,10 +471,14 @@ def _wide_kernel_small_product(spec, product, taps):
 
 def _planar_pays(spec, product, taps):
     """Rule 2 of the module docstring: a product too small for the GEMM algorithms, on planes large
-    enough for planar's passes once the product is not tiny."""
+    enough for planar's passes once the product is not tiny, and a kernel of enough taps for its
+    fused passes unless few channels leave the other algorithms' blocks empty."""
     if product < DIRECT_PRODUCT_LIMIT:
         return True
     if taps == 1 or product >= PLANAR_PRODUCT_LIMIT:
+        return False
+    narrowest = min(spec.group_in_channels, spec.group_out_channels)
+    if taps < cpu_planar.FUSED_TAPS and narrowest >= CHANNELS_LAST_MIN_GROUP_CHANNELS:
         return False
     return product < PLANAR_SMALL_PLANE_PRODUCT or math.prod(spec.out_size) >= PLANAR_MIN_PLANE_OUTPUTS
 

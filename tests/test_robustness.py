@@ -436,8 +436,8 @@ def test_auto_thresholds_hold_at_their_boundaries():
     assert _auto((8, 32, 10, 18), (32, 32, 3, 3), groups=1) == "planar"            # P = 9216, 8x16
     assert _auto((8, 32, 10, 17), (32, 32, 3, 3)) == "polyphase"                   # 8x15 = 120 (rule 2a)
     assert _auto((8, 64, 10, 17), (8, 8, 3, 3), groups=8) == "planar"              # P = 72 < 4096
-    assert _auto((2, 32, 6, 6), (31, 32, 2, 2)) == "planar"                        # P = 3968, 25 outputs
-    assert _auto((2, 32, 6, 6), (32, 32, 2, 2)) == "polyphase"                     # P = 4096 (rule 2a)
+    assert _auto((2, 32, 6, 6), (14, 32, 3, 3)) == "planar"                        # P = 4032, 16 outputs
+    assert _auto((2, 32, 6, 6), (15, 32, 3, 3)) == "polyphase"                     # P = 4320 (rule 2a)
     # planar below P = 32768 (3x3 stride 2 is not planar's: stride-1 problems)
     assert dispatch.PLANAR_PRODUCT_LIMIT == 32768
     assert _auto((1, 64, 20, 20), (56, 64, 3, 3), stride=1, padding=0, dilation=2) == "planar"    # P = 32256
@@ -508,6 +508,14 @@ def test_auto_thresholds_hold_at_their_boundaries():
     assert _auto((1, 48, 16, 12), (64, 48, 5, 5), padding=(2, 1)) == "im2col"            # 16 x 10 outputs
     assert _auto((1, 256, 16, 16), (10, 256, 5, 5), padding=2) != "channels_last"        # 250 products
     assert _auto((1, 64, 16, 16), (64, 64, 5, 5), "input", padding=2) != "channels_last"
+    # rule 2: kernels of fewer than 9 taps over 8 channels a group or more skip planar
+    for pass_name in ("forward", "input", "weight"):
+        assert _auto((1, 32, 4000), (32, 32, 3), pass_name, padding=1) != "planar"            # P = 3072
+        assert _auto((1, 8, 4000), (16, 8, 3), pass_name, padding=1) != "planar"
+        assert _auto((1, 7, 4000), (16, 7, 3), pass_name, padding=1) == "planar"              # 7 channels
+        assert _auto((1, 32, 4000), (1, 32, 7), pass_name, padding=3) == "planar"             # one filter
+        assert _auto((2, 32, 32, 32), (32, 32, 1, 3), pass_name, padding=(0, 1)) != "planar"  # 1x3
+        assert _auto((1, 16, 4000), (16, 16, 9), pass_name, padding=4) == "planar"            # 9 taps
     # rule 1c: every pass of stride-1 layers planar's product would take with more taps than it fuses
     # (2-d kernels), 8 channels a group on both sides and 192 outputs a sample, by channels_last
     for pass_name in ("forward", "input", "weight"):
