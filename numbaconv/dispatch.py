@@ -102,12 +102,14 @@ each rule; the command after each rule reproduces them.
    layers only. ``numbaconv bench --layer
    conv3x3_64,conv3x3_256,conv3x3_512,batch1_16ch --algo winograd,im2col,planar``,
    ``python bench/winograd_tiles.py`` (docs/decisions.md, D3, D3a, D4).
-1a. ``depth_taps`` for 3-d problems whose kernel is deeper than one slice
-   when one depth tap's 2-d problem (every output slice a sample) is a
-   Winograd problem by rule 1: the sum over depth taps of Winograd's 2-d
-   passes does a quarter of the multiplications of the 3-d algorithms'
-   products. ``numbaconv bench --network r3d_18 --algo depth_taps,im2col``
-   (docs/decisions.md, DT1).
+1a. ``depth_taps`` for 3-d problems (a kernel deeper than one slice, or a
+   1xKxK kernel over several slices: R(2+1)D's and P3D's spatial
+   convolutions) when one depth tap's 2-d problem (every output slice a
+   sample) is a Winograd problem by rule 1: the sum over depth taps of
+   Winograd's 2-d passes does a quarter of the multiplications of the 3-d
+   algorithms' products. ``numbaconv bench --network r3d_18 --algo
+   depth_taps,im2col``, ``python bench/video_factorised.py``
+   (docs/decisions.md, DT1, DT2).
 1b. ``winograd1d`` for 1-d problems whose phases' minimal filters take at most
    ``WINOGRAD1D_MAX_PRODUCT_SHARE`` of the direct count's multiplications (3 taps at
    stride 1, any dilation: F(4, 3), half) with at least ``WINOGRAD1D_MIN_CHANNELS``

@@ -568,6 +568,11 @@ def test_auto_thresholds_hold_at_their_boundaries():
     # depth_taps where one depth tap's 2-d problem is Winograd's: 8 slices x 16 tiles = 128 tiles
     assert _auto((1, 8, 8, 16, 16), (8, 8, 3, 3, 3), padding=1) == "depth_taps"
     assert _auto((1, 8, 7, 16, 16), (8, 8, 3, 3, 3), padding=1) != "depth_taps"          # 112 tiles
+    # a 1x3x3 kernel over several slices (R(2+1)D's spatial convolutions): one depth tap, every pass
+    for pass_name in ("forward", "input", "weight"):
+        assert _auto((1, 8, 8, 16, 16), (8, 8, 1, 3, 3), pass_name, padding=(0, 1, 1)) == "depth_taps"
+        assert _auto((1, 8, 7, 16, 16), (8, 8, 1, 3, 3), pass_name, padding=(0, 1, 1)) != "depth_taps"
+    assert dispatch.REGISTRY["cpu"]["depth_taps"].supports(ConvSpec.create((1, 8, 16, 16), (8, 8, 3, 3)).as_3d())
     assert _auto((1, 7, 8, 16, 16), (8, 7, 3, 3, 3), padding=1) != "depth_taps"          # 7 channels
     assert _auto((1, 8, 8, 32, 32), (8, 8, 3, 3, 3), stride=2, padding=1) != "depth_taps"   # not Winograd's
     # direct below P = 32 for a strided problem, polyphase (at most 32 channels) or im2col at it

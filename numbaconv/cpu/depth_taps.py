@@ -7,7 +7,9 @@ kernel ``td``. Each depth tap is one 2-d problem over all ``N x OD`` output
 slices at once (the slices are the batch), so a 3x3x3 layer's taps run on
 Winograd F(4x4, 3x3), with 2.25 instead of 9 multiplications per output
 and channel in the plane, where the 3-d algorithms have only direct
-products. The 2-d algorithm of each tap is the automatic choice for that
+products. A 1xKxK kernel over several slices (R(2+1)D's spatial
+convolutions) is one tap: its slices run as one 2-d batch. The 2-d
+algorithm of each tap is the automatic choice for that
 2-d problem (``numbaconv.dispatch``), run in slices (numbaconv.slices); one
 that would place NaN or Inf otherwise than the reference through an
 operand (padding-skipping passes) gives way to the choice among those that
@@ -57,8 +59,8 @@ choose_plane_algorithm = None
 
 
 def supports(spec):
-    if spec.kernel_size[0] == 1:
-        return "needs a kernel deeper than one slice (3-d with KD > 1)"
+    if spec.kernel_size[0] == 1 and spec.in_size[0] == 1:
+        return "needs a 3-d problem: a kernel deeper than one slice, or more than one input slice"
     return workspace.over_limit(2 * _held_bytes(spec, 8, 1))
 
 

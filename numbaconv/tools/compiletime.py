@@ -16,8 +16,7 @@ each (callees included; Numba's compile events), so the report shows where
 the time goes.
 
 The problem is a tiny 2-d 3x3 depthwise convolution (``PROBLEMS[0]``), or a
-3x3x3 one for the algorithms that run only 3-d kernels deeper than one slice
-(``depth_taps``): the kernels are compiled per argument types, never per
+3x3x3 one for the algorithms that run only 3-d problems (``depth_taps``): the kernels are compiled per argument types, never per
 shape, so its first call costs what any problem's would.
 """
 from __future__ import annotations
