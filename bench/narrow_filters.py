@@ -22,10 +22,7 @@ import numpy as np
 import torch
 
 import numbaconv
-from numbaconv import dispatch
-from numbaconv.spec import ConvSpec
-from numbaconv.timing import best_times
-from numbaconv.tools.bench import keep_freed_memory
+from numbaconv.tools.bench import keep_freed_memory, layer_in_turn
 
 ALGORITHMS = ("im2col", "channels_last", "winograd", "polyphase")
 # batch, input channels, filters, plane side, kernel side, stride; padding kernel // 2
@@ -33,17 +30,6 @@ LAYERS = [(4, 128, 32, 14, 3, 1), (4, 128, 32, 7, 3, 1), (8, 128, 32, 7, 3, 1), 
           (4, 256, 32, 14, 3, 1), (4, 48, 32, 14, 3, 1), (4, 128, 16, 14, 3, 1), (4, 128, 32, 28, 3, 2),
           (4, 64, 32, 14, 5, 1), (2, 96, 48, 14, 3, 1), (4, 128, 64, 14, 3, 1), (4, 64, 64, 7, 3, 1),
           (64, 20, 20, 14, 5, 1), (4, 3, 32, 224, 3, 2)]
-
-
-def _calls(x, w, grad_y, stride, padding, pass_name, algorithms):
-    """PyTorch's call, then each algorithm's, for one gradient."""
-    x_t, w_t, grad_y_t = (torch.from_numpy(a) for a in (x, w, grad_y))
-    options = {"stride": stride, "padding": padding}
-    if pass_name == "input":
-        return [lambda: torch.nn.grad.conv2d_input(x_t.shape, w_t, grad_y_t, **options)] + [
-            lambda a=a: numbaconv.conv2d_input(x.shape, w, grad_y, **options, algo=a) for a in algorithms]
-    return [lambda: torch.nn.grad.conv2d_weight(x_t, w_t.shape, grad_y_t, **options)] + [
-        lambda a=a: numbaconv.conv2d_weight(x, w.shape, grad_y, **options, algo=a) for a in algorithms]
 
 
 def main():
@@ -54,18 +40,12 @@ def main():
     torch.set_num_threads(numbaconv.cpu.threads.thread_count())
     rng = np.random.default_rng(0)
     for batch, channels, filters, side, kernel, stride in LAYERS:
-        x = rng.standard_normal((batch, channels, side, side)).astype(np.float32)
-        w = rng.standard_normal((filters, channels, kernel, kernel)).astype(np.float32)
-        spec = ConvSpec.create(x.shape, w.shape, stride, kernel // 2)
-        grad_y = rng.standard_normal(spec.y_shape).astype(np.float32)
-        algorithms = [a for a in ALGORITHMS if a in dispatch.runnable("cpu", spec.as_3d())]
-        for pass_name in ("input", "weight"):
-            times = best_times(_calls(x, w, grad_y, stride, kernel // 2, pass_name, algorithms), warmup=1,
-                               max_rounds=20, budget_s=args.budget, settle_s=0.02)
-            auto = dispatch.choose("cpu", "auto", spec.as_3d(), pass_name).__name__.rsplit(".", 1)[1]
-            cells = "  ".join(f"{a} {times[0] / t:.2f}" for a, t in zip(algorithms, times[1:]))
+        for pass_name, torch_time, times, auto in layer_in_turn(
+                torch, rng, (batch, channels, side, side), (filters, channels, kernel, kernel),
+                {"stride": stride, "padding": kernel // 2}, ("input", "weight"), ALGORITHMS, args.budget):
+            cells = "  ".join(f"{a} {torch_time / t:.2f}" for a, t in times.items())
             print(f"N={batch} {channels}->{filters} {kernel}x{kernel}/{stride} at {side} {pass_name:6s} "
-                  f"torch {times[0] * 1e3:.3f}  {cells}  auto: {auto}", flush=True)
+                  f"torch {torch_time * 1e3:.3f}  {cells}  auto: {auto}", flush=True)
 
 
 if __name__ == "__main__":

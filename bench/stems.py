@@ -25,7 +25,7 @@ import torch
 
 import numbaconv
 from numbaconv.timing import best_times
-from numbaconv.tools.bench import keep_freed_memory
+from numbaconv.tools.bench import calls_in_turn, keep_freed_memory
 
 ALGORITHMS = ("im2col", "channels_last", "polyphase")
 # name, x shape, w shape, stride, padding
@@ -49,20 +49,6 @@ STEMS = [
 ]
 
 
-def _calls(x, w, grad_y, stride, padding, pass_name):
-    """PyTorch's call, then each algorithm's, for one pass."""
-    rank = x.ndim - 2
-    x_t, w_t, grad_y_t = (torch.from_numpy(a) for a in (x, w, grad_y))
-    if pass_name == "forward":
-        torch_conv, conv = getattr(torch.nn.functional, f"conv{rank}d"), getattr(numbaconv, f"conv{rank}d")
-        return [lambda: torch_conv(x_t, w_t, None, stride, padding)] + [
-            lambda a=a: conv(x, w, None, stride, padding, algo=a) for a in ALGORITHMS]
-    torch_weight = getattr(torch.nn.grad, f"conv{rank}d_weight")
-    weight = getattr(numbaconv, f"conv{rank}d_weight")
-    return [lambda: torch_weight(x_t, w_t.shape, grad_y_t, stride, padding)] + [
-        lambda a=a: weight(x, w.shape, grad_y, stride, padding, algo=a) for a in ALGORITHMS]
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=6, help="timed rounds, the calls taking turns")
@@ -78,8 +64,8 @@ def main():
         grad_y = rng.standard_normal(conv(x, w, None, stride, padding).shape).astype(np.float32)
         reduction = w_shape[1] * int(np.prod(w_shape[2:]))
         for pass_name in ("forward", "weight"):
-            times = best_times(_calls(x, w, grad_y, stride, padding, pass_name), warmup=1, rounds=args.rounds,
-                               settle_s=0.02)
+            calls = calls_in_turn(torch, x, w, grad_y, {"stride": stride, "padding": padding}, pass_name, ALGORITHMS)
+            times = best_times(calls, warmup=1, rounds=args.rounds, settle_s=0.02)
             ratios = ", ".join(f"{a} {times[0] / t:.2f}" for a, t in zip(ALGORITHMS, times[1:]))
             print(f"{name:24s} {pass_name:7s} {reduction:9d} {times[0] * 1e3:9.2f}   {ratios}", flush=True)
 

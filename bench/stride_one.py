@@ -24,10 +24,7 @@ import numpy as np
 import torch
 
 import numbaconv
-from numbaconv import dispatch
-from numbaconv.spec import ConvSpec
-from numbaconv.timing import best_times
-from numbaconv.tools.bench import keep_freed_memory
+from numbaconv.tools.bench import keep_freed_memory, layer_in_turn
 
 ALGORITHMS = ("im2col", "channels_last", "polyphase", "planar")
 # name, x shape, w shape, padding, dilation; stride 1
@@ -61,24 +58,6 @@ LAYERS = [
 ]
 
 
-def _calls(x, w, grad_y, padding, dilation, pass_name, algorithms):
-    """PyTorch's call, then each algorithm's, for one pass."""
-    rank = x.ndim - 2
-    x_t, w_t, grad_y_t = (torch.from_numpy(a) for a in (x, w, grad_y))
-    options = {"padding": padding, "dilation": dilation}
-    if pass_name == "forward":
-        torch_conv, conv = getattr(torch.nn.functional, f"conv{rank}d"), getattr(numbaconv, f"conv{rank}d")
-        return [lambda: torch_conv(x_t, w_t, **options)] + [lambda a=a: conv(x, w, **options, algo=a)
-                                                             for a in algorithms]
-    if pass_name == "input":
-        torch_input, conv_input = getattr(torch.nn.grad, f"conv{rank}d_input"), getattr(numbaconv, f"conv{rank}d_input")
-        return [lambda: torch_input(x_t.shape, w_t, grad_y_t, **options)] + [
-            lambda a=a: conv_input(x.shape, w, grad_y, **options, algo=a) for a in algorithms]
-    torch_weight, conv_weight = getattr(torch.nn.grad, f"conv{rank}d_weight"), getattr(numbaconv, f"conv{rank}d_weight")
-    return [lambda: torch_weight(x_t, w_t.shape, grad_y_t, **options)] + [
-        lambda a=a: conv_weight(x, w.shape, grad_y, **options, algo=a) for a in algorithms]
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pass", dest="passes", default="forward,input,weight", help="comma-separated passes")
@@ -88,17 +67,11 @@ def main():
     torch.set_num_threads(numbaconv.cpu.threads.thread_count())
     rng = np.random.default_rng(0)
     for name, x_shape, w_shape, padding, dilation in LAYERS:
-        x = rng.standard_normal(x_shape).astype(np.float32)
-        w = rng.standard_normal(w_shape).astype(np.float32)
-        spec = ConvSpec.create(x.shape, w.shape, 1, padding, dilation)
-        grad_y = rng.standard_normal(spec.y_shape).astype(np.float32)
-        algorithms = [a for a in ALGORITHMS if a in dispatch.runnable("cpu", spec.as_3d())]
-        for pass_name in args.passes.split(","):
-            times = best_times(_calls(x, w, grad_y, padding, dilation, pass_name, algorithms), warmup=1,
-                               max_rounds=40, budget_s=args.budget, settle_s=0.02)
-            auto = dispatch.choose("cpu", "auto", spec.as_3d(), pass_name).__name__.rsplit(".", 1)[1]
-            cells = "  ".join(f"{a} {t * 1e3:.3f} ({times[0] / t:.2f})" for a, t in zip(algorithms, times[1:]))
-            print(f"{name:36s} {pass_name:7s} torch {times[0] * 1e3:.3f}  {cells}  auto: {auto}", flush=True)
+        for pass_name, torch_time, times, auto in layer_in_turn(
+                torch, rng, x_shape, w_shape, {"padding": padding, "dilation": dilation}, args.passes.split(","),
+                ALGORITHMS, args.budget, max_rounds=40):
+            cells = "  ".join(f"{a} {t * 1e3:.3f} ({torch_time / t:.2f})" for a, t in times.items())
+            print(f"{name:36s} {pass_name:7s} torch {torch_time * 1e3:.3f}  {cells}  auto: {auto}", flush=True)
 
 
 if __name__ == "__main__":

@@ -20,10 +20,7 @@ import numpy as np
 import torch
 
 import numbaconv
-from numbaconv import dispatch
-from numbaconv.spec import ConvSpec
-from numbaconv.timing import best_times
-from numbaconv.tools.bench import keep_freed_memory
+from numbaconv.tools.bench import keep_freed_memory, layer_in_turn
 
 ALGORITHMS = ("depth_taps", "channels_last", "im2col", "planar", "polyphase")
 # name, x shape, w shape, padding; stride 1
@@ -36,19 +33,6 @@ LAYERS = [
 ]
 
 
-def _calls(x, w, grad_y, padding, pass_name, algorithms):
-    """PyTorch's call, then each algorithm's, for one pass."""
-    x_t, w_t, grad_y_t = (torch.from_numpy(a) for a in (x, w, grad_y))
-    if pass_name == "forward":
-        return [lambda: torch.nn.functional.conv3d(x_t, w_t, padding=padding)] + [
-            lambda a=a: numbaconv.conv3d(x, w, padding=padding, algo=a) for a in algorithms]
-    if pass_name == "input":
-        return [lambda: torch.nn.grad.conv3d_input(x_t.shape, w_t, grad_y_t, padding=padding)] + [
-            lambda a=a: numbaconv.conv3d_input(x.shape, w, grad_y, padding=padding, algo=a) for a in algorithms]
-    return [lambda: torch.nn.grad.conv3d_weight(x_t, w_t.shape, grad_y_t, padding=padding)] + [
-        lambda a=a: numbaconv.conv3d_weight(x, w.shape, grad_y, padding=padding, algo=a) for a in algorithms]
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=0.8, help="seconds of timing per layer and pass")
@@ -57,17 +41,11 @@ def main():
     torch.set_num_threads(numbaconv.cpu.threads.thread_count())
     rng = np.random.default_rng(0)
     for name, x_shape, w_shape, padding in LAYERS:
-        x = rng.standard_normal(x_shape).astype(np.float32)
-        w = rng.standard_normal(w_shape).astype(np.float32)
-        spec = ConvSpec.create(x.shape, w.shape, 1, padding)
-        grad_y = rng.standard_normal(spec.y_shape).astype(np.float32)
-        algorithms = [a for a in ALGORITHMS if a in dispatch.runnable("cpu", spec.as_3d())]
-        for pass_name in ("forward", "input", "weight"):
-            times = best_times(_calls(x, w, grad_y, padding, pass_name, algorithms), warmup=1, max_rounds=15,
-                               budget_s=args.budget, settle_s=0.02)
-            auto = dispatch.choose("cpu", "auto", spec.as_3d(), pass_name).__name__.rsplit(".", 1)[1]
-            cells = "  ".join(f"{a} {times[0] / t:.2f}" for a, t in zip(algorithms, times[1:]))
-            print(f"{name:38s} {pass_name:7s} torch {times[0] * 1e3:.3f}  {cells}  auto: {auto}", flush=True)
+        for pass_name, torch_time, times, auto in layer_in_turn(
+                torch, rng, x_shape, w_shape, {"padding": padding}, ("forward", "input", "weight"), ALGORITHMS,
+                args.budget, max_rounds=15):
+            cells = "  ".join(f"{a} {torch_time / t:.2f}" for a, t in times.items())
+            print(f"{name:38s} {pass_name:7s} torch {torch_time * 1e3:.3f}  {cells}  auto: {auto}", flush=True)
 
 
 if __name__ == "__main__":

@@ -281,3 +281,22 @@ def test_depthwise_grouped_extras():
     }
     assert all(e.count == 1 and e.passes == PASSES for e in extras.layers)
     assert extras.title.startswith("Depthwise and grouped layers (not a network) (N=2-4")
+
+
+@pytest.mark.parametrize("x_shape, w_shape, arguments", [
+    ((2, 4, 9, 9), (6, 2, 3, 3), {"stride": 2, "padding": 1, "groups": 2}),
+    ((2, 4, 12), (6, 4, 5), {"padding": 2, "dilation": 2}),
+])
+def test_bench_scripts_time_the_same_pass_in_both_libraries(rng, x_shape, w_shape, arguments):
+    """bench/*.py's calls (numbaconv.tools.bench.calls_in_turn): PyTorch's, then numbaconv's with
+    each algorithm, and every one of them computes the same pass."""
+    torch = pytest.importorskip("torch")
+    from numbaconv.spec import ConvSpec
+    spec = ConvSpec.create(x_shape, w_shape, **arguments)
+    x, w, grad_y = (rng.standard_normal(shape) for shape in (spec.x_shape, spec.w_shape, spec.y_shape))
+    for pass_name in ("forward", "input", "weight"):
+        calls = bench.calls_in_turn(torch, x, w, grad_y, arguments, pass_name, ["im2col", "direct"])
+        results = [np.asarray(call()) for call in calls]
+        assert len(results) == 3
+        for result in results[1:]:
+            np.testing.assert_allclose(result, results[0], rtol=1e-10, atol=1e-10)

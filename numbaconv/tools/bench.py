@@ -40,6 +40,7 @@ from ..accuracy import TOLERANCE, relative_error
 from ..cpu import workspace
 from ..devices import available_devices, cuda_simulated
 from ..passes import pass_calls
+from ..spec import ConvSpec
 from .report import Row
 from .suite import Layer, Problem
 
@@ -106,6 +107,38 @@ def _numbaconv_call(device: str, algo: str, problem: Problem, pass_name: str, pu
 
 def _reference_call(problem: Problem, pass_name: str):
     return _layer_calls(reference, problem.layer, problem.x, problem.w, problem.grad_y)[pass_name]
+
+
+def calls_in_turn(torch, x, w, grad_y, arguments: dict, pass_name: str, algorithms) -> list:
+    """Zero-argument calls of one pass for the bench scripts' tables: PyTorch's (CPU tensors sharing
+    the arrays' memory: ``torch.nn.functional`` and ``torch.nn.grad``), then numbaconv's with each
+    of ``algorithms``; ``arguments`` are the convolution's (stride, padding, dilation, groups)."""
+    rank = x.ndim - 2
+    torch_engine = type("TorchEngine", (), {
+        f"conv{rank}d": staticmethod(getattr(torch.nn.functional, f"conv{rank}d")),
+        f"conv{rank}d_input": staticmethod(getattr(torch.nn.grad, f"conv{rank}d_input")),
+        f"conv{rank}d_weight": staticmethod(getattr(torch.nn.grad, f"conv{rank}d_weight"))})
+    tensors = [torch.from_numpy(a) for a in (x, w, grad_y)]
+    return [pass_calls(torch_engine, rank, arguments, *tensors)[pass_name]] + [
+        pass_calls(functional, rank, arguments, x, w, grad_y, algo=algo)[pass_name] for algo in algorithms]
+
+
+def layer_in_turn(torch, rng, x_shape, w_shape, arguments: dict, pass_names, algorithms, budget_s: float,
+                  max_rounds: int = 20):
+    """For the bench scripts' tables: one float32 layer on random data, each pass timed by PyTorch and
+    by numbaconv with each of ``algorithms`` that runs it, taking turns
+    (:func:`numbaconv.timing.best_times`, settled); yields ``(pass name, PyTorch seconds, {algorithm:
+    seconds}, the algorithm "auto" picks)``."""
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    spec = ConvSpec.create(x.shape, w.shape, **arguments)
+    grad_y = rng.standard_normal(spec.y_shape).astype(np.float32)
+    runnable = [a for a in algorithms if a in dispatch.runnable("cpu", spec.as_3d())]
+    for pass_name in pass_names:
+        times = timing.best_times(calls_in_turn(torch, x, w, grad_y, arguments, pass_name, runnable), warmup=1,
+                                  max_rounds=max_rounds, budget_s=budget_s, settle_s=SETTLE_S)
+        auto = dispatch.choose("cpu", "auto", spec.as_3d(), pass_name).__name__.rsplit(".", 1)[1]
+        yield pass_name, times[0], dict(zip(runnable, times[1:])), auto
 
 
 def _torch_call(torch, problem: Problem, pass_name: str, device: str, dtype: str | None = None):
