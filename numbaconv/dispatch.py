@@ -120,12 +120,12 @@ each rule; the command after each rule reproduces them.
    (samples x tiles: speech models' feature encoders on raw audio); on fewer it ties or
    loses. ``python bench/winograd1d.py`` (docs/decisions.md, W1D2).
 1c. ``channels_last`` for every pass of the stride-1 layers whose product ``P`` rule 2 would
-   give ``planar`` but whose kernel has more taps than ``planar`` fuses in a pass (5x5, 7x7:
-   more than ``planar.FUSED_TAPS``; 2-d and 3-d kernels: 1-d ones were not measured), with at
-   least ``CHANNELS_LAST_MIN_GROUP_CHANNELS``
-   channels a group on both sides (its lanes) and ``CHANNELS_LAST_MIN_OUTPUTS`` outputs a
-   sample: ``planar`` passes over its planes once per nine taps and runs the rest one tap a
-   pass, ``channels_last`` holds a tile's sums in registers over all of them. ``python
+   give ``planar`` but whose 2-d (or 3-d) kernel has more taps than ``planar`` fuses in a pass
+   (more than ``planar.FUSED_TAPS``: 5x5, 7x7), with at least
+   ``CHANNELS_LAST_MIN_GROUP_CHANNELS`` channels a group on both sides (its lanes) and
+   ``CHANNELS_LAST_MIN_OUTPUTS`` outputs a sample: ``planar`` passes over its planes once per
+   nine taps and runs the rest one tap a pass, ``channels_last`` holds a tile's sums in
+   registers over all of them. 1-d kernels keep rule 2 (not measured). ``python
    bench/stride_one.py`` (docs/decisions.md, CL7).
 2. ``planar`` at stride 1 when ``P < PLANAR_PRODUCT_LIMIT`` and the kernel
    has more than one tap, or when ``P < DIRECT_PRODUCT_LIMIT`` (depthwise
