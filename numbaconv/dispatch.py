@@ -353,7 +353,7 @@ def _auto_cpu(spec, runnable, pass_name):
     if "polyphase" in runnable and _polyphase_narrow(spec, pass_name, product):
         return "polyphase"
     if "channels_last" in runnable and product >= DIRECT_PRODUCT_LIMIT and (
-            _strided_forward(spec, pass_name, taps) or _narrow_gradient(spec, pass_name)):
+            _overlapping_forward(spec, pass_name, taps) or _narrow_gradient(spec, pass_name)):
         return "channels_last"
     if "im2col" in runnable and (product >= DIRECT_PRODUCT_LIMIT or "direct" not in runnable):
         return "im2col"
@@ -405,22 +405,25 @@ def _grouped_choice(spec, runnable, pass_name, product, taps):
     return None
 
 
+def _stem(spec):
+    """Whether ``spec`` is a stem of rules 0c and 0d: few input channels a group, more than one tap."""
+    return spec.group_in_channels <= STEM_MAX_CHANNELS and math.prod(spec.kernel_size) > 1
+
+
 def _patch_embedding(spec):
     """Rule 0c's exception: a stem whose windows do not overlap."""
-    return (spec.group_in_channels <= STEM_MAX_CHANNELS and math.prod(spec.kernel_size) > 1
-            and not _windows_overlap(spec))
+    return _stem(spec) and not _windows_overlap(spec)
 
 
 def _polyphase_stem(spec, pass_name):
     """Rule 0c of the module docstring: the weight gradient of a stem, and its forward over a
     short reduction."""
     reduction = spec.group_in_channels * math.prod(spec.kernel_size)
-    stem = (spec.group_in_channels <= STEM_MAX_CHANNELS and spec.group_out_channels >= POLYPHASE_MIN_GROUP_OUTPUTS
-            and math.prod(spec.kernel_size) > 1)
+    stem = _stem(spec) and spec.group_out_channels >= POLYPHASE_MIN_GROUP_OUTPUTS
     return stem and (pass_name == "weight" or pass_name == "forward" and reduction < CHANNELS_LAST_STEM_MIN_REDUCTION)
 
 
-def _strided_forward(spec, pass_name, taps):
+def _overlapping_forward(spec, pass_name, taps):
     """Rule 2b of the module docstring: the forward of a layer of overlapping windows with many
     outputs a sample and many products an input element."""
     stride_volume = math.prod(spec.stride)
@@ -432,11 +435,12 @@ def _strided_forward(spec, pass_name, taps):
 def _narrow_gradient(spec, pass_name):
     """Rule 2c of the module docstring: a gradient of a layer of overlapping windows with few output
     channels a group."""
-    narrow = CHANNELS_LAST_MIN_GROUP_CHANNELS <= spec.group_out_channels <= CHANNELS_LAST_NARROW_FILTERS
-    if pass_name == "input":
-        narrow = (narrow and spec.group_in_channels >= CHANNELS_LAST_INPUT_MIN_CHANNELS
-                  and spec.batch * math.prod(spec.out_size) >= CHANNELS_LAST_INPUT_MIN_OUTPUTS)
-    return pass_name != "forward" and narrow and _windows_overlap(spec)
+    if pass_name == "forward" or not _windows_overlap(spec):
+        return False
+    if not CHANNELS_LAST_MIN_GROUP_CHANNELS <= spec.group_out_channels <= CHANNELS_LAST_NARROW_FILTERS:
+        return False
+    return pass_name == "weight" or (spec.group_in_channels >= CHANNELS_LAST_INPUT_MIN_CHANNELS
+                                     and spec.batch * math.prod(spec.out_size) >= CHANNELS_LAST_INPUT_MIN_OUTPUTS)
 
 
 def _windows_overlap(spec):
@@ -458,8 +462,7 @@ def _strided_stem(spec, pass_name):
     """Rule 0d of the module docstring: the forward of a strided layer over few input channels a
     group with a long reduction."""
     reduction = spec.group_in_channels * math.prod(spec.kernel_size)
-    return (pass_name == "forward" and max(spec.stride) > 1
-            and spec.group_in_channels <= STEM_MAX_CHANNELS
+    return (pass_name == "forward" and max(spec.stride) > 1 and _stem(spec)
             and reduction >= CHANNELS_LAST_STEM_MIN_REDUCTION)
 
 

@@ -114,13 +114,18 @@ def calls_in_turn(torch, x, w, grad_y, arguments: dict, pass_name: str, algorith
     the arrays' memory: ``torch.nn.functional`` and ``torch.nn.grad``), then numbaconv's with each
     of ``algorithms``; ``arguments`` are the convolution's (stride, padding, dilation, groups)."""
     rank = x.ndim - 2
-    torch_engine = type("TorchEngine", (), {
+    tensors = [torch.from_numpy(a) for a in (x, w, grad_y)]
+    return [pass_calls(_torch_engine(torch, rank), rank, arguments, *tensors)[pass_name]] + [
+        pass_calls(functional, rank, arguments, x, w, grad_y, algo=algo)[pass_name] for algo in algorithms]
+
+
+def _torch_engine(torch, rank):
+    """PyTorch's functional convolution and torch.nn.grad's gradients under numbaconv.functional's
+    names (``conv2d``, ``conv2d_input``, ``conv2d_weight``), for :func:`numbaconv.passes.pass_calls`."""
+    return type("TorchEngine", (), {
         f"conv{rank}d": staticmethod(getattr(torch.nn.functional, f"conv{rank}d")),
         f"conv{rank}d_input": staticmethod(getattr(torch.nn.grad, f"conv{rank}d_input")),
         f"conv{rank}d_weight": staticmethod(getattr(torch.nn.grad, f"conv{rank}d_weight"))})
-    tensors = [torch.from_numpy(a) for a in (x, w, grad_y)]
-    return [pass_calls(torch_engine, rank, arguments, *tensors)[pass_name]] + [
-        pass_calls(functional, rank, arguments, x, w, grad_y, algo=algo)[pass_name] for algo in algorithms]
 
 
 def layer_in_turn(torch, rng, x_shape, w_shape, arguments: dict, pass_names, algorithms, budget_s: float,
@@ -157,14 +162,7 @@ def _torch_call(torch, problem: Problem, pass_name: str, device: str, dtype: str
         mask, index = ((True, False, False), 0) if pass_name == "input" else ((False, True, False), 1)
         return lambda: torch.ops.aten.convolution_backward(grad_y, x, w, None, *per_dim, True, [0] * rank,
                                                           layer.groups, mask)[index]
-    if pass_name == "forward":
-        function = getattr(torch.nn.functional, f"conv{rank}d")
-        return lambda: function(x, w, **layer.arguments)
-    if pass_name == "input":
-        function = getattr(torch.nn.grad, f"conv{rank}d_input")
-        return lambda: function(x.shape, w, grad_y, **layer.arguments)
-    function = getattr(torch.nn.grad, f"conv{rank}d_weight")
-    return lambda: function(x, w.shape, grad_y, **layer.arguments)
+    return pass_calls(_torch_engine(torch, rank), rank, layer.arguments, x, w, grad_y)[pass_name]
 
 
 def import_torch():
