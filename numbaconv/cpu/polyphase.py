@@ -23,7 +23,7 @@ times larger than the input. Here no column matrix exists:
    vector loads from the planes, ``I`` weights broadcast, ``I V`` FMAs) and
    stores them straight into ``y`` (partial vectors masked);
 3. weight gradient: a work item is a chunk of at most ``CHUNK_OUTPUTS``
-   outputs (rows of a plane, or several small planes); for each block of
+   outputs (rows of a plane, or several small planes) of one group; for each block of
    ``I`` output channels and ``J`` taps, ``simd.outer_row_sums`` holds the ``I x J`` vectors of
    ``grad_y`` row times plane row products in registers over the chunk
    (``I + J`` loads, ``I J`` FMAs a step), then their lanes are added into
@@ -231,10 +231,11 @@ def _chunks(spec, threads):
     """int64 ``(chunks, 6)``: ``(n, od, first row, rows, first column, planes)`` of each chunk of at
     most ``CHUNK_OUTPUTS`` outputs: pieces of one row where a row is longer, else whole rows of
     one plane, else several whole planes (consecutive depth slices of a sample in 3-d, else
-    consecutive samples, :func:`_plane_steps`), as many as leave two chunks a thread."""
+    consecutive samples, :func:`_plane_steps`), as many as leave two work items (a chunk of one
+    group) a thread."""
     batch, (out_d, out_h, out_w) = spec.batch, spec.out_size
     if out_h * out_w <= CHUNK_OUTPUTS // 2:
-        together = max(1, min(CHUNK_OUTPUTS // (out_h * out_w), batch * out_d // (2 * threads)))
+        together = max(1, min(CHUNK_OUTPUTS // (out_h * out_w), batch * out_d * spec.groups // (2 * threads)))
         if out_d > 1:
             rows = [(n, od, 0, out_h, 0, min(together, out_d - od)) for n in range(batch)
                     for od in range(0, out_d, together)]
@@ -260,8 +261,8 @@ def _plane_steps(spec, group_planes):
 def _weight_chunks(thread, threads, phases, group_planes, plane_rows, plane_steps, grad_y, taps, chunks, columns,
                    partials, sums, lanes, offset_rows):
     """``partials[thread]`` (K, taps) float64: the sums over ``thread``'s consecutive share of
-    ``chunks`` of ``grad_y`` rows times phase-plane rows, for every output channel and tap of its
-    group; ``columns`` the most outputs of a chunk's row, ``plane_steps`` those of
+    the work items (each chunk of ``chunks`` for each group, chunk-major) of ``grad_y`` rows times
+    phase-plane rows, for every output channel and tap of the item's group; ``columns`` the most outputs of a chunk's row, ``plane_steps`` those of
     :func:`_plane_steps`. A tile's lanes are summed reassociated (a vector reduction, not a
     chain of dependent adds), the same way every call."""
     batch, out_channels, out_d, out_h, out_w = grad_y.shape
@@ -270,27 +271,27 @@ def _weight_chunks(thread, threads, phases, group_planes, plane_rows, plane_step
     left, right = ROW_TILE
     flat, partial, vectors = grad_y.reshape(-1), partials[thread], scratch(sums, thread, (left, right, lanes))
     a_offsets, b_offsets = offset_rows[thread, :left], offset_rows[thread, left:]
-    first, stop = share(chunks.shape[0], thread, threads)
-    for chunk in range(first, stop):
+    first, stop = share(chunks.shape[0] * groups, thread, threads)
+    for item in range(first, stop):
+        chunk, g = item // groups, item % groups
         n, od, oh, rows, ow, planes = chunks[chunk]
         loops = (planes, plane_steps[0], plane_steps[1], rows, out_w, plane_rows[1])
         length = min(columns, out_w - ow)
-        for g in range(groups):
-            source = (n * groups + g) * group_planes + od * plane_rows[0] + oh * plane_rows[1] + ow
-            for k_block in range(0, group_out, left):
-                for i in range(left):
-                    k = g * group_out + min(k_block + i, group_out - 1)
-                    a_offsets[i] = (((n * out_channels + k) * out_d + od) * out_h + oh) * out_w + ow
-                for t_block in range(0, tap_count, right):
-                    for j in range(right):
-                        b_offsets[j] = source + taps[min(t_block + j, tap_count - 1)]
-                    outer_row_sums(vectors.reshape(-1), flat, a_offsets, phases, b_offsets, loops, length)
-                    for i in range(min(left, group_out - k_block)):
-                        for j in range(min(right, tap_count - t_block)):
-                            total = 0.0
-                            for lane in range(lanes):
-                                total += vectors[i, j, lane]
-                            partial[g * group_out + k_block + i, t_block + j] += total
+        source = (n * groups + g) * group_planes + od * plane_rows[0] + oh * plane_rows[1] + ow
+        for k_block in range(0, group_out, left):
+            for i in range(left):
+                k = g * group_out + min(k_block + i, group_out - 1)
+                a_offsets[i] = (((n * out_channels + k) * out_d + od) * out_h + oh) * out_w + ow
+            for t_block in range(0, tap_count, right):
+                for j in range(right):
+                    b_offsets[j] = source + taps[min(t_block + j, tap_count - 1)]
+                outer_row_sums(vectors.reshape(-1), flat, a_offsets, phases, b_offsets, loops, length)
+                for i in range(min(left, group_out - k_block)):
+                    for j in range(min(right, tap_count - t_block)):
+                        total = 0.0
+                        for lane in range(lanes):
+                            total += vectors[i, j, lane]
+                        partial[g * group_out + k_block + i, t_block + j] += total
 
 
 def backward_weight(spec, x, grad_y, grad_w):
