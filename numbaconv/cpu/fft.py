@@ -364,16 +364,17 @@ def _transform(source, name, plan, first_block, count, firsts, windows, threads)
 
 
 def _filter_spectrum(spec, w, plan):
-    """The filters' spectrum ``(K, C/g, F)`` at the plan's transform size: ``w`` transformed along
-    its own contiguous axes, width first, with zeros past the ``k`` taps (only the rows that hold
-    taps are transformed along the width and height axes)."""
+    """The filters' spectrum ``(F, K, C/g)``, frequency-major (each frequency's matrix
+    contiguous for the products), at the plan's transform size: ``w`` seen as ``(KD, KH, KW, K,
+    C/g)`` transformed along its kernel axes, width first, with zeros past the ``k`` taps (only
+    the rows that hold taps are transformed along the width and height axes)."""
     threads, (length_d, length_h, length_w) = thread_count(), plan.lengths
-    spectrum = _scipy_fft().rfft(w, n=length_w, axis=4, workers=threads)
+    spectrum = _scipy_fft().rfft(w.transpose(2, 3, 4, 0, 1), n=length_w, axis=2, workers=threads)
     if length_h > 1:
-        spectrum = _scipy_fft().fft(spectrum, n=length_h, axis=3, workers=threads, overwrite_x=True)
+        spectrum = _scipy_fft().fft(spectrum, n=length_h, axis=1, workers=threads, overwrite_x=True)
     if length_d > 1:
-        spectrum = _scipy_fft().fft(spectrum, n=length_d, axis=2, workers=threads, overwrite_x=True)
-    return np.ascontiguousarray(spectrum).reshape(*w.shape[:2], -1)
+        spectrum = _scipy_fft().fft(spectrum, n=length_d, axis=0, workers=threads, overwrite_x=True)
+    return np.ascontiguousarray(spectrum).reshape(-1, *w.shape[:2])
 
 
 def _through_blocks(spec, plan, source, spectrum, out, forward):
@@ -467,15 +468,15 @@ def _scatter(thread, threads, buffer, out, first_block, blocks, block, readouts)
 
 
 @njit(inline="always", cache=True)
-def _expand(filters, f, matrix, forward):
-    """The 2x2 real blocks of frequency ``f``'s complex matrix, from the filters' spectrum
-    ``filters`` (K/g, C/g, 2 F) of one group (interleaved re, im): for the forward ``conj(W).T``
+def _expand(filters, matrix, forward):
+    """The 2x2 real blocks of one frequency's complex matrix, from that frequency's filters
+    ``filters`` (K/g, 2 C/g) of one group (interleaved re, im): for the forward ``conj(W).T``
     (C/g, K/g), for the input gradient ``W`` (K/g, C/g); entry ``m`` becomes ``[[re m, im m],
     [-im m, re m]]``, so that a row of interleaved complex values times ``matrix`` is the row of
     interleaved complex products."""
     for k in range(filters.shape[0]):
-        for c in range(filters.shape[1]):
-            real, imag = filters[k, c, 2 * f], filters[k, c, 2 * f + 1]
+        for c in range(filters.shape[1] // 2):
+            real, imag = filters[k, 2 * c], filters[k, 2 * c + 1]
             if forward:
                 row, column, imag = 2 * c, 2 * k, -imag
             else:
@@ -502,16 +503,17 @@ def _products(thread, threads, spectra, filters, products, groups, forward, use_
     """Per frequency ``f`` and group: ``products[f] = spectra[f] @ conj(W[f]).T`` (forward:
     (blocks, C/g) x (C/g, K/g)) or ``spectra[f] @ W[f]`` (input gradient: (blocks, K/g) x (K/g,
     C/g)), on the complex arrays' interleaved float views ``spectra`` (F, blocks, 2 channels),
-    ``filters`` (K, C/g, 2 F) and ``products`` (F, blocks, 2 channels), through each thread's
-    expanded matrix (:func:`_expand`). FLOPs: ``8 blocks K (C/g)`` per frequency."""
+    ``filters`` (F, K, 2 C/g) and ``products`` (F, blocks, 2 channels), through each thread's
+    expanded matrix (:func:`_expand`). FLOPs: ``8 blocks K (C/g)`` per frequency. Memory: the
+    filters' spectrum read once, a frequency's matrices in a row."""
     frequencies = spectra.shape[0]
-    group_out, group_in = filters.shape[0] // groups, filters.shape[1]
+    group_out, group_in = filters.shape[1] // groups, filters.shape[2] // 2
     reduced, produced = (group_in, group_out) if forward else (group_out, group_in)
     first, stop = share(frequencies, thread, threads)
     matrix = scratch(expanded, thread, (2 * reduced, 2 * produced))
-    for g in range(groups):   # a group's filters (K/g C/g lines) stay in cache over its frequencies
-        for f in range(first, stop):
-            _expand(filters[g * group_out:(g + 1) * group_out], f, matrix, forward)
+    for f in range(first, stop):
+        for g in range(groups):
+            _expand(filters[f, g * group_out:(g + 1) * group_out], matrix, forward)
             a = spectra[f, :, 2 * g * reduced:2 * (g + 1) * reduced]
             c = products[f, :, 2 * g * produced:2 * (g + 1) * produced]
             if use_blas:
