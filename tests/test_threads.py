@@ -78,3 +78,19 @@ def test_an_exception_in_any_threads_body_reaches_the_caller(failing):
         threads.on_threads(_fail_on, 2, out, failing)
     threads.on_threads(_fail_on, 2, out, -1)
     np.testing.assert_array_equal(out, [1, 2])
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+@pytest.mark.parametrize("partials_shape, columns", [((2, 8, 27), 27), ((3, 5, 10), 7)])
+def test_partials_add_in_thread_order_by_numpy_or_by_the_threads(monkeypatch, threaded, partials_shape, columns):
+    """Both ways of add_partials (NumPy under THREADED_PARTIALS_MIN elements, the threads from it)
+    give the bits of the partials summed in thread order, with the partials' columns past ``out``'s
+    left out, into an out of another dtype."""
+    monkeypatch.setattr(threads, "THREADED_PARTIALS_MIN", 0 if threaded else 1 << 30)
+    partials = np.random.default_rng(0).standard_normal(partials_shape)
+    out = np.full((partials_shape[1], columns), np.nan, np.float32)
+    threads.add_partials(partials, out)
+    expected = partials[0, :, :columns].copy()
+    for partial in partials[1:]:
+        expected = expected + partial[:, :columns]
+    np.testing.assert_array_equal(out, expected.astype(np.float32))

@@ -65,6 +65,10 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 from threadpoolctl import ThreadpoolController
 
+# Elements of a sum of per-thread partials from which the threads add them (add_partials): below it
+# NumPy's few passes take microseconds, as a parallel region's start does.
+THREADED_PARTIALS_MIN = 1 << 16
+
 
 def thread_count() -> int:
     """Threads a call shares its work among: Numba's current setting (``numba.set_num_threads``)."""
@@ -255,7 +259,14 @@ def add_in_thread_order(partials, out, first, stop):
 
 def add_partials(partials, out):
     """:func:`add_in_thread_order` of all of ``out``, the threads taking consecutive shares of its
-    elements."""
+    elements; below ``THREADED_PARTIALS_MIN`` elements by NumPy in the caller's thread, the same
+    additions in the same order (a small problem's first call then compiles no kernel for it)."""
+    if out.size < THREADED_PARTIALS_MIN:
+        total = partials[0, :, :out.shape[1]].copy()
+        for partial in partials[1:]:
+            total += partial[:, :out.shape[1]]
+        out[...] = total
+        return
     on_threads(_add_partials_share, partials.shape[0], partials, out)
 
 
