@@ -94,3 +94,44 @@ def test_partials_add_in_thread_order_by_numpy_or_by_the_threads(monkeypatch, th
     for partial in partials[1:]:
         expected = expected + partial[:, :columns]
     np.testing.assert_array_equal(out, expected.astype(np.float32))
+
+
+@njit
+def _members(thread, threads, nested, count, scale, flag, cube, out):
+    """Row ``thread`` of ``out``: what the body sees of each kind of argument Python packs."""
+    (first_array, (number, second_array)), (small, unsigned) = nested
+    row = out[thread]
+    row[0] = first_array[1, 2] + second_array[-1]
+    row[1] = number + small
+    row[2] = count * scale
+    row[3] = 1.0 if flag else -1.0
+    row[4] = cube[1, 0, 1] + cube.shape[2] + cube.strides[2]
+    row[5] = threads
+    row[6] = unsigned
+
+
+@njit
+def _with_none(thread, threads, nothing, out):
+    out[thread] = thread if nothing is None else -1
+
+
+def test_arguments_packed_in_python_reach_the_body_as_numba_passes_them():
+    """Arrays of several dtypes, ranks and layouts (nested in tuples too), signed and unsigned
+    integers of two widths, float32 and float64 scalars and booleans, packed by threads._packer,
+    reach the body with their values; an argument type the packer does not know (None) goes
+    through the compiled packer instead."""
+    first = np.arange(12, dtype=np.float32).reshape(3, 4)
+    second = np.arange(10, dtype=np.int64)[::3]
+    cube = np.arange(24.0).reshape(2, 3, 4)[:, :, ::2]
+    cube.flags.writeable = False
+    nested = ((first, (np.int32(-7), second)), (np.int8(3), np.uint64(2**63 + 5)))
+    args = (nested, 5, np.float32(0.5), True, cube, np.full((2, 7), np.nan))
+    threads.on_threads(_members, 2, *args)
+    out = args[-1]
+    row = [first[1, 2] + second[-1], -7 + 3, 2.5, 1.0, cube[1, 0, 1] + 2 + cube.strides[2], 2, float(2**63 + 5)]
+    np.testing.assert_array_equal(out, [row, row])
+    assert threads._addresses(_members, args)[3] is not None
+    flags = np.full(3, -2)
+    threads.on_threads(_with_none, 3, None, flags)
+    np.testing.assert_array_equal(flags, [0, 1, 2])
+    assert threads._addresses(_with_none, (None, flags))[3] is None
