@@ -78,9 +78,12 @@ def _spec(x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1):
     return ConvSpec.create(x_shape, w_shape, stride, padding, dilation, groups).as_3d()
 
 
-def test_each_tap_reads_its_input_from_the_phase_planes(rng):
+@pytest.mark.parametrize("threaded", [False, True])
+def test_each_tap_reads_its_input_from_the_phase_planes(rng, monkeypatch, threaded):
     """Stride 2 with dilation 3 and padding: for every tap and output, the planes hold the input the
-    tap reads there (zero in the padding), at the tap's offset plus the output's row and column."""
+    tap reads there (zero in the padding), at the tap's offset plus the output's row and column;
+    the planes copied by NumPy (below THREADED_COPY_MIN inputs) or by the threads."""
+    monkeypatch.setattr(polyphase, "THREADED_COPY_MIN", 0 if threaded else 1 << 30)
     spec = _spec((1, 2, 13, 16), (4, 2, 3, 3), stride=(2, 3), padding=(2, 4), dilation=(3, 2))
     x = random_array(rng, spec.x_shape)
     phases, _ = polyphase._phase_planes(spec, read_only(x))   # read-only, as the engine passes it
@@ -96,6 +99,25 @@ def test_each_tap_reads_its_input_from_the_phase_planes(rng):
                         expected = padded[c, 0, oh * spec.stride[1] + th * spec.dilation[1],
                                           ow * spec.stride[2] + tw * spec.dilation[2]]
                         assert phases[at + oh * plane_w + ow] == expected
+
+
+@pytest.mark.parametrize("w_shape, groups", [((9, 3, 3, 3), 1), ((12, 2, 3, 3), 4), ((3, 5, 1, 7), 1)])
+def test_weights_packed_by_numpy_and_by_the_threads_alike(rng, monkeypatch, w_shape, groups):
+    """Below and from THREADED_COPY_MIN: each block of ROW_TILE[0] output channels of a group,
+    tap by tap, its last block filled up with the group's last channel."""
+    spec = _spec((2, w_shape[1] * groups, 8, 9), w_shape, groups=groups)
+    w = read_only(random_array(rng, w_shape))
+    packed = []
+    for threshold in (1 << 30, 0):
+        monkeypatch.setattr(polyphase, "THREADED_COPY_MIN", threshold)
+        packed.append(polyphase._packed_weights(spec, w).copy())
+    rows, group_out = ROW_TILE[0], w_shape[0] // groups
+    grouped = w.reshape(groups, group_out, -1)
+    expected = np.empty((groups, -(-group_out // rows), grouped.shape[2], rows), w.dtype)
+    for g, block, tap, i in np.ndindex(expected.shape):
+        expected[g, block, tap, i] = grouped[g, min(block * rows + i, group_out - 1), tap]
+    np.testing.assert_array_equal(packed[0], expected)
+    np.testing.assert_array_equal(packed[1], expected)
 
 
 @pytest.mark.parametrize("x_shape, w_shape, chunk_outputs", [

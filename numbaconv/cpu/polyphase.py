@@ -68,6 +68,11 @@ SLICE_FLOPS = int(5e9)
 CHUNK_OUTPUTS = 2048
 # Tiles of output vectors a forward item runs every block of channels over: their inputs stay in L1.
 FORWARD_RUN = 8
+# Elements from which the threads copy the input into phase planes and pack the weights; below it
+# NumPy's copies take about as long as starting the threads (phase planes of 1536 inputs: 9 against
+# 18 microseconds, 3072: 19 against 18, 49152: 84 against 27; packing 216 weights: 4 against 11),
+# and a small problem's first call in a process loads two kernels less.
+THREADED_COPY_MIN = 1 << 12
 
 
 def supports(spec):
@@ -145,11 +150,18 @@ def _to_phases(thread, threads, x, source_d, source_h, source_w, phases):
 
 def _phase_planes(spec, x):
     """``(phases, group_planes)``: ``x``'s phase planes, flat in scratch, and the elements of one
-    sample's group of them."""
+    sample's group of them; by NumPy below ``THREADED_COPY_MIN`` inputs, else by the threads."""
     plane, _, sources = _layout(spec)
     shape = (spec.batch * spec.in_channels, *(len(s) for s in sources), *plane)
     phases = workspace.borrow("polyphase_planes", math.prod(shape), x.dtype).reshape(shape)
-    on_threads(_to_phases, thread_count(), x, *sources, phases)
+    if x.size < THREADED_COPY_MIN:   # NumPy's gather, with a zero past each axis for the padding (-1)
+        bordered = np.zeros((shape[0], *(n + 1 for n in x.shape[2:])), x.dtype)
+        bordered[:, :-1, :-1, :-1] = x.reshape(shape[0], *x.shape[2:])
+        depth, height, width = sources
+        phases[...] = bordered[:, depth[:, None, None, :, None, None], height[None, :, None, None, :, None],
+                               width[None, None, :, None, None, :]]
+    else:
+        on_threads(_to_phases, thread_count(), x, *sources, phases)
     return phases.reshape(-1), phases.size // (spec.batch * spec.groups)
 
 
@@ -208,12 +220,19 @@ def _pack_weights(thread, threads, w, packed):
 
 def _packed_weights(spec, w):
     """``(groups, blocks, taps, I)`` in scratch: each block of ``I`` output channels of a group, tap
-    by tap, the group's last block filled up with its last channel."""
+    by tap, the group's last block filled up with its last channel; by NumPy below
+    ``THREADED_PACKING_MIN`` weights (a few microseconds, and a small problem's first call
+    compiles one kernel less), else by the threads."""
     rows, taps = ROW_TILE[0], spec.group_in_channels * math.prod(spec.kernel_size)
     blocks = -(-spec.group_out_channels // rows)
     packed = workspace.borrow("polyphase_weights", spec.groups * blocks * taps * rows, w.dtype)
     packed = packed.reshape(spec.groups, blocks, taps, rows)
-    on_threads(_pack_weights, thread_count(), w.reshape(spec.groups, spec.group_out_channels, taps), packed)
+    grouped = w.reshape(spec.groups, spec.group_out_channels, taps)
+    if w.size < THREADED_COPY_MIN:
+        channels = np.minimum(np.arange(blocks * rows), spec.group_out_channels - 1)
+        packed[...] = grouped[:, channels].reshape(spec.groups, blocks, rows, taps).transpose(0, 1, 3, 2)
+    else:
+        on_threads(_pack_weights, thread_count(), grouped, packed)
     return packed
 
 
