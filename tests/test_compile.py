@@ -68,11 +68,15 @@ def test_compile_fills_an_empty_cache(capsys, monkeypatch, tmp_path):
     assert any(name.startswith("direct._forward_kernel") for name in cached), cached
 
 
-def test_delegating_algorithms_compile_last():
-    waves = precompile.waves(["depth_taps", "direct"], ["forward"], ["float32", "float64"])
-    assert waves == [[("direct", "forward", "float32"), ("direct", "forward", "float64")],
-                     [("depth_taps", "forward", "float32"), ("depth_taps", "forward", "float64")]]
-    assert precompile.waves(["direct"], ["weight"], ["float64"]) == [[("direct", "weight", "float64")]]
+def test_delegating_algorithms_compile_last_and_the_slowest_first():
+    """Tasks are an algorithm's passes in one dtype; the algorithms that run others' kernels wait
+    for the rest, and the slowest to compile go first."""
+    waves = precompile.waves(["depth_taps", "direct", "winograd"], ["forward", "input"], ["float32", "float64"])
+    passes = ("forward", "input")
+    assert waves == [[("winograd", passes, "float32"), ("winograd", passes, "float64"),
+                      ("direct", passes, "float32"), ("direct", passes, "float64")],
+                     [("depth_taps", passes, "float32"), ("depth_taps", passes, "float64")]]
+    assert precompile.waves(["direct"], ["weight"], ["float64"]) == [[("direct", ("weight",), "float64")]]
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -441,7 +441,7 @@ def _compile(parser, args) -> int:
     dtypes = _choices(parser, "dtype", args.dtype, precompile.DTYPES)
     print(f"compiling {len(algos)} algorithm(s) x {len(passes)} pass(es) x {len(dtypes)} dtype(s) into "
           f"{kernel_cache_folder()}", flush=True)
-    with _ProgressBar(total=len(algos) * len(passes) * len(dtypes)) as bar:
+    with _ProgressBar(total=len(algos) * len(dtypes)) as bar:
         bar.show(0, "starting the worker processes")
 
         def progress(done, total, text):

@@ -6,9 +6,14 @@ folder), so a process on a warm cache only loads it. Which kernels a call
 needs depends on the algorithm, the pass, the dtype and the problem's shape
 (1x1, strided, grouped, depthwise, 1-d and 3-d problems take different
 paths); the problems of numbaconv.tools.grid reach every path. Each task
-here is one (algorithm, pass, dtype) run over that grid; the tasks are
-spread over worker processes (Numba compiles on one core, so two processes
-on two cores take about half the time), and the parent shows progress.
+here is one algorithm's passes in one dtype run over that grid, the forward
+first: a pass that runs another's kernels (Winograd's and channels_last's
+input gradient are their forward on the output gradient) then loads them
+from its worker's memory instead of compiling them beside it in another
+worker. The tasks are spread over worker processes (Numba compiles on one
+core, so two processes on two cores take about half the time), the ones of
+``SLOWEST`` first so that no long task starts last, and the parent shows
+progress.
 The tasks of algorithms that run other algorithms' kernels (``depth_taps``:
 2-d passes by the automatic choice) wait for the rest, so that they find
 those kernels cached instead of compiling them a second time beside them.
@@ -30,6 +35,9 @@ from ..spec import ConvSpec
 from .grid import CASES
 
 DTYPES = ("float32", "float64")
+# The algorithms whose kernels take longest to compile (numbaconv compile's log, seconds a dtype:
+# winograd 15-25, im2col 13-15, winograd1d 9-10, blocked 8-9), submitted before the rest.
+SLOWEST = ("winograd", "im2col", "winograd1d", "blocked")
 
 
 def _delegates(algo: str) -> bool:
@@ -37,35 +45,38 @@ def _delegates(algo: str) -> bool:
     return getattr(dispatch.registry("cpu")[algo], "choose_plane_algorithm", None) is not None
 
 
-def waves(algos, passes, dtypes) -> list[list[tuple[str, str, str]]]:
-    """The (algorithm, pass, dtype) tasks, dtype by dtype: those of the algorithms that run their own
-    kernels, then those of the ones that run other algorithms' (an empty wave left out)."""
-    work = [(algo, pass_name, dtype) for dtype in dtypes for algo in algos for pass_name in passes]
+def waves(algos, passes, dtypes) -> list[list[tuple[str, tuple[str, ...], str]]]:
+    """The (algorithm, passes, dtype) tasks, those of ``SLOWEST`` first: the algorithms that run
+    their own kernels, then those that run other algorithms' (an empty wave left out)."""
+    ordered = [a for a in SLOWEST if a in algos] + [a for a in algos if a not in SLOWEST]
+    work = [(algo, tuple(passes), dtype) for algo in ordered for dtype in dtypes]
     return [wave for wave in ([t for t in work if not _delegates(t[0])], [t for t in work if _delegates(t[0])])
             if wave]
 
 
-def run_task(algo: str, pass_name: str, dtype: str) -> float:
-    """Run ``algo``'s ``pass_name`` in ``dtype`` on every grid problem it supports (compiling what
-    the cache lacks); return the seconds taken."""
+def run_task(algo: str, passes: tuple[str, ...], dtype: str) -> float:
+    """Run ``algo``'s ``passes``, in that order, in ``dtype`` on every grid problem it supports
+    (compiling what the cache lacks); return the seconds taken."""
     started = time.perf_counter()
     warnings.simplefilter("ignore", CompilingNotice)   # the command shows progress instead
     rng = np.random.default_rng(0)
     module = dispatch.registry("cpu")[algo]
-    for _, x_shape, w_shape, stride, padding, dilation, groups in CASES:
-        spec = ConvSpec.create(x_shape, w_shape, stride, padding, dilation, groups)
-        if module.supports(spec.as_3d()) is not None:
-            continue
-        x, w, grad_y = (rng.standard_normal(shape).astype(dtype) for shape in (spec.x_shape, spec.w_shape, spec.y_shape))
-        arguments = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
-        pass_calls(functional, spec.rank, arguments, x, w, grad_y, algo=algo, device="cpu")[pass_name]()
+    for pass_name in passes:
+        for _, x_shape, w_shape, stride, padding, dilation, groups in CASES:
+            spec = ConvSpec.create(x_shape, w_shape, stride, padding, dilation, groups)
+            if module.supports(spec.as_3d()) is not None:
+                continue
+            x, w, grad_y = (rng.standard_normal(shape).astype(dtype)
+                            for shape in (spec.x_shape, spec.w_shape, spec.y_shape))
+            arguments = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
+            pass_calls(functional, spec.rank, arguments, x, w, grad_y, algo=algo, device="cpu")[pass_name]()
     return time.perf_counter() - started
 
 
 def compile_all(algos, passes=PASSES, dtypes=DTYPES, jobs=None, progress=None) -> float:
     """Compile every kernel of ``algos`` x ``passes`` x ``dtypes`` into the cache in ``jobs`` worker
-    processes (default: one per core); ``progress(done, total, text)`` after each task. Returns
-    the wall seconds. A task that fails raises its error here."""
+    processes (default: one per core); ``progress(done, total, text)`` after each (algorithm,
+    dtype) task. Returns the wall seconds. A task that fails raises its error here."""
     work = waves(algos, passes, dtypes)
     total = sum(len(wave) for wave in work)
     jobs = max(1, min(jobs or os.cpu_count() or 1, total))
@@ -78,5 +89,6 @@ def compile_all(algos, passes=PASSES, dtypes=DTYPES, jobs=None, progress=None) -
                 seconds = future.result()
                 done += 1
                 if progress is not None:
-                    progress(done, total, f"{' '.join(pending[future])} ({seconds:.1f} s)")
+                    algo, task_passes, dtype = pending[future]
+                    progress(done, total, f"{algo} {','.join(task_passes)} {dtype} ({seconds:.1f} s)")
     return time.perf_counter() - started
