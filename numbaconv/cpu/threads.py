@@ -149,6 +149,8 @@ def _packer(numba_type, data_type, target_data):
     if isinstance(numba_type, types.Array):
         rank = numba_type.ndim
         layout = struct.Struct(f"<qqqqq{rank}q{rank}q")
+        if layout.size != data_type.get_abi_size(target_data):   # not a 64-bit platform's layout
+            return None
 
         def pack_array(buffer, offset, array):
             layout.pack_into(buffer, offset, 0, 0, array.size, array.itemsize, array.ctypes.data, *array.shape,
