@@ -62,9 +62,9 @@ import threading
 
 import numba
 import numpy as np
+from llvmlite import ir
 from numba import njit, prange, types
 from numba._dispatcher import compute_fingerprint
-from llvmlite import ir
 from numba.core import cgutils
 from numba.extending import intrinsic
 from threadpoolctl import ThreadpoolController
@@ -148,7 +148,7 @@ def _packer(numba_type, data_type, target_data):
     one kernel per parallel stage."""
     if isinstance(numba_type, types.Array):
         rank = numba_type.ndim
-        layout = struct.Struct(f"<qqqqq{rank}q{rank}q")
+        layout = struct.Struct(f"=qqqqq{rank}q{rank}q")   # native order, no padding: 64-bit fields
         if layout.size != data_type.get_abi_size(target_data):   # not a 64-bit platform's layout
             return None
 
@@ -178,7 +178,7 @@ def _packer(numba_type, data_type, target_data):
         return None
     if isinstance(numba_type, types.Integer) and not numba_type.signed:
         scalar = scalar.upper()
-    layout = struct.Struct("<" + scalar)
+    layout = struct.Struct("=" + scalar)
     return lambda buffer, offset, value: layout.pack_into(buffer, offset, value)
 
 
