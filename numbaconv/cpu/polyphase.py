@@ -23,8 +23,8 @@ times larger than the input. Here no column matrix exists:
    vector loads from the planes, ``I`` weights broadcast, ``I V`` FMAs) and
    stores them straight into ``y`` (partial vectors masked);
 3. weight gradient: a work item is a chunk of at most ``CHUNK_OUTPUTS``
-   outputs (rows of a plane, or several small planes) of one group; for each block of
-   ``I`` output channels and ``J`` taps, ``simd.outer_row_sums`` holds the ``I x J`` vectors of
+   outputs (rows of a plane, or several small planes) of one group; for each
+   block of ``I`` output channels and ``J`` taps, ``simd.outer_row_sums`` holds the ``I x J`` vectors of
    ``grad_y`` row times plane row products in registers over the chunk
    (``I + J`` loads, ``I J`` FMAs a step), then their lanes are added into
    the thread's float64 partial of ``grad_w``; partials are added in thread
@@ -221,8 +221,7 @@ def _pack_weights(thread, threads, w, packed):
 def _packed_weights(spec, w):
     """``(groups, blocks, taps, I)`` in scratch: each block of ``I`` output channels of a group, tap
     by tap, the group's last block filled up with its last channel; by NumPy below
-    ``THREADED_PACKING_MIN`` weights (a few microseconds, and a small problem's first call
-    compiles one kernel less), else by the threads."""
+    ``THREADED_COPY_MIN`` weights, else by the threads."""
     rows, taps = ROW_TILE[0], spec.group_in_channels * math.prod(spec.kernel_size)
     blocks = -(-spec.group_out_channels // rows)
     packed = workspace.borrow("polyphase_weights", spec.groups * blocks * taps * rows, w.dtype)
@@ -281,9 +280,10 @@ def _weight_chunks(thread, threads, phases, group_planes, plane_rows, plane_step
                    partials, sums, lanes, offset_rows):
     """``partials[thread]`` (K, taps) float64: the sums over ``thread``'s consecutive share of
     the work items (each chunk of ``chunks`` for each group, chunk-major) of ``grad_y`` rows times
-    phase-plane rows, for every output channel and tap of the item's group; ``columns`` the most outputs of a chunk's row, ``plane_steps`` those of
-    :func:`_plane_steps`. A tile's lanes are summed reassociated (a vector reduction, not a
-    chain of dependent adds), the same way every call."""
+    phase-plane rows, for every output channel and tap of the item's group; ``columns`` the most
+    outputs of a chunk's row, ``plane_steps`` those of :func:`_plane_steps`. A tile's lanes are
+    summed reassociated (a vector reduction, not a chain of dependent adds), the same way every
+    call."""
     batch, out_channels, out_d, out_h, out_w = grad_y.shape
     tap_count, groups = taps.shape[0], phases.size // group_planes // batch
     group_out = out_channels // groups
