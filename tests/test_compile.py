@@ -68,6 +68,31 @@ def test_compile_fills_an_empty_cache(capsys, monkeypatch, tmp_path):
     assert any(name.startswith("direct._forward_kernel") for name in cached), cached
 
 
+def test_bench_calls_compile_in_workers_by_algorithm(monkeypatch, tmp_path):
+    """``numbaconv bench``'s compile ahead: every call in one share, the calls of one algorithm
+    (auto resolved to its pick) in the same share, at most as many shares as workers; a worker
+    process fills an empty cache with the kernels of its calls."""
+    from numbaconv.tools import bench, suite
+    small, lenet = suite.LAYERS["batch1_16ch"], suite.LAYERS["lenet_conv1"]
+    calls = [(small, "forward", "direct", "float32"), (lenet, "forward", "im2col", "float32"),
+             (small, "weight", "direct", "float32"), (lenet, "weight", "auto", "float32"),
+             (small, "input", "planar", "float32")]
+    resolved = {id(call): call[2] if call[2] != "auto" else bench.auto_choice("cpu", call[0], call[1])
+                for call in calls}
+    for jobs in (1, 2, 8):
+        shares = precompile.worker_shares(calls, jobs)
+        assert len(shares) == min(jobs, len(set(resolved.values())))
+        assert sorted(map(id, (call for share in shares for call in share))) == sorted(map(id, calls))
+        homes = {}
+        for number, share in enumerate(shares):
+            for call in share:
+                assert homes.setdefault(resolved[id(call)], number) == number
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))   # the spawned worker reads it
+    precompile.compile_calls(calls[:1], 1)
+    cached = [name for _, _, names in os.walk(tmp_path) for name in names if name.endswith(".nbc")]
+    assert any(name.startswith("direct._forward_kernel") for name in cached), cached
+
+
 def test_delegating_algorithms_compile_last_and_the_slowest_first():
     """Tasks are an algorithm's passes in one dtype; the algorithms that run others' kernels wait
     for the rest, and the slowest to compile go first."""

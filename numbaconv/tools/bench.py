@@ -99,7 +99,7 @@ def _layer_calls(engine, layer: Layer, x, w, grad_y, **options) -> dict:
             "input": calls["forward"], "weight": calls["weight"]}
 
 
-def _numbaconv_call(device: str, algo: str, problem: Problem, pass_name: str, put=None):
+def numbaconv_call(device: str, algo: str, problem: Problem, pass_name: str, put=None):
     """A zero-argument call running one pass of ``problem`` with numbaconv (operands moved by ``put``)."""
     operands = (put(a) if put else a for a in (problem.x, problem.w, problem.grad_y))
     return _layer_calls(functional, problem.layer, *operands, algo=algo, device=device)[pass_name]
@@ -221,7 +221,7 @@ def implementations(devices=None, algos=None, torch=None, with_reference=True) -
             result.append(Implementation(
                 f"{device}/{algo}", device,
                 lambda problem, pass_name, device=device, algo=algo, put=put:
-                    _numbaconv_call(device, algo, problem, pass_name, put),
+                    numbaconv_call(device, algo, problem, pass_name, put),
                 clock, to_host, synchronize))
         if torch is not None and (device == "cpu" or torch.cuda.is_available()):
             torch_clock, torch_synchronize = timing.host_clock(), lambda: None

@@ -302,16 +302,23 @@ def _bench(parser, args) -> int:
 
         candidates = bench.implementations(devices, algos, torch, with_reference=chosen_networks is None)
         rows, started = [], time.perf_counter()
-        problem = None
-        for index, (layer, pass_name, network, count) in enumerate(steps):
-            bar.show(index, f"{network + ' ' if network else ''}{layer.name} {pass_name}", total=len(steps))
-            if problem is None or problem.layer is not layer:
-                problem = suite.Problem.create(layer, args.dtype)
-            taking_part = [c for c in candidates if bench.runs(c, problem)]
-            for row in bench.compare(problem, pass_name, taking_part, torch, peak_gflops=peak,
-                                     min_repeats=args.repeats, budget_s=budget):
-                row.network, row.count = network, count
-                rows.append(row)
+        problem, compiled = None, []
+        listener = compiled.append
+        COMPILE_LISTENERS.append(listener)
+        try:
+            for index, (layer, pass_name, network, count) in enumerate(steps):
+                bar.show(index, f"{network + ' ' if network else ''}{layer.name} {pass_name}", total=len(steps))
+                if problem is None or problem.layer is not layer:
+                    problem = suite.Problem.create(layer, args.dtype)
+                taking_part = [c for c in candidates if bench.runs(c, problem)]
+                for row in bench.compare(problem, pass_name, taking_part, torch, peak_gflops=peak,
+                                         min_repeats=args.repeats, budget_s=budget):
+                    row.network, row.count = network, count
+                    rows.append(row)
+                if index == 0 and compiled:
+                    _compile_ahead(steps[1:], candidates, args.dtype, bar)
+        finally:
+            COMPILE_LISTENERS.remove(listener)
         problem = None
         bar.show(len(steps), "done")
 
@@ -428,6 +435,21 @@ def _tune(parser, args) -> int:
             print(f"{layer.name:<18}{result['pass']:<9}{result['algo']:<10}  {times}")
     print(f"plans kept in {plan_cache().path} (algo=\"tune\" uses them)")
     return 0
+
+
+def _compile_ahead(steps, candidates, dtype: str, bar) -> None:
+    """On a cold cache (the first step compiled kernels), the CPU kernels of the other steps'
+    numbaconv calls compiled in one worker process per core (precompile.compile_calls) before
+    any of them is timed, rather than one after another in this process; nothing runs beside
+    the timings."""
+    workers = os.cpu_count() or 1
+    algos = [c.label.partition("/")[2] for c in candidates
+             if c.label.startswith("cpu/") and c.label not in ("cpu/reference", "cpu/tune")]
+    calls = [(layer, pass_name, algo, dtype) for layer, pass_name, _, _ in steps for algo in algos
+             if algo == "auto" or algo in dispatch.runnable("cpu", layer.spec.as_3d())]
+    if workers > 1 and calls:
+        bar.show(1, f"compiling the other layers' kernels in {workers} processes")
+        precompile.compile_calls(calls, workers)
 
 
 def _compile(parser, args) -> int:

@@ -13,7 +13,8 @@ from its worker's memory instead of compiling them beside it in another
 worker. The tasks are spread over worker processes (Numba compiles on one
 core, so two processes on two cores take about half the time), the ones of
 ``SLOWEST`` first so that no long task starts last, and the parent shows
-progress.
+progress. :func:`compile_calls` does the same for a list of calls
+(``numbaconv bench`` on a cold cache, for the layers it has yet to time).
 The tasks of algorithms that run other algorithms' kernels (``depth_taps``:
 2-d passes by the automatic choice) wait for the rest, so that they find
 those kernels cached instead of compiling them a second time beside them.
@@ -71,6 +72,50 @@ def run_task(algo: str, passes: tuple[str, ...], dtype: str) -> float:
             arguments = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
             pass_calls(functional, spec.rank, arguments, x, w, grad_y, algo=algo, device="cpu")[pass_name]()
     return time.perf_counter() - started
+
+
+def run_calls(calls) -> float:
+    """Run each ``(layer, pass name, algorithm, dtype)`` of ``calls`` once on the CPU (a
+    numbaconv.tools.suite layer, random operands), compiling what the cache lacks; return the
+    seconds taken."""
+    from .bench import numbaconv_call
+    from .suite import Problem
+    started = time.perf_counter()
+    warnings.simplefilter("ignore", CompilingNotice)
+    for layer, pass_name, algo, dtype in calls:
+        numbaconv_call("cpu", algo, Problem.create(layer, dtype), pass_name)()
+    return time.perf_counter() - started
+
+
+def compile_calls(calls, jobs=None) -> float:
+    """:func:`run_calls` of ``calls`` in ``jobs`` worker processes (default: one per core), the
+    calls that run one algorithm (``auto`` resolved) in one worker, since they share its
+    kernels; the algorithms go to the least loaded worker, those of most calls first. Returns
+    the wall seconds. ``numbaconv bench`` runs the calls of its remaining layers so on a cold
+    cache, before it times anything."""
+    started = time.perf_counter()
+    shares = worker_shares(calls, jobs or os.cpu_count() or 1)
+    with concurrent.futures.ProcessPoolExecutor(len(shares), mp_context=multiprocessing.get_context("spawn")) as pool:
+        for future in [pool.submit(run_calls, share) for share in shares]:
+            future.result()
+    return time.perf_counter() - started
+
+
+def worker_shares(calls, jobs: int) -> list[list]:
+    """``calls`` cut into at most ``jobs`` shares (none empty): the calls that run one algorithm
+    (``auto`` resolved to its pick) in one share, each algorithm's calls, most first, to the
+    share with the fewest calls so far."""
+    by_algorithm = {}
+    for call in calls:
+        layer, pass_name, chosen, _ = call
+        if chosen == "auto":
+            module = dispatch.choose("cpu", "auto", layer.spec.as_3d(), layer.kernel_pass(pass_name))
+            chosen = next(name for name, candidate in dispatch.registry("cpu").items() if candidate is module)
+        by_algorithm.setdefault(chosen, []).append(call)
+    shares = [[] for _ in range(max(1, min(jobs, len(by_algorithm))))]
+    for group in sorted(by_algorithm.values(), key=len, reverse=True):
+        min(shares, key=len).extend(group)
+    return [share for share in shares if share]
 
 
 def compile_all(algos, passes=PASSES, dtypes=DTYPES, jobs=None, progress=None) -> float:
