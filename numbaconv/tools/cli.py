@@ -283,12 +283,14 @@ def _bench(parser, args) -> int:
     if budget is None:
         budget = NETWORKS_BUDGET_S if chosen_networks is not None else (0.3 if args.suite == "quick" else 1.0)
     with _ProgressBar() as bar:
+        # a first line at once, in logs too: importing PyTorch and the machine's details take seconds
+        bar.say(f"numbaconv {__version__}, numba {numba.__version__}, numpy {np.__version__}; {cpu_model()} "
+                f"({os.cpu_count()} cores)")
         bar.show(0, "importing PyTorch")
         torch = None if args.without_torch else bench.import_torch()
         bar.show(0, "machine and versions")
         info = machine()
-        bar.say(f"numbaconv {info['numbaconv']}, numba {info['numba']}, numpy {info['numpy']}, "
-                f"torch {info['torch']}; {info['cpu']} ({info['cpu cores']} cores), gpu: {info['gpu']}")
+        bar.say(f"torch {info['torch']}, gpu: {info['gpu']}")
         bar.say("malloc left as it is (--default-malloc)" if args.default_malloc else bench.keep_freed_memory())
         bar.show(0, "the CPU's practical peak")
         peak = bench.cpu_peak_gflops()
