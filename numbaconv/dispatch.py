@@ -35,7 +35,11 @@ each rule; the command after each rule reproduces them.
 0a. ``fft`` for problems with more than one input channel per group where the
    FFT plan's modelled time (``cpu/fft.py``'s cost model) is at most
    ``1 / FFT_MIN_MODEL_RATE`` ns per FLOP of the direct count: large kernels
-   (7x7 and up at 64 channels, 17 taps and up in 1-d, 7x7x7 in 3-d). Depthwise
+   (7x7 and up at 64 channels, 17 taps and up in 1-d, 7x7x7 in 3-d); the
+   forward of a kernel over two or three axes needs
+   ``FFT_MIN_MODEL_RATE_FORWARD_AXES`` (9x9 and up in 2-d): the model
+   underrates those transforms, and ``channels_last`` runs these forwards
+   faster up to 7x7 and 5x5x5 (docs/decisions.md, F2). Depthwise
    problems stay with rule 0: its passes over 31x31 kernels on 28x28 and 56x56
    planes are as fast as the FFT or faster, whose channels-last transforms of few channels
    cost more than its products save. ``numbaconv bench --suite large_kernels --algo
@@ -243,6 +247,7 @@ WINOGRAD1D_STRIDED_MIN_CHANNELS = 512
 WINOGRAD1D_STRIDED_MIN_TILES = 600
 CUDA_DIRECT_REDUCTION_LIMIT = 16
 FFT_MIN_MODEL_RATE = 300
+FFT_MIN_MODEL_RATE_FORWARD_AXES = 400
 
 
 def registry(device: str) -> dict:
@@ -381,7 +386,9 @@ def _depthwise_choice(spec, runnable, pass_name):
 
 def _fft_pays(spec, pass_name):
     """Rule 0a of the module docstring: the FFT's modelled time is short next to the direct FLOPs."""
-    return spec.flops >= FFT_MIN_MODEL_RATE * cpu_fft.modelled_ns(spec, pass_name)
+    axes = sum(1 for taps in spec.kernel_size if taps > 1)
+    rate = FFT_MIN_MODEL_RATE_FORWARD_AXES if pass_name == "forward" and axes > 1 else FFT_MIN_MODEL_RATE
+    return spec.flops >= rate * cpu_fft.modelled_ns(spec, pass_name)
 
 
 def _grouped_choice(spec, runnable, pass_name, product, taps):

@@ -117,7 +117,7 @@ def test_explicit_fft_spreads_a_nan_over_its_block(rng):
 
 @pytest.mark.parametrize("pass_name", ["forward", "input", "weight"])
 def test_auto_keeps_nan_and_inf_where_the_reference_has_them(rng, pass_name):
-    x, w = random_array(rng, (2, 16, 32, 30)), random_array(rng, (16, 16, 15, 15))
+    x, w = random_array(rng, (2, 32, 32, 30)), random_array(rng, (32, 32, 15, 15))
     spec = ConvSpec.create(x.shape, w.shape, padding=7)
     assert dispatch.choose("cpu", "auto", spec.as_3d(), pass_name) is MODULE
     grad_y = random_array(rng, spec.y_shape)
@@ -149,6 +149,14 @@ def test_auto_takes_fft_for_large_kernels_only():
         assert _auto((4, 768, 500), (768, 48, 128), pass_name, padding=64, groups=16) == "fft"
     assert _auto((2, 64, 64, 64), (64, 64, 3, 3), padding=1) == "winograd"
     assert _auto((2, 64, 64, 64), (64, 64, 5, 5), padding=2) != "fft"
+    # F2: the forward of 7x7 (model rate 321-325) and 5x5x5 (354) kernels stays direct, their gradients and
+    # 9x9 (457) take the FFT
+    for x_shape, w_shape, padding in [((2, 64, 64, 64), (64, 64, 7, 7), 3), ((4, 32, 56, 56), (32, 32, 7, 7), 3),
+                                      ((1, 32, 24, 24, 24), (32, 32, 5, 5, 5), 2)]:
+        assert _auto(x_shape, w_shape, padding=padding) != "fft"
+    assert _auto((2, 64, 64, 64), (64, 64, 7, 7), "weight", padding=3) == "fft"
+    assert _auto((2, 64, 56, 56), (64, 64, 9, 9), padding=4) == "fft"
+    assert _auto((4, 64, 4000), (64, 64, 17), padding=8) == "fft"   # 1-d: rate 307 against 300
     assert _auto((1, 16, 32, 32, 32), (16, 16, 5, 5, 5), padding=2) != "fft"
     assert _auto((2, 128, 56, 56), (128, 1, 31, 31), padding=15, groups=128) == "blocked"  # depthwise: rule 0
     assert _auto((2, 128, 56, 56), (128, 1, 31, 31), "weight", padding=15, groups=128) == "planar"
