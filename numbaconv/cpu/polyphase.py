@@ -69,10 +69,9 @@ CHUNK_OUTPUTS = 2048
 # Tiles of output vectors a forward item runs every block of channels over: their inputs stay in L1.
 FORWARD_RUN = 8
 # Elements from which the threads copy the input into phase planes and pack the weights; below it
-# NumPy's copies take about as long as starting the threads (phase planes of 1536 inputs: 9 against
-# 18 microseconds, 3072: 19 against 18, 49152: 84 against 27; packing 216 weights: 4 against 11),
-# and a small problem's first call in a process loads two kernels less.
-THREADED_COPY_MIN = 1 << 12
+# NumPy's copies are as fast or faster, and a small problem's first call in a process loads two
+# kernels less (docs/decisions.md, T6).
+THREADED_COPY_MIN = 1 << 11
 
 
 def supports(spec):

@@ -70,8 +70,8 @@ from numba.extending import intrinsic
 from threadpoolctl import ThreadpoolController
 
 # Elements of a sum of per-thread partials from which the threads add them (add_partials): below it
-# NumPy's few passes take microseconds, as a parallel region's start does.
-THREADED_PARTIALS_MIN = 1 << 16
+# NumPy's passes in the caller's thread are faster (docs/decisions.md, T6).
+THREADED_PARTIALS_MIN = 1 << 21
 
 
 def thread_count() -> int:
