@@ -24,10 +24,10 @@ all, half or more of a parallel kernel's compile time. :func:`on_threads`
 compiles the body once, as an ordinary function, and the launcher
 (:func:`_launch`, a ``prange`` over a call through the body's machine-code
 address) is a few lines compiled once for all bodies: the arguments go packed
-into bytes as Numba lays their tuple out (by Python, :func:`_packer`; by the
-compiled :func:`_pack` for argument types it does not know), and a small
-serial function compiled per argument types (:func:`_unpack_call`) unpacks
-them and calls the body. Arrays reach the
+into bytes (:func:`_pack`, compiled per argument types: packing them in Python
+costs 6-13 microseconds more a call, a tenth to a quarter of a small layer's
+time), and a small serial function compiled per argument types
+(:func:`_unpack_call`) unpacks them and calls the body. Arrays reach the
 body as Numba's gufuncs pass them, without their reference count, so the
 views a body takes cost no atomic count updates shared between the threads;
 the launcher holds the references until every thread is done. A body
@@ -57,12 +57,10 @@ bench/train_step.py`` times the kernels right after PyTorch's operations
 (docs/decisions.md, T1).
 """
 import ctypes
-import struct
 import threading
 
 import numba
 import numpy as np
-from llvmlite import ir
 from numba import njit, prange, types
 from numba._dispatcher import compute_fingerprint
 from numba.core import cgutils
@@ -90,12 +88,9 @@ def on_threads(body, threads, *args):
     ``body`` an ``@njit(cache=True)`` function of one logical thread's share that returns
     nothing; ``args`` arrays, scalars and tuples of them. The body is compiled (or loaded from
     the cache) for the arguments' types on first use."""
-    body_address, call_address, size, pack = _addresses(body, args)
+    body_address, call_address, size = _addresses(body, args)
     packed = np.empty(size, np.uint8)
-    if pack is None:
-        _pack(args, packed)
-    else:
-        pack(packed, 0, args)
+    _pack(args, packed)
     if _launch(call_address, body_address, np.int64(threads), packed):
         _raise_failure(body, threads, args)
 
@@ -110,14 +105,14 @@ def _raise_failure(body, threads, args):
 
 
 # (body, the arguments' Numba fingerprints) -> (the body's machine-code address, that of
-# _unpack_call for the arguments' tuple, the tuple's size in bytes, its packer or None)
+# _unpack_call for the arguments' tuple, the tuple's size in bytes)
 _BODY_ADDRESSES = {}
 
 
 def _addresses(body, args):
-    """``(body address, call address, size, pack)``: the machine code of ``body`` compiled for
-    ``(int64, int64, *args)``, that of :func:`_unpack_call` for a pointer to the tuple of
-    ``args``, the bytes that tuple takes and its packer (:func:`_packer`)."""
+    """``(body address, call address, size)``: the machine code of ``body`` compiled for ``(int64,
+    int64, *args)``, that of :func:`_unpack_call` for a pointer to the tuple of ``args``, and
+    the bytes that tuple takes."""
     try:
         key = (body, *map(compute_fingerprint, args))
     except (TypeError, ValueError):   # an argument without a fingerprint: its full Numba type
@@ -125,61 +120,12 @@ def _addresses(body, args):
     found = _BODY_ADDRESSES.get(key)
     if found is None:
         target, tuple_type = numba.core.registry.cpu_target.target_context, numba.typeof(args)
-        data_type = target.data_model_manager[tuple_type].get_data_type()
         found = _BODY_ADDRESSES[key] = (
             _machine_code(body, types.none(types.int64, types.int64, *tuple_type.types)),
             _machine_code(_unpack_call, types.boolean(types.int64, types.int64, types.int64,
                                                       types.CPointer(tuple_type))),
-            target.get_abi_sizeof(data_type), _packer(tuple_type, data_type, target.target_data))
+            target.get_abi_sizeof(target.data_model_manager[tuple_type].get_data_type()))
     return found
-
-
-# struct formats of the scalars Numba stores as these LLVM types (a boolean is an i8)
-_SCALAR_FORMATS = {"i64": "q", "i32": "i", "i8": "b", "double": "d", "float": "f"}
-
-
-def _packer(numba_type, data_type, target_data):
-    """``pack(buffer, offset, value)``: stores ``value`` of ``numba_type`` at ``offset`` in the
-    bytes of ``buffer`` as Numba's data model lays it out (``data_type``, its LLVM type): an
-    array as its struct (meminfo and parent null: :func:`_call_body` passes arrays without
-    their reference count, and the caller owns them for the whole call), scalars by value,
-    tuples member by member. None where a type is none of these (:func:`_pack`, compiled per
-    tuple type, stores it then). Packing in Python spares a first call loading, or compiling,
-    one kernel per parallel stage."""
-    if isinstance(numba_type, types.Array):
-        rank = numba_type.ndim
-        layout = struct.Struct(f"=qqqqq{rank}q{rank}q")   # native order, no padding: 64-bit fields
-        if layout.size != data_type.get_abi_size(target_data):   # not a 64-bit platform's layout
-            return None
-
-        def pack_array(buffer, offset, array):
-            layout.pack_into(buffer, offset, 0, 0, array.size, array.itemsize, array.ctypes.data, *array.shape,
-                             *array.strides)
-        return pack_array
-    if isinstance(numba_type, types.BaseTuple):
-        members = numba_type.types
-        if isinstance(data_type, ir.ArrayType):   # a tuple of one type: an LLVM array
-            step = data_type.element.get_abi_size(target_data)
-            offsets = [i * step for i in range(len(members))]
-            member_types = [data_type.element] * len(members)
-        else:
-            offsets = [data_type.get_element_offset(target_data, i) for i in range(len(members))]
-            member_types = list(data_type.elements)
-        packers = [_packer(t, d, target_data) for t, d in zip(members, member_types)]
-        if any(packer is None for packer in packers):
-            return None
-
-        def pack_tuple(buffer, offset, values):
-            for packer, at, value in zip(packers, offsets, values):
-                packer(buffer, offset + at, value)
-        return pack_tuple
-    scalar = _SCALAR_FORMATS.get(str(data_type))
-    if scalar is None or not isinstance(numba_type, (types.Integer, types.Float, types.Boolean)):
-        return None
-    if isinstance(numba_type, types.Integer) and not numba_type.signed:
-        scalar = scalar.upper()
-    layout = struct.Struct("=" + scalar)
-    return lambda buffer, offset, value: layout.pack_into(buffer, offset, value)
 
 
 def _machine_code(function, signature):
