@@ -93,6 +93,22 @@ def test_bench_calls_compile_in_workers_by_algorithm(monkeypatch, tmp_path):
     assert any(name.startswith("direct._forward_kernel") for name in cached), cached
 
 
+def test_bench_goes_on_where_no_worker_process_starts(monkeypatch):
+    """Where the workers cannot start, ``numbaconv bench``'s compile ahead says so and leaves each
+    layer to compile as it comes."""
+    from numbaconv.tools import bench, suite
+
+    def fail(calls, jobs=None):
+        raise OSError("no semaphores")
+    said = []
+    monkeypatch.setattr(precompile, "compile_calls", fail)
+    monkeypatch.setattr(cli.os, "cpu_count", lambda: 2)
+    bar = type("Bar", (), {"show": lambda self, *a: None, "say": lambda self, text: said.append(text)})()
+    candidates = bench.implementations(["cpu"], ["auto"], None, with_reference=False)
+    cli._compile_ahead([(suite.LAYERS["batch1_16ch"], "forward", "", 1)], candidates, "float32", bar)
+    assert len(said) == 1 and "no semaphores" in said[0] and "compiles as it comes" in said[0]
+
+
 def test_delegating_algorithms_compile_last_and_the_slowest_first():
     """Tasks are an algorithm's passes in one dtype; the algorithms that run others' kernels wait
     for the rest, and the slowest to compile go first."""

@@ -12,6 +12,7 @@ import platform
 import sys
 import time
 import warnings
+from concurrent.futures.process import BrokenProcessPool
 
 import numba
 import numpy as np
@@ -451,7 +452,10 @@ def _compile_ahead(steps, candidates, dtype: str, bar) -> None:
              if algo == "auto" or algo in dispatch.runnable("cpu", layer.spec.as_3d())]
     if workers > 1 and calls:
         bar.show(1, f"compiling the other layers' kernels in {workers} processes")
-        precompile.compile_calls(calls, workers)
+        try:
+            precompile.compile_calls(calls, workers)
+        except (OSError, BrokenProcessPool) as error:   # no worker processes where this runs
+            bar.say(f"compiling in worker processes failed ({error}); each layer compiles as it comes")
 
 
 def _compile(parser, args) -> int:
