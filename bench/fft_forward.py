@@ -12,13 +12,11 @@ Needs PyTorch.
 """
 import argparse
 
-import numpy as np
 import torch
 
-import numbaconv
 from numbaconv.cpu import fft
 from numbaconv.spec import ConvSpec
-from numbaconv.tools.bench import keep_freed_memory, layer_in_turn
+from numbaconv.tools.bench import layer_in_turn, prepare_timing
 
 ALGORITHMS = ("fft", "channels_last", "im2col")
 # x shape, w shape, padding (stride 1, "same" padding)
@@ -35,9 +33,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=1.5, help="seconds of timing per layer")
     args = parser.parse_args()
-    keep_freed_memory()
-    torch.set_num_threads(numbaconv.cpu.threads.thread_count())
-    rng = np.random.default_rng(0)
+    rng = prepare_timing(torch)
     for x_shape, w_shape, padding in LAYERS:
         groups = x_shape[1] // w_shape[1]
         spec = ConvSpec.create(x_shape, w_shape, 1, padding, 1, groups).as_3d()

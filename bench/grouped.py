@@ -15,11 +15,9 @@ Needs PyTorch.
 """
 import argparse
 
-import numpy as np
 import torch
 
-import numbaconv
-from numbaconv.tools.bench import keep_freed_memory, layer_in_turn
+from numbaconv.tools.bench import layer_in_turn, prepare_timing
 
 ALGORITHMS = ("planar", "channels_last", "polyphase", "im2col")
 # batch, channels (in = out), plane side, groups, stride; 3x3 kernels, padding 1
@@ -33,9 +31,7 @@ def main():
     parser.add_argument("--pass", dest="passes", default="forward,input,weight", help="comma-separated passes")
     parser.add_argument("--budget", type=float, default=2.0, help="seconds of timing per layer and pass")
     args = parser.parse_args()
-    keep_freed_memory()
-    torch.set_num_threads(numbaconv.cpu.threads.thread_count())
-    rng = np.random.default_rng(0)
+    rng = prepare_timing(torch)
     for batch, channels, side, groups, stride in LAYERS:
         for pass_name, torch_time, times, auto in layer_in_turn(
                 torch, rng, (batch, channels, side, side), (channels, channels // groups, 3, 3),

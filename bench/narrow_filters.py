@@ -18,11 +18,9 @@ Needs PyTorch.
 """
 import argparse
 
-import numpy as np
 import torch
 
-import numbaconv
-from numbaconv.tools.bench import keep_freed_memory, layer_in_turn
+from numbaconv.tools.bench import layer_in_turn, prepare_timing
 
 ALGORITHMS = ("im2col", "channels_last", "winograd", "polyphase")
 # batch, input channels, filters, plane side, kernel side, stride; padding kernel // 2
@@ -36,9 +34,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=0.8, help="seconds of timing per layer and pass")
     args = parser.parse_args()
-    keep_freed_memory()
-    torch.set_num_threads(numbaconv.cpu.threads.thread_count())
-    rng = np.random.default_rng(0)
+    rng = prepare_timing(torch)
     for batch, channels, filters, side, kernel, stride in LAYERS:
         for pass_name, torch_time, times, auto in layer_in_turn(
                 torch, rng, (batch, channels, side, side), (filters, channels, kernel, kernel),

@@ -25,7 +25,7 @@ import torch
 
 import numbaconv
 from numbaconv.timing import best_times
-from numbaconv.tools.bench import calls_in_turn, keep_freed_memory
+from numbaconv.tools.bench import calls_in_turn, prepare_timing
 
 ALGORITHMS = ("im2col", "channels_last", "polyphase")
 # name, x shape, w shape, stride, padding
@@ -53,9 +53,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=6, help="timed rounds, the calls taking turns")
     args = parser.parse_args()
-    keep_freed_memory()
-    torch.set_num_threads(numbaconv.cpu.threads.thread_count())
-    rng = np.random.default_rng(0)
+    rng = prepare_timing(torch)
     print(f"{'stem':24s} {'pass':7s} {'reduction':>9s} {'torch ms':>9s}   PyTorch time / numbaconv time")
     for name, x_shape, w_shape, stride, padding in STEMS:
         x = rng.standard_normal(x_shape).astype(np.float32)

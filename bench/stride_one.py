@@ -20,11 +20,9 @@ Needs PyTorch.
 """
 import argparse
 
-import numpy as np
 import torch
 
-import numbaconv
-from numbaconv.tools.bench import keep_freed_memory, layer_in_turn
+from numbaconv.tools.bench import layer_in_turn, prepare_timing
 
 ALGORITHMS = ("im2col", "channels_last", "polyphase", "planar")
 # name, x shape, w shape, padding, dilation; stride 1
@@ -63,9 +61,7 @@ def main():
     parser.add_argument("--pass", dest="passes", default="forward,input,weight", help="comma-separated passes")
     parser.add_argument("--budget", type=float, default=1.5, help="seconds of timing per layer and pass")
     args = parser.parse_args()
-    keep_freed_memory()
-    torch.set_num_threads(numbaconv.cpu.threads.thread_count())
-    rng = np.random.default_rng(0)
+    rng = prepare_timing(torch)
     for name, x_shape, w_shape, padding, dilation in LAYERS:
         for pass_name, torch_time, times, auto in layer_in_turn(
                 torch, rng, x_shape, w_shape, {"padding": padding, "dilation": dilation}, args.passes.split(","),

@@ -105,7 +105,7 @@ def test_network_speed(benchmark, network_name, layer_name, pass_name, label):
 def _check_and_time(benchmark, implementation, layer_name, pass_name, network_name=""):
     label, problem = implementation.label, problem_of(layer_name, network_name)
     where = f"{network_name} {layer_name}" if network_name else layer_name
-    if not bench.runs(implementation, problem):
+    if not bench.runs(implementation, problem.layer):
         pytest.skip(f"{label} does not run {where}")
     call = implementation.prepare(problem, pass_name)
     error = relative_error(implementation.to_host(call()), truth_of(layer_name, pass_name, network_name))

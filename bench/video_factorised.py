@@ -16,11 +16,9 @@ Needs PyTorch.
 """
 import argparse
 
-import numpy as np
 import torch
 
-import numbaconv
-from numbaconv.tools.bench import keep_freed_memory, layer_in_turn
+from numbaconv.tools.bench import layer_in_turn, prepare_timing
 
 ALGORITHMS = ("depth_taps", "channels_last", "im2col", "planar", "polyphase")
 # name, x shape, w shape, padding; stride 1
@@ -37,9 +35,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=0.8, help="seconds of timing per layer and pass")
     args = parser.parse_args()
-    keep_freed_memory()
-    torch.set_num_threads(numbaconv.cpu.threads.thread_count())
-    rng = np.random.default_rng(0)
+    rng = prepare_timing(torch)
     for name, x_shape, w_shape, padding in LAYERS:
         for pass_name, torch_time, times, auto in layer_in_turn(
                 torch, rng, x_shape, w_shape, {"padding": padding}, ("forward", "input", "weight"), ALGORITHMS,

@@ -19,11 +19,9 @@ Needs PyTorch.
 import argparse
 import math
 
-import numpy as np
 import torch
 
-import numbaconv
-from numbaconv.tools.bench import keep_freed_memory, layer_in_turn
+from numbaconv.tools.bench import layer_in_turn, prepare_timing
 
 OTHERS = ("channels_last", "im2col", "planar", "polyphase")
 # batch, input channels, output channels, plane side; 3x3 kernels, padding 1
@@ -36,9 +34,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=0.8, help="seconds of timing per layer and pass")
     args = parser.parse_args()
-    keep_freed_memory()
-    torch.set_num_threads(numbaconv.cpu.threads.thread_count())
-    rng = np.random.default_rng(0)
+    rng = prepare_timing(torch)
     for batch, channels, filters, side in LAYERS:
         tiles = batch * math.ceil(side / 4) ** 2
         for pass_name, torch_time, times, auto in layer_in_turn(

@@ -143,7 +143,7 @@ def test_transposed_layer_passes_match_torch_autograd():
     y = torch.nn.functional.conv_transpose2d(x, w, stride=2, padding=(0, 1))
     y.backward(torch.from_numpy(problem.grad_y))
     expected = {"forward": y.detach().numpy(), "input": x.grad.numpy(), "weight": w.grad.numpy()}
-    candidates = [c for c in bench.implementations(("cpu",), ["auto", "direct"], torch) if bench.runs(c, problem)]
+    candidates = [c for c in bench.implementations(("cpu",), ["auto", "direct"], torch) if bench.runs(c, layer)]
     for pass_name in PASSES:
         assert np.allclose(bench.truth(problem, pass_name, torch), expected[pass_name])
         assert np.allclose(bench.truth(problem, pass_name), expected[pass_name])    # numbaconv.reference

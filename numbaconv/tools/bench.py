@@ -38,6 +38,7 @@ import numpy as np
 from .. import dispatch, functional, reference, timing, tuning
 from ..accuracy import TOLERANCE, relative_error
 from ..cpu import workspace
+from ..cpu.threads import thread_count
 from ..devices import available_devices, cuda_simulated
 from ..passes import pass_calls
 from ..spec import ConvSpec
@@ -107,6 +108,15 @@ def numbaconv_call(device: str, algo: str, problem: Problem, pass_name: str, put
 
 def _reference_call(problem: Problem, pass_name: str):
     return _layer_calls(reference, problem.layer, problem.x, problem.w, problem.grad_y)[pass_name]
+
+
+def prepare_timing(torch):
+    """What a bench script that times layers in turns does first: glibc's malloc keeps freed memory
+    (:func:`keep_freed_memory`), PyTorch runs on numbaconv's thread count; returns the scripts'
+    random generator (seed 0)."""
+    keep_freed_memory()
+    torch.set_num_threads(thread_count())
+    return np.random.default_rng(0)
 
 
 def calls_in_turn(torch, x, w, grad_y, arguments: dict, pass_name: str, algorithms) -> list:
@@ -237,17 +247,18 @@ def implementations(devices=None, algos=None, torch=None, with_reference=True) -
     return result
 
 
-def runs(implementation: Implementation, problem: Problem) -> bool:
-    """Whether ``implementation`` takes part in ``problem`` (declined algorithms and big reference runs do not)."""
+def runs(implementation: Implementation, layer: Layer) -> bool:
+    """Whether ``implementation`` takes part in ``layer``'s problems (declined algorithms and big reference
+    runs do not)."""
     label = implementation.label
     if label == "cpu/reference":
-        return problem.layer.spec.flops <= REFERENCE_FLOP_LIMIT
+        return layer.spec.flops <= REFERENCE_FLOP_LIMIT
     if label.startswith("torch"):
         return True
     device, algo = label.split("/")
     if algo in ("auto", "tune"):
         return True
-    return algo in dispatch.runnable(device, problem.layer.spec.as_3d())
+    return algo in dispatch.runnable(device, layer.spec.as_3d())
 
 
 def auto_choice(device: str, layer: Layer, pass_name: str) -> str:

@@ -313,7 +313,7 @@ def _bench(parser, args) -> int:
                 bar.show(index, f"{network + ' ' if network else ''}{layer.name} {pass_name}", total=len(steps))
                 if problem is None or problem.layer is not layer:
                     problem = suite.Problem.create(layer, args.dtype)
-                taking_part = [c for c in candidates if bench.runs(c, problem)]
+                taking_part = [c for c in candidates if bench.runs(c, layer)]
                 for row in bench.compare(problem, pass_name, taking_part, torch, peak_gflops=peak,
                                          min_repeats=args.repeats, budget_s=budget):
                     row.network, row.count = network, count
@@ -446,10 +446,10 @@ def _compile_ahead(steps, candidates, dtype: str, bar) -> None:
     any of them is timed, rather than one after another in this process; nothing runs beside
     the timings."""
     workers = os.cpu_count() or 1
-    algos = [c.label.partition("/")[2] for c in candidates
-             if c.label.startswith("cpu/") and c.label not in ("cpu/reference", "cpu/tune")]
-    calls = [(layer, pass_name, algo, dtype) for layer, pass_name, _, _ in steps for algo in algos
-             if algo == "auto" or algo in dispatch.runnable("cpu", layer.spec.as_3d())]
+    numbaconv_cpu = [c for c in candidates if c.label.startswith("cpu/") and c.label not in ("cpu/reference",
+                                                                                             "cpu/tune")]
+    calls = [(layer, pass_name, c.label.partition("/")[2], dtype) for layer, pass_name, _, _ in steps
+             for c in numbaconv_cpu if bench.runs(c, layer)]
     if workers > 1 and calls:
         bar.show(1, f"compiling the other layers' kernels in {workers} processes")
         try:

@@ -33,7 +33,9 @@ from .. import dispatch, functional
 from ..compile_cache import CompilingNotice
 from ..passes import PASSES, pass_calls
 from ..spec import ConvSpec
+from .bench import auto_choice, numbaconv_call
 from .grid import CASES
+from .suite import Problem
 
 DTYPES = ("float32", "float64")
 # The algorithms whose kernels take longest to compile (numbaconv compile's log, seconds a dtype:
@@ -78,8 +80,6 @@ def run_calls(calls) -> float:
     """Run each ``(layer, pass name, algorithm, dtype)`` of ``calls`` once on the CPU (a
     numbaconv.tools.suite layer, random operands), compiling what the cache lacks; return the
     seconds taken."""
-    from .bench import numbaconv_call
-    from .suite import Problem
     started = time.perf_counter()
     warnings.simplefilter("ignore", CompilingNotice)
     for layer, pass_name, algo, dtype in calls:
@@ -107,11 +107,8 @@ def worker_shares(calls, jobs: int) -> list[list]:
     share with the fewest calls so far."""
     by_algorithm = {}
     for call in calls:
-        layer, pass_name, chosen, _ = call
-        if chosen == "auto":
-            module = dispatch.choose("cpu", "auto", layer.spec.as_3d(), layer.kernel_pass(pass_name))
-            chosen = next(name for name, candidate in dispatch.registry("cpu").items() if candidate is module)
-        by_algorithm.setdefault(chosen, []).append(call)
+        layer, pass_name, algo, _ = call
+        by_algorithm.setdefault(auto_choice("cpu", layer, pass_name) if algo == "auto" else algo, []).append(call)
     shares = [[] for _ in range(max(1, min(jobs, len(by_algorithm))))]
     for group in sorted(by_algorithm.values(), key=len, reverse=True):
         min(shares, key=len).extend(group)
