@@ -177,8 +177,13 @@ each rule; the command after each rule reproduces them.
    gradient a reduction over ``K/g`` (DenseNet's 3x3 layers of 32 filters, audio front ends
    of 32), which BLAS runs at a fraction of its speed next to building or folding the column
    matrix; ``channels_last`` sums them in registers. Its input gradient needs enough outputs
-   for its panels. At 48 and 64 filters it wins on 14x14 to 35x35 planes and loses on long
-   1-d layers, so im2col keeps them. ``python bench/narrow_filters.py`` (docs/decisions.md, CL6).
+   for its panels. On hosts with 512-bit vectors (AVX-512), where its weight gradient's tiles
+   are wider (cpu/channels_last.py), it also takes the weight gradient of more than
+   ``CHANNELS_LAST_NARROW_FILTERS`` up to ``CHANNELS_LAST_WIDE_WEIGHT_FILTERS`` output channels a
+   group with at least ``CHANNELS_LAST_MIN_OUTPUTS`` outputs a sample, at any stride and rank
+   (ResNet's and the video networks' first 3x3/2 of 128 filters, 5x5 and 7x7 layers of 64, 1-d
+   layers of 64-128); from 256 filters, or on 7x7 planes, im2col's products win.
+   ``python bench/narrow_filters.py`` (docs/decisions.md, CL6, CL8).
 3. ``direct`` when ``P < DIRECT_PRODUCT_LIMIT`` (strided problems with few
    channels a group that ``blocked`` leaves: lanes mostly empty): with so few
    rows and columns the GEMM algorithms spend more on moving columns than on
@@ -224,6 +229,7 @@ CHANNELS_LAST_STEM_MIN_REDUCTION = 256
 CHANNELS_LAST_MIN_OUTPUTS = 192
 CHANNELS_LAST_MIN_PRODUCTS = 256
 CHANNELS_LAST_NARROW_FILTERS = 32
+CHANNELS_LAST_WIDE_WEIGHT_FILTERS = 128
 CHANNELS_LAST_INPUT_MIN_CHANNELS = 32
 CHANNELS_LAST_INPUT_MIN_OUTPUTS = 512
 BLOCKED_MIN_LANE_FILL = 0.75
@@ -444,6 +450,10 @@ def _narrow_gradient(spec, pass_name):
     channels a group."""
     if pass_name == "forward" or not _windows_overlap(spec):
         return False
+    if (pass_name == "weight" and VECTOR_BYTES == 64
+            and CHANNELS_LAST_NARROW_FILTERS < spec.group_out_channels <= CHANNELS_LAST_WIDE_WEIGHT_FILTERS
+            and math.prod(spec.out_size) >= CHANNELS_LAST_MIN_OUTPUTS):
+        return True
     if not CHANNELS_LAST_MIN_GROUP_CHANNELS <= spec.group_out_channels <= CHANNELS_LAST_NARROW_FILTERS:
         return False
     return pass_name == "weight" or (spec.group_in_channels >= CHANNELS_LAST_INPUT_MIN_CHANNELS

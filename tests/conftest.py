@@ -31,6 +31,12 @@ if not REAL_GPU:
 from numbaconv.accuracy import TOLERANCE as _TOLERANCE  # noqa: E402
 TOLERANCE = {np.dtype(name).type: tolerance for name, tolerance in _TOLERANCE.items()}
 
+# What "auto" picks for the weight gradient of overlapping windows with 33-128 filters a group and
+# 192 outputs a sample or more, that the rules before rule 2c leave: channels_last on hosts with
+# 512-bit vectors, where its weight tiles are wider, else im2col (numbaconv.dispatch, rule 2c).
+from numbaconv.cpu.simd import VECTOR_BYTES  # noqa: E402
+WIDE_WEIGHT = "channels_last" if VECTOR_BYTES == 64 else "im2col"
+
 
 def random_array(rng, shape, dtype=np.float64):
     """Standard normal data, never zeros."""

@@ -210,6 +210,23 @@ def test_channels_last_slabs_of_one_sample(rng, monkeypatch, case_name):
     check_passes(channels_last, spec, x, w, grad_y, np.float32)
 
 
+@pytest.mark.parametrize("x_shape, w_shape, arguments", [
+    ((2, 10, 9, 11), (64, 5, 3, 3), dict(padding=1, groups=2)),             # 32 lanes, 2 blocks, 15 sources
+    ((1, 12, 7, 8), (96, 4, 3, 2), dict(stride=2, padding=(1, 0), groups=3)),   # 32 lanes, one block, 8 sources
+    ((2, 7, 13), (48, 7, 3), dict(padding=2, dilation=2)),                  # 16 lanes, 3 blocks, 21 sources
+    ((1, 6, 3, 6, 7), (16, 6, 2, 3, 3), dict(stride=(1, 2, 1))),            # 16 lanes, 18 sources, 3-d
+])
+def test_channels_last_weight_geometries(rng, x_shape, w_shape, arguments):
+    """The weight gradient's wide tiles (32 lanes of output channels, or 16 lanes over twelve
+    sources: AVX-512 in float32) over partial tiles of sources, several blocks a group, 1-d to 3-d,
+    and whatever geometry the host gives; float64 keeps the narrow tiles."""
+    from numbaconv.cpu import channels_last
+    for dtype in DTYPES:
+        spec = ConvSpec.create(x_shape, w_shape, **arguments)
+        x, w, grad_y = (random_array(rng, shape, dtype) for shape in (spec.x_shape, spec.w_shape, spec.y_shape))
+        check_passes(channels_last, spec, x, w, grad_y, dtype)
+
+
 def assert_same_non_finite(result, expected):
     """NaN and Inf where ``expected`` has them, the rest close to it."""
     np.testing.assert_array_equal(np.isnan(result), np.isnan(expected))

@@ -10,7 +10,7 @@ from numbaconv.cpu import polyphase
 from numbaconv.cpu.simd import ROW_TILE, channel_row_sums, outer_row_sums, vector_lanes
 from numbaconv.spec import ConvSpec
 
-from conftest import assert_close, poisoned, random_array
+from conftest import WIDE_WEIGHT, assert_close, poisoned, random_array
 
 
 @njit
@@ -153,7 +153,7 @@ def test_weight_gradient_in_chunks_of_rows_planes_and_pieces_of_rows(rng, monkey
     ((2, 3, 64, 64), (4, 3, 3, 3), dict(stride=2, padding=1), "im2col", "im2col"),           # 4 outputs
     ((2, 3, 64, 64), (32, 3, 1, 1), dict(stride=2), "polyphase", "polyphase"),               # one tap, strided
     ((2, 32, 4000), (64, 32, 9), dict(stride=2, padding=4), "polyphase", "polyphase"),       # 32 channels
-    ((2, 33, 4000), (64, 33, 9), dict(stride=2, padding=4), "channels_last", "im2col"),      # 33: rule 2b
+    ((2, 33, 4000), (64, 33, 9), dict(stride=2, padding=4), "channels_last", WIDE_WEIGHT),   # 33: rules 2b, 2c
     ((2, 16, 64, 64), (64, 16, 1, 1), dict(), "im2col", "im2col"),                           # pointwise
 ])
 def test_auto_gives_it_stems_and_narrow_layers(x_shape, w_shape, options, forward, weight):

@@ -19,7 +19,7 @@ from numbaconv import dispatch, reference, slices
 from numbaconv.cpu import workspace
 from numbaconv.spec import ConvSpec
 
-from conftest import assert_close, random_array
+from conftest import WIDE_WEIGHT, assert_close, random_array
 
 MIB = 2**20
 CPU = dispatch.REGISTRY["cpu"]
@@ -429,6 +429,32 @@ def test_auto_takes_depthwise_on_wide_vectors(monkeypatch, vector_bytes):
             cache.cache_clear()
 
 
+@pytest.mark.parametrize("vector_bytes", [32, 64])
+def test_auto_takes_channels_last_for_wider_weight_gradients_on_wide_vectors(monkeypatch, vector_bytes):
+    """Rule 2c's wide bound: with 512-bit vectors the weight gradient of overlapping windows with 33 to
+    128 filters a group and 192 outputs a sample goes to channels_last, at any stride and rank; the
+    input gradient keeps the narrow bound; without them im2col keeps these."""
+    monkeypatch.setattr(dispatch, "VECTOR_BYTES", vector_bytes)
+    caches = (dispatch._choose, dispatch._choose_as_reference)
+    for cache in caches:
+        cache.cache_clear()
+    try:
+        assert (dispatch.CHANNELS_LAST_WIDE_WEIGHT_FILTERS, dispatch.CHANNELS_LAST_MIN_OUTPUTS) == (128, 192)
+        wide = "channels_last" if vector_bytes == 64 else "im2col"
+        strided = dict(stride=2, padding=1)
+        assert _auto((4, 128, 28, 28), (128, 128, 3, 3), "weight", **strided) == wide      # 14 x 14 = 196
+        assert _auto((4, 128, 28, 28), (33, 128, 3, 3), "weight", **strided) == wide
+        assert _auto((4, 128, 28, 28), (129, 128, 3, 3), "weight", **strided) == "im2col"
+        assert _auto((4, 128, 26, 28), (128, 128, 3, 3), "weight", **strided) == "im2col"  # 13 x 14 = 182
+        assert _auto((4, 128, 28, 28), (128, 128, 2, 2), "weight", stride=2) == "im2col"   # no overlap
+        assert _auto((4, 128, 28, 28), (64, 128, 3, 3), "input", **strided) == "im2col"
+        assert _auto((1, 64, 8, 28, 28), (128, 64, 3, 3, 3), "weight", **strided) == wide   # 3-d
+        assert _auto((4, 64, 1000), (64, 64, 9), "weight", stride=2, padding=4) == wide     # 1-d
+    finally:
+        for cache in caches:
+            cache.cache_clear()
+
+
 def test_auto_thresholds_hold_at_their_boundaries():
     """Each rule of numbaconv.dispatch at its threshold and one step below it."""
     # planar's plane rule from P = 4096 on: 8x16 = 128 outputs a plane take planar, 127 do not
@@ -502,7 +528,7 @@ def test_auto_thresholds_hold_at_their_boundaries():
     assert _auto((1, 64, 26, 28), (128, 64, 3, 3), **strided) == "im2col"                # 13 x 14 = 182 outputs
     assert _auto((1, 64, 32, 32), (256, 64, 2, 2), stride=2) == "im2col"                 # windows do not overlap
     assert _auto((1, 64, 32, 32), (128, 64, 3, 3), "input", **strided) != "channels_last"
-    assert _auto((1, 64, 32, 32), (128, 64, 3, 3), "weight", **strided) != "channels_last"
+    assert _auto((1, 64, 32, 32), (128, 64, 3, 3), "weight", **strided) == WIDE_WEIGHT         # rule 2c
     assert _auto((1, 48, 16, 16), (64, 48, 5, 5), padding=2) == "channels_last"          # 5x5 at stride 1
     assert _auto((1, 48, 16, 12), (64, 48, 5, 5), padding=2) == "channels_last"          # 16 x 12 = 192
     assert _auto((1, 48, 16, 12), (64, 48, 5, 5), padding=(2, 1)) == "im2col"            # 16 x 10 outputs
@@ -532,7 +558,8 @@ def test_auto_thresholds_hold_at_their_boundaries():
     narrow = dict(stride=2, padding=1)
     for pass_name in ("input", "weight"):
         assert _auto((4, 128, 28, 28), (32, 128, 3, 3), pass_name, **narrow) == "channels_last"   # 784 outputs
-        assert _auto((4, 128, 28, 28), (33, 128, 3, 3), pass_name, **narrow) == "im2col"
+        assert _auto((4, 128, 28, 28), (33, 128, 3, 3), pass_name, **narrow) == (
+            WIDE_WEIGHT if pass_name == "weight" else "im2col")
         assert _auto((4, 128, 28, 28), (8, 128, 3, 3), pass_name, **narrow) == "channels_last"
         assert _auto((4, 128, 28, 28), (7, 128, 3, 3), pass_name, **narrow) == "im2col"          # 7 lanes
         assert _auto((4, 128, 28, 28), (32, 128, 2, 2), pass_name, stride=2) == "im2col"         # no overlap

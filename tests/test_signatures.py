@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from conftest import assert_close, random_array
+from conftest import WIDE_WEIGHT, assert_close, random_array
 import numbaconv as nc
 from numbaconv.tools.grid import CASE_IDS, CASES
 
@@ -154,11 +154,12 @@ def test_auto_rule(monkeypatch):
         for pass_name in ("forward", "input", "weight"):
             assert dispatch.choose("cpu", "auto", spec.as_3d(), pass_name) is dispatch.REGISTRY["cpu"][algo], algo
     # too few tiles for winograd (P = 36864 and 147456, 32 tiles): the forward by channels_last (rule
-    # 2b: overlapping windows, 196 outputs a sample), the gradients by im2col
+    # 2b: overlapping windows, 196 outputs a sample), the input gradient by im2col, the weight
+    # gradient by rule 2c's wide bound
     for spec in (ConvSpec.create((2, 64, 14, 14), (64, 64, 3, 3), padding=1),
                  ConvSpec.create((2, 128, 14, 14), (128, 128, 3, 3), padding=1)):
         picked = [dispatch.choose("cpu", "auto", spec.as_3d(), p).__name__.rsplit(".", 1)[1] for p in ("forward", "input", "weight")]
-        assert picked == ["channels_last", "im2col", "im2col"]
+        assert picked == ["channels_last", "im2col", WIDE_WEIGHT]
     # stems of at most 4 channels: polyphase's forward (a reduction below 64) and weight gradient;
     # their input gradient by the rules after it (planar: P = 500 on 8x8 planes; too few channels
     # for winograd)
@@ -199,7 +200,7 @@ def test_auto_rule(monkeypatch):
         picked = [dispatch.choose("cpu", "auto", wide, pass_name) for pass_name in ("forward", "input", "weight")]
         assert picked == [dispatch.REGISTRY["cpu"][algo] for algo in expected]
     functional_runs = []
-    for algo in ("winograd", "im2col"):
+    for algo in ("winograd", "im2col", "channels_last"):
         module = dispatch.REGISTRY["cpu"][algo]
         for pass_name in ("forward", "backward_input", "backward_weight"):
             original = getattr(module, pass_name)
@@ -209,7 +210,7 @@ def test_auto_rule(monkeypatch):
     x, w = rng.standard_normal((2, 256, 16, 16)), rng.standard_normal((128, 256, 3, 3))   # 32 tiles
     y = nc.conv2d(x, w, padding=1)
     nc.conv2d_backward(rng.standard_normal(y.shape), x, w, padding=1)
-    assert functional_runs == ["winograd.forward", "im2col.backward_input", "im2col.backward_weight"]
+    assert functional_runs == ["winograd.forward", "im2col.backward_input", f"{WIDE_WEIGHT}.backward_weight"]
 
 
 def test_bad_device_names_are_refused(monkeypatch):

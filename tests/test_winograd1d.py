@@ -3,6 +3,8 @@ layers ``auto`` gives it (its passes against the reference: tests/test_kernels.p
 import numpy as np
 import pytest
 
+from conftest import WIDE_WEIGHT
+
 from numbaconv import dispatch
 from numbaconv.cpu import winograd1d
 from numbaconv.spec import ConvSpec
@@ -61,7 +63,7 @@ def test_declines_what_it_cannot_run():
     ((4, 128, 500), (128, 128, 3), dict(padding=1), "winograd1d"),
     ((4, 512, 500), (512, 512, 3), dict(padding=1), "winograd1d"),
     ((4, 256, 500), (256, 256, 3), dict(padding=2, dilation=2), "winograd1d"),
-    ((4, 64, 500), (64, 64, 3), dict(padding=1), "im2col"),                        # too few channels
+    ((4, 64, 500), (64, 64, 3), dict(padding=1), ("im2col", "im2col", WIDE_WEIGHT)),  # too few channels
     ((4, 256, 500), (256, 64, 3), dict(padding=1, groups=4), ("channels_last", "channels_last", "im2col")),  # 0b
     # three quarters of the products on 400 tiles; the forward by rule 2b (strided, many outputs)
     ((4, 512, 799), (512, 512, 3), dict(stride=2), ("channels_last", "im2col", "im2col")),

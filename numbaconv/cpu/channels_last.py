@@ -37,6 +37,7 @@ sample), in stages:
   however few channels a group has); it sums input elements times
   output-gradient vectors over the outputs in chunks of at most
   ``WEIGHT_CHUNK`` outputs in the array dtype, the chunks' sums in float64.
+  With AVX-512 in float32 its tiles are wider (:func:`_weight_geometry`).
 
 NaN and Inf land as in numbaconv.reference, except in the stride-1 input
 gradient, where the weights also meet the zeros bordering ``grad_y``
@@ -63,8 +64,9 @@ from numba import njit
 
 from . import workspace
 from .common import ONE, ZERO, input_correlation, rotated_weights, transposed_rows
-from .simd import (LANES, add_broadcast_sums_8, add_broadcast_sums_16, broadcast_sums_8, broadcast_sums_16,
-                   tile_outputs, transpose_lanes)
+from .simd import (LANES, VECTOR_BYTES, WIDE_TILE_OUTPUTS, add_broadcast_sums_8, add_broadcast_sums_16,
+                   broadcast_sums_8, broadcast_sums_16, broadcast_sums_16x12, broadcast_sums_32x6, tile_outputs,
+                   transpose_lanes)
 from .threads import most_threads, on_threads, share, thread_count
 
 # Entries of the table of (row of taps, tap, channel) offsets one innermost loop runs over.
@@ -85,6 +87,9 @@ WEIGHT_CHUNK = 128
 # The stride-1 input gradient multiplies the weights with the zeros bordering grad_y, where the
 # reference adds only the products of real outputs (Inf * 0 = NaN).
 INEXACT_NONFINITE = {"input": "weight"}
+
+
+WIDE_TILE_16 = WIDE_TILE_OUTPUTS[16]   # a global Numba reads as a constant
 
 
 def lane_width(channels):
@@ -264,6 +269,17 @@ def _tile_sums(width, out, out_at, out_offsets, a, a_at, a_offsets, first, b, b_
 
 
 @njit(inline="always", cache=True)
+def _weight_tile_sums(width, tile, out, out_at, out_offsets, a, a_at, a_offsets, first, b, b_at, loops, a_table):
+    """:func:`_tile_sums` for the weight gradient's geometry (:func:`_weight_geometry`)."""
+    if width == 32:
+        broadcast_sums_32x6(out, out_at, out_offsets, a, a_at, a_offsets, first, b, b_at, loops, a_table)
+    elif tile == WIDE_TILE_16:
+        broadcast_sums_16x12(out, out_at, out_offsets, a, a_at, a_offsets, first, b, b_at, loops, a_table)
+    else:
+        _tile_sums(width, out, out_at, out_offsets, a, a_at, a_offsets, first, b, b_at, loops, a_table)
+
+
+@njit(inline="always", cache=True)
 def _add_tile_sums(width, out, out_at, out_offsets, a, a_at, a_offsets, first, b, b_at, loops, a_table):
     if width == 16:
         add_broadcast_sums_16(out, out_at, out_offsets, a, a_at, a_offsets, first, b, b_at, loops, a_table)
@@ -357,8 +373,8 @@ def _weight_tiles(thread, threads, grid, grid_stride, lanes_in, lanes_stride, gr
                     a_at = chunk_a + tap_shifts[tap] + g * group_in
                     b_at = chunk_b + g * group_out + block % blocks * width
                     first_source = source_tile * tile   # picks both tables' rows: partial's from 0
-                    _tile_sums(width, partial, -first_source * width, source_rows, grid, a_at, source_table,
-                               first_source, lanes_in, b_at, loops, columns)
+                    _weight_tile_sums(width, tile, partial, -first_source * width, source_rows, grid, a_at,
+                                      source_table, first_source, lanes_in, b_at, loops, columns)
                     total = sums[item]
                     for i in range(partial.size):
                         total[i] += partial[i]
@@ -369,6 +385,21 @@ def _geometry(spec, lanes, itemsize):
     channels a group in lanes."""
     width = lane_width(lanes)
     return width, -(-lanes // width), tile_outputs(width, itemsize)
+
+
+def _weight_geometry(spec, itemsize):
+    """The weight gradient's ``(width, blocks, tile)``, a tile's outputs being its sources: on hosts
+    with 32 vector registers (AVX-512) in float32, 32 lanes where a group's output channels are a
+    multiple of 32, else 16 where a multiple of 16, with ``simd.WIDE_TILE_OUTPUTS`` sources a tile
+    (each broadcast input element feeds more vector FMAs, or each vector of output gradients
+    does: the sums' loads, not their FMAs, bound this pass; docs/decisions.md, CL8); else
+    :func:`_geometry`'s."""
+    group_out = spec.group_out_channels
+    if VECTOR_BYTES == 64 and itemsize == 4:
+        for width, tile in WIDE_TILE_OUTPUTS.items():
+            if group_out % width == 0:
+                return width, group_out // width, tile
+    return _geometry(spec, group_out, itemsize)
 
 
 def _tap_shifts(spec, channels, taps_along_rows=True):
@@ -438,9 +469,10 @@ def _scratch_bytes(spec, itemsize):
     out_padded, in_padded = spec.groups * out_blocks * out_width, spec.groups * in_blocks * in_width
     weights = max(out_padded * spec.group_in_channels, in_padded * spec.group_out_channels) * taps
     weights += spec.out_channels * spec.group_in_channels * taps   # the input gradient's rotated copy
-    forward = _grid_size(spec, spec.in_channels, out_tile) + most_threads() * PANEL_OUTPUTS * out_width
+    grid_tile = max(out_tile, _weight_geometry(spec, itemsize)[2])   # the weight gradient's sources a tile
+    forward = _grid_size(spec, spec.in_channels, grid_tile) + most_threads() * PANEL_OUTPUTS * out_width
     scatter = _grid_size(spec, in_padded, in_tile) + (outputs + in_tile) * spec.out_channels
-    sums = out_padded * taps * (spec.group_in_channels + out_tile) * 8
+    sums = out_padded * taps * (spec.group_in_channels + grid_tile) * 8
     return (weights + max(forward, scatter)) * itemsize + sums
 
 
@@ -505,7 +537,7 @@ def backward_input(spec, grad_y, w, grad_x):
 def backward_weight(spec, x, grad_y, grad_w):
     batch, in_channels, out_channels, groups = x.shape[0], spec.in_channels, spec.out_channels, spec.groups
     group_in, group_out = spec.group_in_channels, spec.group_out_channels
-    width, blocks, tile = _geometry(spec, group_out, x.itemsize)
+    width, blocks, tile = _weight_geometry(spec, x.itemsize)
     (kd, kh, kw), (sd, sh, sw), (_, hp, wp) = spec.kernel_size, spec.stride, _padded(spec)
     outputs, positions = math.prod(spec.out_size), math.prod(spec.in_size)
     threads = thread_count()

@@ -258,10 +258,10 @@ def _splat(builder, value, vector):
                                   ir.Constant(ir.VectorType(ir.IntType(32), vector.count), [0] * vector.count))
 
 
-def _broadcast_sums(width, accumulate):
+def _broadcast_sums(width, accumulate, outputs=None):
     """``broadcast_sums(out, out_at, out_offsets, a, a_at, a_offsets, first, b, b_at, loops,
-    a_table)`` for ``width`` lanes: for each output ``r`` of a tile of ``R = tile_outputs(width,
-    itemsize)``, ``out[out_at + out_offsets[first + r]:+W]`` ``= sum over i0, i1, i2, i3 of
+    a_table)`` for ``width`` lanes: for each output ``r`` of a tile of ``R = outputs`` (default
+    ``tile_outputs(width, itemsize)``), ``out[out_at + out_offsets[first + r]:+W]`` ``= sum over i0, i1, i2, i3 of
     a[a_at + a_offsets[first + r] + i0 a0 + i1 a1 + i2 a2 + a_table[i3]] * b[b_at + i0 b0 + i1
     b1 + i2 b2 + i3 b3:+W]`` (``+=`` where ``accumulate``), ``loops = (n0, a0, b0, n1, a1, b1,
     n2, a2, b2, n3, b3)``: four nested loops, outermost first, each with its count and its
@@ -279,7 +279,7 @@ def _broadcast_sums(width, accumulate):
                 and all(isinstance(t, types.Integer) for t in loops)
                 and all(isinstance(t, types.Array) and t.ndim == 1 and t.dtype == types.int64 for t in index_arrays)):
             return None
-        outputs = tile_outputs(width, out.dtype.bitwidth // 8)
+        count = outputs or tile_outputs(width, out.dtype.bitwidth // 8)
 
         def codegen(context, builder, signature, args):
             index = lambda position: _intp(context, builder, signature, args, position)  # noqa: E731
@@ -287,10 +287,10 @@ def _broadcast_sums(width, accumulate):
             out_at, a_at, first, b_at = (index(i) for i in (1, 4, 6, 8))
             plan = [context.cast(builder, builder.extract_value(args[9], i), loops[i], types.intp) for i in range(11)]
             table = context.make_array(a_table)(context, builder, args[10]).data
-            out_starts = _offsets(context, builder, out_offsets, args[2], first, out_at, outputs)
-            a_starts = _offsets(context, builder, a_offsets, args[5], first, a_at, outputs)
+            out_starts = _offsets(context, builder, out_offsets, args[2], first, out_at, count)
+            a_starts = _offsets(context, builder, a_offsets, args[5], first, a_at, count)
             vector = ir.VectorType(out_lanes.element, width)
-            slots = [cgutils.alloca_once_value(builder, ir.Constant(vector, None)) for _ in range(outputs)]
+            slots = [cgutils.alloca_once_value(builder, ir.Constant(vector, None)) for _ in range(count)]
 
             def multiply_add(a_offset, b_offset):
                 b_value = b_lanes.load(b_offset, width)
@@ -331,6 +331,12 @@ def _broadcast_sums(width, accumulate):
 
 broadcast_sums_8, broadcast_sums_16 = _broadcast_sums(8, False), _broadcast_sums(16, False)
 add_broadcast_sums_8, add_broadcast_sums_16 = _broadcast_sums(8, True), _broadcast_sums(16, True)
+# Wider tiles for hosts with 32 vector registers (AVX-512), float32: lanes -> outputs a tile, twelve
+# 512-bit registers of sums where TILE_BYTES holds six. At 32 lanes each broadcast element feeds two
+# vector FMAs, at 16 lanes over twelve outputs each ``b`` vector feeds twelve: fewer loads a FMA.
+WIDE_TILE_OUTPUTS = {32: 6, 16: 12}
+broadcast_sums_32x6, broadcast_sums_16x12 = (_broadcast_sums(width, False, outputs)
+                                             for width, outputs in WIDE_TILE_OUTPUTS.items())
 
 
 # The transpose of a V x V block of 256-bit vectors (V = 8 float32 or 4 float64) in the
