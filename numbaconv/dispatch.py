@@ -164,11 +164,16 @@ each rule; the command after each rule reproduces them.
    copies the input once, channels-last, and broadcasts each element from there into sums
    held in registers (ResNet's 3x3/2, the video networks' 3x3x3/2, speech encoders' 3/2 on
    short inputs; at stride 1 the kernels Winograd does not take: 5x5, 7x7, 1x7 and 7x1,
-   dilated 3x3, 3x3 on too few tiles). Where windows do not overlap (2x2/2, patch embeddings)
-   im2col's columns are one copy too, and its products win; so they do on fewer outputs a
-   sample, and its transpose would cost more than it saves on few products an input element.
-   ``numbaconv bench --network resnet50,r3d_18,wav2vec2,unet --algo channels_last,im2col
-   --pass forward,input``, ``python bench/stride_one.py`` (docs/decisions.md, CL4, CL5).
+   dilated 3x3, 3x3 on too few tiles). On fewer outputs a sample im2col's products win, and
+   on few products an input element ``channels_last``'s transpose costs more than it saves.
+   Where windows do not overlap (2x2/2 down- and up-sampling, k2/2 in 1-d) and have more than
+   one tap, ``channels_last`` takes the forward from ``CHANNELS_LAST_MIN_OUTPUTS`` outputs a
+   sample while a sample's input holds at most ``CHANNELS_LAST_DISJOINT_MAX_SAMPLE`` elements:
+   im2col's columns there are one copy of the input too, gathered at the stride, where
+   ``channels_last`` transposes by vector blocks; on larger samples (3-d volumes) its copy
+   leaves the cache and im2col's blocks win. ``numbaconv bench --network
+   resnet50,r3d_18,wav2vec2,unet --algo channels_last,im2col --pass forward,input``, ``python
+   bench/stride_one.py``, ``python bench/disjoint_windows.py`` (docs/decisions.md, CL4, CL5, CL9).
 2c. ``channels_last`` for the gradients of the rest whose windows overlap and whose groups have
    ``CHANNELS_LAST_MIN_GROUP_CHANNELS`` (its lanes) to ``CHANNELS_LAST_NARROW_FILTERS`` output
    channels; the input gradient also needs ``CHANNELS_LAST_INPUT_MIN_CHANNELS`` input channels
@@ -228,6 +233,7 @@ GROUPED_GEMM_MIN_CHANNELS = 32
 CHANNELS_LAST_STEM_MIN_REDUCTION = 256
 CHANNELS_LAST_MIN_OUTPUTS = 192
 CHANNELS_LAST_MIN_PRODUCTS = 256
+CHANNELS_LAST_DISJOINT_MAX_SAMPLE = 2**21   # input elements a sample: 8 MiB in float32
 CHANNELS_LAST_NARROW_FILTERS = 32
 CHANNELS_LAST_WIDE_WEIGHT_FILTERS = 128
 CHANNELS_LAST_INPUT_MIN_CHANNELS = 32
@@ -364,7 +370,7 @@ def _auto_cpu(spec, runnable, pass_name):
     if "polyphase" in runnable and _polyphase_narrow(spec, pass_name, product):
         return "polyphase"
     if "channels_last" in runnable and product >= DIRECT_PRODUCT_LIMIT and (
-            _overlapping_forward(spec, pass_name, taps) or _narrow_gradient(spec, pass_name)):
+            _channels_last_forward(spec, pass_name, taps) or _narrow_gradient(spec, pass_name)):
         return "channels_last"
     if "im2col" in runnable and (product >= DIRECT_PRODUCT_LIMIT or "direct" not in runnable):
         return "im2col"
@@ -436,13 +442,15 @@ def _polyphase_stem(spec, pass_name):
     return stem and (pass_name == "weight" or pass_name == "forward" and reduction < CHANNELS_LAST_STEM_MIN_REDUCTION)
 
 
-def _overlapping_forward(spec, pass_name, taps):
-    """Rule 2b of the module docstring: the forward of a layer of overlapping windows with many
-    outputs a sample and many products an input element."""
-    stride_volume = math.prod(spec.stride)
-    return (pass_name == "forward" and _windows_overlap(spec)
-            and math.prod(spec.out_size) >= CHANNELS_LAST_MIN_OUTPUTS
-            and spec.group_out_channels * taps >= CHANNELS_LAST_MIN_PRODUCTS * stride_volume)
+def _channels_last_forward(spec, pass_name, taps):
+    """Rule 2b of the module docstring: the forward of a layer with many outputs a sample, of
+    overlapping windows with many products an input element, or of disjoint windows of more than
+    one tap over a sample whose channels-last copy stays in cache."""
+    if pass_name != "forward" or math.prod(spec.out_size) < CHANNELS_LAST_MIN_OUTPUTS:
+        return False
+    if _windows_overlap(spec):
+        return spec.group_out_channels * taps >= CHANNELS_LAST_MIN_PRODUCTS * math.prod(spec.stride)
+    return taps > 1 and spec.in_channels * math.prod(spec.in_size) <= CHANNELS_LAST_DISJOINT_MAX_SAMPLE
 
 
 def _narrow_gradient(spec, pass_name):
