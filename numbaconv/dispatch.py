@@ -170,8 +170,8 @@ each rule; the command after each rule reproduces them.
    one tap, ``channels_last`` takes the forward from ``CHANNELS_LAST_MIN_OUTPUTS`` outputs a
    sample while a sample's input holds at most ``CHANNELS_LAST_DISJOINT_MAX_SAMPLE`` elements:
    im2col's columns there are one copy of the input too, gathered at the stride, where
-   ``channels_last`` transposes by vector blocks; on larger samples (3-d volumes) its copy
-   leaves the cache and im2col's blocks win. ``numbaconv bench --network
+   ``channels_last`` transposes by vector blocks; on larger samples its grid goes through
+   memory once more than im2col's column blocks, and it loses wherever memory is busy. ``numbaconv bench --network
    resnet50,r3d_18,wav2vec2,unet --algo channels_last,im2col --pass forward,input``, ``python
    bench/stride_one.py``, ``python bench/disjoint_windows.py`` (docs/decisions.md, CL4, CL5, CL9).
 2c. ``channels_last`` for the gradients of the rest whose windows overlap and whose groups have
@@ -233,7 +233,7 @@ GROUPED_GEMM_MIN_CHANNELS = 32
 CHANNELS_LAST_STEM_MIN_REDUCTION = 256
 CHANNELS_LAST_MIN_OUTPUTS = 192
 CHANNELS_LAST_MIN_PRODUCTS = 256
-CHANNELS_LAST_DISJOINT_MAX_SAMPLE = 2**21   # input elements a sample: 8 MiB in float32
+CHANNELS_LAST_DISJOINT_MAX_SAMPLE = 2**19   # input elements a sample: 2 MiB in float32
 CHANNELS_LAST_NARROW_FILTERS = 32
 CHANNELS_LAST_WIDE_WEIGHT_FILTERS = 128
 CHANNELS_LAST_INPUT_MIN_CHANNELS = 32

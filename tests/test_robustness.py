@@ -526,12 +526,12 @@ def test_auto_thresholds_hold_at_their_boundaries():
     assert _auto((1, 64, 32, 32), (114, 64, 3, 3), **strided) == "channels_last"         # 256.5 products, 256 outputs
     assert _auto((1, 64, 32, 32), (113, 64, 3, 3), **strided) == "im2col"                # 254.25
     assert _auto((1, 64, 26, 28), (128, 64, 3, 3), **strided) == "im2col"                # 13 x 14 = 182 outputs
-    # disjoint windows of more than one tap: from 192 outputs a sample, up to 2**21 input elements a sample
-    assert dispatch.CHANNELS_LAST_DISJOINT_MAX_SAMPLE == 2**21
+    # disjoint windows of more than one tap: from 192 outputs a sample, up to 2**19 input elements a sample
+    assert dispatch.CHANNELS_LAST_DISJOINT_MAX_SAMPLE == 2**19
     assert _auto((1, 64, 32, 32), (256, 64, 2, 2), stride=2) == "channels_last"          # 256 outputs
     assert _auto((1, 64, 26, 28), (256, 64, 2, 2), stride=2) == "im2col"                 # 13 x 14 = 182
-    assert _auto((1, 64, 32, 32, 32), (64, 64, 2, 2, 2), stride=2) == "channels_last"    # 2**21 elements
-    assert _auto((1, 64, 32, 32, 34), (64, 64, 2, 2, 2), stride=2) == "im2col"           # more
+    assert _auto((1, 64, 8, 32, 32), (64, 64, 2, 2, 2), stride=2) == "channels_last"     # 2**19 elements
+    assert _auto((1, 64, 8, 32, 34), (64, 64, 2, 2, 2), stride=2) == "im2col"            # more
     assert _auto((1, 64, 32, 32), (256, 64, 1, 1), stride=2) == "im2col"                 # one tap
     assert _auto((1, 64, 32, 32), (256, 64, 2, 2), "input", stride=2) == "im2col"
     assert _auto((1, 64, 32, 32), (128, 64, 3, 3), "input", **strided) != "channels_last"
