@@ -18,7 +18,8 @@ XNNPACK run depthwise layers.
   registers and load each input once for the outputs it reaches), then
   the outputs go back to their ``LANES`` planes;
 - input gradient: at stride 1 the forward's correlation of ``grad_y`` with
-  the kernel turned 180 degrees (lanes across input channels); at other
+  the kernel turned 180 degrees (lanes across input channels; the kernel
+  turns the weights as it packs a block's, no copy of them); at other
   strides each output gradient's products are scattered into a
   zero-bordered grid, whose interior is then the gradient (no split into
   phases; at stride 2 along rows 3, 5 or 7 wide, four outputs at a time
@@ -51,7 +52,7 @@ import numpy as np
 from numba import njit
 
 from . import workspace
-from .common import input_correlation, rotated_weights
+from .common import input_correlation
 from .simd import (HALVING_TAPS, LANES, REGISTER_OUTPUTS, SLIDING_BYTES, add_product_sums, add_product_sums_4,
                    WIDE_SLIDING_OUTPUTS, halving_spreads_3, halving_spreads_5, halving_spreads_7, halving_sums_3,
                    halving_sums_5, halving_sums_7, sliding_sums_3,
@@ -85,7 +86,7 @@ def _scratch_elements(spec, pass_name):
     taps, outputs, grid = math.prod(spec.kernel_size), math.prod(spec.out_size), math.prod(_grid(spec))
     correlation = input_correlation(spec) if pass_name == "input" else None
     if correlation is not None:
-        return _scratch_elements(correlation, "forward") + spec.out_channels * spec.group_in_channels * taps
+        return _scratch_elements(correlation, "forward")
     if pass_name == "input":
         sources = spec.group_out_channels
         return (grid + sources * outputs + sources * taps) * LANES
@@ -231,23 +232,23 @@ def _correlate_row(out, out_at, weights, weights_at, grid, grid_at, grid_row, ou
 
 
 @njit(inline="always", cache=True)
-def _pack_weights(w, lane0, lane_channels, per_group, across_inputs, block):
+def _pack_weights(w, lane0, lane_channels, per_group, across_inputs, reversed_taps, block):
     """``block[(s taps + tap) LANES + l]``: lane ``l``'s weight for its ``s``-th source channel,
     zero from ``lane_channels`` on. ``w`` (K, C/g, taps). Lanes across output channels:
     ``w[t, s, tap]``; ``across_inputs``, lanes across input channels: ``w[g Kg + s, t - g Cg,
-    tap]`` for lane channel ``t`` of group ``g`` (``per_group = Cg``)."""
+    tap]`` for lane channel ``t`` of group ``g`` (``per_group = Cg``); ``reversed_taps``: tap
+    ``taps - 1 - tap`` instead (the kernel turned 180 degrees)."""
     sources, taps = block.size // (w.shape[2] * LANES), w.shape[2]
     for s in range(sources):
-        for tap in range(taps):
-            for l in range(LANES):
-                t = lane0 + l
-                at = (s * taps + tap) * LANES + l
-                if t >= lane_channels:
-                    block[at] = 0
-                elif across_inputs:
-                    block[at] = w[(t // per_group) * sources + s, t % per_group, tap]
-                else:
-                    block[at] = w[t, s, tap]
+        for l in range(LANES):   # each lane's taps are contiguous in ``w``
+            t = lane0 + l
+            if t >= lane_channels:
+                for tap in range(taps):
+                    block[(s * taps + tap) * LANES + l] = 0
+                continue
+            row, column = ((t // per_group) * sources + s, t % per_group) if across_inputs else (t, s)
+            for tap in range(taps):
+                block[(s * taps + tap) * LANES + l] = w[row, column, taps - 1 - tap if reversed_taps else tap]
 
 
 @njit(inline="always", cache=True)
@@ -259,17 +260,21 @@ def _gather_grid(x_flat, n, lane0, lane_channels, per_group, sources, s, in_chan
 
 
 @njit(cache=True, fastmath={"contract"})
-def _forward_kernel(thread, threads, x, w, kernel, stride, dilation, grid_shape, grid_table, out_table, pitch, rows, y):
+def _forward_kernel(thread, threads, x, w, rotated, kernel, stride, dilation, grid_shape, grid_table, out_table, pitch,
+                    rows, y):
     """``y[n, o] = sum over j < C/g and taps of w[o, j, tap] * x_pad[n, (o // Kg) Cg + j]`` at the
-    tap, for ``x`` (N, C, D, H, W), ``w`` (K, C/g, taps), ``y`` (N, K, OD, OH, OW): items
+    tap, for ``x`` (N, C, D, H, W), ``w`` (K, C/g, taps), ``y`` (N, K, OD, OH, OW); ``rotated``:
+    ``w`` is the weights of the layer whose input gradient this correlation is, (C, K/g, taps)
+    read as ``common.rotated_weights`` lays them out (group axes swapped, taps reversed). Items
     (sample, block of LANES output channels) shared among the threads; ``rows`` their scratch.
     Each output row runs in whole groups of four, ``pitch`` outputs (:func:`_row_pitch`;
     ``out_table`` places the outputs in the padded rows): the outputs past a row's end read on
     into the next grid row, or past the grid's last into its zeroed margin, and are never written
     out."""
     batch, out_channels, out_d, out_h, out_w = y.shape
-    in_channels, sources, taps = x.shape[1], w.shape[1], w.shape[2]
-    per_group = out_channels // (in_channels // sources)
+    in_channels, taps = x.shape[1], w.shape[2]
+    groups = out_channels // w.shape[1] if rotated else in_channels // w.shape[1]
+    sources, per_group = in_channels // groups, out_channels // groups
     blocks = (out_channels + LANES - 1) // LANES
     outputs = out_d * out_h * out_w
     grid_plane = grid_shape[0] * grid_shape[1] * grid_shape[2] * LANES
@@ -283,7 +288,7 @@ def _forward_kernel(thread, threads, x, w, kernel, stride, dilation, grid_shape,
     for item in range(first, stop):   # block by block, so a thread packs a block's weights once
         n, lane0 = item % batch, item // batch * LANES
         if item == first or n == 0:
-            _pack_weights(w, lane0, out_channels, per_group, False, block)
+            _pack_weights(w, lane0, out_channels, per_group, rotated, rotated, block)
         lanes[:] = 0
         for j in range(sources):   # one source plane in the grid at a time
             _gather_grid(x_flat, n, lane0, out_channels, per_group, sources, j, in_channels, grid_table, offsets,
@@ -328,7 +333,7 @@ def _input_kernel(thread, threads, grad_y, w, kernel, stride, dilation, grid_sha
         for m in range(sources):
             _lane_planes(offsets, n, lane0, in_channels, per_group, sources, m, out_channels, outputs)
             _planes_to_lanes(grad_y_flat, offsets, outputs, copies, out_table, m * outputs * LANES)
-        _pack_weights(w, lane0, in_channels, per_group, True, block)
+        _pack_weights(w, lane0, in_channels, per_group, True, False, block)
         grid[:] = 0
         for m in range(sources):
             for od in range(out_d):
@@ -430,8 +435,14 @@ def _taps_last(w):
 
 
 def forward(spec, x, w, out):
+    _correlate(spec, x, w, out, False)
+
+
+def _correlate(spec, x, w, out, rotated):
+    """The forward pass of ``spec``; ``rotated``: ``w`` is the weights of the layer whose input
+    gradient ``spec`` (an ``input_correlation``) is, turned by the kernel as it packs them."""
     geometry = _arguments(spec)[:-1]   # its outputs go to rows padded to groups of four
-    on_threads(_forward_kernel, thread_count(), x, _taps_last(w), *geometry, _padded_rows(spec.out_size),
+    on_threads(_forward_kernel, thread_count(), x, _taps_last(w), rotated, *geometry, _padded_rows(spec.out_size),
                _row_pitch(spec.out_size[2]), _scratch(spec, "forward", x.dtype), out)
 
 
@@ -447,7 +458,7 @@ def _padded_rows(out_size):
 def backward_input(spec, grad_y, w, grad_x):
     correlation = input_correlation(spec)
     if correlation is not None:
-        forward(correlation, grad_y, rotated_weights(w, spec.groups), grad_x)
+        _correlate(correlation, grad_y, w, grad_x, True)
         return
     on_threads(_input_kernel, thread_count(), grad_y, _taps_last(w), *_arguments(spec),
                _scratch(spec, "input", grad_y.dtype), grad_x)

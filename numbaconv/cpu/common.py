@@ -18,6 +18,7 @@ transposes (:func:`transposed_rows`: Winograd's copies, channels_last's
 output panels).
 """
 import dataclasses
+import functools
 import itertools
 
 import numpy as np
@@ -57,9 +58,9 @@ def rotated_weights(w, groups):
     C/g, kernel...) with ``T`` taps: each group's channel axes swapped and its taps in reverse
     order (the kernel turned 180 degrees), as (C, K/g, T) in borrowed scratch (``w.size``
     elements), read-only as every input a kernel takes (numbaconv.algorithm, rule 2), for
-    planar, depthwise and blocked. Winograd gathers the same mapping straight from ``w``
-    inside its filter transform (``winograd_tiling.transform_filters``). Memory: ``w`` read
-    once, the copy written once."""
+    planar, depthwise and channels_last. Winograd gathers the same mapping straight from ``w``
+    inside its filter transform (``winograd_tiling.transform_filters``), blocked as it packs a
+    block's weights. Memory: ``w`` read once, the copy written once."""
     out_channels, group_in = w.shape[0], w.shape[1]
     group_out, taps = out_channels // groups, w.size // (out_channels * group_in)
     rotated = workspace.borrow("rotated_weights", w.size, w.dtype).reshape(groups, group_in, group_out, taps)
@@ -67,12 +68,14 @@ def rotated_weights(w, groups):
     return read_only(rotated.reshape(groups * group_in, group_out, taps))
 
 
+@functools.lru_cache(maxsize=256)
 def input_correlation(spec):
     """At stride 1, the input gradient as a forward correlation (the spec it runs): of ``grad_y``
     padded by ``dilation (kernel - 1) - padding`` with the kernel turned 180 degrees and each
     group's channel axes swapped (:func:`rotated_weights`), for the algorithms whose forward
     pass runs any padding (blocked, channels_last). None at other strides, or where a padding
-    exceeds the kernel's reach."""
+    exceeds the kernel's reach. Remembered: a training loop asks every step, and building the
+    spec costs a tenth of a small layer's kernel time."""
     reach = [d * (k - 1) for d, k in zip(spec.dilation, spec.kernel_size)]
     pad_lo = tuple(r - p for r, p in zip(reach, spec.pad_lo))
     pad_hi = tuple(r - p for r, p in zip(reach, spec.pad_hi))
