@@ -50,7 +50,8 @@ each rule; the command after each rule reproduces them.
    at most ``POLYPHASE_GROUPED_MAX_CHANNELS`` input channels and at least
    ``POLYPHASE_MIN_GROUP_OUTPUTS`` output channels a group go to
    ``polyphase`` (vectors along output rows, a group's few input channels
-   read straight from its phase planes); else ``planar`` at stride 1 on
+   read straight from its phase planes), and so does the stride-1 input
+   gradient where its correlation is such a forward (rule 2a); else ``planar`` at stride 1 on
    planes of at least ``PLANAR_NARROW_GROUP_MIN_OUTPUTS`` outputs (its
    passes along whole planes do a group's few channels without any copy to
    speak of), else ``channels_last`` (output channels in SIMD lanes, a tile
@@ -154,8 +155,11 @@ each rule; the command after each rule reproduces them.
    column rows built at the stride, ``polyphase`` sums the same taps in
    registers from phase planes (1-d front ends with 32 channels, LeNet's
    second layer, U-Net's up-convolution gradients at 32 channels). From 64
-   channels a group the two tie, from 128 im2col wins. ``numbaconv bench
-   --layer audio1d,lenet_conv2 --algo im2col,polyphase`` (docs/decisions.md, PP2).
+   channels a group the two tie, from 128 im2col wins. The stride-1 input gradient goes to
+   ``polyphase`` where its correlation (``grad_y`` with the kernel turned, the filters its
+   input channels: ``common.input_correlation``) is such a forward, here and in rule 0b:
+   ``polyphase`` runs it as that forward. ``numbaconv bench --layer audio1d,lenet_conv2 --algo
+   im2col,polyphase``, ``python bench/grouped.py`` (docs/decisions.md, PP2, PP3).
 2b. ``channels_last`` for the forward of the rest whose windows overlap (more taps than the
    stride's volume), with at least ``CHANNELS_LAST_MIN_OUTPUTS`` outputs a sample and at least
    ``CHANNELS_LAST_MIN_PRODUCTS`` multiply-adds an input element (``K/g`` times the taps over
@@ -215,6 +219,7 @@ import functools
 import math
 
 from .cpu import workspace
+from .cpu.common import input_correlation
 from .cpu.simd import SLIDING_TAPS, VECTOR_BYTES
 from .cpu import blocked as cpu_blocked, channels_last as cpu_channels_last, depth_taps as cpu_depth_taps, depthwise as cpu_depthwise, direct as cpu_direct, fft as cpu_fft, im2col as cpu_im2col, planar as cpu_planar, polyphase as cpu_polyphase, winograd as cpu_winograd, winograd1d as cpu_winograd1d
 from .devices import cuda_usable
@@ -477,8 +482,12 @@ def _windows_overlap(spec):
 def _polyphase_narrow(spec, pass_name, product, max_channels=POLYPHASE_MAX_GROUP_CHANNELS):
     """Rule 2a of the module docstring (and 0b's first part, with ``max_channels`` of its own): the
     forward or weight gradient of a layer of at most ``max_channels`` input channels a group that
-    im2col would run with columns."""
-    return (pass_name != "input" and not cpu_im2col.pointwise(spec) and product >= DIRECT_PRODUCT_LIMIT
+    im2col would run with columns; the stride-1 input gradient where its correlation's forward is
+    one (polyphase runs it as that forward)."""
+    if pass_name == "input":
+        correlation = input_correlation(spec)
+        return correlation is not None and _polyphase_narrow(correlation, "forward", product, max_channels)
+    return (not cpu_im2col.pointwise(spec) and product >= DIRECT_PRODUCT_LIMIT
             and spec.group_in_channels <= max_channels
             and spec.group_out_channels >= POLYPHASE_MIN_GROUP_OUTPUTS)
 

@@ -158,7 +158,8 @@ def test_weight_gradient_in_chunks_of_rows_planes_and_pieces_of_rows(rng, monkey
 ])
 def test_auto_gives_it_stems_and_narrow_layers(x_shape, w_shape, options, forward, weight):
     """Stems (at most 4 input channels) by rule 0c, other layers of at most 32 input channels a
-    group that im2col would run with columns by rule 2a; the input gradient never."""
+    group that im2col would run with columns by rule 2a; the input gradient only at stride 1 (these
+    are strided or pointwise: test_auto_runs_stride_one_input_gradients_as_the_correlation)."""
     assert dispatch.STEM_MAX_CHANNELS == 4 and dispatch.POLYPHASE_MIN_GROUP_OUTPUTS == 8
     assert dispatch.POLYPHASE_MAX_GROUP_CHANNELS == 32
     assert dispatch.CHANNELS_LAST_STEM_MIN_REDUCTION == 256
@@ -166,3 +167,17 @@ def test_auto_gives_it_stems_and_narrow_layers(x_shape, w_shape, options, forwar
     picks = [dispatch.choose("cpu", "auto", spec, p).__name__.rsplit(".", 1)[1] for p in ("forward", "weight")]
     assert picks == [forward, weight]
     assert dispatch.choose("cpu", "auto", spec, "input").__name__.rsplit(".", 1)[1] != "polyphase"
+
+
+@pytest.mark.parametrize("x_shape, w_shape, options, chosen", [
+    ((64, 20, 14, 14), (20, 20, 5, 5), dict(), "polyphase"),                        # LeNet-like: 20 filters
+    ((4, 256, 28, 28), (256, 8, 3, 3), dict(padding=1, groups=32), "polyphase"),     # 8 filters a group (0b)
+    ((4, 128, 56, 56), (128, 4, 3, 3), dict(padding=1, groups=32), "planar"),        # 4 input channels a group
+    ((2, 64, 40, 40), (33, 64, 5, 5), dict(padding=2), "im2col"),                    # 33 filters
+    ((2, 20, 28, 28), (20, 20, 5, 5), dict(stride=2, padding=2), "im2col"),          # strided
+])
+def test_auto_runs_stride_one_input_gradients_as_the_correlation(x_shape, w_shape, options, chosen):
+    """The stride-1 input gradient by polyphase where the forward of its correlation (grad_y with the
+    kernel turned, its filters the input channels) is a polyphase forward by rules 0b and 2a."""
+    spec = ConvSpec.create(x_shape, w_shape, **options).as_3d()
+    assert dispatch.choose("cpu", "auto", spec, "input").__name__.rsplit(".", 1)[1] == chosen

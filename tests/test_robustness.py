@@ -508,11 +508,14 @@ def test_auto_thresholds_hold_at_their_boundaries():
         assert _auto((2, 72, 28, 28), (72, 9, 3, 3), pass_name, padding=1, groups=8) == "planar"       # 9 a group
         assert _auto((2, 72, 27, 28), (72, 9, 3, 3), pass_name, padding=1, groups=8) == "channels_last"  # 756
         assert _auto((2, 64, 28, 28), (56, 8, 3, 3), pass_name, padding=1, groups=8) == "planar"       # 7 outputs
-    assert _auto((2, 64, 28, 28), (64, 8, 3, 3), "input", padding=1, groups=8) == "planar"             # 784
-    assert _auto((2, 64, 27, 28), (64, 8, 3, 3), "input", padding=1, groups=8) == "channels_last"      # 756
+    # the stride-1 input gradient by polyphase where its correlation's forward would be (8 filters a
+    # group: its input channels), else by the same rules
+    assert _auto((2, 64, 27, 28), (64, 8, 3, 3), "input", padding=1, groups=8) == "polyphase"
     assert _auto((2, 64, 28, 28), (64, 8, 3, 3), "input", stride=2, padding=1, groups=8) == "channels_last"
-    assert _auto((2, 64, 12, 16), (64, 8, 3, 3), "input", padding=1, groups=8) == "channels_last"      # 192
-    assert _auto((2, 64, 11, 17), (64, 8, 3, 3), "input", padding=1, groups=8) == "im2col"             # 187
+    assert _auto((2, 72, 28, 28), (72, 9, 3, 3), "input", padding=1, groups=8) == "planar"             # 784
+    assert _auto((2, 72, 27, 28), (72, 9, 3, 3), "input", padding=1, groups=8) == "channels_last"      # 756
+    assert _auto((2, 72, 12, 16), (72, 9, 3, 3), "input", padding=1, groups=8) == "channels_last"      # 192
+    assert _auto((2, 72, 11, 17), (72, 9, 3, 3), "input", padding=1, groups=8) == "im2col"             # 187
     assert _auto((2, 128, 14, 14), (128, 32, 3, 3), "weight", padding=1, groups=4) == "im2col"         # 32 a group
     assert _auto((2, 124, 14, 14), (124, 31, 3, 3), "weight", padding=1, groups=4) == "channels_last"  # 31
     assert _auto((2, 64, 14, 14), (64, 64, 3, 3), "input", padding=1, groups=1) != "channels_last"     # dense

@@ -30,14 +30,20 @@ times larger than the input. Here no column matrix exists:
    the thread's float64 partial of ``grad_w``; partials are added in thread
    order. A chunk's ``grad_y`` rows and plane rows stay in L2 while every
    block of channels and taps passes over them.
-4. input gradient: im2col's. A stem's input gradient, where a network asks
-   for one, sums over ``K x taps`` products per input, a long reduction that
-   BLAS runs well.
+4. input gradient: at stride 1 the forward above, run on the correlation of
+   ``grad_y`` with the kernel turned 180 degrees (``common.input_correlation``,
+   ``common.rotated_weights``), which is a narrow layer's forward again
+   where a group has few output channels (where its planes fit the workspace
+   limit); at other strides im2col's (a
+   stem's input gradient, where a network asks for one, sums over ``K x
+   taps`` products per input, a long reduction that BLAS runs well).
 
 ``(I, V)`` and ``(I, J)`` are ``simd.ROW_TILE``, sized to the host's vector
 registers. Padding is the planes' zeros, multiplied as the reference
 multiplies them, and a row's last vector never reads or writes past the
-row, so NaN and Inf land as in numbaconv.reference.
+row, so NaN and Inf land as in numbaconv.reference, except in the stride-1
+input gradient, where the weights also meet the zeros bordering ``grad_y``
+(``INEXACT_NONFINITE``).
 
 FLOPs: ``2 N K (C/g) prod(out) prod(kernel)`` per pass, plus the clamped
 channels and taps of a group's last blocks. Memory traffic: the input read
@@ -57,11 +63,15 @@ import numpy as np
 from numba import njit
 
 from . import im2col, workspace
+from .common import input_correlation, rotated_weights
 from .simd import ROW_TILE, channel_row_sums, outer_row_sums, vector_lanes
 from .threads import add_partials, most_threads, on_threads, scratch, share, thread_count
 
 # FLOPs of one uncut kernel call: a quarter second at 20 GFLOP/s (numbaconv.slices).
 SLICE_FLOPS = int(5e9)
+# The stride-1 input gradient multiplies the weights with the zeros bordering grad_y, where the
+# reference adds only the products of real outputs (Inf * 0 = NaN).
+INEXACT_NONFINITE = {"input": "weight"}
 # Outputs of one weight-gradient chunk: each lane of a float32 sum adds at most CHUNK_OUTPUTS /
 # vector_lanes products before the sums go to float64, and a chunk's rows of grad_y and the planes
 # stay in L2 while every block of channels and taps runs over them.
@@ -329,4 +339,10 @@ def backward_weight(spec, x, grad_y, grad_w):
 
 
 def backward_input(spec, grad_y, w, grad_x):
-    return im2col.backward_input(spec, grad_y, w, grad_x)
+    correlation = input_correlation(spec)
+    if correlation is None or supports(correlation) is not None:
+        im2col.backward_input(spec, grad_y, w, grad_x)
+        return
+    rotated = rotated_weights(w, spec.groups)
+    with workspace.held_by_caller(rotated.nbytes):   # the forward's planes fit beside it
+        forward(correlation, grad_y, rotated, grad_x)
