@@ -273,7 +273,7 @@ def _weight_tile_sums(width, tile, out, out_at, out_offsets, a, a_at, a_offsets,
     """:func:`_tile_sums` for the weight gradient's geometry (:func:`_weight_geometry`)."""
     if width == 32:
         broadcast_sums_32x6(out, out_at, out_offsets, a, a_at, a_offsets, first, b, b_at, loops, a_table)
-    elif tile == WIDE_TILE_16:
+    elif width == 16 and tile == WIDE_TILE_16:
         broadcast_sums_16x12(out, out_at, out_offsets, a, a_at, a_offsets, first, b, b_at, loops, a_table)
     else:
         _tile_sums(width, out, out_at, out_offsets, a, a_at, a_offsets, first, b, b_at, loops, a_table)
