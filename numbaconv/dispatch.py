@@ -175,9 +175,10 @@ each rule; the command after each rule reproduces them.
    sample while a sample's input holds at most ``CHANNELS_LAST_DISJOINT_MAX_SAMPLE`` elements:
    im2col's columns there are one copy of the input too, gathered at the stride, where
    ``channels_last`` transposes by vector blocks; on larger samples its grid goes through
-   memory once more than im2col's column blocks, and it loses wherever memory is busy. ``numbaconv bench --network
-   resnet50,r3d_18,wav2vec2,unet --algo channels_last,im2col --pass forward,input``, ``python
-   bench/stride_one.py``, ``python bench/disjoint_windows.py`` (docs/decisions.md, CL4, CL5, CL9).
+   memory once more than im2col's column blocks, and it loses wherever memory is busy.
+   ``numbaconv bench --network resnet50,r3d_18,wav2vec2,unet --algo channels_last,im2col
+   --pass forward,input``, ``python bench/stride_one.py``, ``python bench/disjoint_windows.py``
+   (docs/decisions.md, CL4, CL5, CL9).
 2c. ``channels_last`` for the gradients of the rest whose windows overlap and whose groups have
    ``CHANNELS_LAST_MIN_GROUP_CHANNELS`` (its lanes) to ``CHANNELS_LAST_NARROW_FILTERS`` output
    channels; the input gradient also needs ``CHANNELS_LAST_INPUT_MIN_CHANNELS`` input channels

@@ -63,7 +63,7 @@ import numpy as np
 from numba import njit
 
 from . import workspace
-from .common import ONE, ZERO, input_correlation, rotated_weights, transposed_rows
+from .common import ONE, ZERO, forward_on_correlation, input_correlation, transposed_rows
 from .simd import (LANES, VECTOR_BYTES, WIDE_TILE_OUTPUTS, add_broadcast_sums_8, add_broadcast_sums_16,
                    broadcast_sums_8, broadcast_sums_16, broadcast_sums_16x12, broadcast_sums_32x6, tile_outputs,
                    transpose_lanes)
@@ -506,9 +506,7 @@ def forward(spec, x, w, out):
 def backward_input(spec, grad_y, w, grad_x):
     correlation = input_correlation(spec)
     if correlation is not None:
-        rotated = rotated_weights(w, spec.groups)
-        with workspace.held_by_caller(rotated.nbytes):   # the forward's slabs fit beside it
-            forward(correlation, grad_y, rotated, grad_x)
+        forward_on_correlation(forward, correlation, grad_y, w, spec.groups, grad_x)
         return
     batch, in_channels, out_channels, groups = grad_x.shape[0], spec.in_channels, spec.out_channels, spec.groups
     group_in, group_out = spec.group_in_channels, spec.group_out_channels

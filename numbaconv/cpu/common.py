@@ -68,6 +68,15 @@ def rotated_weights(w, groups):
     return read_only(rotated.reshape(groups * group_in, group_out, taps))
 
 
+def forward_on_correlation(forward, correlation, grad_y, w, groups, grad_x):
+    """The stride-1 input gradient as ``forward(correlation, grad_y, turned weights, grad_x)``, for
+    ``correlation`` from :func:`input_correlation` and the weights from :func:`rotated_weights`,
+    whose copy the forward's scratch is sized beside (``workspace.held_by_caller``)."""
+    rotated = rotated_weights(w, groups)
+    with workspace.held_by_caller(rotated.nbytes):
+        forward(correlation, grad_y, rotated, grad_x)
+
+
 @functools.lru_cache(maxsize=256)
 def input_correlation(spec):
     """At stride 1, the input gradient as a forward correlation (the spec it runs): of ``grad_y``

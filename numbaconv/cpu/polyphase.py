@@ -31,12 +31,12 @@ times larger than the input. Here no column matrix exists:
    order. A chunk's ``grad_y`` rows and plane rows stay in L2 while every
    block of channels and taps passes over them.
 4. input gradient: at stride 1 the forward above, run on the correlation of
-   ``grad_y`` with the kernel turned 180 degrees (``common.input_correlation``,
-   ``common.rotated_weights``), which is a narrow layer's forward again
-   where a group has few output channels (where its planes fit the workspace
-   limit); at other strides im2col's (a
-   stem's input gradient, where a network asks for one, sums over ``K x
-   taps`` products per input, a long reduction that BLAS runs well).
+   ``grad_y`` with the kernel turned 180 degrees
+   (``common.forward_on_correlation``), which is a narrow layer's forward
+   again where a group has few output channels (where its planes fit the
+   workspace limit); at other strides im2col's (a stem's input gradient,
+   where a network asks for one, sums over ``K x taps`` products per input,
+   a long reduction that BLAS runs well).
 
 ``(I, V)`` and ``(I, J)`` are ``simd.ROW_TILE``, sized to the host's vector
 registers. Padding is the planes' zeros, multiplied as the reference
@@ -63,7 +63,7 @@ import numpy as np
 from numba import njit
 
 from . import im2col, workspace
-from .common import input_correlation, rotated_weights
+from .common import forward_on_correlation, input_correlation
 from .simd import ROW_TILE, channel_row_sums, outer_row_sums, vector_lanes
 from .threads import add_partials, most_threads, on_threads, scratch, share, thread_count
 
@@ -343,6 +343,4 @@ def backward_input(spec, grad_y, w, grad_x):
     if correlation is None or supports(correlation) is not None:
         im2col.backward_input(spec, grad_y, w, grad_x)
         return
-    rotated = rotated_weights(w, spec.groups)
-    with workspace.held_by_caller(rotated.nbytes):   # the forward's planes fit beside it
-        forward(correlation, grad_y, rotated, grad_x)
+    forward_on_correlation(forward, correlation, grad_y, w, spec.groups, grad_x)
